@@ -1,0 +1,63 @@
+// swift-tools-version:6.0
+// nnd — a training daemon for the seed's MNIST network.
+// Layers, one way only: executables → NNDaemon / NNControl → NNTraining → NNCheckpoint/NNEngine → NNData/NNNumerics → C libraries.
+import PackageDescription
+
+let package = Package(
+    name: "nnd",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "nnd", targets: ["nnd"]),
+        .executable(name: "nnctl", targets: ["nnctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+    ],
+    targets: [
+        // C libraries from Debian, wrapped as system-library targets.
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CNUMA", path: "Sources/CNUMA", providers: [.apt(["libnuma-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+
+        // numerics: aligned buffers, BLAS with kernel selection, RNG, SHA-256.
+        .target(name: "NNNumerics", dependencies: ["CBLAS"]),
+        // data: IDX/CSV readers, dataset fetch and verification.
+        .target(name: "NNData", dependencies: ["NNNumerics", "CZlib"]),
+        // parallel engine: flat parameters, forward/backward, data-parallel step, NUMA placement, optimisers.
+        .target(name: "NNEngine", dependencies: ["NNNumerics", "NNData", "CNUMA"]),
+        // checkpoints: safetensors + resume state, atomic writes, retention.
+        .target(name: "NNCheckpoint", dependencies: ["NNEngine", "NNNumerics"]),
+        // training: run specs (YAML), the epoch loop the daemon drives, evaluation, benchmark.
+        .target(name: "NNTraining", dependencies: [
+            "NNEngine", "NNData", "NNCheckpoint",
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        // daemon: RunManager and the HTTP/JSON control API on a Unix socket.
+        .target(name: "NNDaemon", dependencies: [
+            "NNTraining",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // control client: HTTP/1.1 over a Unix socket, used by nnctl.
+        .target(name: "NNControl", dependencies: []),
+
+        .executableTarget(name: "nnd", dependencies: [
+            "NNDaemon", "NNTraining",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "nnctl", dependencies: [
+            "NNControl",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "NNNumericsTests", dependencies: ["NNNumerics"]),
+        .testTarget(name: "NNDataTests", dependencies: ["NNData"]),
+        .testTarget(name: "NNEngineTests", dependencies: ["NNEngine", "NNData"]),
+        .testTarget(name: "NNTrainingTests", dependencies: ["NNTraining"]),
+        .testTarget(name: "NNDaemonTests", dependencies: ["NNControl"]),
+    ]
+)

@@ -1,0 +1,50 @@
+import Foundation
+import NNNumerics
+
+/// Reads the seed's CSV layout: one record per line, `label,pixel0,...,pixelN` with
+/// integer pixels 0–255 (scaled by 1/255). A header line starting with "label" is skipped.
+public enum CSVReader {
+    public static func load(_ path: String, featureCount: Int = 784, classCount: Int = 10, limit: Int? = nil) throws -> Dataset {
+        let raw = try IDXReader.readFile(path)
+        var labels: [Int32] = []
+        var values: [Float] = []
+        var lineNo = 0
+        var start = 0
+        func parseLine(_ line: ArraySlice<UInt8>) throws {
+            lineNo += 1
+            var trimmed = line
+            if trimmed.last == UInt8(ascii: "\r") { trimmed = trimmed.dropLast() }
+            if trimmed.isEmpty { return }
+            if lineNo == 1, trimmed.first.map({ !(48...57).contains($0) }) == true {
+                if String(decoding: trimmed.prefix(5), as: UTF8.self).lowercased() == "label" { return }
+            }
+            let fields = trimmed.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false)
+            guard fields.count == featureCount + 1 else {
+                throw DataError(file: path, "line \(lineNo): \(fields.count) columns, expected \(featureCount + 1) (label + \(featureCount) pixels)")
+            }
+            for (col, f) in fields.enumerated() {
+                guard !f.isEmpty, f.count <= 4, f.allSatisfy({ (48...57).contains($0) }) else {
+                    throw DataError(file: path, "line \(lineNo), column \(col + 1): '\(String(decoding: f.prefix(20), as: UTF8.self))' is not a non-negative integer")
+                }
+                let v = f.reduce(0) { $0 * 10 + Int($1 - 48) }
+                if col == 0 {
+                    guard v < classCount else { throw DataError(file: path, "line \(lineNo): label \(v) is outside the class range 0..<\(classCount)") }
+                    labels.append(Int32(v))
+                } else {
+                    guard v <= 255 else { throw DataError(file: path, "line \(lineNo), column \(col + 1): pixel \(v) is outside 0...255") }
+                    values.append(Float(v) / 255)
+                }
+            }
+        }
+        for i in 0..<raw.count where raw[i] == UInt8(ascii: "\n") {
+            try parseLine(raw[start..<i])
+            start = i + 1
+            if let limit, labels.count >= limit { break }
+        }
+        if start < raw.count, limit.map({ labels.count < $0 }) ?? true { try parseLine(raw[start...]) }
+        guard !labels.isEmpty else { throw DataError(file: path, "contains no records") }
+        let buf = FloatBuffer(count: values.count)
+        buf.load(values)
+        return Dataset(features: buf, labels: labels, featureCount: featureCount, classCount: classCount, sources: [path])
+    }
+}

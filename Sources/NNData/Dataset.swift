@@ -1,0 +1,38 @@
+import Foundation
+import NNNumerics
+
+/// A labelled dataset held in memory: features as one contiguous Float32 buffer
+/// (row-major, one record per row, scaled to [0, 1]) and labels as class indices.
+public final class Dataset: Sendable {
+    public let features: FloatBuffer
+    public let labels: [Int32]
+    public let count: Int
+    public let featureCount: Int
+    public let classCount: Int
+    /// Where it came from, for logs and for checking the files have not changed on resume.
+    public let sources: [String]
+
+    public init(features: FloatBuffer, labels: [Int32], featureCount: Int, classCount: Int, sources: [String]) {
+        precondition(features.count == labels.count * featureCount)
+        self.features = features
+        self.labels = labels
+        self.count = labels.count
+        self.featureCount = featureCount
+        self.classCount = classCount
+        self.sources = sources
+    }
+
+    /// The first `n` records (for quick runs and tests); shares nothing with `self`.
+    public func prefix(_ n: Int) -> Dataset {
+        let k = min(n, count)
+        let f = FloatBuffer(count: k * featureCount)
+        memcpy(f.pointer, features.pointer, k * featureCount * MemoryLayout<Float>.stride)
+        return Dataset(features: f, labels: Array(labels[0..<k]), featureCount: featureCount, classCount: classCount, sources: sources)
+    }
+
+    public var labelCounts: [Int] {
+        var c = [Int](repeating: 0, count: classCount)
+        for l in labels { c[Int(l)] += 1 }
+        return c
+    }
+}

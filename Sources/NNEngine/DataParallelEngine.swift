@@ -1,0 +1,340 @@
+import Dispatch
+import Foundation
+import NNData
+import NNNumerics
+
+/// One worker's memory: activations, deltas and the gradient of its shard, all carved out of
+/// one flat buffer allocated on the worker's NUMA node before the first step.
+final class WorkerWorkspace {
+    let memory: FloatBuffer
+    /// activations[l]: maxRows × sizes[l] (l = 0 is the gathered input)
+    let activations: [UnsafeMutablePointer<Float>]
+    /// deltas[l]: maxRows × sizes[l] for l ≥ 1 (index 0 unused, points at activations[0])
+    let deltas: [UnsafeMutablePointer<Float>]
+    /// Σ over the shard's records of ∂J/∂θ, laid out like the parameters.
+    let gradient: UnsafeMutablePointer<Float>
+    let placement: WorkerPlacement
+    // Results of the last step, read by the caller after the join.
+    var records = 0
+    var costSum = 0.0
+    var correct = 0
+
+    init(layout: NetworkLayout, maxRows: Int, placement: WorkerPlacement, allocator: any BufferAllocator) {
+        func align(_ x: Int) -> Int { (x + 15) / 16 * 16 }
+        var total = 0
+        var aOff: [Int] = [], dOff: [Int] = []
+        for s in layout.sizes { aOff.append(total); total += align(maxRows * s) }
+        for s in layout.sizes { dOff.append(total); total += align(maxRows * s) }
+        let gOff = total
+        total += layout.parameterCount
+        let memory = FloatBuffer(count: total, allocator: allocator)
+        self.memory = memory
+        activations = aOff.map { memory.pointer + $0 }
+        deltas = dOff.map { memory.pointer + $0 }
+        gradient = memory.pointer + gOff
+        self.placement = placement
+    }
+}
+
+/// Cost and accuracy of one step or one evaluation pass.
+public struct PassResult: Sendable, Equatable {
+    /// Σ cross-entropy over the records (Float64), without the L2 term.
+    public var costSum: Double
+    public var correct: Int
+    public var records: Int
+    public var accuracy: Double { records == 0 ? 0 : Double(correct) / Double(records) }
+}
+
+/// Data-parallel training engine for a fully connected softmax classifier.
+///
+/// A step splits the mini-batch into one contiguous shard per worker (sizes differ by at most
+/// one record); `concurrentPerform` runs forward and backward of every shard into that
+/// worker's own buffers; then a second `concurrentPerform` reduces: worker w sums slice w of
+/// the flat gradient over all workers, in worker order, and applies the update to that slice.
+/// Summing in a fixed order makes a step bitwise reproducible for a given worker count.
+///
+/// Everything is allocated in `init`; `step` neither allocates nor locks.
+///
+/// `@unchecked Sendable`: the engine is driven by one training task at a time (the
+/// `TrainingLoop` owns it); inside a step the workers write disjoint memory (see `FloatBuffer`).
+public final class DataParallelEngine: @unchecked Sendable {
+    public let layout: NetworkLayout
+    public let activation: Activation
+    public let optimizer: OptimizerConfig
+    public let lambda: Float
+    public let workerCount: Int
+    public let maxBatch: Int
+    public let placements: [WorkerPlacement]
+    public let placer: any MemoryPlacer
+
+    /// All parameters, one flat buffer; per-layer views through `layout`.
+    public let parameters: FloatBuffer
+    /// Optimiser state (velocity, or Adam's m and v), same layout as the parameters.
+    public let optimizerState: [FloatBuffer]
+    /// Adam's step counter t (number of updates applied so far).
+    public var updateCount: Int = 0
+
+    let workspaces: [WorkerWorkspace]
+    /// reductionSlices[w]: the parts of the weight/bias segments that worker w reduces.
+    let reductionSlices: [[NetworkLayout.Segment]]
+    /// Per-worker shard size limit: ceil(maxBatch / workers).
+    let maxRows: Int
+
+    public init(layout: NetworkLayout, activation: Activation, optimizer: OptimizerConfig, lambda: Float,
+                workers: Int, maxBatch: Int, placer: any MemoryPlacer = LibNUMAPlacer()) {
+        precondition(workers >= 1 && maxBatch >= 1)
+        self.layout = layout; self.activation = activation; self.optimizer = optimizer; self.lambda = lambda
+        self.workerCount = workers; self.maxBatch = maxBatch; self.placer = placer
+        let placements = placer.plan(workers: workers)
+        self.placements = placements
+        let shared = placer.sharedAllocator(nodes: placements.map(\.node))
+        parameters = FloatBuffer(count: layout.parameterCount, allocator: shared)
+        optimizerState = (0..<optimizer.stateBuffers).map { _ in FloatBuffer(count: layout.parameterCount, allocator: shared) }
+        maxRows = (maxBatch + workers - 1) / workers
+        workspaces = placements.map { p in
+            WorkerWorkspace(layout: layout, maxRows: (maxBatch + workers - 1) / workers, placement: p,
+                            allocator: placer.allocator(forNode: p.node))
+        }
+        // Split the trainable elements into `workers` nearly equal contiguous slices.
+        let total = layout.trainableCount
+        var slices: [[NetworkLayout.Segment]] = Array(repeating: [], count: workers)
+        let bounds = (0...workers).map { $0 * total / workers } // in trainable-element positions
+        var seen = 0
+        for seg in layout.segments {
+            let length = seg.end - seg.start
+            for w in 0..<workers {
+                let lo = max(bounds[w], seen), hi = min(bounds[w + 1], seen + length)
+                if lo < hi { slices[w].append(.init(start: seg.start + lo - seen, end: seg.start + hi - seen, isWeight: seg.isWeight)) }
+            }
+            seen += length
+        }
+        reductionSlices = slices
+    }
+
+    /// Memory placement of each worker's buffers, for reports and tests.
+    public var workerBufferPlacements: [String] { workspaces.map { $0.memory.allocator.placement } }
+    public var parameterPlacement: String { parameters.allocator.placement }
+
+    // MARK: - Training step
+
+    /// One gradient-descent step on the records `indices[0..<count]` of `data`.
+    public func step(data: Dataset, indices: UnsafePointer<Int32>, count n: Int, learningRate: Float) -> PassResult {
+        precondition(n >= 1 && n <= maxBatch, "batch of \(n) records, engine built for at most \(maxBatch)")
+        let W = workerCount
+        let inSize = layout.inputSize
+        let features = SharedPointer(data.features.pointer)
+        let indices = SharedPointer(UnsafeMutablePointer(mutating: indices))
+        DispatchQueue.concurrentPerform(iterations: W) { w in
+            let ws = workspaces[w]
+            placer.bindCurrentThread(toNode: ws.placement.node)
+            let lo = n * w / W, hi = n * (w + 1) / W, rows = hi - lo
+            ws.records = rows
+            ws.costSum = 0
+            ws.correct = 0
+            if rows == 0 { return }
+            let input = ws.activations[0]
+            for r in 0..<rows {
+                memcpy(input + r * inSize, features.pointer + Int(indices.pointer[lo + r]) * inSize, inSize * MemoryLayout<Float>.stride)
+            }
+            forward(ws, input: input, rows: rows)
+            data.labels.withUnsafeBufferPointer { labels in
+                lossAndOutputDelta(ws, rows: rows) { labels[Int(indices.pointer[lo + $0])] }
+            }
+            backward(ws, rows: rows)
+        }
+        updateCount += 1
+        let step = updateCount
+        DispatchQueue.concurrentPerform(iterations: W) { w in
+            reduceAndUpdate(slice: w, records: n, learningRate: learningRate, adamStep: step)
+        }
+        var result = PassResult(costSum: 0, correct: 0, records: n)
+        for ws in workspaces { result.costSum += ws.costSum; result.correct += ws.correct }
+        return result
+    }
+
+    /// Forward pass of `rows` records from `input` (rows × inputSize) into the workspace.
+    @inline(__always)
+    func forward(_ ws: WorkerWorkspace, input: UnsafePointer<Float>, rows: Int) {
+        let sizes = layout.sizes
+        var a = input
+        for l in 1..<sizes.count {
+            let nIn = sizes[l - 1], nOut = sizes[l]
+            let z = ws.activations[l]
+            let w = UnsafePointer(parameters.pointer + layout.weightOffsets[l - 1])
+            let b = UnsafePointer(parameters.pointer + layout.biasOffsets[l - 1])
+            // Z = A · Wᵀ   (rows×nIn · nIn×nOut)
+            BLAS.sgemm(transA: false, transB: true, m: rows, n: nOut, k: nIn, alpha: 1, a: a, lda: nIn,
+                       b: w, ldb: nIn, beta: 0, c: z, ldc: nOut)
+            if l == sizes.count - 1 {
+                for r in 0..<rows { softmaxRow(z + r * nOut, bias: b, count: nOut) }
+            } else {
+                activate(z, bias: b, rows: rows, cols: nOut)
+            }
+            a = UnsafePointer(z)
+        }
+    }
+
+    @inline(__always)
+    func activate(_ z: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>, rows: Int, cols: Int) {
+        switch activation {
+        case .logistic:
+            for r in 0..<rows { let row = z + r * cols; for j in 0..<cols { row[j] = 1 / (1 + expf(-(row[j] + bias[j]))) } }
+        case .tanh:
+            for r in 0..<rows { let row = z + r * cols; for j in 0..<cols { row[j] = tanhf(row[j] + bias[j]) } }
+        case .relu:
+            for r in 0..<rows { let row = z + r * cols; for j in 0..<cols { row[j] = max(0, row[j] + bias[j]) } }
+        }
+    }
+
+    @inline(__always)
+    func softmaxRow(_ z: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>, count: Int) {
+        var m = -Float.infinity
+        for j in 0..<count { z[j] += bias[j]; m = max(m, z[j]) }
+        var s: Float = 0
+        for j in 0..<count { z[j] = expf(z[j] - m); s += z[j] }
+        let inv = 1 / s
+        for j in 0..<count { z[j] *= inv }
+    }
+
+    /// Cross-entropy with the seed's clipping (eps 1e-10), accuracy, and δ_out = ŷ − y.
+    @inline(__always)
+    func lossAndOutputDelta(_ ws: WorkerWorkspace, rows: Int, label: (Int) -> Int32) {
+        let L = layout.sizes.count, k = layout.outputSize
+        let yhat = ws.activations[L - 1], delta = ws.deltas[L - 1]
+        var cost = 0.0, correct = 0
+        for r in 0..<rows {
+            let y = Int(label(r))
+            let p = yhat + r * k, d = delta + r * k
+            var best = 0
+            for j in 0..<k {
+                d[j] = p[j]
+                if p[j] > p[best] { best = j }
+            }
+            d[y] -= 1
+            if best == y { correct += 1 }
+            let clipped = min(max(Double(p[y]), 1e-10), 1 - 1e-10)
+            cost -= Foundation.log(clipped)
+        }
+        ws.costSum = cost
+        ws.correct = correct
+    }
+
+    /// Backpropagation from δ_out, writing the shard's summed gradient.
+    @inline(__always)
+    func backward(_ ws: WorkerWorkspace, rows: Int) {
+        let sizes = layout.sizes
+        var l = sizes.count - 1
+        while l >= 1 {
+            let nIn = sizes[l - 1], nOut = sizes[l]
+            let delta = UnsafePointer(ws.deltas[l])
+            let aPrev = UnsafePointer(ws.activations[l - 1])
+            let gw = ws.gradient + layout.weightOffsets[l - 1]
+            let gb = ws.gradient + layout.biasOffsets[l - 1]
+            // ∂J/∂W = δᵀ · A_prev   (nOut×rows · rows×nIn)
+            BLAS.sgemm(transA: true, transB: false, m: nOut, n: nIn, k: rows, alpha: 1, a: delta, lda: nOut,
+                       b: aPrev, ldb: nIn, beta: 0, c: gw, ldc: nIn)
+            // ∂J/∂b = Σ_rows δ
+            for j in 0..<nOut { gb[j] = 0 }
+            for r in 0..<rows { let d = delta + r * nOut; for j in 0..<nOut { gb[j] += d[j] } }
+            if l > 1 {
+                // δ_prev = (δ · W) ⊙ g'(a_prev)
+                let w = UnsafePointer(parameters.pointer + layout.weightOffsets[l - 1])
+                let dPrev = ws.deltas[l - 1]
+                BLAS.sgemm(transA: false, transB: false, m: rows, n: nIn, k: nOut, alpha: 1, a: delta, lda: nOut,
+                           b: w, ldb: nIn, beta: 0, c: dPrev, ldc: nIn)
+                let count = rows * nIn
+                let a = aPrev
+                switch activation {
+                case .logistic: for i in 0..<count { dPrev[i] *= a[i] * (1 - a[i]) }
+                case .tanh: for i in 0..<count { dPrev[i] *= 1 - a[i] * a[i] }
+                case .relu: for i in 0..<count where a[i] <= 0 { dPrev[i] = 0 }
+                }
+            }
+            l -= 1
+        }
+    }
+
+    /// Worker `slice`'s share of the reduction: Σ over workers (in worker order) of their
+    /// gradients on this slice, then the optimiser update on the same slice.
+    @inline(__always)
+    func reduceAndUpdate(slice: Int, records: Int, learningRate: Float, adamStep: Int) {
+        // The first worker with records holds the sum; others are added to it in order.
+        var first = -1
+        for (i, ws) in workspaces.enumerated() where ws.records > 0 { first = i; break }
+        let sum = workspaces[first].gradient
+        let s1 = optimizerState.first?.pointer
+        let s2 = optimizerState.count > 1 ? optimizerState[1].pointer : nil
+        for seg in reductionSlices[slice] {
+            for w in (first + 1)..<workerCount where workspaces[w].records > 0 {
+                let g = workspaces[w].gradient
+                for i in seg.start..<seg.end { sum[i] += g[i] }
+            }
+            applyUpdate(config: optimizer, isWeight: seg.isWeight, params: parameters.pointer, gradSum: sum,
+                        state1: s1, state2: s2, start: seg.start, end: seg.end, learningRate: learningRate,
+                        lambda: lambda, records: records, adamStep: adamStep)
+        }
+    }
+
+    // MARK: - Evaluation
+
+    /// Forward pass over a whole dataset (in parallel, no parameter change). If `predictions`
+    /// is given it receives the predicted class of every record.
+    public func evaluate(_ data: Dataset, predictions: UnsafeMutablePointer<Int32>? = nil) -> PassResult {
+        let W = workerCount, chunk = maxRows
+        let k = layout.outputSize, inSize = layout.inputSize
+        var total = PassResult(costSum: 0, correct: 0, records: data.count)
+        let predictions = predictions.map(SharedPointer.init)
+        var start = 0
+        while start < data.count {
+            let end = min(data.count, start + W * chunk)
+            let n = end - start
+            let base = start
+            DispatchQueue.concurrentPerform(iterations: W) { w in
+                let ws = workspaces[w]
+                placer.bindCurrentThread(toNode: ws.placement.node)
+                let lo = n * w / W, hi = n * (w + 1) / W, rows = hi - lo
+                ws.records = rows; ws.costSum = 0; ws.correct = 0
+                if rows == 0 { return }
+                forward(ws, input: data.features.pointer + (base + lo) * inSize, rows: rows)
+                data.labels.withUnsafeBufferPointer { labels in
+                    lossAndOutputDelta(ws, rows: rows) { labels[base + lo + $0] }
+                }
+                if let predictions {
+                    let yhat = ws.activations[layout.sizes.count - 1]
+                    for r in 0..<rows {
+                        var best = 0
+                        for j in 0..<k where yhat[r * k + j] > yhat[r * k + best] { best = j }
+                        predictions.pointer[base + lo + r] = Int32(best)
+                    }
+                }
+            }
+            for ws in workspaces { total.costSum += ws.costSum; total.correct += ws.correct }
+            start = end
+        }
+        return total
+    }
+
+    /// Class probabilities for some records (used by reports and the numpy cross-check).
+    public func probabilities(_ data: Dataset, range: Range<Int>) -> [[Float]] {
+        var out: [[Float]] = []
+        let ws = workspaces[0], k = layout.outputSize
+        var s = range.lowerBound
+        while s < range.upperBound {
+            let rows = min(maxRows, range.upperBound - s)
+            forward(ws, input: data.features.pointer + s * layout.inputSize, rows: rows)
+            let yhat = ws.activations[layout.sizes.count - 1]
+            for r in 0..<rows { out.append(Array(UnsafeBufferPointer(start: yhat + r * k, count: k))) }
+            s += rows
+        }
+        return out
+    }
+}
+
+/// A pointer handed to the worker closures of `concurrentPerform`.
+/// `@unchecked Sendable`: each worker reads shared input (dataset, shuffle order) or writes
+/// only its own disjoint range, and `concurrentPerform` joins every worker before returning,
+/// so the memory outlives every access and no two threads write the same element.
+struct SharedPointer<T>: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<T>
+    init(_ pointer: UnsafeMutablePointer<T>) { self.pointer = pointer }
+}

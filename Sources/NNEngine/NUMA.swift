@@ -1,0 +1,140 @@
+import CNUMA
+import Foundation
+import NNNumerics
+
+/// The machine's NUMA layout: which CPUs belong to which node. An injected value, so
+/// placement can be tested on a fake multi-node topology on a one-node machine.
+public struct NUMATopology: Sendable, Equatable, CustomStringConvertible {
+    public struct Node: Sendable, Equatable { public var id: Int; public var cpus: [Int] }
+    public var nodes: [Node]
+    /// Whether libnuma works here (false means: allocate without node binding).
+    public var numaAvailable: Bool
+
+    public init(nodes: [Node], numaAvailable: Bool) { self.nodes = nodes; self.numaAvailable = numaAvailable }
+
+    /// Reads the topology through libnuma; one node with every online CPU when libnuma is unavailable.
+    public static func detect() -> NUMATopology {
+        let online = onlineCPUs()
+        guard numa_available() >= 0 else {
+            return NUMATopology(nodes: [Node(id: 0, cpus: online)], numaAvailable: false)
+        }
+        var byNode: [Int: [Int]] = [:]
+        for cpu in online {
+            let node = Int(numa_node_of_cpu(Int32(cpu)))
+            byNode[max(node, 0), default: []].append(cpu)
+        }
+        let nodes = byNode.keys.sorted().map { Node(id: $0, cpus: byNode[$0]!) }
+        return NUMATopology(nodes: nodes, numaAvailable: true)
+    }
+
+    /// CPUs this process may run on, in order.
+    public static func onlineCPUs() -> [Int] {
+        // Cpus_allowed_list honours taskset/cgroup limits (e.g. "0-1" or "0,2-3").
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }) {
+            let list = line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces)
+            if let cpus = parseCPUList(list), !cpus.isEmpty { return cpus }
+        }
+        return Array(0..<ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    /// Parses a Linux CPU list such as "0-3,8,10-11".
+    public static func parseCPUList(_ text: String) -> [Int]? {
+        var out: [Int] = []
+        for part in text.split(separator: ",") {
+            let ends = part.split(separator: "-").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            if ends.count == 1, let a = ends[0] { out.append(a) }
+            else if ends.count == 2, let a = ends[0], let b = ends[1], a <= b { out += Array(a...b) }
+            else { return nil }
+        }
+        return out
+    }
+
+    public var cpus: [Int] { nodes.flatMap(\.cpus) }
+    public func node(ofCPU cpu: Int) -> Int { nodes.first { $0.cpus.contains(cpu) }?.id ?? nodes.first?.id ?? 0 }
+    public var description: String { nodes.map { "node \($0.id): cpus \($0.cpus.map(String.init).joined(separator: ","))" }.joined(separator: "; ") }
+}
+
+/// Which CPU and node each worker belongs to.
+public struct WorkerPlacement: Sendable, Equatable {
+    public var worker: Int, cpu: Int, node: Int
+}
+
+/// How memory and threads are placed.
+///
+/// Decisions (documented here because they are the point of this type):
+/// - Workers are assigned round-robin over the online CPUs in node order, so workers fill
+///   node 0's CPUs, then node 1's, and each worker's node is the node of its CPU.
+/// - Each worker's activation, delta and gradient buffers are allocated on its node
+///   (`numa_alloc_onnode`) — they are written by that worker only, at every step.
+/// - The shared parameters (and optimiser state) are read by every worker and each slice is
+///   written by one worker during the reduction, so no single node is "theirs": they are
+///   interleaved page by page over the nodes in use (`numa_alloc_interleaved_subset`), which
+///   spreads the traffic instead of making one node's memory controller the hot spot. With
+///   one node in use, they are ordinary aligned memory.
+/// - `DispatchQueue.concurrentPerform` does not let us pick threads, so the thread that runs
+///   worker i's iteration binds itself to worker i's node (`numa_run_on_node`) before touching
+///   its buffers. This is only done when the workers span more than one node; on a one-node
+///   machine binding would change nothing and cost a syscall per step.
+public protocol MemoryPlacer: Sendable {
+    var topology: NUMATopology { get }
+    func allocator(forNode node: Int) -> any BufferAllocator
+    func sharedAllocator(nodes: [Int]) -> any BufferAllocator
+    func bindCurrentThread(toNode node: Int)
+}
+
+extension MemoryPlacer {
+    public func plan(workers: Int) -> [WorkerPlacement] {
+        let cpus = topology.cpus.isEmpty ? [0] : topology.cpus
+        return (0..<workers).map { w in
+            let cpu = cpus[w % cpus.count]
+            return WorkerPlacement(worker: w, cpu: cpu, node: topology.node(ofCPU: cpu))
+        }
+    }
+}
+
+/// libnuma-backed placement; plain aligned memory when `numa_available() < 0`.
+public struct LibNUMAPlacer: MemoryPlacer {
+    public let topology: NUMATopology
+    public init(topology: NUMATopology = .detect()) { self.topology = topology }
+
+    public func allocator(forNode node: Int) -> any BufferAllocator {
+        topology.numaAvailable ? NodeAllocator(node: node) : AlignedAllocator()
+    }
+    public func sharedAllocator(nodes: [Int]) -> any BufferAllocator {
+        let distinct = Array(Set(nodes)).sorted()
+        return topology.numaAvailable && distinct.count > 1 ? InterleavedAllocator(nodes: distinct) : AlignedAllocator()
+    }
+    public func bindCurrentThread(toNode node: Int) {
+        if topology.numaAvailable && topology.nodes.count > 1 { _ = numa_run_on_node(Int32(node)) }
+    }
+}
+
+/// Memory on one NUMA node (page-aligned, so also 64-byte aligned).
+public struct NodeAllocator: BufferAllocator {
+    public let node: Int
+    public func allocate(bytes: Int) -> UnsafeMutableRawPointer {
+        let size = max(bytes, 64)
+        guard let p = numa_alloc_onnode(size, Int32(node)) else { fatalError("numa_alloc_onnode(\(size), \(node)) failed") }
+        memset(p, 0, size) // first touch, on the right node
+        return p
+    }
+    public func deallocate(_ pointer: UnsafeMutableRawPointer, bytes: Int) { numa_free(pointer, max(bytes, 64)) }
+    public var placement: String { "numa node \(node)" }
+}
+
+/// Memory interleaved page by page over a set of nodes.
+public struct InterleavedAllocator: BufferAllocator {
+    public let nodes: [Int]
+    public func allocate(bytes: Int) -> UnsafeMutableRawPointer {
+        let size = max(bytes, 64)
+        guard let mask = numa_allocate_nodemask() else { fatalError("numa_allocate_nodemask failed") }
+        defer { numa_bitmask_free(mask) }
+        for n in nodes { numa_bitmask_setbit(mask, UInt32(n)) }
+        guard let p = numa_alloc_interleaved_subset(size, mask) else { fatalError("numa_alloc_interleaved_subset(\(size)) failed") }
+        memset(p, 0, size)
+        return p
+    }
+    public func deallocate(_ pointer: UnsafeMutableRawPointer, bytes: Int) { numa_free(pointer, max(bytes, 64)) }
+    public var placement: String { "interleaved over nodes \(nodes.map(String.init).joined(separator: ","))" }
+}

@@ -1,0 +1,142 @@
+import CBLAS
+import Foundation
+
+/// Thin, allocation-free wrappers over OpenBLAS single-precision GEMM.
+/// All matrices are row-major.
+public enum BLAS {
+    /// C[m×n] = alpha · op(A) · op(B) + beta · C
+    @inline(__always)
+    public static func sgemm(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        alpha: Float, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    /// The OpenBLAS kernel family the library chose when it loaded ("Haswell", "Prescott", ...).
+    public static var kernelName: String {
+        guard let p = openblas_get_corename() else { return "unknown" }
+        return String(cString: p)
+    }
+
+    /// OpenBLAS's own threads are off: nnd parallelises across records itself, and
+    /// each worker calls GEMM on its own shard from its own thread.
+    public static func useSingleThread() { openblas_set_num_threads(1) }
+}
+
+/// Chooses the best OpenBLAS kernel for this CPU.
+///
+/// Why: Debian's OpenBLAS 0.3.21 does not recognise newer CPUs and silently falls back to
+/// its Prescott (SSE3) kernels, about 5× slower. OpenBLAS reads `OPENBLAS_CORETYPE` only
+/// when it is loaded, which happens before `main`, so the executable sets the variable
+/// and re-executes itself once (`BLASKernelSelector.reexecWithBestKernelIfNeeded`).
+public enum BLASKernelSelector {
+    public static let environmentKey = "OPENBLAS_CORETYPE"
+    /// Set on the re-executed process so it never loops.
+    public static let markerKey = "NND_BLAS_SELECTED"
+    public static let safeKernel = "Prescott"
+
+    /// The kernel for a set of /proc/cpuinfo flags, best first.
+    public static func bestKernel(cpuFlags: Set<String>) -> String {
+        if ["avx512f", "avx512bw", "avx512vl", "avx512dq"].allSatisfy(cpuFlags.contains) { return "SkylakeX" }
+        if cpuFlags.contains("avx2") && cpuFlags.contains("fma") { return "Haswell" }
+        if cpuFlags.contains("avx") { return "Sandybridge" }
+        return safeKernel
+    }
+
+    public static func cpuFlags(cpuinfo: String) -> Set<String> {
+        for line in cpuinfo.split(separator: "\n") where line.hasPrefix("flags") {
+            if let colon = line.firstIndex(of: ":") {
+                return Set(line[line.index(after: colon)...].split(separator: " ").map(String.init))
+            }
+        }
+        return []
+    }
+
+    public static func currentCPUFlags() -> Set<String> {
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return [] }
+        return cpuFlags(cpuinfo: text)
+    }
+
+    /// Call first thing in `main`. If the user did not choose a kernel, pick the best one and
+    /// re-execute this binary with it. Returns normally when no re-exec is needed.
+    public static func reexecWithBestKernelIfNeeded() {
+        let env = ProcessInfo.processInfo.environment
+        if env[environmentKey] != nil || env[markerKey] != nil { return }
+        let kernel = bestKernel(cpuFlags: currentCPUFlags())
+        reexec(with: kernel, reason: "auto")
+    }
+
+    /// Re-executes the running binary with `OPENBLAS_CORETYPE=kernel`. Returns only if exec fails.
+    public static func reexec(with kernel: String, reason: String) {
+        setenv(environmentKey, kernel, 1)
+        setenv(markerKey, reason, 1)
+        let args = CommandLine.arguments
+        var cargs: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) }
+        cargs.append(nil)
+        execv("/proc/self/exe", &cargs)
+        // exec failed (no /proc?): continue with whatever kernel is loaded.
+        unsetenv(environmentKey)
+    }
+
+    /// After loading: if GEMM is wrong with the chosen kernel, go back to the safe one.
+    /// Returns the self-check result for reporting.
+    @discardableResult
+    public static func verifyOrFallBack(shapes: [(m: Int, n: Int, k: Int)]) -> GEMMSelfCheck.Result {
+        let result = GEMMSelfCheck.run(shapes: shapes)
+        if !result.passed && BLAS.kernelName.lowercased() != safeKernel.lowercased()
+            && ProcessInfo.processInfo.environment[markerKey] != "fallback" {
+            FileHandle.standardError.write(Data("nnd: GEMM self-check failed with kernel \(BLAS.kernelName) (\(result.detail)); falling back to \(safeKernel)\n".utf8))
+            reexec(with: safeKernel, reason: "fallback")
+        }
+        return result
+    }
+}
+
+/// Compares OpenBLAS against a plain triple loop (in Float64) for the shapes the network uses,
+/// in all four transpose combinations the engine calls.
+public enum GEMMSelfCheck {
+    public struct Result: Sendable {
+        public var passed: Bool
+        public var maxRelativeError: Double
+        public var detail: String
+    }
+
+    public static func run(shapes: [(m: Int, n: Int, k: Int)], tolerance: Double = 1e-4) -> Result {
+        var rng = DeterministicRNG(seed: 12345)
+        var worst = 0.0
+        for s in shapes {
+            for (ta, tb) in [(false, true), (true, false), (false, false)] {
+                let a = (0..<(s.m * s.k)).map { _ in Float(rng.nextUnit() - 0.5) }
+                let b = (0..<(s.k * s.n)).map { _ in Float(rng.nextUnit() - 0.5) }
+                var c = [Float](repeating: 0, count: s.m * s.n)
+                let lda = ta ? s.m : s.k, ldb = tb ? s.k : s.n
+                a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                    BLAS.sgemm(transA: ta, transB: tb, m: s.m, n: s.n, k: s.k, alpha: 1, a: ap.baseAddress!, lda: lda,
+                               b: bp.baseAddress!, ldb: ldb, beta: 0, c: cp.baseAddress!, ldc: s.n)
+                }}}
+                for i in 0..<s.m {
+                    for j in 0..<s.n {
+                        var ref = 0.0, mag = 0.0
+                        for p in 0..<s.k {
+                            let av = Double(ta ? a[p * lda + i] : a[i * lda + p])
+                            let bv = Double(tb ? b[j * ldb + p] : b[p * ldb + j])
+                            ref += av * bv
+                            mag += abs(av * bv)
+                        }
+                        let err = abs(Double(c[i * s.n + j]) - ref) / max(mag, 1e-6)
+                        if !(err <= tolerance) {
+                            return Result(passed: false, maxRelativeError: err.isNaN ? .infinity : err,
+                                          detail: "shape \(s.m)x\(s.n)x\(s.k) transA=\(ta) transB=\(tb) at (\(i),\(j)): got \(c[i * s.n + j]), want \(ref)")
+                        }
+                        worst = max(worst, err)
+                    }
+                }
+            }
+        }
+        return Result(passed: true, maxRelativeError: worst, detail: "ok")
+    }
+}
