@@ -5,7 +5,7 @@ import PackageDescription
 
 let package = Package(
     name: "nnd",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "nnd", targets: ["nnd"]),
         .executable(name: "nnctl", targets: ["nnctl"]),

@@ -117,30 +117,36 @@ public final class DataParallelEngine: @unchecked Sendable {
 
     // MARK: - Training step
 
-    /// One gradient-descent step on the records `indices[0..<count]` of `data`.
+    /// One gradient-descent step on the records `indices[0..<count]` of `data`. A step larger
+    /// than `maxBatch` (batch mode) is processed in chunks whose gradients accumulate.
     public func step(data: Dataset, indices: UnsafePointer<Int32>, count n: Int, learningRate: Float) -> PassResult {
-        precondition(n >= 1 && n <= maxBatch, "batch of \(n) records, engine built for at most \(maxBatch)")
+        precondition(n >= 1, "empty step")
         let W = workerCount
         let inSize = layout.inputSize
         let features = SharedPointer(data.features.pointer)
         let indices = SharedPointer(UnsafeMutablePointer(mutating: indices))
-        DispatchQueue.concurrentPerform(iterations: W) { w in
-            let ws = workspaces[w]
-            placer.bindCurrentThread(toNode: ws.placement.node)
-            let lo = n * w / W, hi = n * (w + 1) / W, rows = hi - lo
-            ws.records = rows
-            ws.costSum = 0
-            ws.correct = 0
-            if rows == 0 { return }
-            let input = ws.activations[0]
-            for r in 0..<rows {
-                memcpy(input + r * inSize, features.pointer + Int(indices.pointer[lo + r]) * inSize, inSize * MemoryLayout<Float>.stride)
+        for ws in workspaces { ws.records = 0; ws.costSum = 0; ws.correct = 0 }
+        var chunkStart = 0
+        while chunkStart < n {
+            let c = min(maxBatch, n - chunkStart), base = chunkStart
+            let accumulate = chunkStart > 0
+            DispatchQueue.concurrentPerform(iterations: W) { w in
+                let ws = workspaces[w]
+                placer.bindCurrentThread(toNode: ws.placement.node)
+                let lo = base + c * w / W, hi = base + c * (w + 1) / W, rows = hi - lo
+                if rows == 0 { return }
+                let input = ws.activations[0]
+                for r in 0..<rows {
+                    memcpy(input + r * inSize, features.pointer + Int(indices.pointer[lo + r]) * inSize, inSize * MemoryLayout<Float>.stride)
+                }
+                forward(ws, input: input, rows: rows)
+                let (cost, correct) = data.labels.withUnsafeBufferPointer { labels in
+                    lossAndOutputDelta(ws, rows: rows) { labels[Int(indices.pointer[lo + $0])] }
+                }
+                backward(ws, rows: rows, accumulate: accumulate && ws.records > 0)
+                ws.records += rows; ws.costSum += cost; ws.correct += correct
             }
-            forward(ws, input: input, rows: rows)
-            data.labels.withUnsafeBufferPointer { labels in
-                lossAndOutputDelta(ws, rows: rows) { labels[Int(indices.pointer[lo + $0])] }
-            }
-            backward(ws, rows: rows)
+            chunkStart += c
         }
         updateCount += 1
         let step = updateCount
@@ -198,7 +204,7 @@ public final class DataParallelEngine: @unchecked Sendable {
 
     /// Cross-entropy with the seed's clipping (eps 1e-10), accuracy, and δ_out = ŷ − y.
     @inline(__always)
-    func lossAndOutputDelta(_ ws: WorkerWorkspace, rows: Int, label: (Int) -> Int32) {
+    func lossAndOutputDelta(_ ws: WorkerWorkspace, rows: Int, label: (Int) -> Int32) -> (cost: Double, correct: Int) {
         let L = layout.sizes.count, k = layout.outputSize
         let yhat = ws.activations[L - 1], delta = ws.deltas[L - 1]
         var cost = 0.0, correct = 0
@@ -215,13 +221,12 @@ public final class DataParallelEngine: @unchecked Sendable {
             let clipped = min(max(Double(p[y]), 1e-10), 1 - 1e-10)
             cost -= Foundation.log(clipped)
         }
-        ws.costSum = cost
-        ws.correct = correct
+        return (cost, correct)
     }
 
-    /// Backpropagation from δ_out, writing the shard's summed gradient.
+    /// Backpropagation from δ_out, writing (or, with `accumulate`, adding to) the shard's summed gradient.
     @inline(__always)
-    func backward(_ ws: WorkerWorkspace, rows: Int) {
+    func backward(_ ws: WorkerWorkspace, rows: Int, accumulate: Bool) {
         let sizes = layout.sizes
         var l = sizes.count - 1
         while l >= 1 {
@@ -232,9 +237,9 @@ public final class DataParallelEngine: @unchecked Sendable {
             let gb = ws.gradient + layout.biasOffsets[l - 1]
             // ∂J/∂W = δᵀ · A_prev   (nOut×rows · rows×nIn)
             BLAS.sgemm(transA: true, transB: false, m: nOut, n: nIn, k: rows, alpha: 1, a: delta, lda: nOut,
-                       b: aPrev, ldb: nIn, beta: 0, c: gw, ldc: nIn)
+                       b: aPrev, ldb: nIn, beta: accumulate ? 1 : 0, c: gw, ldc: nIn)
             // ∂J/∂b = Σ_rows δ
-            for j in 0..<nOut { gb[j] = 0 }
+            if !accumulate { for j in 0..<nOut { gb[j] = 0 } }
             for r in 0..<rows { let d = delta + r * nOut; for j in 0..<nOut { gb[j] += d[j] } }
             if l > 1 {
                 // δ_prev = (δ · W) ⊙ g'(a_prev)
@@ -296,9 +301,10 @@ public final class DataParallelEngine: @unchecked Sendable {
                 ws.records = rows; ws.costSum = 0; ws.correct = 0
                 if rows == 0 { return }
                 forward(ws, input: data.features.pointer + (base + lo) * inSize, rows: rows)
-                data.labels.withUnsafeBufferPointer { labels in
+                let (cost, correct) = data.labels.withUnsafeBufferPointer { labels in
                     lossAndOutputDelta(ws, rows: rows) { labels[base + lo + $0] }
                 }
+                ws.costSum = cost; ws.correct = correct
                 if let predictions {
                     let yhat = ws.activations[layout.sizes.count - 1]
                     for r in 0..<rows {

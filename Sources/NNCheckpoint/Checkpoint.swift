@@ -1,0 +1,179 @@
+import Foundation
+import NNEngine
+import NNNumerics
+
+/// One completed epoch, as kept in the run's history.
+public struct EpochRecord: Codable, Sendable, Equatable {
+    public var epoch: Int
+    public var cost: Double
+    public var learningRate: Float
+    public var trainAccuracy: Double
+    public var testAccuracy: Double?
+    public var seconds: Double
+    public var annealed: Bool
+    public init(epoch: Int, cost: Double, learningRate: Float, trainAccuracy: Double, testAccuracy: Double?, seconds: Double, annealed: Bool) {
+        self.epoch = epoch; self.cost = cost; self.learningRate = learningRate; self.trainAccuracy = trainAccuracy
+        self.testAccuracy = testAccuracy; self.seconds = seconds; self.annealed = annealed
+    }
+}
+
+/// Everything besides the tensors that a run needs to continue exactly where it stopped.
+public struct ResumeState: Codable, Sendable, Equatable {
+    /// Current epoch (0-based) and steps already taken in it.
+    public var epoch: Int
+    public var stepInEpoch: Int
+    /// RNG state at the start of the current epoch, before its shuffle: replaying the shuffle
+    /// from it reproduces the epoch's order exactly.
+    public var epochRNGState: [UInt64]
+    public var learningRate: Float
+    /// Running sums of the current epoch (cost in Float64, as the loop keeps it).
+    public var epochCostSum: Double
+    public var epochCorrect: Int
+    public var epochRecords: Int
+    public var epochSeconds: Double
+    /// Optimiser updates applied so far (Adam's t).
+    public var updateCount: Int
+    public var history: [EpochRecord]
+    public var trainingSeconds: Double
+    public var workers: Int
+    /// SHA-256 of the training and test data content when the run started.
+    public var dataHash: String
+    public var finished: Bool
+
+    public init(epoch: Int = 0, stepInEpoch: Int = 0, epochRNGState: [UInt64], learningRate: Float, epochCostSum: Double = 0,
+                epochCorrect: Int = 0, epochRecords: Int = 0, epochSeconds: Double = 0, updateCount: Int = 0,
+                history: [EpochRecord] = [], trainingSeconds: Double = 0, workers: Int, dataHash: String, finished: Bool = false) {
+        self.epoch = epoch; self.stepInEpoch = stepInEpoch; self.epochRNGState = epochRNGState; self.learningRate = learningRate
+        self.epochCostSum = epochCostSum; self.epochCorrect = epochCorrect; self.epochRecords = epochRecords
+        self.epochSeconds = epochSeconds; self.updateCount = updateCount; self.history = history
+        self.trainingSeconds = trainingSeconds; self.workers = workers; self.dataHash = dataHash; self.finished = finished
+    }
+
+    public var bestTestAccuracy: Double? { history.compactMap(\.testAccuracy).max() }
+}
+
+/// A checkpoint in memory: the parameters and optimiser state (flat, in the engine's layout)
+/// plus the resume state.
+public struct Checkpoint: Sendable, Equatable {
+    public var layers: [Int]
+    public var parameters: [Float]
+    public var optimizerState: [[Float]]
+    public var state: ResumeState
+
+    public init(layers: [Int], parameters: [Float], optimizerState: [[Float]], state: ResumeState) {
+        self.layers = layers; self.parameters = parameters; self.optimizerState = optimizerState; self.state = state
+    }
+
+    public init(engine: DataParallelEngine, state: ResumeState) {
+        layers = engine.layout.sizes
+        parameters = engine.parameters.toArray()
+        optimizerState = engine.optimizerState.map { $0.toArray() }
+        self.state = state
+    }
+
+    /// Copies parameters and optimiser state into an engine with the same layout.
+    public func restore(into engine: DataParallelEngine) throws {
+        guard engine.layout.sizes == layers, parameters.count == engine.parameters.count,
+              optimizerState.count == engine.optimizerState.count else {
+            throw CheckpointError.mismatch("checkpoint is for layers \(layers) with \(optimizerState.count) optimiser buffers; the run has \(engine.layout.sizes) with \(engine.optimizerState.count)")
+        }
+        engine.parameters.load(parameters)
+        for (b, v) in zip(engine.optimizerState, optimizerState) { b.load(v) }
+        engine.updateCount = state.updateCount
+    }
+
+    public var allFinite: Bool { parameters.allSatisfy(\.isFinite) && optimizerState.allSatisfy { $0.allSatisfy(\.isFinite) } }
+
+    /// Per-layer tensors in the seed's names and shapes (`theta_l` is [out, in], `bias_l` is [out]).
+    public func layerTensors(from flat: [Float], prefix: String = "") -> [SafeTensors.Tensor] {
+        let layout = NetworkLayout(sizes: layers)
+        var out: [SafeTensors.Tensor] = []
+        for l in 1..<layers.count {
+            let w = layout.weightOffsets[l - 1], b = layout.biasOffsets[l - 1]
+            out.append(.init(name: "\(prefix)theta_\(l)", shape: [layers[l], layers[l - 1]], values: Array(flat[w..<(w + layers[l] * layers[l - 1])])))
+            out.append(.init(name: "\(prefix)bias_\(l)", shape: [layers[l]], values: Array(flat[b..<(b + layers[l])])))
+        }
+        return out
+    }
+
+    static func flat(from file: SafeTensors.File, layers: [Int], prefix: String, path: String) throws -> [Float] {
+        let layout = NetworkLayout(sizes: layers)
+        var flat = [Float](repeating: 0, count: layout.parameterCount)
+        for l in 1..<layers.count {
+            guard let t = file.tensor("\(prefix)theta_\(l)"), t.shape == [layers[l], layers[l - 1]] else {
+                throw CheckpointError.corrupt(path, "tensor \(prefix)theta_\(l) missing or not [\(layers[l]), \(layers[l - 1])]")
+            }
+            guard let b = file.tensor("\(prefix)bias_\(l)"), b.shape == [layers[l]] else {
+                throw CheckpointError.corrupt(path, "tensor \(prefix)bias_\(l) missing or not [\(layers[l])]")
+            }
+            flat.replaceSubrange(layout.weightOffsets[l - 1]..<(layout.weightOffsets[l - 1] + t.values.count), with: t.values)
+            flat.replaceSubrange(layout.biasOffsets[l - 1]..<(layout.biasOffsets[l - 1] + b.values.count), with: b.values)
+        }
+        return flat
+    }
+
+    /// safetensors bytes: weights under the seed's names, optimiser state under `optimizer.<i>.`,
+    /// resume state as JSON in the metadata, and a SHA-256 of all of it.
+    public func encode() -> [UInt8] {
+        var tensors = layerTensors(from: parameters)
+        for (i, s) in optimizerState.enumerated() { tensors += layerTensors(from: s, prefix: "optimizer.\(i).") }
+        let stateJSON = String(decoding: try! JSONEncoder().encode(state), as: UTF8.self)
+        var meta: [String: String] = ["format": "pt", "nnd.layers": layers.map(String.init).joined(separator: ","),
+                                      "nnd.optimizer_buffers": String(optimizerState.count), "nnd.state": stateJSON]
+        meta["nnd.sha256"] = Self.contentHash(tensors: tensors, metadata: meta)
+        return SafeTensors.encode(.init(tensors: tensors, metadata: meta))
+    }
+
+    static func contentHash(tensors: [SafeTensors.Tensor], metadata: [String: String]) -> String {
+        var h = SHA256()
+        for t in tensors {
+            Array(t.name.utf8).withUnsafeBytes { h.update($0) }
+            t.values.withUnsafeBytes { h.update($0) }
+        }
+        for k in metadata.keys.sorted() where k != "nnd.sha256" {
+            Array("\(k)=\(metadata[k]!)".utf8).withUnsafeBytes { h.update($0) }
+        }
+        return h.finalizeHex()
+    }
+
+    public static func decode(_ bytes: [UInt8], path: String) throws -> Checkpoint {
+        let file: SafeTensors.File
+        do { file = try SafeTensors.decode(bytes, file: path) } catch let e as SafeTensors.FormatError {
+            throw CheckpointError.corrupt(path, e.problem)
+        }
+        guard let stored = file.metadata["nnd.sha256"] else { throw CheckpointError.corrupt(path, "no nnd.sha256 in metadata") }
+        let actual = contentHash(tensors: file.tensors, metadata: file.metadata)
+        guard stored == actual else { throw CheckpointError.corrupt(path, "content hash \(actual) does not match the stored \(stored)") }
+        guard let layersText = file.metadata["nnd.layers"], let stateText = file.metadata["nnd.state"],
+              let nbuf = file.metadata["nnd.optimizer_buffers"].flatMap(Int.init) else {
+            throw CheckpointError.corrupt(path, "metadata lacks nnd.layers, nnd.state or nnd.optimizer_buffers")
+        }
+        let layers = layersText.split(separator: ",").compactMap { Int($0) }
+        guard layers.count >= 2 else { throw CheckpointError.corrupt(path, "nnd.layers '\(layersText)' is invalid") }
+        let state: ResumeState
+        do { state = try JSONDecoder().decode(ResumeState.self, from: Data(stateText.utf8)) } catch {
+            throw CheckpointError.corrupt(path, "nnd.state is not a valid resume state: \(error)")
+        }
+        let params = try flat(from: file, layers: layers, prefix: "", path: path)
+        let opt = try (0..<nbuf).map { try flat(from: file, layers: layers, prefix: "optimizer.\($0).", path: path) }
+        return Checkpoint(layers: layers, parameters: params, optimizerState: opt, state: state)
+    }
+}
+
+public enum CheckpointError: Error, CustomStringConvertible, Sendable {
+    case corrupt(String, String)
+    case noSpace(String)
+    case io(String, String)
+    case mismatch(String)
+    case nonFinite(String)
+
+    public var description: String {
+        switch self {
+        case .corrupt(let p, let why): "checkpoint \(p) is unreadable: \(why)"
+        case .noSpace(let p): "no space left on device writing checkpoint \(p)"
+        case .io(let p, let why): "cannot write checkpoint \(p): \(why)"
+        case .mismatch(let why): why
+        case .nonFinite(let why): why
+        }
+    }
+}

@@ -1,0 +1,55 @@
+import Foundation
+import NNData
+import NNNumerics
+
+/// Finds and loads a run's data.
+public enum DataLoading {
+    /// Where MNIST is looked for when neither the command line nor the spec says:
+    /// `$NND_DATA_DIR`, then `~/.local/share/nnd/datasets/mnist` (what `nnd dataset fetch`
+    /// fills by default), then `../shared/datasets/mnist` beside the checkout.
+    public static func defaultMNISTDirectory() -> String? {
+        if let env = ProcessInfo.processInfo.environment["NND_DATA_DIR"], !env.isEmpty { return env }
+        let local = defaultFetchDirectory()
+        if MNIST.path(MNIST.files[0], in: local) != nil { return local }
+        return MNIST.sharedCopy()
+    }
+
+    public static func defaultFetchDirectory() -> String {
+        let env = ProcessInfo.processInfo.environment
+        let base = env["XDG_DATA_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? "\(NSHomeDirectory())/.local/share"
+        return "\(base)/nnd/datasets/mnist"
+    }
+
+    public struct Loaded: Sendable {
+        public var train: Dataset
+        public var test: Dataset
+        /// SHA-256 over the source files' bytes, to notice changed data on resume.
+        public var contentHash: String
+        public var files: [String]
+    }
+
+    public static func load(spec: RunSpec, dataDirOverride: String? = nil) throws -> Loaded {
+        let train: Dataset, test: Dataset
+        if let trainCSV = spec.data.trainCSV, let testCSV = spec.data.testCSV {
+            train = try CSVReader.load(trainCSV, featureCount: spec.model.layers.first!, classCount: spec.model.layers.last!, limit: spec.data.trainLimit)
+            test = try CSVReader.load(testCSV, featureCount: spec.model.layers.first!, classCount: spec.model.layers.last!, limit: spec.data.testLimit)
+        } else {
+            guard let dir = dataDirOverride ?? spec.data.dir ?? defaultMNISTDirectory() else {
+                throw DataError(file: defaultFetchDirectory(), "no MNIST data found; run `nnd dataset fetch mnist` or set data.dir in the spec")
+            }
+            train = try MNIST.load(from: dir, train: true, limit: spec.data.trainLimit)
+            test = try MNIST.load(from: dir, train: false, limit: spec.data.testLimit)
+        }
+        let files = train.sources + test.sources
+        return Loaded(train: train, test: test, contentHash: try hashFiles(files), files: files)
+    }
+
+    public static func hashFiles(_ files: [String]) throws -> String {
+        var h = SHA256()
+        for f in files {
+            guard let d = FileManager.default.contents(atPath: f) else { throw DataError(file: f, "no such file (it was there when the run started?)") }
+            d.withUnsafeBytes { h.update($0) }
+        }
+        return h.finalizeHex()
+    }
+}

@@ -1,0 +1,217 @@
+import Foundation
+import NNEngine
+import Yams
+
+/// A run spec: everything that defines a training run. Decoded from YAML (or JSON, which is
+/// YAML) with every field checked; unknown fields are refused so a typo never goes unnoticed.
+public struct RunSpec: Codable, Sendable, Equatable {
+    public var name: String
+    public var model: Model
+    public var training: Training
+    public var data: DataSource
+    public var checkpoint: Checkpointing
+
+    public struct Model: Codable, Sendable, Equatable {
+        public var layers: [Int]
+        public var activation: Activation
+        public var initialisation: Initialisation
+        enum CodingKeys: String, CodingKey { case layers, activation, initialisation = "init" }
+    }
+
+    public enum Mode: String, Codable, Sendable, CaseIterable { case stochastic, batch, minibatch }
+
+    public struct Training: Codable, Sendable, Equatable {
+        public var mode: Mode
+        public var batchSize: Int
+        public var epochs: Int
+        public var learningRate: Double
+        public var lambda: Double
+        public var anneal: Bool
+        public var optimizer: OptimizerKind
+        public var momentum: Double
+        public var seed: UInt64
+        /// Evaluate on the test set after every epoch (for curves and the best checkpoint).
+        public var evaluateEveryEpoch: Bool
+        enum CodingKeys: String, CodingKey {
+            case mode, batchSize = "batch_size", epochs, learningRate = "learning_rate", lambda, anneal, optimizer, momentum, seed
+            case evaluateEveryEpoch = "evaluate_every_epoch"
+        }
+    }
+
+    public struct DataSource: Codable, Sendable, Equatable {
+        /// Directory with the four MNIST IDX files (plain or .gz); nil = `nnd`'s default search.
+        public var dir: String?
+        /// CSV files in the seed's layout instead of IDX (both or neither).
+        public var trainCSV: String?
+        public var testCSV: String?
+        /// Use only the first N records (quick runs, tests).
+        public var trainLimit: Int?
+        public var testLimit: Int?
+        enum CodingKeys: String, CodingKey { case dir, trainCSV = "train_csv", testCSV = "test_csv", trainLimit = "train_limit", testLimit = "test_limit" }
+    }
+
+    public struct Checkpointing: Codable, Sendable, Equatable {
+        /// Write a checkpoint every N steps (0 = off).
+        public var everySteps: Int
+        /// ... and/or every T seconds (0 = off).
+        public var everySeconds: Double
+        /// Keep the last K checkpoints (plus the best by test accuracy).
+        public var keep: Int
+        enum CodingKeys: String, CodingKey { case everySteps = "every_steps", everySeconds = "every_seconds", keep }
+    }
+
+    /// Effective records per step.
+    public func stepSize(trainCount: Int) -> Int {
+        switch training.mode {
+        case .stochastic: 1
+        case .batch: trainCount
+        case .minibatch: min(training.batchSize, trainCount)
+        }
+    }
+}
+
+/// A spec problem, naming the field and the value.
+public struct SpecError: Error, CustomStringConvertible, Equatable, Sendable {
+    public var field: String
+    public var message: String
+    public init(field: String, _ message: String) { self.field = field; self.message = message }
+    public var description: String { field.isEmpty ? message : "\(field): \(message)" }
+}
+
+extension RunSpec {
+    static var defaults: [String: Any] { [
+        "name": "run",
+        "model": ["layers": [784, 200, 100, 50, 10], "activation": "logistic", "init": "xavier"] as [String: Any],
+        "training": ["mode": "minibatch", "batch_size": 64, "epochs": 50, "learning_rate": 0.1, "lambda": 0.01,
+                     "anneal": true, "optimizer": "sgd", "momentum": 0.9, "seed": 1, "evaluate_every_epoch": true] as [String: Any],
+        "data": [String: Any](),
+        "checkpoint": ["every_steps": 0, "every_seconds": 60, "keep": 3] as [String: Any],
+    ] }
+
+    static let allowedKeys: [String: Set<String>] = [
+        "": ["name", "model", "training", "data", "checkpoint"],
+        "model": ["layers", "activation", "init"],
+        "training": ["mode", "batch_size", "epochs", "learning_rate", "lambda", "anneal", "optimizer", "momentum", "seed", "evaluate_every_epoch"],
+        "data": ["dir", "train_csv", "test_csv", "train_limit", "test_limit"],
+        "checkpoint": ["every_steps", "every_seconds", "keep"],
+    ]
+
+    /// Parses YAML or JSON text; `overrides` are `section.field=value` pairs applied first
+    /// (the value is read as a YAML scalar, so `training.epochs=3` is a number).
+    public static func parse(_ text: String, overrides: [String] = [], source: String = "spec") throws -> RunSpec {
+        let loaded: Any?
+        do { loaded = try Yams.load(yaml: text) } catch {
+            throw SpecError(field: "", "\(source): not valid YAML/JSON: \(error)")
+        }
+        guard var root = (loaded ?? [String: Any]()) as? [String: Any] else {
+            throw SpecError(field: "", "\(source): the spec must be a mapping of sections (name, model, training, data, checkpoint)")
+        }
+        for o in overrides {
+            guard let eq = o.firstIndex(of: "=") else { throw SpecError(field: o, "override must be key=value, e.g. training.epochs=5") }
+            let key = String(o[..<eq]), raw = String(o[o.index(after: eq)...])
+            let path = key.split(separator: ".").map(String.init)
+            let value: Any = (try? Yams.load(yaml: raw)).flatMap { $0 } ?? raw
+            guard path.count == 1 || path.count == 2 else { throw SpecError(field: key, "unknown field") }
+            if path.count == 1 { root[path[0]] = value } else {
+                var section = root[path[0]] as? [String: Any] ?? [:]
+                section[path[1]] = value
+                root[path[0]] = section
+            }
+        }
+        // Unknown keys anywhere are errors.
+        for (k, v) in root {
+            guard allowedKeys[""]!.contains(k) else { throw SpecError(field: k, "unknown field (allowed: \(allowedKeys[""]!.sorted().joined(separator: ", ")))") }
+            if let allowed = allowedKeys[k] {
+                guard let section = v as? [String: Any] else { throw SpecError(field: k, "must be a mapping, got '\(v)'") }
+                for sk in section.keys where !allowed.contains(sk) {
+                    throw SpecError(field: "\(k).\(sk)", "unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
+                }
+            }
+        }
+        // Fill defaults, then decode through JSON (typed, with field paths in errors).
+        var merged = defaults
+        for (k, v) in root {
+            if let section = v as? [String: Any], var base = merged[k] as? [String: Any] {
+                for (sk, sv) in section { base[sk] = sv }
+                merged[k] = base
+            } else { merged[k] = v }
+        }
+        let json: Data
+        do { json = try JSONSerialization.data(withJSONObject: normalise(merged)) } catch {
+            throw SpecError(field: "", "\(source): cannot be represented: \(error)")
+        }
+        let spec: RunSpec
+        do { spec = try JSONDecoder().decode(RunSpec.self, from: json) } catch let e as DecodingError {
+            throw SpecError.from(e, root: merged)
+        }
+        try spec.validate()
+        return spec
+    }
+
+    public static func load(path: String, overrides: [String] = []) throws -> RunSpec {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw SpecError(field: "", "\(path): cannot read run spec")
+        }
+        do { return try parse(text, overrides: overrides, source: path) } catch let e as SpecError {
+            throw SpecError(field: e.field, e.field.isEmpty ? e.message : "\(e.message) (in \(path))")
+        }
+    }
+
+    /// Yams gives Date/NSNull etc.; JSONSerialization needs plain JSON types.
+    static func normalise(_ v: Any) -> Any {
+        switch v {
+        case let d as [String: Any]: return d.mapValues(normalise)
+        case let a as [Any]: return a.map(normalise)
+        case is NSNull: return NSNull()
+        case let s as String: return s
+        case let b as Bool: return b
+        case let i as Int: return i
+        case let d as Double: return d.isFinite ? d : String(describing: d)
+        default: return String(describing: v)
+        }
+    }
+
+    public func validate() throws {
+        func bad(_ f: String, _ v: Any, _ why: String) -> SpecError { SpecError(field: f, "\(v) \(why)") }
+        let nameOK = !name.isEmpty && name.count <= 64 && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") } && !name.hasPrefix(".")
+        guard nameOK else { throw bad("name", "'\(name)'", "is not a valid run name (1-64 of A-Z a-z 0-9 - _ ., not starting with '.')") }
+        guard model.layers.count >= 2 else { throw bad("model.layers", model.layers, "needs at least an input and an output size") }
+        guard model.layers.allSatisfy({ $0 >= 1 && $0 <= 100_000 }) else { throw bad("model.layers", model.layers, "sizes must be between 1 and 100000") }
+        guard model.layers.last! >= 2 else { throw bad("model.layers", model.layers, "output layer needs at least 2 classes") }
+        guard training.epochs >= 1 && training.epochs <= 100_000 else { throw bad("training.epochs", training.epochs, "must be between 1 and 100000") }
+        guard training.batchSize >= 1 && training.batchSize <= 1_000_000 else { throw bad("training.batch_size", training.batchSize, "must be between 1 and 1000000") }
+        guard training.learningRate.isFinite && training.learningRate > 0 else { throw bad("training.learning_rate", training.learningRate, "must be a positive number") }
+        guard training.lambda.isFinite && training.lambda >= 0 else { throw bad("training.lambda", training.lambda, "must be ≥ 0") }
+        guard training.momentum.isFinite && training.momentum >= 0 && training.momentum < 1 else { throw bad("training.momentum", training.momentum, "must be in [0, 1)") }
+        if let l = data.trainLimit, l < 1 { throw bad("data.train_limit", l, "must be ≥ 1") }
+        if let l = data.testLimit, l < 1 { throw bad("data.test_limit", l, "must be ≥ 1") }
+        if (data.trainCSV == nil) != (data.testCSV == nil) { throw SpecError(field: "data.train_csv", "train_csv and test_csv go together") }
+        guard checkpoint.everySteps >= 0 else { throw bad("checkpoint.every_steps", checkpoint.everySteps, "must be ≥ 0") }
+        guard checkpoint.everySeconds.isFinite && checkpoint.everySeconds >= 0 else { throw bad("checkpoint.every_seconds", checkpoint.everySeconds, "must be ≥ 0") }
+        guard checkpoint.keep >= 1 && checkpoint.keep <= 1000 else { throw bad("checkpoint.keep", checkpoint.keep, "must be between 1 and 1000") }
+    }
+}
+
+extension SpecError {
+    static func from(_ e: DecodingError, root: [String: Any]) -> SpecError {
+        func path(_ ctx: DecodingError.Context) -> String {
+            ctx.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+        }
+        func value(_ ctx: DecodingError.Context) -> String {
+            var cur: Any? = root
+            for k in ctx.codingPath {
+                if let i = k.intValue { cur = (cur as? [Any]).flatMap { i < $0.count ? $0[i] : nil } }
+                else { cur = (cur as? [String: Any])?[k.stringValue] }
+            }
+            return cur.map { "'\($0)'" } ?? "missing"
+        }
+        switch e {
+        case .typeMismatch(let t, let ctx): return SpecError(field: path(ctx), "\(value(ctx)) is not a valid \(t)")
+        case .valueNotFound(let t, let ctx): return SpecError(field: path(ctx), "missing value, expected \(t)")
+        case .keyNotFound(let k, let ctx): return SpecError(field: (path(ctx).isEmpty ? "" : path(ctx) + ".") + k.stringValue, "is required")
+        case .dataCorrupted(let ctx):
+            return SpecError(field: path(ctx), "\(value(ctx)) is not valid: \(ctx.debugDescription)")
+        @unknown default: return SpecError(field: "", "\(e)")
+        }
+    }
+}

@@ -1,0 +1,219 @@
+import Foundation
+import NNCheckpoint
+import NNData
+import NNEngine
+import NNNumerics
+
+/// What the driver (CLI or daemon) wants, checked between steps.
+public enum ControlDecision: Sendable { case proceed, pause, stop }
+
+public protocol TrainingControl: Sendable {
+    func decision() -> ControlDecision
+}
+
+/// Never pauses or stops.
+public struct RunToCompletion: TrainingControl {
+    public init() {}
+    public func decision() -> ControlDecision { .proceed }
+}
+
+/// Progress, for `--json` lines, `nnctl watch` and metrics.
+public struct TrainingEvent: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable { case started, step, epoch, checkpoint, finished }
+    public var kind: Kind
+    public var epoch: Int            // 1-based epoch the event belongs to
+    public var epochs: Int
+    public var step: Int             // steps done in that epoch
+    public var stepsPerEpoch: Int
+    public var cost: Double?         // epoch cost (epoch events) or running mean cost (step events)
+    public var learningRate: Float
+    public var samplesPerSecond: Double
+    public var seconds: Double       // seconds of the epoch so far / of the epoch
+    public var trainAccuracy: Double?
+    public var testAccuracy: Double?
+    public var etaSeconds: Double?
+    public var message: String?
+}
+
+public enum TrainingOutcome: Sendable, Equatable { case completed, paused, stopped }
+
+public enum TrainingError: Error, CustomStringConvertible, Sendable {
+    case diverged(epoch: Int, step: Int, cost: Double)
+    case data(String)
+    case checkpoint(String)
+
+    public var description: String {
+        switch self {
+        case .diverged(let e, let s, let c): "cost became \(c) at epoch \(e) step \(s): training diverged (lower training.learning_rate); checkpoints hold the last finite parameters"
+        case .data(let m): m
+        case .checkpoint(let m): m
+        }
+    }
+}
+
+/// The epoch loop of the seed (stochastic, batch or mini-batch gradient descent with
+/// annealing) around a `DataParallelEngine`, with pause/stop points between steps and
+/// checkpoints that resume exactly.
+///
+/// Not `Sendable`: one thread drives a trainer at a time.
+public final class Trainer {
+    public let spec: RunSpec
+    public let engine: DataParallelEngine
+    public let train: Dataset
+    public let test: Dataset?
+    public private(set) var state: ResumeState
+    public let stepSize: Int
+    public let stepsPerEpoch: Int
+    /// The current epoch's record order; allocated once.
+    let order: UnsafeMutableBufferPointer<Int32>
+    var rng: DeterministicRNG
+
+    /// Builds the engine and either initialises the parameters from the spec's seed or
+    /// restores `resume`.
+    public init(spec: RunSpec, train: Dataset, test: Dataset?, workers: Int, placer: any MemoryPlacer = LibNUMAPlacer(),
+                dataHash: String = "", resume: Checkpoint? = nil) throws {
+        guard train.featureCount == spec.model.layers.first else {
+            throw TrainingError.data("model.layers starts with \(spec.model.layers.first!) inputs but the training data has \(train.featureCount) features per record")
+        }
+        guard train.classCount <= spec.model.layers.last! else {
+            throw TrainingError.data("model.layers ends with \(spec.model.layers.last!) outputs but the data has \(train.classCount) classes")
+        }
+        self.spec = spec
+        self.train = train
+        self.test = test
+        stepSize = spec.stepSize(trainCount: train.count)
+        stepsPerEpoch = (train.count + stepSize - 1) / stepSize
+        let opt = OptimizerConfig(kind: spec.training.optimizer, momentum: Float(spec.training.momentum))
+        // Batch mode can be the whole training set; the engine processes a step in chunks of at
+        // most 1024 records and accumulates, so its buffers stay small.
+        engine = DataParallelEngine(layout: NetworkLayout(sizes: spec.model.layers), activation: spec.model.activation,
+                                    optimizer: opt, lambda: Float(spec.training.lambda), workers: workers,
+                                    maxBatch: min(stepSize, max(1024, workers)), placer: placer)
+        order = .allocate(capacity: train.count)
+        rng = DeterministicRNG(seed: spec.training.seed)
+        if let resume {
+            try resume.restore(into: engine)
+            state = resume.state
+            if !dataHash.isEmpty && !state.dataHash.isEmpty && dataHash != state.dataHash {
+                throw TrainingError.data("the training data changed since the run started (content hash \(dataHash.prefix(12))…, recorded \(state.dataHash.prefix(12))…)")
+            }
+            state.workers = workers
+        } else {
+            engine.layout.initialise(engine.parameters, scheme: spec.model.initialisation, rng: &rng)
+            state = ResumeState(epochRNGState: rng.state, learningRate: Float(spec.training.learningRate), workers: workers, dataHash: dataHash)
+        }
+    }
+
+    deinit { order.deallocate() }
+
+    public func checkpoint() -> Checkpoint { Checkpoint(engine: engine, state: state) }
+
+    /// Reproduces the current epoch's order from the RNG state saved at its start.
+    func prepareEpochOrder() {
+        rng = DeterministicRNG(state: state.epochRNGState)
+        for i in 0..<order.count { order[i] = Int32(i) }
+        rng.shuffle(order)
+    }
+
+    /// Trains until done, or until `control` says pause/stop (returns after a checkpoint).
+    /// `checkpointSink` receives checkpoints when they are due (`isBest` when test accuracy
+    /// is the best so far); it may throw (disk full), which ends the run with that error.
+    public func run(control: any TrainingControl = RunToCompletion(),
+                    checkpointSink: ((Checkpoint, _ isBest: Bool) throws -> Void)? = nil,
+                    onEvent: (TrainingEvent) -> Void = { _ in }) throws -> TrainingOutcome {
+        let m = train.count, epochs = spec.training.epochs
+        let everySteps = spec.checkpoint.everySteps, everySeconds = spec.checkpoint.everySeconds
+        var lastCheckpoint = Date()
+        var lastEvent = Date.distantPast
+        func save(best: Bool = false) throws {
+            guard let checkpointSink else { return }
+            try checkpointSink(checkpoint(), best)
+            lastCheckpoint = Date()
+        }
+        onEvent(event(.started, seconds: 0, sps: 0))
+        while state.epoch < epochs {
+            prepareEpochOrder()
+            var epochStart = Date().addingTimeInterval(-state.epochSeconds)
+            while state.stepInEpoch < stepsPerEpoch {
+                let decision = control.decision()
+                if decision != .proceed {
+                    state.epochSeconds = Date().timeIntervalSince(epochStart)
+                    try save()
+                    return decision == .stop ? .stopped : .paused
+                }
+                let lo = state.stepInEpoch * stepSize, n = min(stepSize, m - lo)
+                let r = engine.step(data: train, indices: order.baseAddress! + lo, count: n, learningRate: state.learningRate)
+                guard r.costSum.isFinite else {
+                    throw TrainingError.diverged(epoch: state.epoch + 1, step: state.stepInEpoch + 1, cost: r.costSum)
+                }
+                state.epochCostSum += r.costSum
+                state.epochCorrect += r.correct
+                state.epochRecords += r.records
+                state.stepInEpoch += 1
+                state.updateCount = engine.updateCount
+                let now = Date()
+                if now.timeIntervalSince(lastEvent) >= 0.2 {
+                    lastEvent = now
+                    let secs = now.timeIntervalSince(epochStart)
+                    var e = event(.step, seconds: secs, sps: Double(state.epochRecords) / max(secs, 1e-9))
+                    e.cost = state.epochCostSum / Double(max(state.epochRecords, 1))
+                    onEvent(e)
+                }
+                let dueSteps = everySteps > 0 && state.updateCount % everySteps == 0
+                let dueTime = everySeconds > 0 && now.timeIntervalSince(lastCheckpoint) >= everySeconds
+                if (dueSteps || dueTime) && state.stepInEpoch < stepsPerEpoch {
+                    state.epochSeconds = now.timeIntervalSince(epochStart)
+                    try save()
+                }
+            }
+            // End of epoch: the seed's cost J = ΣJ_i/m + (λ/m)·Σθ², then annealing.
+            let seconds = Date().timeIntervalSince(epochStart)
+            let j = state.epochCostSum / Double(m) + spec.training.lambda / Double(m) * engine.layout.sumSquaredWeights(engine.parameters)
+            guard j.isFinite else { throw TrainingError.diverged(epoch: state.epoch + 1, step: state.stepInEpoch, cost: j) }
+            let lrUsed = state.learningRate
+            // The seed anneals only once it has two earlier costs (`len(costs) > 1`); kept as is.
+            let annealed = spec.training.anneal && state.history.count > 1 && j > state.history.last!.cost
+            if annealed { state.learningRate = state.learningRate * 0.9 }
+            let testAcc = spec.training.evaluateEveryEpoch ? test.map { engine.evaluate($0).accuracy * 100 } : nil
+            let trainAcc = Double(state.epochCorrect) / Double(max(state.epochRecords, 1)) * 100
+            state.history.append(EpochRecord(epoch: state.epoch + 1, cost: j, learningRate: lrUsed, trainAccuracy: trainAcc,
+                                             testAccuracy: testAcc, seconds: seconds, annealed: annealed))
+            state.trainingSeconds += seconds
+            state.epoch += 1
+            state.stepInEpoch = 0
+            state.epochCostSum = 0; state.epochCorrect = 0; state.epochRecords = 0; state.epochSeconds = 0
+            state.epochRNGState = rng.state // the next epoch's shuffle continues this stream
+            var e = event(.epoch, seconds: seconds, sps: Double(m) / max(seconds, 1e-9))
+            e.epoch = state.epoch
+            e.step = stepsPerEpoch
+            e.cost = j; e.learningRate = lrUsed; e.trainAccuracy = trainAcc; e.testAccuracy = testAcc
+            if annealed { e.message = "cost rose: learning rate annealed to \(state.learningRate)" }
+            onEvent(e)
+            let isBest = testAcc != nil && testAcc == state.bestTestAccuracy
+            let due = (everySeconds > 0 && Date().timeIntervalSince(lastCheckpoint) >= everySeconds) || isBest
+            if state.epoch < epochs && due { try save(best: isBest) }
+            epochStart = Date()
+        }
+        state.finished = true
+        try save(best: state.history.last?.testAccuracy != nil && state.history.last?.testAccuracy == state.bestTestAccuracy)
+        onEvent(event(.finished, seconds: state.trainingSeconds, sps: Double(m * epochs) / max(state.trainingSeconds, 1e-9)))
+        return .completed
+    }
+
+    func event(_ kind: TrainingEvent.Kind, seconds: Double, sps: Double) -> TrainingEvent {
+        let epochs = spec.training.epochs
+        let done = Double(state.epoch) + Double(state.stepInEpoch) / Double(stepsPerEpoch)
+        let perEpoch = state.history.isEmpty ? (state.stepInEpoch > 0 ? seconds * Double(stepsPerEpoch) / Double(state.stepInEpoch) : nil)
+            : state.trainingSeconds / Double(state.history.count)
+        return TrainingEvent(kind: kind, epoch: min(state.epoch + 1, epochs), epochs: epochs, step: state.stepInEpoch,
+                             stepsPerEpoch: stepsPerEpoch, cost: state.history.last?.cost, learningRate: state.learningRate,
+                             samplesPerSecond: sps, seconds: seconds, trainAccuracy: nil, testAccuracy: state.history.last?.testAccuracy,
+                             etaSeconds: perEpoch.map { $0 * (Double(epochs) - done) }, message: nil)
+    }
+
+    /// Accuracy (percent) and mean cross-entropy on a dataset with the current parameters.
+    public func evaluate(_ data: Dataset) -> (accuracy: Double, cost: Double) {
+        let r = engine.evaluate(data)
+        return (r.accuracy * 100, r.costSum / Double(max(r.records, 1)))
+    }
+}
