@@ -3,6 +3,10 @@
 // Layers, one way only: executables → NNDaemon / NNControl → NNTraining → NNCheckpoint/NNEngine → NNData/NNNumerics → C libraries.
 import PackageDescription
 
+// The numeric modules are compiled with optimisation even in debug builds, so `swift test`
+// (debug) trains at a useful speed; everything else keeps debug checks.
+let optimised: [SwiftSetting] = [.unsafeFlags(["-O"])]
+
 let package = Package(
     name: "nnd",
     platforms: [.macOS(.v15)],
@@ -23,11 +27,11 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
 
         // numerics: aligned buffers, BLAS with kernel selection, RNG, SHA-256.
-        .target(name: "NNNumerics", dependencies: ["CBLAS"]),
+        .target(name: "NNNumerics", dependencies: ["CBLAS"], swiftSettings: optimised),
         // data: IDX/CSV readers, dataset fetch and verification.
-        .target(name: "NNData", dependencies: ["NNNumerics", "CZlib"]),
+        .target(name: "NNData", dependencies: ["NNNumerics", "CZlib"], swiftSettings: optimised),
         // parallel engine: flat parameters, forward/backward, data-parallel step, NUMA placement, optimisers.
-        .target(name: "NNEngine", dependencies: ["NNNumerics", "NNData", "CNUMA"]),
+        .target(name: "NNEngine", dependencies: ["NNNumerics", "NNData", "CNUMA"], swiftSettings: optimised),
         // checkpoints: safetensors + resume state, atomic writes, retention.
         .target(name: "NNCheckpoint", dependencies: ["NNEngine", "NNNumerics"]),
         // training: run specs (YAML), the epoch loop the daemon drives, evaluation, benchmark.

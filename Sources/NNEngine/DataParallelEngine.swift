@@ -218,7 +218,9 @@ public final class DataParallelEngine: @unchecked Sendable {
             }
             d[y] -= 1
             if best == y { correct += 1 }
-            let clipped = min(max(Double(p[y]), 1e-10), 1 - 1e-10)
+            // The seed clips ŷ to [eps, 1-eps]; a NaN must not be clipped away, or divergence would go unnoticed.
+            let py = Double(p[y])
+            let clipped = py.isNaN ? py : min(max(py, 1e-10), 1 - 1e-10)
             cost -= Foundation.log(clipped)
         }
         return (cost, correct)
@@ -260,21 +262,28 @@ public final class DataParallelEngine: @unchecked Sendable {
     }
 
     /// Worker `slice`'s share of the reduction: Σ over workers (in worker order) of their
-    /// gradients on this slice, then the optimiser update on the same slice.
+    /// gradients on this slice, then the optimiser update on the same slice. The last worker's
+    /// gradient is added inside the update loop, so with two workers the slice's gradient is
+    /// read once and never written back.
     @inline(__always)
     func reduceAndUpdate(slice: Int, records: Int, learningRate: Float, adamStep: Int) {
-        // The first worker with records holds the sum; others are added to it in order.
-        var first = -1
-        for (i, ws) in workspaces.enumerated() where ws.records > 0 { first = i; break }
+        var active = 0, first = -1, last = -1
+        for (i, ws) in workspaces.enumerated() where ws.records > 0 {
+            if first < 0 { first = i }
+            last = i; active += 1
+        }
         let sum = workspaces[first].gradient
+        let extra: UnsafeMutablePointer<Float>? = active > 1 ? workspaces[last].gradient : nil
         let s1 = optimizerState.first?.pointer
         let s2 = optimizerState.count > 1 ? optimizerState[1].pointer : nil
         for seg in reductionSlices[slice] {
-            for w in (first + 1)..<workerCount where workspaces[w].records > 0 {
-                let g = workspaces[w].gradient
-                for i in seg.start..<seg.end { sum[i] += g[i] }
+            if active > 2 {
+                for w in (first + 1)..<last where workspaces[w].records > 0 {
+                    let g = workspaces[w].gradient
+                    for i in seg.start..<seg.end { sum[i] += g[i] }
+                }
             }
-            applyUpdate(config: optimizer, isWeight: seg.isWeight, params: parameters.pointer, gradSum: sum,
+            applyUpdate(config: optimizer, isWeight: seg.isWeight, params: parameters.pointer, gradSum: sum, gradExtra: extra,
                         state1: s1, state2: s2, start: seg.start, end: seg.end, learningRate: learningRate,
                         lambda: lambda, records: records, adamStep: adamStep)
         }

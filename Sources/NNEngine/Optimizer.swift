@@ -28,23 +28,40 @@ public struct OptimizerConfig: Codable, Sendable, Equatable {
 
 /// Applies one update to a contiguous range of parameters. Called by each worker on its own
 /// slice during the reduction, so it must touch nothing outside `start..<end`.
+/// The gradient is `gradSum[i] + gradExtra[i]` (the last worker's part, fused here).
 @inline(__always)
 func applyUpdate(
     config: OptimizerConfig, isWeight: Bool,
-    params: UnsafeMutablePointer<Float>, gradSum: UnsafeMutablePointer<Float>,
+    params: UnsafeMutablePointer<Float>, gradSum: UnsafeMutablePointer<Float>, gradExtra: UnsafeMutablePointer<Float>?,
     state1: UnsafeMutablePointer<Float>?, state2: UnsafeMutablePointer<Float>?,
     start: Int, end: Int, learningRate: Float, lambda: Float, records: Int, adamStep: Int
+) {
+    if let gradExtra {
+        update(config: config, isWeight: isWeight, params: params, state1: state1, state2: state2, start: start, end: end,
+               learningRate: learningRate, lambda: lambda, records: records, adamStep: adamStep) { gradSum[$0] + gradExtra[$0] }
+    } else {
+        update(config: config, isWeight: isWeight, params: params, state1: state1, state2: state2, start: start, end: end,
+               learningRate: learningRate, lambda: lambda, records: records, adamStep: adamStep) { gradSum[$0] }
+    }
+}
+
+@inline(__always)
+func update(
+    config: OptimizerConfig, isWeight: Bool, params: UnsafeMutablePointer<Float>,
+    state1: UnsafeMutablePointer<Float>?, state2: UnsafeMutablePointer<Float>?,
+    start: Int, end: Int, learningRate: Float, lambda: Float, records: Int, adamStep: Int,
+    gradient: (Int) -> Float
 ) {
     let invN = 1 / Float(records)
     let decay = isWeight ? lambda * invN : 0
     switch config.kind {
     case .sgd:
         let a = learningRate * invN, ad = learningRate * decay
-        for i in start..<end { params[i] = params[i] - a * gradSum[i] - ad * params[i] }
+        for i in start..<end { params[i] = params[i] - a * gradient(i) - ad * params[i] }
     case .momentum:
         let v = state1!, mu = config.momentum
         for i in start..<end {
-            let g = gradSum[i] * invN + decay * params[i]
+            let g = gradient(i) * invN + decay * params[i]
             v[i] = mu * v[i] + g
             params[i] -= learningRate * v[i]
         }
@@ -54,7 +71,7 @@ func applyUpdate(
         let c1 = 1 - Float.pow(b1, t), c2 = 1 - Float.pow(b2, t)
         let stepSize = learningRate / c1, invC2 = 1 / c2
         for i in start..<end {
-            let g = gradSum[i] * invN + decay * params[i]
+            let g = gradient(i) * invN + decay * params[i]
             m[i] = b1 * m[i] + (1 - b1) * g
             v[i] = b2 * v[i] + (1 - b2) * g * g
             params[i] -= stepSize * m[i] / ((v[i] * invC2).squareRoot() + eps)

@@ -127,7 +127,11 @@ public final class Trainer {
         var lastEvent = Date.distantPast
         func save(best: Bool = false) throws {
             guard let checkpointSink else { return }
-            try checkpointSink(checkpoint(), best)
+            let c = checkpoint()
+            guard c.allFinite else {
+                throw TrainingError.diverged(epoch: state.epoch + 1, step: state.stepInEpoch, cost: .nan)
+            }
+            try checkpointSink(c, best)
             lastCheckpoint = Date()
         }
         onEvent(event(.started, seconds: 0, sps: 0))

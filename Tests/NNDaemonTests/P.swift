@@ -1,2 +1,0 @@
-import XCTest
-final class NNDaemonTestsPlaceholder: XCTestCase { func testNothing() {} }

@@ -1,2 +1,0 @@
-import XCTest
-final class NNDataTestsPlaceholder: XCTestCase { func testNothing() {} }

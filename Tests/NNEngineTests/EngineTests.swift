@@ -1,0 +1,139 @@
+import Foundation
+import XCTest
+@testable import NNData
+@testable import NNEngine
+@testable import NNNumerics
+
+func syntheticData(records: Int, features: Int, classes: Int, seed: UInt64) -> Dataset {
+    var rng = DeterministicRNG(seed: seed)
+    let f = FloatBuffer(count: records * features)
+    for i in 0..<f.count { f[i] = Float(rng.nextUnit()) }
+    let labels = (0..<records).map { _ in Int32(rng.nextIndex(below: classes)) }
+    return Dataset(features: f, labels: labels, featureCount: features, classCount: classes, sources: ["synthetic"])
+}
+
+/// A placer that records what was asked of it, on an injected topology.
+struct RecordingPlacer: MemoryPlacer {
+    let topology: NUMATopology
+    func allocator(forNode node: Int) -> any BufferAllocator { Labelled(label: "node \(node)") }
+    func sharedAllocator(nodes: [Int]) -> any BufferAllocator { Labelled(label: "shared \(Set(nodes).sorted())") }
+    func bindCurrentThread(toNode node: Int) {}
+    struct Labelled: BufferAllocator {
+        let label: String
+        func allocate(bytes: Int) -> UnsafeMutableRawPointer { AlignedAllocator().allocate(bytes: bytes) }
+        func deallocate(_ p: UnsafeMutableRawPointer, bytes: Int) { AlignedAllocator().deallocate(p, bytes: bytes) }
+        var placement: String { label }
+    }
+}
+
+final class EngineTests: XCTestCase {
+    override class func setUp() { BLAS.useSingleThread() }
+
+    func makeEngine(_ sizes: [Int], _ act: Activation, workers: Int, batch: Int, opt: OptimizerConfig = .init(), lambda: Float = 0.01, seed: UInt64 = 3) -> DataParallelEngine {
+        let e = DataParallelEngine(layout: NetworkLayout(sizes: sizes), activation: act, optimizer: opt, lambda: lambda, workers: workers, maxBatch: batch)
+        var rng = DeterministicRNG(seed: seed)
+        e.layout.initialise(e.parameters, scheme: act == .relu ? .he : .xavier, rng: &rng)
+        return e
+    }
+
+    /// Backprop against central finite differences of the cost, for every activation.
+    /// With λ = 0, SGD and lr = 1, one step changes θ by exactly the mean gradient.
+    func testGradientMatchesFiniteDifferences() {
+        let sizes = [6, 5, 4, 3]
+        let data = syntheticData(records: 8, features: 6, classes: 3, seed: 11)
+        for act in Activation.allCases {
+            let engine = makeEngine(sizes, act, workers: 2, batch: 8, lambda: 0)
+            if act == .relu { for i in 0..<engine.parameters.count { engine.parameters[i] += 0.05 } } // keep units away from the kink
+            let before = engine.parameters.toArray()
+            func cost(_ p: [Float]) -> Double { engine.parameters.load(p); let r = engine.evaluate(data); return r.costSum / Double(r.records) }
+            let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 8); defer { idx.deallocate() }
+            for i in 0..<8 { idx[i] = Int32(i) }
+            engine.parameters.load(before)
+            _ = engine.step(data: data, indices: idx.baseAddress!, count: 8, learningRate: 1)
+            let after = engine.parameters.toArray()
+            var checked = 0
+            for seg in engine.layout.segments {
+                for i in stride(from: seg.start, to: seg.end, by: max(1, (seg.end - seg.start) / 7)) {
+                    let analytic = Double(before[i] - after[i])
+                    let h: Float = 1e-2
+                    var p = before; p[i] += h; let up = cost(p)
+                    p = before; p[i] -= h; let down = cost(p)
+                    let numeric = (up - down) / Double(2 * h)
+                    XCTAssertEqual(analytic, numeric, accuracy: 2e-3 + 2e-2 * abs(numeric), "\(act) param \(i)")
+                    checked += 1
+                }
+            }
+            XCTAssertGreaterThan(checked, 20)
+        }
+    }
+
+    func runOneStep(workers: Int, opt: OptimizerConfig = .init()) -> [Float] {
+        let data = syntheticData(records: 64, features: 20, classes: 4, seed: 5)
+        let engine = makeEngine([20, 16, 8, 4], .logistic, workers: workers, batch: 64, opt: opt)
+        let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 64); defer { idx.deallocate() }
+        for i in 0..<64 { idx[i] = Int32((i * 37) % 64) }
+        for _ in 0..<3 { _ = engine.step(data: data, indices: idx.baseAddress!, count: 61, learningRate: 0.5) }
+        return engine.parameters.toArray()
+    }
+
+    func testShardInvarianceAcrossWorkerCounts() {
+        for opt in [OptimizerConfig(kind: .sgd), OptimizerConfig(kind: .momentum), OptimizerConfig(kind: .adam)] {
+            let one = runOneStep(workers: 1, opt: opt)
+            for w in [2, 3, 7] {
+                let other = runOneStep(workers: w, opt: opt)
+                let maxDiff = zip(one, other).map { abs($0 - $1) }.max()!
+                XCTAssertLessThan(maxDiff, 1e-5, "\(opt.kind) with \(w) workers")
+            }
+            // Same seed, same worker count: bitwise identical.
+            XCTAssertEqual(runOneStep(workers: 3, opt: opt), runOneStep(workers: 3, opt: opt))
+        }
+    }
+
+    func testBatchLargerThanEngineBufferAccumulates() {
+        // A 100-record step through an engine that holds 32 at a time equals one through an engine that holds all 100.
+        let data = syntheticData(records: 100, features: 10, classes: 3, seed: 9)
+        let small = makeEngine([10, 8, 3], .tanh, workers: 2, batch: 32)
+        let big = makeEngine([10, 8, 3], .tanh, workers: 2, batch: 100)
+        let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 100); defer { idx.deallocate() }
+        for i in 0..<100 { idx[i] = Int32(i) }
+        let a = small.step(data: data, indices: idx.baseAddress!, count: 100, learningRate: 0.3)
+        let b = big.step(data: data, indices: idx.baseAddress!, count: 100, learningRate: 0.3)
+        XCTAssertEqual(a.records, 100); XCTAssertEqual(a.costSum, b.costSum, accuracy: 1e-3)
+        XCTAssertLessThan(zip(small.parameters.toArray(), big.parameters.toArray()).map { abs($0 - $1) }.max()!, 1e-5)
+    }
+
+    func testPlacementOnFakeTwoNodeTopology() {
+        let topo = NUMATopology(nodes: [.init(id: 0, cpus: [0, 1]), .init(id: 1, cpus: [2, 3])], numaAvailable: true)
+        let placer = RecordingPlacer(topology: topo)
+        XCTAssertEqual(placer.plan(workers: 4).map(\.node), [0, 0, 1, 1])
+        XCTAssertEqual(placer.plan(workers: 6).map(\.cpu), [0, 1, 2, 3, 0, 1])
+        let engine = DataParallelEngine(layout: NetworkLayout(sizes: [8, 4, 2]), activation: .logistic, optimizer: .init(), lambda: 0,
+                                        workers: 4, maxBatch: 16, placer: placer)
+        XCTAssertEqual(engine.workerBufferPlacements, ["node 0", "node 0", "node 1", "node 1"])
+        XCTAssertEqual(engine.parameterPlacement, "shared [0, 1]")
+        // The real libnuma placer on a fake topology: interleaved shared memory over both nodes,
+        // worker buffers bound per node; a single-node topology uses plain aligned memory.
+        let real = LibNUMAPlacer(topology: topo)
+        XCTAssertEqual(real.allocator(forNode: 1).placement, "numa node 1")
+        XCTAssertEqual(real.sharedAllocator(nodes: [0, 1, 1]).placement, "interleaved over nodes 0,1")
+        let single = LibNUMAPlacer(topology: NUMATopology(nodes: [.init(id: 0, cpus: [0, 1])], numaAvailable: true))
+        XCTAssertEqual(single.sharedAllocator(nodes: [0, 0]).placement, "aligned")
+        let none = LibNUMAPlacer(topology: NUMATopology(nodes: [.init(id: 0, cpus: [0])], numaAvailable: false))
+        XCTAssertEqual(none.allocator(forNode: 0).placement, "aligned")
+        // Real topology of this machine: every CPU we may run on belongs to a node.
+        let detected = NUMATopology.detect()
+        XCTAssertFalse(detected.cpus.isEmpty)
+        XCTAssertEqual(NUMATopology.parseCPUList("0-2,5,7-8"), [0, 1, 2, 5, 7, 8])
+        XCTAssertNil(NUMATopology.parseCPUList("3-1"))
+    }
+
+    func testReductionSlicesCoverEveryParameterOnce() {
+        for w in [1, 2, 3, 7, 16] {
+            let e = makeEngine([9, 7, 5, 3], .logistic, workers: w, batch: 8)
+            var seen = [Int](repeating: 0, count: e.layout.parameterCount)
+            for slice in e.reductionSlices { for s in slice { for i in s.start..<s.end { seen[i] += 1 } } }
+            for seg in e.layout.segments { for i in seg.start..<seg.end { XCTAssertEqual(seen[i], 1) } }
+            XCTAssertEqual(seen.reduce(0, +), e.layout.trainableCount)
+        }
+    }
+}

@@ -1,2 +1,0 @@
-import XCTest
-final class NNEngineTestsPlaceholder: XCTestCase { func testNothing() {} }

@@ -1,2 +1,0 @@
-import XCTest
-final class NNNumericsTestsPlaceholder: XCTestCase { func testNothing() {} }

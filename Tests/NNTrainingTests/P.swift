@@ -1,2 +1,0 @@
-import XCTest
-final class NNTrainingTestsPlaceholder: XCTestCase { func testNothing() {} }

@@ -1,0 +1,172 @@
+import Foundation
+import XCTest
+@testable import NNCheckpoint
+@testable import NNData
+@testable import NNEngine
+@testable import NNNumerics
+@testable import NNTraining
+
+let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+let sharedMNIST = URL(fileURLWithPath: repoRoot + "/../shared/datasets/mnist").standardized.path
+
+/// Pauses after a given number of decisions (one per step).
+final class PauseAfter: TrainingControl, @unchecked Sendable { // used from the one training thread only
+    var remaining: Int
+    init(_ steps: Int) { remaining = steps }
+    func decision() -> ControlDecision { remaining -= 1; return remaining < 0 ? .pause : .proceed }
+}
+
+final class TrainingTests: XCTestCase {
+    override class func setUp() { BLAS.useSingleThread() }
+
+    func expectSpecError(_ yaml: String, field: String, contains: String, overrides: [String] = [], line: UInt = #line) {
+        XCTAssertThrowsError(try RunSpec.parse(yaml, overrides: overrides), line: line) { e in
+            guard let s = e as? SpecError else { return XCTFail("\(e)", line: line) }
+            XCTAssertEqual(s.field, field, "\(s)", line: line)
+            XCTAssertTrue(s.description.contains(contains), "'\(s)' lacks '\(contains)'", line: line)
+        }
+    }
+
+    func testShippedSpecsLoadAndMatchTheSeed() throws {
+        let seed = try RunSpec.load(path: repoRoot + "/etc/nnd/runs/mnist-seed.yaml")
+        XCTAssertEqual(seed.model.layers, [784, 200, 100, 50, 10])
+        XCTAssertEqual(seed.model.activation, .logistic)
+        XCTAssertEqual(seed.training.learningRate, 0.1); XCTAssertEqual(seed.training.lambda, 0.01)
+        XCTAssertEqual(seed.training.batchSize, 64); XCTAssertEqual(seed.training.epochs, 50)
+        XCTAssertEqual(seed.training.optimizer, .sgd)
+        let fast = try RunSpec.load(path: repoRoot + "/etc/nnd/runs/mnist-fast.yaml")
+        XCTAssertNotEqual(fast.training.optimizer, .sgd)
+        let over = try RunSpec.load(path: repoRoot + "/etc/nnd/runs/mnist-seed.yaml", overrides: ["training.epochs=3", "name=x1"])
+        XCTAssertEqual(over.training.epochs, 3); XCTAssertEqual(over.name, "x1")
+    }
+
+    func testSpecErrorsNameFieldAndValue() {
+        expectSpecError("name: a\ntraining:\n  epoch: 3\n", field: "training.epoch", contains: "unknown field")
+        expectSpecError("name: a\nmodle: {}\n", field: "modle", contains: "unknown field")
+        expectSpecError("training:\n  epochs: -2\n", field: "training.epochs", contains: "-2")
+        expectSpecError("training:\n  epochs: many\n", field: "training.epochs", contains: "'many'")
+        expectSpecError("training:\n  learning_rate: 0\n", field: "training.learning_rate", contains: "0")
+        expectSpecError("model:\n  activation: sigmoid\n", field: "model.activation", contains: "sigmoid")
+        expectSpecError("model:\n  layers: [784]\n", field: "model.layers", contains: "784")
+        expectSpecError("training:\n  optimizer: rmsprop\n", field: "training.optimizer", contains: "rmsprop")
+        expectSpecError("name: ../../etc\n", field: "name", contains: "../../etc")
+        expectSpecError("training: 5\n", field: "training", contains: "mapping")
+        expectSpecError("", field: "training.batch_size", contains: "0", overrides: ["training.batch_size=0"])
+        expectSpecError("a: [", field: "", contains: "not valid YAML")
+        XCTAssertNoThrow(try RunSpec.parse("{\"name\": \"j\", \"training\": {\"epochs\": 2}}"))
+    }
+
+    func smallSpec(_ extra: [String]) throws -> RunSpec {
+        try RunSpec.parse("name: t\n", overrides: ["data.train_limit=1200", "data.test_limit=500", "training.epochs=3",
+                                                    "checkpoint.every_seconds=0"] + extra)
+    }
+
+    func testShortRealMNISTRunLearns() throws {
+        let spec = try smallSpec(["data.train_limit=4000", "data.test_limit=1000", "training.optimizer=adam", "training.learning_rate=0.002",
+                                  "model.activation=relu", "model.init=he", "training.epochs=3"])
+        let data = try DataLoading.load(spec: spec, dataDirOverride: sharedMNIST)
+        let trainer = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2)
+        var epochs: [TrainingEvent] = []
+        XCTAssertEqual(try trainer.run(onEvent: { if $0.kind == .epoch { epochs.append($0) } }), .completed)
+        XCTAssertEqual(epochs.count, 3)
+        XCTAssertLessThan(epochs.last!.cost!, epochs.first!.cost!)
+        let acc = trainer.evaluate(data.test).accuracy
+        XCTAssertGreaterThan(acc, 85, "test accuracy \(acc)% after 3 epochs on 4000 records")
+    }
+
+    func testSeedRecipeLearnsOnASubset() throws {
+        // The seed's own recipe (logistic, SGD, lr 0.1) is slow to start; on 6000 records it must still leave chance behind.
+        let spec = try RunSpec.load(path: repoRoot + "/etc/nnd/runs/mnist-seed.yaml",
+                                    overrides: ["data.train_limit=6000", "data.test_limit=1000", "training.epochs=6", "checkpoint.every_seconds=0"])
+        let data = try DataLoading.load(spec: spec, dataDirOverride: sharedMNIST)
+        let trainer = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2)
+        _ = try trainer.run()
+        XCTAssertGreaterThan(trainer.evaluate(data.test).accuracy, 40)
+    }
+
+    /// Pause at an arbitrary step, checkpoint to bytes, resume in a new trainer: bitwise equal to an uninterrupted run.
+    func testResumeFromCheckpointIsBitwiseExact() throws {
+        for opt in ["sgd", "adam"] {
+            let spec = try smallSpec(["training.optimizer=\(opt)", "training.learning_rate=\(opt == "adam" ? 0.001 : 0.1)"])
+            let data = try DataLoading.load(spec: spec, dataDirOverride: sharedMNIST)
+            let straight = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2)
+            _ = try straight.run()
+            var saved: [UInt8] = []
+            let first = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2)
+            let outcome = try first.run(control: PauseAfter(29), checkpointSink: { c, _ in saved = c.encode() })
+            XCTAssertEqual(outcome, .paused)
+            let ckpt = try Checkpoint.decode(saved, path: "memory")
+            XCTAssertEqual(ckpt.state.epoch, 1); XCTAssertEqual(ckpt.state.stepInEpoch, 10) // 19 steps per epoch
+            let resumed = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2, resume: ckpt)
+            XCTAssertEqual(try resumed.run(), .completed)
+            XCTAssertEqual(resumed.engine.parameters.toArray(), straight.engine.parameters.toArray(), "\(opt): parameters differ after resume")
+            XCTAssertEqual(resumed.state.history.map(\.cost), straight.state.history.map(\.cost))
+            XCTAssertEqual(resumed.state.learningRate, straight.state.learningRate)
+        }
+    }
+
+    func testDivergenceStopsAtFirstBadStepAndCheckpointsHoldNoNaN() throws {
+        let spec = try smallSpec(["training.learning_rate=1e9", "checkpoint.every_steps=1", "model.activation=relu", "model.init=he"])
+        let data = try DataLoading.load(spec: spec, dataDirOverride: sharedMNIST)
+        let trainer = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2)
+        var written = 0
+        XCTAssertThrowsError(try trainer.run(checkpointSink: { c, _ in
+            XCTAssertTrue(c.allFinite); written += 1
+        })) { e in
+            guard case TrainingError.diverged = e else { return XCTFail("\(e)") }
+            XCTAssertTrue("\(e)".contains("diverged"))
+        }
+    }
+
+    func testCheckpointStoreIsAtomicVerifiesAndKeepsTheLastK() throws {
+        let dir = NSTemporaryDirectory() + "nnd-ckpt-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = CheckpointStore(directory: dir, keep: 2)
+        let spec = try smallSpec([])
+        let data = try DataLoading.load(spec: spec, dataDirOverride: sharedMNIST)
+        let trainer = try Trainer(spec: spec, train: data.train, test: data.test, workers: 1)
+        var states: [Int] = []
+        _ = try trainer.run(control: PauseAfter(5), checkpointSink: { c, best in try store.write(c, isBest: best); states.append(c.state.updateCount) })
+        for k in 1...3 {
+            _ = try trainer.run(control: PauseAfter(k), checkpointSink: { c, best in try store.write(c, isBest: best); states.append(c.state.updateCount) })
+        }
+        XCTAssertEqual(store.list().count, 2)
+        let newest = store.loadLatestValid()
+        XCTAssertEqual(newest.checkpoint?.state.updateCount, 11)
+        XCTAssertTrue(newest.skipped.isEmpty)
+        // Flip bytes in the newest: it is detected and the previous one is used.
+        var bytes = [UInt8](FileManager.default.contents(atPath: store.list()[0])!)
+        bytes[bytes.count - 100] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: store.list()[0]))
+        let fallback = store.loadLatestValid()
+        XCTAssertEqual(fallback.checkpoint?.state.updateCount, 8)
+        XCTAssertEqual(fallback.skipped.count, 1)
+        XCTAssertTrue(fallback.skipped[0].contains("content hash"), fallback.skipped[0])
+        // Truncated: also detected.
+        try Data(bytes.prefix(1000)).write(to: URL(fileURLWithPath: store.list()[0]))
+        XCTAssertEqual(store.loadLatestValid().checkpoint?.state.updateCount, 8)
+        // No temporary files are left behind.
+        XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: dir).contains { $0.hasPrefix(".tmp-") })
+    }
+
+    func testSafetensorsFileReadsWithPythonLayout() throws {
+        // Header layout per the format: u64 length, JSON, 8-byte aligned data; tensors in the seed's shapes.
+        let c = Checkpoint(layers: [3, 2], parameters: NetworkLayoutValues.params, optimizerState: [], state: ResumeState(epochRNGState: [1, 2, 3, 4], learningRate: 0.1, workers: 1, dataHash: ""))
+        let bytes = c.encode()
+        let n = Int(bytes[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+        XCTAssertEqual((8 + n) % 8, 0)
+        let header = try JSONSerialization.jsonObject(with: Data(bytes[8..<(8 + n)])) as! [String: Any]
+        XCTAssertEqual((header["theta_1"] as! [String: Any])["shape"] as! [Int], [2, 3])
+        XCTAssertEqual(try Checkpoint.decode(bytes, path: "m"), c)
+    }
+}
+
+enum NetworkLayoutValues {
+    static var params: [Float] {
+        let l = NetworkLayout(sizes: [3, 2])
+        var p = [Float](repeating: 0, count: l.parameterCount)
+        for i in 0..<6 { p[l.weightOffsets[0] + i] = Float(i) }
+        p[l.biasOffsets[0]] = 7; p[l.biasOffsets[0] + 1] = 8
+        return p
+    }
+}
