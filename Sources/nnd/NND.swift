@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import NNData
+import NNDaemon
 import NNEngine
 import NNNumerics
 import NNTraining
@@ -11,7 +12,7 @@ struct NND: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nnd",
         abstract: "nnd — a training daemon for fully connected MNIST classifiers.",
-        subcommands: [Train.self, Bench.self, DatasetCommand.self, Info.self])
+        subcommands: [Serve.self, Train.self, Bench.self, DatasetCommand.self, Info.self])
 
     static func main() async {
         // Must run before anything calls into OpenBLAS: choose its kernel and re-exec if needed.
@@ -138,6 +139,44 @@ struct DatasetCommand: ParsableCommand {
                 let src = try MNIST.fetch(into: dest, from: from) { stderrLine("nnd: \($0)") }
                 print("mnist: ready in \(dest) (from \(src))")
             } catch { stderrLine("nnd: \(error)"); throw ExitCode(1) }
+        }
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the daemon: control API on a Unix socket, runs in a state directory.")
+    @Option(help: "YAML settings file (e.g. /etc/nnd/nnd.yaml); NND_CONFIG also works") var config: String?
+    @Option(help: "Control socket path") var socket: String?
+    @Option(help: "State directory (runs, checkpoints)") var stateDir: String?
+    @Option(help: "Worker threads per run") var workers: Int?
+    @Option(help: "Runs that train at once") var maxConcurrentRuns: Int?
+    @Option(help: "Default MNIST directory for specs that name none") var dataDir: String?
+    @Option(help: "trace|debug|info|notice|warning|error|critical") var logLevel: String?
+
+    func run() async throws {
+        var c = DaemonConfig.userDefaults()
+        do {
+            let env = ProcessInfo.processInfo.environment
+            if let path = config ?? env["NND_CONFIG"] {
+                guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+                    throw DaemonConfig.ConfigError(source: path, field: "-", message: "cannot read the settings file")
+                }
+                try c.apply(yaml: text, source: path)
+            }
+            try c.apply(environment: env)
+            if let socket { try c.set("socket", socket, source: "--socket") }
+            if let stateDir { try c.set("state_dir", stateDir, source: "--state-dir") }
+            if let workers { try c.set("workers", String(workers), source: "--workers") }
+            if let maxConcurrentRuns { try c.set("max_concurrent_runs", String(maxConcurrentRuns), source: "--max-concurrent-runs") }
+            if let dataDir { try c.set("data_dir", dataDir, source: "--data-dir") }
+            if let logLevel { try c.set("log_level", logLevel, source: "--log-level") }
+        } catch {
+            stderrLine("nnd: \(error)")
+            throw ExitCode(2)
+        }
+        do { try await Daemon.run(config: c) } catch {
+            stderrLine("nnd: \(error)")
+            throw ExitCode(1)
         }
     }
 }

@@ -1,0 +1,107 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// `nnd serve`: the long-running process. Wires the `RunManager`, the control API on the
+/// Unix socket, systemd notifications and graceful shutdown on SIGTERM/SIGINT.
+public enum Daemon {
+    public static let version = "0.1.0"
+
+    public struct StartupError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public static func run(config: DaemonConfig) async throws {
+        LoggingSystem.bootstrap { StderrLogHandler(label: $0, level: Logger.Level(rawValue: config.logLevel) ?? .info) }
+        let logger: Logger = {
+            var l = Logger(label: "nnd")
+            l.logLevel = Logger.Level(rawValue: config.logLevel) ?? .info
+            return l
+        }()
+
+        try prepareDirectory(config.stateDirectory, mode: 0o750)
+        try prepareDirectory("\(config.stateDirectory)/runs", mode: 0o750)
+        let socketDir = (config.socketPath as NSString).deletingLastPathComponent
+        try prepareDirectory(socketDir, mode: 0o750)
+        try removeStaleSocket(config.socketPath)
+
+        let notifier = SystemdNotifier()
+        let manager = RunManager(config: config, logger: logger, notifier: notifier)
+        await manager.recover()
+
+        let api = ControlAPI(manager: manager, maxRequestBytes: config.maxRequestBytes, version: version)
+        let socketPath = config.socketPath, mode = config.socketMode, socketGroup = config.socketGroup
+        let app = Application(
+            router: api.router(),
+            server: .http1(configuration: .init(idleTimeout: .seconds(30))),
+            configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "nnd/\(version)"),
+            onServerRunning: { _ in
+                chmod(socketPath, mode_t(mode))
+                if let socketGroup, let gr = getgrnam(socketGroup) { chown(socketPath, getuid(), gr.pointee.gr_gid) }
+                logger.info("serving", metadata: ["socket": "\(socketPath)", "state_dir": "\(config.stateDirectory)",
+                                                  "workers": "\(config.workers)", "max_concurrent_runs": "\(config.maxConcurrentRuns)"])
+                notifier?.ready(status: "serving on \(socketPath)")
+            },
+            logger: logger
+        )
+        let lifecycle = ManagerService(manager: manager, notifier: notifier, logger: logger)
+        // Services shut down in reverse order: the manager first (runs checkpoint and are
+        // marked to resume), then the HTTP server closes the socket.
+        let services = ServiceGroup(services: [app, lifecycle], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await services.run()
+        unlink(socketPath)
+        logger.info("stopped")
+    }
+
+    static func prepareDirectory(_ path: String, mode: mode_t) throws {
+        var isDir: ObjCBool = false
+        if !FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
+            do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: Int(mode)]) } catch {
+                throw StartupError(description: "cannot create directory \(path): \(error.localizedDescription)")
+            }
+        } else if !isDir.boolValue {
+            throw StartupError(description: "\(path) exists and is not a directory")
+        }
+    }
+
+    /// A socket file left by a crashed daemon is removed; a live daemon on it is an error.
+    static func removeStaleSocket(_ path: String) throws {
+        guard FileManager.default.fileExists(atPath: path) else { return }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() where i < raw.count - 1 { raw[i] = b } }
+        let connected = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } } == 0
+        if connected { throw StartupError(description: "another nnd is already serving on \(path)") }
+        unlink(path)
+    }
+}
+
+/// Ties the RunManager into service-lifecycle: keeps the systemd watchdog fed while running,
+/// and on graceful shutdown checkpoints the running runs before the server closes.
+struct ManagerService: Service {
+    let manager: RunManager
+    let notifier: SystemdNotifier?
+    let logger: Logger
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            if let interval = notifier?.watchdogInterval {
+                while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                    notifier?.watchdog()
+                    try? await Task.sleep(for: interval)
+                }
+            } else {
+                try? await gracefulShutdown()
+            }
+        } onGracefulShutdown: {
+            notifier?.stopping()
+        }
+        logger.info("shutting down: checkpointing running runs")
+        await manager.shutdown()
+    }
+}

@@ -1,0 +1,291 @@
+import Foundation
+import Logging
+import NNCheckpoint
+import NNData
+import NNEngine
+import NNNumerics
+import NNTraining
+import Synchronization
+
+/// Owns every run: creates, queues, starts, pauses, resumes and stops them, persists their
+/// records under `<state>/runs/<id>/run.json`, and picks up interrupted runs after a restart.
+public actor RunManager {
+    public let config: DaemonConfig
+    public let hub = EventHub()
+    let logger: Logger
+    let notifier: SystemdNotifier?
+    var records: [String: RunRecord] = [:]
+    var executions: [String: RunExecution] = [:]
+    var shuttingDown = false
+    public let datasets = DatasetCache()
+    public let startedAt = Date()
+
+    public init(config: DaemonConfig, logger: Logger, notifier: SystemdNotifier? = nil) {
+        self.config = config
+        self.logger = logger
+        self.notifier = notifier
+    }
+
+    var runsDirectory: String { "\(config.stateDirectory)/runs" }
+    func runDirectory(_ id: String) -> String { "\(runsDirectory)/\(id)" }
+
+    // MARK: - Start-up
+
+    /// Loads persisted runs; runs that were running or queued when the daemon stopped (or
+    /// was killed) go back to the queue and resume from their last good checkpoint.
+    public func recover() {
+        let ids = (try? FileManager.default.contentsOfDirectory(atPath: runsDirectory)) ?? []
+        for id in ids.sorted() where RunManager.isValidID(id) {
+            let path = "\(runDirectory(id))/run.json"
+            guard let data = FileManager.default.contents(atPath: path) else { continue }
+            do {
+                var r = try Self.decoder.decode(RunRecord.self, from: data)
+                if r.state == .running || r.resumeOnStart || r.state == .queued {
+                    if r.state == .running && !r.resumeOnStart { r.notes.append("\(Self.timestamp()): daemon restarted after an unclean exit; resuming from the last good checkpoint") }
+                    r.state = .queued
+                    r.resumeOnStart = false
+                    persist(r)
+                    logger.info("run will resume", metadata: ["run": "\(id)"])
+                }
+                records[id] = r
+            } catch {
+                logger.error("cannot read run record", metadata: ["file": "\(path)", "error": "\(error)"])
+            }
+        }
+        schedule()
+    }
+
+    // MARK: - API operations
+
+    public func create(spec: RunSpec) throws(APIError) -> RunRecord {
+        guard !shuttingDown else { throw APIError(503, "shutting_down", "the daemon is shutting down") }
+        let id = Self.newID(name: spec.name)
+        let r = RunRecord(id: id, name: spec.name, spec: spec, state: .queued, createdAt: Date(), startedAt: nil, finishedAt: nil,
+                          reason: nil, notes: [], progress: nil, history: [], lastCheckpoint: nil, checkpointsWritten: 0,
+                          trainAccuracy: nil, testAccuracy: nil, workers: config.workers, resumeOnStart: false, dataHash: nil)
+        do { try FileManager.default.createDirectory(atPath: runDirectory(id), withIntermediateDirectories: true) } catch {
+            throw APIError(507, "storage", "cannot create \(runDirectory(id)): \(error.localizedDescription)")
+        }
+        records[id] = r
+        persist(r)
+        logger.info("run created", metadata: ["run": "\(id)", "spec": "\(spec.name)"])
+        schedule()
+        return records[id]!
+    }
+
+    public func list() -> [RunRecord] { records.values.sorted { $0.createdAt < $1.createdAt }.map(withLiveProgress) }
+
+    public func get(_ key: String) throws(APIError) -> RunRecord { withLiveProgress(try find(key)) }
+
+    func find(_ key: String) throws(APIError) -> RunRecord {
+        if let r = records[key] { return r }
+        if let r = records.values.filter({ $0.name == key }).max(by: { $0.createdAt < $1.createdAt }) { return r }
+        throw APIError.notFound("no run with id or name '\(key.prefix(100))'")
+    }
+
+    func withLiveProgress(_ r: RunRecord) -> RunRecord {
+        var r = r
+        if let e = hub.latestEvent(run: r.id) { r.progress = e }
+        return r
+    }
+
+    public func pause(_ key: String) throws(APIError) -> RunRecord {
+        var r = try find(key)
+        switch r.state {
+        case .running: executions[r.id]?.flag.request(.pause)
+        case .queued: r.state = .paused; update(r, closeStreams: false)
+        default: throw APIError.conflict("cannot pause run \(r.id): it is \(r.state.rawValue)")
+        }
+        return withLiveProgress(records[r.id]!)
+    }
+
+    public func stop(_ key: String) throws(APIError) -> RunRecord {
+        var r = try find(key)
+        switch r.state {
+        case .running: executions[r.id]?.flag.request(.stop)
+        case .queued, .paused: r.state = .stopped; r.finishedAt = Date(); update(r, closeStreams: true)
+        default: throw APIError.conflict("cannot stop run \(r.id): it is \(r.state.rawValue)")
+        }
+        return withLiveProgress(records[r.id]!)
+    }
+
+    public func resume(_ key: String) throws(APIError) -> RunRecord {
+        var r = try find(key)
+        switch r.state {
+        case .paused, .stopped, .failed:
+            guard !shuttingDown else { throw APIError(503, "shutting_down", "the daemon is shutting down") }
+            r.state = .queued; r.reason = nil; r.finishedAt = nil
+            update(r, closeStreams: false)
+            schedule()
+        case .running where executions[r.id]?.flag.decision() == .pause:
+            throw APIError.conflict("run \(r.id) is pausing; resume it once it is paused")
+        default: throw APIError.conflict("cannot resume run \(r.id): it is \(r.state.rawValue)")
+        }
+        return withLiveProgress(records[r.id]!)
+    }
+
+    /// Latest good checkpoint of a run, for eval and export.
+    public func latestCheckpoint(_ key: String) throws(APIError) -> (RunRecord, Checkpoint) {
+        let r = try find(key)
+        let store = CheckpointStore(directory: "\(runDirectory(r.id))/checkpoints", keep: r.spec.checkpoint.keep)
+        guard let c = store.loadLatestValid().checkpoint else { throw APIError(409, "no_checkpoint", "run \(r.id) has no checkpoint yet") }
+        return (r, c)
+    }
+
+    // MARK: - Scheduling
+
+    func schedule() {
+        guard !shuttingDown else { return }
+        while executions.count < config.maxConcurrentRuns,
+              let next = records.values.filter({ $0.state == .queued }).min(by: { $0.createdAt < $1.createdAt }) {
+            start(next)
+        }
+    }
+
+    func start(_ record: RunRecord) {
+        var r = record
+        r.state = .running
+        if r.startedAt == nil { r.startedAt = Date() }
+        r.workers = config.workers
+        update(r, closeStreams: false)
+        let exec = RunExecution(record: r, runDirectory: runDirectory(r.id), workers: config.workers, manager: self, hub: hub, datasets: datasets,
+                                dataDir: config.dataDirectory, logger: logger)
+        executions[r.id] = exec
+        logger.info("run started", metadata: ["run": "\(r.id)", "workers": "\(config.workers)"])
+        exec.start()
+    }
+
+    // MARK: - Callbacks from executions
+
+    func epochFinished(_ id: String, event: TrainingEvent, history: [EpochRecord]) {
+        guard var r = records[id] else { return }
+        r.progress = event
+        r.history = history
+        persist(r)
+        records[id] = r
+        let status = String(format: "run %@: epoch %d/%d, cost %.4f%@", r.name, event.epoch, event.epochs, event.cost ?? .nan,
+                            event.testAccuracy.map { String(format: ", test %.2f%%", $0) } ?? "")
+        notifier?.status(status)
+        logger.info("epoch", metadata: ["run": "\(id)", "epoch": "\(event.epoch)/\(event.epochs)", "cost": "\(String(format: "%.6f", event.cost ?? .nan))",
+                                        "lr": "\(event.learningRate)", "seconds": "\(String(format: "%.3f", event.seconds))",
+                                        "samples_per_s": "\(Int(event.samplesPerSecond))",
+                                        "test_accuracy": "\(event.testAccuracy.map { String(format: "%.2f", $0) } ?? "-")"])
+    }
+
+    func checkpointWritten(_ id: String, path: String) {
+        guard var r = records[id] else { return }
+        r.lastCheckpoint = path
+        r.checkpointsWritten += 1
+        records[id] = r
+    }
+
+    func noted(_ id: String, _ note: String, dataHash: String?) {
+        guard var r = records[id] else { return }
+        if !note.isEmpty { r.notes.append("\(Self.timestamp()): \(note)") }
+        if let dataHash { r.dataHash = dataHash }
+        records[id] = r
+        persist(r)
+    }
+
+    func executionEnded(_ id: String, result: Result<TrainingOutcome, Error>, history: [EpochRecord], accuracies: (Double, Double)?) {
+        executions[id] = nil
+        guard var r = records[id] else { return }
+        r.history = history
+        if let e = hub.latestEvent(run: id) { r.progress = e }
+        switch result {
+        case .success(.completed):
+            r.state = .completed; r.finishedAt = Date()
+            if let (tr, te) = accuracies { r.trainAccuracy = tr; r.testAccuracy = te }
+        case .success(.paused): r.state = .paused
+        case .success(.stopped):
+            if shuttingDown { r.state = .queued; r.resumeOnStart = true; r.reason = "interrupted by daemon shutdown; resumes on next start" }
+            else { r.state = .stopped; r.finishedAt = Date() }
+        case .failure(let error):
+            r.state = .failed; r.finishedAt = Date(); r.reason = "\(error)"
+            logger.error("run failed", metadata: ["run": "\(id)", "reason": "\(error)"])
+        }
+        logger.info("run \(r.state.rawValue)", metadata: ["run": "\(id)"])
+        update(r, closeStreams: r.state != .queued || shuttingDown)
+        schedule()
+    }
+
+    func update(_ r: RunRecord, closeStreams: Bool) {
+        records[r.id] = r
+        persist(r)
+        hub.publish(run: r.id, state: r.state, reason: r.reason, closeStreams: closeStreams)
+    }
+
+    func persist(_ r: RunRecord) {
+        do {
+            let data = try Self.encoder.encode(r)
+            try CheckpointStore.atomicWrite([UInt8](data), to: "\(runDirectory(r.id))/run.json")
+        } catch {
+            logger.error("cannot persist run record", metadata: ["run": "\(r.id)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: - Shutdown
+
+    /// Stops every running run at its next step boundary (they checkpoint and are marked to
+    /// resume on the next start) and waits for them, at most `timeout` seconds.
+    public func shutdown(timeout: Double = 8) async {
+        shuttingDown = true
+        for e in executions.values { e.flag.request(.stop) }
+        let deadline = Date().addingTimeInterval(timeout)
+        while !executions.isEmpty && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        for id in executions.keys { // did not stop in time: the last periodic checkpoint is what resumes
+            if var r = records[id] { r.resumeOnStart = true; r.state = .queued; persist(r) }
+        }
+    }
+
+    public func counts() -> [RunState: Int] {
+        var c: [RunState: Int] = [:]
+        for r in records.values { c[r.state, default: 0] += 1 }
+        return c
+    }
+
+    // MARK: - Helpers
+
+    static func isValidID(_ s: String) -> Bool {
+        !s.isEmpty && s.count <= 100 && !s.hasPrefix(".") && s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") }
+    }
+
+    static func newID(name: String) -> String {
+        let stamp = Int(Date().timeIntervalSince1970)
+        return "\(name.prefix(40))-\(String(stamp, radix: 36))\(String(UInt32.random(in: 0...0xFFFFFF), radix: 16))"
+    }
+
+    static func timestamp() -> String { ISO8601DateFormatter().string(from: Date()) }
+
+    static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.dateEncodingStrategy = .iso8601
+        e.outputFormatting = [.sortedKeys]
+        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return e
+    }()
+    static let decoder: JSONDecoder = {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        d.dateDecodingStrategy = .iso8601
+        d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return d
+    }()
+}
+
+/// Keeps the most recently loaded dataset so pause → resume does not read and hash it again.
+public final class DatasetCache: Sendable {
+    private let cached = Mutex<(key: String, value: DataLoading.Loaded)?>(nil)
+    public init() {}
+    public func load(spec: RunSpec, dataDir: String?) throws -> DataLoading.Loaded {
+        let key = "\(spec.data)|\(dataDir ?? "")|\(spec.model.layers.first!)|\(spec.model.layers.last!)"
+        if let hit = cached.withLock({ $0?.key == key ? $0?.value : nil }) {
+            // The files may have changed or vanished since: re-hash them (cheap next to parsing).
+            if (try? DataLoading.hashFiles(hit.files)) == hit.contentHash { return hit }
+        }
+        let loaded = try DataLoading.load(spec: spec, dataDirOverride: dataDir)
+        cached.withLock { $0 = (key, loaded) }
+        return loaded
+    }
+}
