@@ -65,6 +65,6 @@ let package = Package(
         .testTarget(name: "NNDataTests", dependencies: ["NNData"]),
         .testTarget(name: "NNEngineTests", dependencies: ["NNEngine", "NNData"]),
         .testTarget(name: "NNTrainingTests", dependencies: ["NNTraining"]),
-        .testTarget(name: "NNDaemonTests", dependencies: ["NNControl"]),
+        .testTarget(name: "NNDaemonTests", dependencies: ["NNControl", "NNCheckpoint"]),
     ]
 )

@@ -55,8 +55,10 @@ public struct UnixHTTPClient: Sendable {
         let all = Array(head.utf8) + (body ?? [])
         var off = 0
         while off < all.count {
-            let n = all.withUnsafeBytes { write(fd, $0.baseAddress! + off, all.count - off) }
-            if n <= 0 { throw ClientError.protocolError("write failed: \(String(cString: strerror(errno)))") }
+            // MSG_NOSIGNAL: a daemon that closes early (body too large) must not kill us with SIGPIPE;
+            // its answer is read below all the same.
+            let n = all.withUnsafeBytes { Foundation.send(fd, $0.baseAddress! + off, all.count - off, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { if errno == EPIPE || errno == ECONNRESET { return }; throw ClientError.protocolError("write failed: \(String(cString: strerror(errno)))") }
             off += n
         }
     }

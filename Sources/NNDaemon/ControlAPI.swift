@@ -156,8 +156,11 @@ func runID(_ context: BasicRequestContext) throws -> String {
 }
 
 func collect(_ request: Request, limit: Int) async throws -> ByteBuffer {
+    let tooLarge = APIError(413, "body_too_large", "request body exceeds the limit of \(limit) bytes (max_request_bytes)")
     do { return try await request.body.collect(upTo: limit) } catch let e as HTTPError where e.status == .contentTooLarge {
-        throw APIError(413, "body_too_large", "request body exceeds the limit of \(limit) bytes (max_request_bytes)")
+        throw tooLarge
+    } catch is NIOTooManyBytesError {
+        throw tooLarge
     }
 }
 

@@ -39,7 +39,7 @@ public actor RunManager {
             let path = "\(runDirectory(id))/run.json"
             guard let data = FileManager.default.contents(atPath: path) else { continue }
             do {
-                var r = try Self.decoder.decode(RunRecord.self, from: data)
+                var r = try Self.storeDecoder.decode(RunRecord.self, from: data)
                 if r.state == .running || r.resumeOnStart || r.state == .queued {
                     if r.state == .running && !r.resumeOnStart { r.notes.append("\(Self.timestamp()): daemon restarted after an unclean exit; resuming from the last good checkpoint") }
                     r.state = .queued
@@ -217,7 +217,7 @@ public actor RunManager {
 
     func persist(_ r: RunRecord) {
         do {
-            let data = try Self.encoder.encode(r)
+            let data = try Self.storeEncoder.encode(r)
             try CheckpointStore.atomicWrite([UInt8](data), to: "\(runDirectory(r.id))/run.json")
         } catch {
             logger.error("cannot persist run record", metadata: ["run": "\(r.id)", "error": "\(error)"])
@@ -265,9 +265,17 @@ public actor RunManager {
         e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return e
     }()
-    static let decoder: JSONDecoder = {
+    /// run.json keeps Swift's property names: the spec's own keys are already snake_case and
+    /// would not survive a snake-case round trip.
+    static let storeEncoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.dateEncodingStrategy = .iso8601
+        e.outputFormatting = [.sortedKeys, .prettyPrinted]
+        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return e
+    }()
+    static let storeDecoder: JSONDecoder = {
         let d = JSONDecoder()
-        d.keyDecodingStrategy = .convertFromSnakeCase
         d.dateDecodingStrategy = .iso8601
         d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return d

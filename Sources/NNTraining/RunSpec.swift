@@ -166,7 +166,8 @@ extension RunSpec {
         case let s as String: return s
         case let b as Bool: return b
         case let i as Int: return i
-        case let d as Double: return d.isFinite ? d : String(describing: d)
+        // Out-of-range numbers become text so the typed decode names the field ("'1e+99' is not a valid Int").
+        case let d as Double: return d.isFinite && abs(d) < 1e15 ? d : String(describing: d)
         default: return String(describing: v)
         }
     }
@@ -198,6 +199,7 @@ extension SpecError {
             ctx.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
         }
         func value(_ ctx: DecodingError.Context) -> String {
+            if ctx.codingPath.isEmpty { return "the spec" }
             var cur: Any? = root
             for k in ctx.codingPath {
                 if let i = k.intValue { cur = (cur as? [Any]).flatMap { i < $0.count ? $0[i] : nil } }

@@ -1,0 +1,152 @@
+import Foundation
+import NNCheckpoint
+import NNControl
+import XCTest
+
+let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+let sharedMNIST = URL(fileURLWithPath: repoRoot + "/../shared/datasets/mnist").standardized.path
+
+/// The built `nnd` and `nnctl` sit next to the test bundle.
+let binDir: String = {
+    for b in Bundle.allBundles where b.bundlePath.hasSuffix(".xctest") { return (b.bundlePath as NSString).deletingLastPathComponent }
+    return (CommandLine.arguments[0] as NSString).deletingLastPathComponent
+}()
+
+/// A real `nnd serve` process on a temporary socket and state directory.
+final class DaemonProcess {
+    let dir: String
+    var socket: String { "\(dir)/nnd.sock" }
+    var stateDir: String { "\(dir)/state" }
+    var process: Process?
+    var logPath: String { "\(dir)/nnd.log" }
+    var extraEnv: [String: String]
+
+    init(extraEnv: [String: String] = [:]) {
+        dir = NSTemporaryDirectory() + "nnd-test-\(UUID().uuidString.prefix(8))"
+        try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        self.extraEnv = extraEnv
+    }
+
+    func start(args: [String] = [], file: StaticString = #filePath, line: UInt = #line) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "\(binDir)/nnd")
+        p.arguments = ["serve", "--socket", socket, "--state-dir", stateDir, "--workers", "2", "--data-dir", sharedMNIST] + args
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in extraEnv { env[k] = v }
+        p.environment = env
+        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        logHandle.seekToEndOfFile()
+        p.standardOutput = logHandle
+        p.standardError = logHandle
+        try p.run()
+        process = p
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if (try? client.request("GET", "/v1/health"))?.status == 200 { return }
+            if !p.isRunning { break }
+            usleep(50_000)
+        }
+        XCTFail("daemon did not come up; log:\n\(log())", file: file, line: line)
+        throw NSError(domain: "nnd-test", code: 1)
+    }
+
+    var client: UnixHTTPClient { UnixHTTPClient(socketPath: socket, timeoutSeconds: 60) }
+
+    func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    func kill9() {
+        guard let p = process else { return }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        process = nil
+    }
+
+    /// SIGTERM; returns (exit status, seconds taken).
+    func terminate() -> (Int32, Double) {
+        guard let p = process else { return (-1, 0) }
+        let t0 = Date()
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+        process = nil
+        return (p.terminationStatus, Date().timeIntervalSince(t0))
+    }
+
+    deinit {
+        if let p = process, p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    // MARK: API helpers
+
+    func post(_ path: String, _ body: [String: Any]? = nil) throws -> (Int, [String: Any]) {
+        let data = try body.map { try [UInt8](JSONSerialization.data(withJSONObject: $0)) }
+        let r = try client.request("POST", path, json: data)
+        return (r.status, (try? JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any]) ?? [:])
+    }
+
+    func get(_ path: String) throws -> (Int, [String: Any]) {
+        let r = try client.request("GET", path)
+        return (r.status, (try? JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any]) ?? [:])
+    }
+
+    func createRun(_ yaml: String, overrides: [String] = []) throws -> String {
+        let (status, body) = try post("/v1/runs", ["spec_yaml": yaml, "overrides": overrides])
+        XCTAssertEqual(status, 201, "\(body)")
+        return body["id"] as! String
+    }
+
+    func state(_ id: String) throws -> String { try get("/v1/runs/\(id)").1["state"] as? String ?? "?" }
+
+    @discardableResult
+    func waitFor(_ id: String, states: Set<String>, timeout: Double = 120) throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let (_, r) = try get("/v1/runs/\(id)")
+            if let s = r["state"] as? String, states.contains(s) { return r }
+            usleep(50_000)
+        }
+        XCTFail("run \(id) did not reach \(states); now \(try state(id)); log:\n\(log().suffix(3000))")
+        return [:]
+    }
+
+    /// The run's final parameters, from its exported safetensors.
+    func parameters(_ id: String) throws -> [Float] {
+        let r = try client.request("GET", "/v1/runs/\(id)/export?format=safetensors")
+        XCTAssertEqual(r.status, 200, r.text)
+        return try Checkpoint.decode(r.body, path: id).parameters
+    }
+}
+
+/// Runs `nnctl` and returns (exit code, stdout, stderr).
+func nnctl(_ args: [String], env: [String: String] = [:]) throws -> (Int32, String, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "\(binDir)/nnctl")
+    p.arguments = args
+    var e = ProcessInfo.processInfo.environment
+    for (k, v) in env { e[k] = v }
+    p.environment = e
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out; p.standardError = err
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile(), r = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: r, as: UTF8.self))
+}
+
+/// A small real-MNIST spec: long enough to interrupt, short enough for CI.
+func smallSpec(name: String, trainLimit: Int = 3000, epochs: Int = 3, batch: Int = 32, everySteps: Int = 20, optimizer: String = "momentum",
+               layers: String = "[784, 64, 32, 10]") -> String {
+    """
+    name: \(name)
+    model: {layers: \(layers), activation: relu, init: he}
+    training: {mode: minibatch, batch_size: \(batch), epochs: \(epochs), learning_rate: 0.02, lambda: 0.01, optimizer: \(optimizer), seed: 7}
+    data: {train_limit: \(trainLimit), test_limit: 1000}
+    checkpoint: {every_steps: \(everySteps), every_seconds: 0, keep: 3}
+    """
+}
+
+/// A run that lasts several seconds, so that kills and signals land in the middle of it.
+func longSpec(name: String, everySteps: Int) -> String {
+    smallSpec(name: name, trainLimit: 20000, epochs: 3, batch: 8, everySteps: everySteps, layers: "[784, 200, 100, 50, 10]")
+}

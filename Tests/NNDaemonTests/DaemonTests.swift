@@ -1,0 +1,248 @@
+import Foundation
+import NNCheckpoint
+import NNControl
+import XCTest
+
+final class DaemonTests: XCTestCase {
+    /// Start → watch → completes, through nnctl; list and status show it; socket permissions.
+    func testStartWatchCompleteListStatusWithNNCtl() throws {
+        let d = DaemonProcess()
+        try d.start()
+        let specPath = "\(d.dir)/spec.yaml"
+        try smallSpec(name: "cli", trainLimit: 2000, epochs: 2).write(toFile: specPath, atomically: true, encoding: .utf8)
+        let env = ["NND_SOCKET": d.socket]
+        let (code, out, err) = try nnctl(["start", specPath, "--wait"], env: env)
+        XCTAssertEqual(code, 0, out + err)
+        XCTAssertTrue(out.contains("epoch 2/2"), out)
+        XCTAssertTrue(out.contains("state: completed"), out)
+        XCTAssertTrue(out.contains("test accuracy"), out)
+        let (lc, list, _) = try nnctl(["list"], env: env)
+        XCTAssertEqual(lc, 0); XCTAssertTrue(list.contains("cli") && list.contains("completed"), list)
+        let (sc, status, _) = try nnctl(["status", "cli", "--json"], env: env)
+        XCTAssertEqual(sc, 0)
+        let obj = try JSONSerialization.jsonObject(with: Data(status.utf8)) as! [String: Any]
+        XCTAssertEqual(obj["state"] as? String, "completed")
+        XCTAssertGreaterThan(obj["test_accuracy"] as! Double, 50)
+        XCTAssertEqual((obj["history"] as! [Any]).count, 2)
+        // Socket 0660 in a 0750 directory; state dir 0750.
+        let sockMode = (try FileManager.default.attributesOfItem(atPath: d.socket)[.posixPermissions] as! NSNumber).intValue
+        XCTAssertEqual(sockMode & 0o777, 0o660)
+        let stateMode = (try FileManager.default.attributesOfItem(atPath: d.stateDir)[.posixPermissions] as! NSNumber).intValue
+        XCTAssertEqual(stateMode & 0o777, 0o750)
+        // Exit codes: refused 1, usage 2, unreachable 3.
+        XCTAssertEqual(try nnctl(["resume", "cli"], env: env).0, 1)
+        XCTAssertEqual(try nnctl(["pause"], env: env).0, 2)
+        XCTAssertEqual(try nnctl(["list"], env: ["NND_SOCKET": "\(d.dir)/none.sock"]).0, 3)
+    }
+
+    /// pause → resume and stop → resume end with parameters bitwise equal to an uninterrupted run.
+    func testPauseResumeAndStopResumeAreBitwiseExact() throws {
+        let d = DaemonProcess()
+        try d.start()
+        let spec = smallSpec(name: "ref", trainLimit: 4000, epochs: 3, batch: 16)
+        let ref = try d.createRun(spec)
+        try d.waitFor(ref, states: ["completed"])
+        let reference = try d.parameters(ref)
+
+        let run = try d.createRun(spec, overrides: ["name=interrupted"])
+        try d.waitFor(run, states: ["running"])
+        usleep(300_000)
+        XCTAssertEqual(try d.post("/v1/runs/\(run)/pause").0, 200)
+        try d.waitFor(run, states: ["paused"])
+        let paused = try d.get("/v1/runs/\(run)").1
+        XCTAssertNotNil(paused["last_checkpoint"] as? String, "\(paused)")
+        XCTAssertEqual(try d.post("/v1/runs/\(run)/resume").0, 200)
+        try d.waitFor(run, states: ["running"])
+        usleep(300_000)
+        XCTAssertEqual(try d.post("/v1/runs/\(run)/stop").0, 200)
+        let stopped = try d.waitFor(run, states: ["stopped", "completed"])
+        if stopped["state"] as? String == "stopped" {
+            XCTAssertEqual(try d.post("/v1/runs/\(run)/resume").0, 200)
+        }
+        let done = try d.waitFor(run, states: ["completed"])
+        XCTAssertEqual(try d.parameters(run), reference, "parameters after pause/resume/stop/resume differ from the uninterrupted run")
+        XCTAssertEqual((done["history"] as? [Any])?.count, 3)
+    }
+
+    /// kill -9 at several moments, including inside a (slowed) checkpoint write; restart; the
+    /// run completes with the parameters of an uninterrupted run, bit for bit.
+    func testKill9AndRestartResumesExactly() throws {
+        let spec = longSpec(name: "crash", everySteps: 200)
+        let refDaemon = DaemonProcess()
+        try refDaemon.start()
+        let ref = try refDaemon.createRun(spec)
+        try refDaemon.waitFor(ref, states: ["completed"])
+        let reference = try refDaemon.parameters(ref)
+
+        // Every checkpoint write pauses 150 ms halfway, so kills often land inside one.
+        let d = DaemonProcess(extraEnv: ["NND_TEST_CHECKPOINT_WRITE_DELAY_MS": "150"])
+        try d.start()
+        let run = try d.createRun(spec)
+        var kills = 0
+        var rng = SystemRandomNumberGenerator()
+        while kills < 5 {
+            if try d.state(run) == "completed" { break }
+            usleep(UInt32.random(in: 200_000...900_000, using: &rng))
+            d.kill9(); kills += 1
+            // No checkpoint file is ever unreadable.
+            let store = CheckpointStore(directory: "\(d.stateDir)/runs/\(run)/checkpoints", keep: 3)
+            for path in store.list() { XCTAssertNoThrow(try store.load(path), "unreadable after kill -9: \(path)") }
+            try d.start()
+        }
+        XCTAssertGreaterThanOrEqual(kills, 3, "the run finished too fast to be interrupted")
+        let done = try d.waitFor(run, states: ["completed"], timeout: 300)
+        XCTAssertEqual(try d.parameters(run), reference, "parameters after \(kills) kill -9 differ from the uninterrupted run")
+        XCTAssertTrue(((done["notes"] as? [String]) ?? []).contains { $0.contains("unclean exit") }, "\(done["notes"] ?? "")")
+    }
+
+    /// SIGTERM: exits 0 within seconds after checkpointing; the run resumes on the next start.
+    func testSIGTERMCheckpointsAndRunResumesOnRestart() throws {
+        let spec = longSpec(name: "term", everySteps: 0)
+        let d = DaemonProcess()
+        try d.start()
+        let ref = try d.createRun(spec)
+        try d.waitFor(ref, states: ["completed"])
+        let reference = try d.parameters(ref)
+        let run = try d.createRun(spec, overrides: ["name=term2"])
+        try d.waitFor(run, states: ["running"])
+        usleep(800_000)
+        let (status, seconds) = d.terminate()
+        let saved = try String(contentsOfFile: "\(d.stateDir)/runs/\(run)/run.json", encoding: .utf8)
+        XCTAssertTrue(saved.contains("interrupted by daemon shutdown"), saved)
+        XCTAssertEqual(status, 0, d.log().suffix(2000).description)
+        XCTAssertLessThan(seconds, 10)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: d.socket), "socket left behind")
+        try d.start()
+        let done = try d.waitFor(run, states: ["completed"])
+        XCTAssertEqual(try d.parameters(run), reference)
+        XCTAssertTrue(((done["notes"] as? [String]) ?? []).contains { $0.contains("resuming from step-") }, "\(done["notes"] ?? "")")
+    }
+
+    /// Every error path of the API answers with the right status and a clear JSON error, and the daemon keeps serving.
+    func testAPIErrorPaths() throws {
+        let d = DaemonProcess()
+        try d.start(args: ["--max-concurrent-runs", "1"])
+        func expect(_ method: String, _ path: String, _ body: [UInt8]?, _ status: Int, _ code: String, _ text: String, line: UInt = #line) throws {
+            let r = try d.client.request(method, path, json: body)
+            XCTAssertEqual(r.status, status, r.text, line: line)
+            let obj = try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any]
+            let err = obj?["error"] as? [String: Any]
+            XCTAssertEqual(err?["code"] as? String, code, r.text, line: line)
+            XCTAssertTrue((err?["message"] as? String ?? "").contains(text), "'\(r.text)' lacks '\(text)'", line: line)
+        }
+        func b(_ s: String) -> [UInt8] { Array(s.utf8) }
+        try expect("POST", "/v1/runs", b("{not json"), 400, "malformed_json", "not valid JSON")
+        try expect("POST", "/v1/runs", b("[1,2]"), 400, "malformed_json", "JSON object")
+        try expect("POST", "/v1/runs", b("{\"spec\": {}, \"colour\": 1}"), 422, "unknown_field", "colour")
+        try expect("POST", "/v1/runs", b("{\"spec\": {\"training\": {\"epochs\": 0}}}"), 422, "invalid_spec", "training.epochs")
+        try expect("POST", "/v1/runs", b("{\"spec\": {\"training\": {\"epochz\": 3}}}"), 422, "invalid_spec", "training.epochz")
+        try expect("POST", "/v1/runs", b("{\"spec\": {\"model\": {\"activation\": \"swish\"}}}"), 422, "invalid_spec", "swish")
+        try expect("POST", "/v1/runs", b("{\"spec\": \"x\"}"), 422, "invalid_value", "spec must be")
+        try expect("POST", "/v1/runs", b("{\"spec\": {\"name\": \"../../etc/passwd\"}}"), 422, "invalid_spec", "not a valid run name")
+        try expect("POST", "/v1/runs", b("{}"), 422, "invalid_request", "spec")
+        try expect("POST", "/v1/runs", b("{\"spec_yaml\": \"name: a\", \"overrides\": [\"training.epochs=1e99\"]}"), 422, "invalid_spec", "training.epochs")
+        try expect("POST", "/v1/runs", [UInt8](repeating: 0x20, count: 2 << 20), 413, "body_too_large", "limit")
+        try expect("GET", "/v1/runs/nope", nil, 404, "not_found", "nope")
+        try expect("POST", "/v1/runs/nope/pause", nil, 404, "not_found", "nope")
+        try expect("GET", "/v1/unknown", nil, 404, "not_found", "/v1/unknown")
+        try expect("DELETE", "/v1/runs", nil, 404, "not_found", "DELETE /v1/runs")
+        // Illegal transitions: a queued run behind a running one can be paused, not resumed; a completed one cannot be paused.
+        let first = try d.createRun(smallSpec(name: "busy", trainLimit: 6000, epochs: 3, batch: 16))
+        let second = try d.createRun(smallSpec(name: "waiting", trainLimit: 1000, epochs: 1))
+        XCTAssertEqual(try d.state(second), "queued")
+        try expect("POST", "/v1/runs/\(second)/resume", nil, 409, "illegal_transition", "queued")
+        try expect("POST", "/v1/runs/\(second)/eval", nil, 409, "no_checkpoint", "no checkpoint")
+        try expect("POST", "/v1/runs/\(first)/eval", b("{\"data\": \"validation\"}"), 422, "invalid_value", "test")
+        try expect("GET", "/v1/runs/\(first)/export?format=onnx", nil, 422, "invalid_value", "onnx")
+        XCTAssertEqual(try d.post("/v1/runs/\(first)/stop").0, 200)
+        try d.waitFor(second, states: ["completed"])
+        try expect("POST", "/v1/runs/\(second)/pause", nil, 409, "illegal_transition", "completed")
+        try expect("POST", "/v1/runs/\(second)/stop", nil, 409, "illegal_transition", "completed")
+        // Still serving.
+        XCTAssertEqual(try d.get("/v1/health").0, 200)
+        XCTAssertEqual(try d.get("/v1/runs").0, 200)
+    }
+
+    /// The npz export, loaded with numpy as the seed's loadWeights does, gives nnctl eval's accuracy.
+    func testNPZExportLoadsInNumpyWithEvalAccuracy() throws {
+        let d = DaemonProcess()
+        try d.start()
+        let run = try d.createRun(smallSpec(name: "npz", trainLimit: 2000, epochs: 2))
+        try d.waitFor(run, states: ["completed"])
+        let env = ["NND_SOCKET": d.socket]
+        let (ec, evalOut, evalErr) = try nnctl(["eval", run, "--json"], env: env)
+        XCTAssertEqual(ec, 0, evalErr)
+        let acc = (try JSONSerialization.jsonObject(with: Data(evalOut.utf8)) as! [String: Any])["accuracy"] as! Double
+        let npz = "\(d.dir)/w.npz"
+        XCTAssertEqual(try nnctl(["export", run, "--format", "npz", "-o", npz], env: env).0, 0)
+        let script = """
+        import gzip, sys, numpy as np
+        z = np.load(sys.argv[1])
+        n_layers = len(z['n_nodes'])
+        thetas = {l: z['theta_%d' % l] for l in range(1, n_layers)}
+        biases = {l: z['bias_%d' % l] for l in range(1, n_layers)}
+        assert thetas[1].shape == (64, 784) and biases[1].shape == (1, 64), (thetas[1].shape, biases[1].shape)
+        lr, lam = float(z['lr']), float(z['lam'])
+        def idx(p):
+            d = gzip.open(p).read(); nd = d[3]
+            dims = [int.from_bytes(d[4+4*i:8+4*i], 'big') for i in range(nd)]
+            return np.frombuffer(d[4+4*nd:], dtype=np.uint8).reshape(dims)
+        x = idx(sys.argv[2] + '/t10k-images-idx3-ubyte.gz')[:1000].reshape(1000, -1) / 255.
+        y = idx(sys.argv[2] + '/t10k-labels-idx1-ubyte.gz')[:1000]
+        a = x
+        for l in range(1, n_layers):
+            a = a @ thetas[l].T + biases[l]
+            if l < n_layers - 1: a = np.maximum(a, 0)
+        print((a.argmax(1) == y).mean() * 100)
+        """
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "-c", script, npz, sharedMNIST]
+        let out = Pipe(); p.standardOutput = out
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, text)
+        XCTAssertEqual(Double(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1, acc, accuracy: 0.001)
+    }
+
+    /// With NOTIFY_SOCKET set, the daemon sends READY=1, STATUS= and WATCHDOG=1 (and STOPPING=1 on SIGTERM).
+    func testSystemdNotifyProtocol() throws {
+        let dir = NSTemporaryDirectory() + "nnd-notify-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = "\(dir)/notify.sock"
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_un(); addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
+        XCTAssertEqual(withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }, 0)
+        var tv = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        // Read continuously, as systemd does (the socket queue holds only a few datagrams).
+        final class Inbox: @unchecked Sendable { // guarded by `lock`
+            let lock = NSLock(); var messages: [String] = []; var done = false
+        }
+        let inbox = Inbox()
+        let reader = Thread {
+            var buf = [UInt8](repeating: 0, count: 4096)
+            while !inbox.lock.withLock({ inbox.done }) {
+                let n = recv(fd, &buf, buf.count, 0)
+                if n > 0 { let m = String(decoding: buf[0..<n], as: UTF8.self); inbox.lock.withLock { inbox.messages.append(m) } }
+            }
+        }
+        reader.start()
+        let d = DaemonProcess(extraEnv: ["NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"])
+        try d.start()
+        let run = try d.createRun(smallSpec(name: "notify", trainLimit: 2000, epochs: 2))
+        try d.waitFor(run, states: ["completed"])
+        _ = d.terminate()
+        usleep(500_000)
+        let messages = inbox.lock.withLock { inbox.done = true; return inbox.messages }
+        usleep(300_000)
+        XCTAssertTrue(messages.contains { $0.contains("READY=1") }, "\(messages)")
+        XCTAssertTrue(messages.contains { $0.contains("WATCHDOG=1") }, "\(messages)")
+        XCTAssertTrue(messages.contains { $0.hasPrefix("STATUS=run notify: epoch 2/2, cost") }, "\(messages)")
+        XCTAssertTrue(messages.contains { $0.contains("STOPPING=1") }, "\(messages)")
+    }
+}
