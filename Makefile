@@ -1,0 +1,69 @@
+# nnd — build, test, run, install.
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR = $(DESTDIR)$(PREFIX)/bin
+UNITDIR ?= $(DESTDIR)/etc/systemd/system
+CONFDIR ?= $(DESTDIR)/etc/nnd
+DOCDIR = $(DESTDIR)$(PREFIX)/share/doc/nnd
+SWIFT ?= swift
+
+.PHONY: build test demo bench verify-units install uninstall deps clean
+
+build:
+	$(SWIFT) build -c release
+
+# The test command (README): unit, engine, training and daemon tests on MNIST subsets,
+# then systemd-analyze verify on the units.
+test:
+	$(SWIFT) test
+	$(MAKE) verify-units
+
+# The main job: daemon + a real MNIST run on local default paths (see scripts/demo.sh).
+demo:
+	scripts/demo.sh
+
+bench: build
+	.build/release/nnd bench
+
+# systemd-analyze verify in an offline root holding the units, stub binaries and the distro's
+# targets; any warning fails. Also prints the security exposure of nnd.service.
+verify-units:
+	@command -v systemd-analyze >/dev/null || { echo "systemd-analyze missing (apt-get install systemd)"; exit 1; }
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	  mkdir -p $$tmp/usr/local/bin $$tmp/etc/systemd/system $$tmp/usr/lib/systemd; \
+	  printf '#!/bin/sh\n' > $$tmp/usr/local/bin/nnd; cp $$tmp/usr/local/bin/nnd $$tmp/usr/local/bin/nnctl; chmod +x $$tmp/usr/local/bin/*; \
+	  cp -r /lib/systemd/system $$tmp/usr/lib/systemd/; cp systemd/*.service systemd/*.timer $$tmp/etc/systemd/system/; \
+	  out=$$(systemd-analyze verify --root=$$tmp nnd.service nnd-retrain.service nnd-retrain.timer 2>&1); rc=$$?; \
+	  if [ $$rc -ne 0 ] || [ -n "$$out" ]; then echo "systemd-analyze verify failed:"; echo "$$out"; exit 1; fi; \
+	  echo "systemd-analyze verify: nnd.service nnd-retrain.service nnd-retrain.timer OK"; \
+	  systemd-analyze security --offline=yes --root=$$tmp nnd.service 2>&1 | tail -1
+
+deps:
+	@for p in libopenblas-dev libnuma-dev zlib1g-dev; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
+
+install: build
+	install -d $(BINDIR) $(UNITDIR) $(CONFDIR)/runs $(DOCDIR)
+	install -m 0755 .build/release/nnd .build/release/nnctl $(BINDIR)/
+	install -m 0644 systemd/nnd.service systemd/nnd-retrain.service systemd/nnd-retrain.timer $(UNITDIR)/
+	install -m 0644 etc/nnd/nnd.yaml $(CONFDIR)/nnd.yaml
+	install -m 0644 etc/nnd/runs/*.yaml $(CONFDIR)/runs/
+	install -m 0644 README.md $(DOCDIR)/
+	@if [ -z "$(DESTDIR)" ]; then \
+	  getent group nnd >/dev/null || groupadd --system nnd; \
+	  getent passwd nnd >/dev/null || useradd --system --gid nnd --home-dir /var/lib/nnd --shell /usr/sbin/nologin nnd; \
+	  systemctl daemon-reload 2>/dev/null || true; \
+	fi
+
+uninstall:
+	rm -f $(BINDIR)/nnd $(BINDIR)/nnctl
+	rm -f $(UNITDIR)/nnd.service $(UNITDIR)/nnd-retrain.service $(UNITDIR)/nnd-retrain.timer
+	rm -rf $(CONFDIR) $(DOCDIR)
+	@if [ -z "$(DESTDIR)" ]; then \
+	  getent passwd nnd >/dev/null && userdel nnd || true; \
+	  getent group nnd >/dev/null && groupdel nnd || true; \
+	  systemctl daemon-reload 2>/dev/null || true; \
+	fi
+
+clean:
+	rm -rf .build
