@@ -6,8 +6,10 @@ UNITDIR ?= $(DESTDIR)/etc/systemd/system
 CONFDIR ?= $(DESTDIR)/etc/nnd
 DOCDIR = $(DESTDIR)$(PREFIX)/share/doc/nnd
 SWIFT ?= swift
+# Which build `install` copies (check-install uses the debug build `swift test` just made).
+CONFIG ?= release
 
-.PHONY: build test demo bench verify-units install uninstall deps clean
+.PHONY: build test demo bench verify-units check-install install uninstall deps clean
 
 build:
 	$(SWIFT) build -c release
@@ -17,6 +19,7 @@ build:
 test:
 	$(SWIFT) test
 	$(MAKE) verify-units
+	$(MAKE) check-install
 
 # The main job: daemon + a real MNIST run on local default paths (see scripts/demo.sh).
 demo:
@@ -42,18 +45,37 @@ deps:
 	@for p in libopenblas-dev libnuma-dev zlib1g-dev; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 
-install: build
-	install -d $(BINDIR) $(UNITDIR) $(CONFDIR)/runs $(DOCDIR)
-	install -m 0755 .build/release/nnd .build/release/nnctl $(BINDIR)/
-	install -m 0644 systemd/nnd.service systemd/nnd-retrain.service systemd/nnd-retrain.timer $(UNITDIR)/
-	install -m 0644 etc/nnd/nnd.yaml $(CONFDIR)/nnd.yaml
-	install -m 0644 etc/nnd/runs/*.yaml $(CONFDIR)/runs/
-	install -m 0644 README.md $(DOCDIR)/
+# `make install DESTDIR=…` lays out the expected tree, and the installed units verify.
+check-install:
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	  $(MAKE) -s install-files DESTDIR=$$tmp CONFIG=debug >/dev/null; \
+	  for f in usr/local/bin/nnd usr/local/bin/nnctl etc/systemd/system/nnd.service etc/systemd/system/nnd-retrain.service \
+	           etc/systemd/system/nnd-retrain.timer etc/nnd/nnd.yaml etc/nnd/runs/mnist-seed.yaml etc/nnd/runs/mnist-fast.yaml \
+	           etc/nnd/runs/mnist-retrain.yaml usr/local/share/doc/nnd/README.md; do \
+	    [ -e $$tmp/$$f ] || { echo "make install: missing $$f"; exit 1; }; done; \
+	  $$tmp/usr/local/bin/nnctl --help >/dev/null || { echo "installed nnctl does not run"; exit 1; }; \
+	  mkdir -p $$tmp/usr/lib/systemd; cp -r /lib/systemd/system $$tmp/usr/lib/systemd/; \
+	  out=$$(systemd-analyze verify --root=$$tmp nnd.service nnd-retrain.service nnd-retrain.timer 2>&1); \
+	  if [ $$? -ne 0 ] || [ -n "$$out" ]; then echo "installed units do not verify:"; echo "$$out"; exit 1; fi; \
+	  $(MAKE) -s uninstall DESTDIR=$$tmp >/dev/null; \
+	  left=$$(find $$tmp -type f -not -path "$$tmp/usr/lib/systemd/*"); \
+	  [ -z "$$left" ] || { echo "make uninstall left: $$left"; exit 1; }; \
+	  echo "make install DESTDIR=…: tree complete, units verify; make uninstall: removed"
+
+install: build install-files
 	@if [ -z "$(DESTDIR)" ]; then \
 	  getent group nnd >/dev/null || groupadd --system nnd; \
 	  getent passwd nnd >/dev/null || useradd --system --gid nnd --home-dir /var/lib/nnd --shell /usr/sbin/nologin nnd; \
 	  systemctl daemon-reload 2>/dev/null || true; \
 	fi
+
+install-files:
+	install -d $(BINDIR) $(UNITDIR) $(CONFDIR)/runs $(DOCDIR)
+	install -m 0755 .build/$(CONFIG)/nnd .build/$(CONFIG)/nnctl $(BINDIR)/
+	install -m 0644 systemd/nnd.service systemd/nnd-retrain.service systemd/nnd-retrain.timer $(UNITDIR)/
+	install -m 0644 etc/nnd/nnd.yaml $(CONFDIR)/nnd.yaml
+	install -m 0644 etc/nnd/runs/*.yaml $(CONFDIR)/runs/
+	install -m 0644 README.md $(DOCDIR)/
 
 uninstall:
 	rm -f $(BINDIR)/nnd $(BINDIR)/nnctl

@@ -29,6 +29,20 @@ public struct RunRecord: Codable, Sendable {
     /// Set when the daemon stopped while the run was running: it resumes on the next start.
     public var resumeOnStart: Bool
     public var dataHash: String?
+    /// For retraining runs: what happened to the model at the end.
+    public var promotion: PromotionOutcome?
+}
+
+/// The promotion gate's decision for a completed retraining run.
+public struct PromotionOutcome: Codable, Sendable {
+    public var model: String
+    public var version: String
+    public var promoted: Bool
+    public var newTestAccuracy: Double
+    public var currentVersion: String?
+    public var currentTestAccuracy: Double?
+    public var margin: Double
+    public var message: String
 }
 
 public struct CreateRunRequest: Codable, Sendable {

@@ -104,7 +104,7 @@ public struct ControlAPI: Sendable {
             let result = try await offload { () throws -> Evaluation in
                 let loaded = try cache.load(spec: record.spec, dataDir: dataDir)
                 let data = dataset == "train" ? loaded.train : loaded.test
-                return try Evaluation.run(checkpoint: checkpoint, spec: record.spec, data: data, workers: record.workers, which: dataset, run: record.id)
+                return try Evaluation.run(checkpoint: checkpoint, activation: record.spec.model.activation, data: data, workers: record.workers, which: dataset, run: record.id)
             }
             return try json(result)
         }
@@ -120,8 +120,44 @@ public struct ControlAPI: Sendable {
             headers[.contentDisposition] = "attachment; filename=\"\(record.id).\(format)\""
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
         }
+        router.get("/v1/models") { _, _ in
+            struct Models: Encodable { var models: [ModelRegistry.Model] }
+            return try json(Models(models: manager.models.list()))
+        }
+        router.post("/v1/models/:name/promote") { request, context in
+            let name = try pathName(context, "name")
+            let body = try await collect(request, limit: limit)
+            guard let obj = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] else {
+                throw APIError(400, "malformed_json", "the body must be a JSON object such as {\"version\": \"…\"}")
+            }
+            for k in obj.keys where k != "version" { throw APIError(422, "unknown_field", "unknown field '\(k.prefix(60))' (allowed: version)", field: k) }
+            guard let version = obj["version"] as? String, RunManager.isValidID(version) else {
+                throw APIError(422, "invalid_value", "version must be one of the model's version names", field: "version")
+            }
+            do { try manager.models.promote(model: name, version: version) } catch let e as ModelRegistry.RegistryError { throw e.api }
+            return try json(["model": name, "current": version])
+        }
+        router.post("/v1/models/:name/rollback") { _, context in
+            let name = try pathName(context, "name")
+            do { return try json(["model": name, "current": try manager.models.rollback(model: name)]) } catch let e as ModelRegistry.RegistryError { throw e.api }
+        }
         return router
     }
+}
+
+extension ModelRegistry.RegistryError {
+    var api: APIError {
+        switch self {
+        case .notFound(let m): APIError(404, "not_found", m)
+        case .conflict(let m): APIError(409, "illegal_transition", m)
+        case .io(let m): APIError(507, "storage", m)
+        }
+    }
+}
+
+func pathName(_ context: BasicRequestContext, _ key: String) throws -> String {
+    guard let v = context.parameters.get(key), RunManager.isValidID(v) else { throw APIError(400, "invalid_name", "invalid \(key) in the path") }
+    return v
 }
 
 /// Short form of a run for lists.
@@ -135,11 +171,14 @@ struct RunSummary: Encodable {
 
 public struct Evaluation: Codable, Sendable {
     public var run: String, data: String, records: Int, accuracy: Double, cost: Double, epoch: Int
-    static func run(checkpoint: Checkpoint, spec: RunSpec, data: NNData.Dataset, workers: Int, which: String, run: String) throws -> Evaluation {
-        let engine = DataParallelEngine(layout: NetworkLayout(sizes: checkpoint.layers), activation: spec.model.activation,
-                                        optimizer: OptimizerConfig(kind: spec.training.optimizer), lambda: Float(spec.training.lambda),
-                                        workers: workers, maxBatch: 1024)
-        try checkpoint.restore(into: engine)
+    static func run(checkpoint: Checkpoint, activation: Activation, data: NNData.Dataset, workers: Int, which: String, run: String) throws -> Evaluation {
+        guard checkpoint.layers.first == data.featureCount else {
+            throw APIError(422, "shape_mismatch", "the model takes \(checkpoint.layers.first!) inputs, the data has \(data.featureCount)")
+        }
+        // Evaluation needs no optimiser state: a plain SGD engine of the same shape.
+        let engine = DataParallelEngine(layout: NetworkLayout(sizes: checkpoint.layers), activation: activation,
+                                        optimizer: OptimizerConfig(kind: .sgd), lambda: 0, workers: workers, maxBatch: 1024)
+        engine.parameters.load(checkpoint.parameters)
         let r = engine.evaluate(data)
         return Evaluation(run: run, data: which, records: r.records, accuracy: r.accuracy * 100, cost: r.costSum / Double(max(r.records, 1)),
                           epoch: checkpoint.state.epoch)

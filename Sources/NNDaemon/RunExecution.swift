@@ -9,6 +9,7 @@ import NNTraining
 final class RunExecution: Sendable {
     let record: RunRecord
     let runDirectory: String
+    let models: ModelRegistry
     let workers: Int
     let flag = ControlFlag()
     let manager: RunManager
@@ -17,8 +18,8 @@ final class RunExecution: Sendable {
     let dataDir: String?
     let logger: Logger
 
-    init(record: RunRecord, runDirectory: String, workers: Int, manager: RunManager, hub: EventHub, datasets: DatasetCache, dataDir: String?, logger: Logger) {
-        self.record = record; self.runDirectory = runDirectory; self.workers = workers; self.manager = manager
+    init(record: RunRecord, runDirectory: String, models: ModelRegistry, workers: Int, manager: RunManager, hub: EventHub, datasets: DatasetCache, dataDir: String?, logger: Logger) {
+        self.record = record; self.runDirectory = runDirectory; self.models = models; self.workers = workers; self.manager = manager
         self.hub = hub; self.datasets = datasets; self.dataDir = dataDir; self.logger = logger
     }
 
@@ -43,9 +44,15 @@ final class RunExecution: Sendable {
                 throw TrainingError.data("the data files changed since the run started: \(data.files.joined(separator: ", ")) (content hash \(data.contentHash.prefix(12))…, recorded \(recorded.prefix(12))…); refusing to continue")
             }
             Task { await manager.noted(id, notes.joined(separator: "; "), dataHash: data.contentHash) }
-            let trainer = try Trainer(spec: spec, train: data.train, test: data.test, workers: workers, dataHash: data.contentHash, resume: checkpoint)
+            var warm: [Float]?
+            if checkpoint == nil, let p = spec.promotion, p.warmStart, let cur = models.current(p.model) {
+                warm = try models.load(p.model, cur.version).parameters
+                Task { await manager.noted(id, "warm start from model \(p.model) version \(cur.version)", dataHash: nil) }
+            }
+            let trainer = try Trainer(spec: spec, train: data.train, test: data.test, workers: workers, dataHash: data.contentHash,
+                                      resume: checkpoint, warmStart: warm)
             history = trainer.state.history
-            if trainer.state.finished {
+            if trainer.state.finished { // completed before a crash; only the bookkeeping was lost
                 let acc = (trainer.evaluate(data.train).accuracy, trainer.evaluate(data.test).accuracy)
                 Task { await manager.executionEnded(id, result: .success(.completed), history: history, accuracies: acc) }
                 return
@@ -63,13 +70,48 @@ final class RunExecution: Sendable {
             })
             history = trainer.state.history
             var acc: (Double, Double)?
-            if outcome == .completed { acc = (trainer.evaluate(data.train).accuracy, trainer.evaluate(data.test).accuracy) }
+            var promotion: PromotionOutcome?
+            if outcome == .completed {
+                acc = (trainer.evaluate(data.train).accuracy, trainer.evaluate(data.test).accuracy)
+                if let p = spec.promotion { promotion = try promote(p, trainer: trainer, test: data.test, accuracies: acc!) }
+            }
             let result: Result<TrainingOutcome, Error> = .success(outcome)
-            let finalAcc = acc
-            Task { await manager.executionEnded(id, result: result, history: history, accuracies: finalAcc) }
+            let finalAcc = acc, finalPromotion = promotion
+            Task { await manager.executionEnded(id, result: result, history: history, accuracies: finalAcc, promotion: finalPromotion) }
         } catch {
             let h = history
             Task { await manager.executionEnded(id, result: .failure(error), history: h, accuracies: nil) }
         }
     }
+
+    /// The promotion gate: evaluates the current model on the same held-out set and promotes
+    /// the new one unless it is worse by more than the margin.
+    private func promote(_ p: RunSpec.Promotion, trainer: Trainer, test: NNData.Dataset, accuracies: (Double, Double)) throws -> PromotionOutcome {
+        let newAcc = accuracies.1
+        var currentAcc: Double?
+        let current = models.current(p.model)
+        if let cur = current {
+            let c = try models.load(p.model, cur.version)
+            currentAcc = try Evaluation.run(checkpoint: c, activation: Activation(rawValue: cur.activation) ?? .logistic, data: test,
+                                            workers: workers, which: "test", run: cur.run).accuracy
+        }
+        let version = try models.add(model: p.model, run: record.id, checkpointBytes: trainer.checkpoint().encode(),
+                                     testAccuracy: newAcc, trainAccuracy: accuracies.0, layers: record.spec.model.layers,
+                                     activation: record.spec.model.activation.rawValue)
+        let promote = currentAcc.map { newAcc >= $0 - p.margin } ?? true
+        if promote { try models.promote(model: p.model, version: version.version) }
+        let message: String
+        if let currentAcc, let current {
+            message = promote
+                ? String(format: "promoted %@ version %@: test %.2f%% vs current %.2f%% (%@), margin %.2f", p.model, version.version, newAcc, currentAcc, current.version, p.margin)
+                : String(format: "kept current %@ version %@: new test %.2f%% is below current %.2f%% by more than the margin %.2f; new version %@ stored, not promoted", p.model, current.version, newAcc, currentAcc, p.margin, version.version)
+        } else {
+            message = String(format: "promoted %@ version %@ (first model): test %.2f%%", p.model, version.version, newAcc)
+        }
+        return PromotionOutcome(model: p.model, version: version.version, promoted: promote, newTestAccuracy: newAcc,
+                                currentVersion: current?.version, currentTestAccuracy: currentAcc, margin: p.margin, message: message)
+    }
 }
+
+import NNData
+import NNEngine

@@ -27,6 +27,7 @@ public actor RunManager {
     }
 
     var runsDirectory: String { "\(config.stateDirectory)/runs" }
+    public nonisolated var models: ModelRegistry { ModelRegistry(root: "\(config.stateDirectory)/models") }
     func runDirectory(_ id: String) -> String { "\(runsDirectory)/\(id)" }
 
     // MARK: - Start-up
@@ -62,7 +63,7 @@ public actor RunManager {
         let id = Self.newID(name: spec.name)
         let r = RunRecord(id: id, name: spec.name, spec: spec, state: .queued, createdAt: Date(), startedAt: nil, finishedAt: nil,
                           reason: nil, notes: [], progress: nil, history: [], lastCheckpoint: nil, checkpointsWritten: 0,
-                          trainAccuracy: nil, testAccuracy: nil, workers: config.workers, resumeOnStart: false, dataHash: nil)
+                          trainAccuracy: nil, testAccuracy: nil, workers: config.workers, resumeOnStart: false, dataHash: nil, promotion: nil)
         do { try FileManager.default.createDirectory(atPath: runDirectory(id), withIntermediateDirectories: true) } catch {
             throw APIError(507, "storage", "cannot create \(runDirectory(id)): \(error.localizedDescription)")
         }
@@ -148,7 +149,7 @@ public actor RunManager {
         if r.startedAt == nil { r.startedAt = Date() }
         r.workers = config.workers
         update(r, closeStreams: false)
-        let exec = RunExecution(record: r, runDirectory: runDirectory(r.id), workers: config.workers, manager: self, hub: hub, datasets: datasets,
+        let exec = RunExecution(record: r, runDirectory: runDirectory(r.id), models: models, workers: config.workers, manager: self, hub: hub, datasets: datasets,
                                 dataDir: config.dataDirectory, logger: logger)
         executions[r.id] = exec
         logger.info("run started", metadata: ["run": "\(r.id)", "workers": "\(config.workers)"])
@@ -187,7 +188,8 @@ public actor RunManager {
         persist(r)
     }
 
-    func executionEnded(_ id: String, result: Result<TrainingOutcome, Error>, history: [EpochRecord], accuracies: (Double, Double)?) {
+    func executionEnded(_ id: String, result: Result<TrainingOutcome, Error>, history: [EpochRecord], accuracies: (Double, Double)?,
+                        promotion: PromotionOutcome? = nil) {
         executions[id] = nil
         guard var r = records[id] else { return }
         r.history = history
@@ -196,6 +198,13 @@ public actor RunManager {
         case .success(.completed):
             r.state = .completed; r.finishedAt = Date()
             if let (tr, te) = accuracies { r.trainAccuracy = tr; r.testAccuracy = te }
+            if let promotion {
+                r.promotion = promotion
+                r.notes.append("\(Self.timestamp()): \(promotion.message)")
+                logger.notice("\(promotion.promoted ? "model promoted" : "model kept")", metadata: ["run": "\(id)", "model": "\(promotion.model)",
+                    "version": "\(promotion.version)", "new_test_accuracy": "\(String(format: "%.2f", promotion.newTestAccuracy))",
+                    "current_test_accuracy": "\(promotion.currentTestAccuracy.map { String(format: "%.2f", $0) } ?? "-")"])
+            }
         case .success(.paused): r.state = .paused
         case .success(.stopped):
             if shuttingDown { r.state = .queued; r.resumeOnStart = true; r.reason = "interrupted by daemon shutdown; resumes on next start" }

@@ -10,6 +10,8 @@ public struct RunSpec: Codable, Sendable, Equatable {
     public var training: Training
     public var data: DataSource
     public var checkpoint: Checkpointing
+    /// Present for retraining runs: where a completed run's model may be promoted.
+    public var promotion: Promotion?
 
     public struct Model: Codable, Sendable, Equatable {
         public var layers: [Int]
@@ -60,6 +62,16 @@ public struct RunSpec: Codable, Sendable, Equatable {
         enum CodingKeys: String, CodingKey { case everySteps = "every_steps", everySeconds = "every_seconds", keep }
     }
 
+    public struct Promotion: Codable, Sendable, Equatable {
+        /// Model name: `<state>/models/<model>/`.
+        public var model: String
+        /// Promote unless the new test accuracy is below the current model's by more than this (percentage points).
+        public var margin: Double
+        /// Start from the current model's weights instead of a fresh initialisation.
+        public var warmStart: Bool
+        enum CodingKeys: String, CodingKey { case model, margin, warmStart = "warm_start" }
+    }
+
     /// Effective records per step.
     public func stepSize(trainCount: Int) -> Int {
         switch training.mode {
@@ -89,7 +101,8 @@ extension RunSpec {
     ] }
 
     static let allowedKeys: [String: Set<String>] = [
-        "": ["name", "model", "training", "data", "checkpoint"],
+        "": ["name", "model", "training", "data", "checkpoint", "promotion"],
+        "promotion": ["model", "margin", "warm_start"],
         "model": ["layers", "activation", "init"],
         "training": ["mode", "batch_size", "epochs", "learning_rate", "lambda", "anneal", "optimizer", "momentum", "seed", "evaluate_every_epoch"],
         "data": ["dir", "train_csv", "test_csv", "train_limit", "test_limit"],
@@ -130,6 +143,7 @@ extension RunSpec {
         }
         // Fill defaults, then decode through JSON (typed, with field paths in errors).
         var merged = defaults
+        if root["promotion"] != nil { merged["promotion"] = promotionDefaults }
         for (k, v) in root {
             if let section = v as? [String: Any], var base = merged[k] as? [String: Any] {
                 for (sk, sv) in section { base[sk] = sv }
@@ -158,6 +172,8 @@ extension RunSpec {
     }
 
     /// Yams gives Date/NSNull etc.; JSONSerialization needs plain JSON types.
+    static var promotionDefaults: [String: Any] { ["margin": 0.1, "warm_start": false] }
+
     static func normalise(_ v: Any) -> Any {
         switch v {
         case let d as [String: Any]: return d.mapValues(normalise)
@@ -189,6 +205,13 @@ extension RunSpec {
         if (data.trainCSV == nil) != (data.testCSV == nil) { throw SpecError(field: "data.train_csv", "train_csv and test_csv go together") }
         guard checkpoint.everySteps >= 0 else { throw bad("checkpoint.every_steps", checkpoint.everySteps, "must be ≥ 0") }
         guard checkpoint.everySeconds.isFinite && checkpoint.everySeconds >= 0 else { throw bad("checkpoint.every_seconds", checkpoint.everySeconds, "must be ≥ 0") }
+        if let p = promotion {
+            guard !p.model.isEmpty, p.model.count <= 64, !p.model.hasPrefix("."),
+                  p.model.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") }) else {
+                throw bad("promotion.model", "'\(p.model)'", "is not a valid model name (1-64 of A-Z a-z 0-9 - _ .)")
+            }
+            guard p.margin.isFinite && p.margin >= 0 && p.margin <= 100 else { throw bad("promotion.margin", p.margin, "must be between 0 and 100 (percentage points)") }
+        }
         guard checkpoint.keep >= 1 && checkpoint.keep <= 1000 else { throw bad("checkpoint.keep", checkpoint.keep, "must be between 1 and 1000") }
     }
 }

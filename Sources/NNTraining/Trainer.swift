@@ -71,7 +71,7 @@ public final class Trainer {
     /// Builds the engine and either initialises the parameters from the spec's seed or
     /// restores `resume`.
     public init(spec: RunSpec, train: Dataset, test: Dataset?, workers: Int, placer: any MemoryPlacer = LibNUMAPlacer(),
-                dataHash: String = "", resume: Checkpoint? = nil) throws {
+                dataHash: String = "", resume: Checkpoint? = nil, warmStart: [Float]? = nil) throws {
         guard train.featureCount == spec.model.layers.first else {
             throw TrainingError.data("model.layers starts with \(spec.model.layers.first!) inputs but the training data has \(train.featureCount) features per record")
         }
@@ -100,6 +100,12 @@ public final class Trainer {
             state.workers = workers
         } else {
             engine.layout.initialise(engine.parameters, scheme: spec.model.initialisation, rng: &rng)
+            if let warmStart {
+                guard warmStart.count == engine.parameters.count else {
+                    throw TrainingError.data("warm start: the current model has \(warmStart.count) parameters, the spec's network \(engine.parameters.count)")
+                }
+                engine.parameters.load(warmStart)
+            }
             state = ResumeState(epochRNGState: rng.state, learningRate: Float(spec.training.learningRate), workers: workers, dataHash: dataHash)
         }
     }

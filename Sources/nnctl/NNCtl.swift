@@ -9,7 +9,8 @@ struct NNCtl: ParsableCommand {
         commandName: "nnctl",
         abstract: "Control nnd, the training daemon, over its Unix socket.",
         discussion: "Exit codes: 0 ok, 1 request refused by the daemon, 2 usage error, 3 daemon not reachable.",
-        subcommands: [Start.self, Status.self, List.self, Pause.self, Resume.self, Stop.self, Watch.self, Eval.self, Export.self])
+        subcommands: [Start.self, Status.self, List.self, Pause.self, Resume.self, Stop.self, Watch.self, Eval.self, Export.self,
+                      Retrain.self, Models.self, Promote.self, Rollback.self])
 
     static func main() {
         do {
@@ -253,5 +254,85 @@ struct Export: ParsableCommand {
         guard (200..<300).contains(r.status) else { _ = try connection.check(r); return }
         guard FileManager.default.createFile(atPath: output, contents: Data(r.body)) else { throw Refused(message: "cannot write \(output)") }
         print("wrote \(output) (\(r.body.count) bytes, \(format))")
+    }
+}
+
+struct Retrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a spec, evaluate it on the held-out set and promote it to current unless it is worse than the current model by more than the margin.",
+        discussion: "Exit 0 when the run completed (promoted or not; the decision is printed and kept in the run's record), 1 when it failed.")
+    @Argument(help: "Run spec (YAML); its promotion section names the model") var spec: String
+    @Option(help: "Model name (default: the spec's promotion.model, else the spec's name)") var model: String?
+    @Option(help: "Allowed drop in test accuracy, percentage points (default: the spec's, else 0.1)") var margin: Double?
+    @Flag(help: "Start from the current model's weights") var warmStart = false
+    @Option(name: .customLong("set"), help: "Override a spec field (repeatable)") var overrides: [String] = []
+    @OptionGroup var connection: Connection
+    func run() throws {
+        guard let data = FileManager.default.contents(atPath: spec), let text = String(data: data, encoding: .utf8) else {
+            throw ValidationError("cannot read run spec '\(spec)'")
+        }
+        var ov = overrides
+        let hasPromotion = text.split(separator: "\n").contains { $0.hasPrefix("promotion:") }
+        if let model { ov.append("promotion.model=\(model)") }
+        else if !hasPromotion { ov.append("promotion.model=\(Yamlish.value(of: "name", in: text) ?? "model")") }
+        if let margin { ov.append("promotion.margin=\(margin)") }
+        if warmStart { ov.append("promotion.warm_start=true") }
+        let r = try connection.call("POST", "/v1/runs", body: ["spec_yaml": text, "overrides": ov])
+        let id = fmt(r["id"])
+        if !connection.json { print("retraining: run \(id)") }
+        try watch(run: id, connection: connection)
+        let done = try connection.call("GET", path(id))
+        if let p = done["promotion"] as? [String: Any] { if !connection.json { print(fmt(p["message"])) } }
+    }
+}
+
+/// Just enough reading of the spec text to default the model name; the daemon validates the spec.
+enum Yamlish {
+    static func value(of key: String, in text: String) -> String? {
+        for line in text.split(separator: "\n") where line.hasPrefix("\(key):") {
+            let v = (line.dropFirst(key.count + 1).split(separator: "#").first ?? "").trimmingCharacters(in: .whitespaces)
+            return v.isEmpty ? nil : v
+        }
+        return nil
+    }
+}
+
+struct Models: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List models with their versions, accuracies and dates; * marks current.")
+    @OptionGroup var connection: Connection
+    func run() throws {
+        let r = try connection.call("GET", "/v1/models")
+        guard !connection.json else { return }
+        let models = (r["models"] as? [[String: Any]]) ?? []
+        if models.isEmpty { print("no models"); return }
+        var rows = [["MODEL", "VERSION", "", "TEST %", "TRAIN %", "RUN", "CREATED"]]
+        for m in models {
+            for v in (m["versions"] as? [[String: Any]]) ?? [] {
+                rows.append([fmt(m["name"]), fmt(v["version"]), fmt(v["version"]) == fmt(m["current"]) ? "*" : "",
+                             fmt(v["testAccuracy"], "%.2f"), fmt(v["trainAccuracy"], "%.2f"), fmt(v["run"]), fmt(v["createdAt"])])
+            }
+        }
+        table(rows)
+    }
+}
+
+struct Promote: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Make a model version current.")
+    @Argument(help: "Model name") var model: String
+    @Argument(help: "Version (see nnctl models)") var version: String
+    @OptionGroup var connection: Connection
+    func run() throws {
+        let r = try connection.call("POST", "/v1/models/\(model)/promote", body: ["version": version])
+        if !connection.json { print("\(fmt(r["model"])): current is now \(fmt(r["current"]))") }
+    }
+}
+
+struct Rollback: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Make the previously current version of a model current again.")
+    @Argument(help: "Model name") var model: String
+    @OptionGroup var connection: Connection
+    func run() throws {
+        let r = try connection.call("POST", "/v1/models/\(model)/rollback")
+        if !connection.json { print("\(fmt(r["model"])): rolled back, current is now \(fmt(r["current"]))") }
     }
 }

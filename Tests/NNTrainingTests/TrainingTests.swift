@@ -36,6 +36,9 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(seed.training.optimizer, .sgd)
         let fast = try RunSpec.load(path: repoRoot + "/etc/nnd/runs/mnist-fast.yaml")
         XCTAssertNotEqual(fast.training.optimizer, .sgd)
+        let retrain = try RunSpec.load(path: repoRoot + "/etc/nnd/runs/mnist-retrain.yaml")
+        XCTAssertEqual(retrain.promotion?.model, "mnist"); XCTAssertEqual(retrain.promotion?.margin, 0.1)
+        XCTAssertNil(seed.promotion)
         let over = try RunSpec.load(path: repoRoot + "/etc/nnd/runs/mnist-seed.yaml", overrides: ["training.epochs=3", "name=x1"])
         XCTAssertEqual(over.training.epochs, 3); XCTAssertEqual(over.name, "x1")
     }
@@ -53,6 +56,9 @@ final class TrainingTests: XCTestCase {
         expectSpecError("training: 5\n", field: "training", contains: "mapping")
         expectSpecError("", field: "training.batch_size", contains: "0", overrides: ["training.batch_size=0"])
         expectSpecError("a: [", field: "", contains: "not valid YAML")
+        expectSpecError("promotion: {model: ../x}\n", field: "promotion.model", contains: "../x")
+        expectSpecError("promotion: {model: m, margin: -1}\n", field: "promotion.margin", contains: "-1")
+        expectSpecError("promotion: {model: m, keep: 1}\n", field: "promotion.keep", contains: "unknown field")
         XCTAssertNoThrow(try RunSpec.parse("{\"name\": \"j\", \"training\": {\"epochs\": 2}}"))
     }
 

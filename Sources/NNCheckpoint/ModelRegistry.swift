@@ -1,0 +1,124 @@
+import Foundation
+
+/// Promoted models: `<state>/models/<name>/<version>/{model.safetensors,info.json}`, a
+/// `current` symlink switched atomically (new link, rename over the old one, fsync of the
+/// directory), and `promotions.json`, the stack of versions that were current (for rollback).
+public struct ModelRegistry: Sendable {
+    public let root: String
+    public init(root: String) { self.root = root }
+
+    public struct Version: Codable, Sendable, Equatable {
+        public var version: String
+        public var run: String
+        public var testAccuracy: Double
+        public var trainAccuracy: Double
+        public var createdAt: Date
+        /// The network, so the model can be evaluated without its run: layers and hidden activation.
+        public var layers: [Int]
+        public var activation: String
+    }
+
+    public struct Model: Codable, Sendable {
+        public var name: String
+        public var current: String?
+        public var versions: [Version]
+    }
+
+    public enum RegistryError: Error, CustomStringConvertible {
+        case notFound(String), conflict(String), io(String)
+        public var description: String {
+            switch self { case .notFound(let m), .conflict(let m), .io(let m): m }
+        }
+    }
+
+    func dir(_ model: String) -> String { "\(root)/\(model)" }
+
+    /// Stores a checkpoint as a new (not yet current) version.
+    public func add(model: String, run: String, checkpointBytes: [UInt8], testAccuracy: Double, trainAccuracy: Double,
+                    layers: [Int], activation: String) throws -> Version {
+        let stamp = ISO8601DateFormatter.compact.string(from: Date())
+        let v = Version(version: "\(stamp)-\(run.suffix(12))", run: run, testAccuracy: testAccuracy, trainAccuracy: trainAccuracy, createdAt: Date(),
+                        layers: layers, activation: activation)
+        let vdir = "\(dir(model))/\(v.version)"
+        do {
+            try FileManager.default.createDirectory(atPath: vdir, withIntermediateDirectories: true)
+            try CheckpointStore.atomicWrite(checkpointBytes, to: "\(vdir)/model.safetensors")
+            try CheckpointStore.atomicWrite([UInt8](Self.encoder.encode(v)), to: "\(vdir)/info.json")
+        } catch { throw RegistryError.io("cannot store model \(model) version \(v.version): \(error)") }
+        return v
+    }
+
+    public func current(_ model: String) -> Version? {
+        guard let name = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(dir(model))/current") else { return nil }
+        return version(model, (name as NSString).lastPathComponent)
+    }
+
+    public func version(_ model: String, _ version: String) -> Version? {
+        guard let d = FileManager.default.contents(atPath: "\(dir(model))/\(version)/info.json") else { return nil }
+        return try? Self.decoder.decode(Version.self, from: d)
+    }
+
+    public func modelPath(_ model: String, _ version: String) -> String { "\(dir(model))/\(version)/model.safetensors" }
+
+    public func load(_ model: String, _ version: String) throws -> Checkpoint {
+        let path = modelPath(model, version)
+        guard let d = FileManager.default.contents(atPath: path) else { throw RegistryError.notFound("\(path) is missing") }
+        return try Checkpoint.decode([UInt8](d), path: path)
+    }
+
+    public func list() -> [Model] {
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).sorted()
+        return names.map { name in
+            let entries = ((try? FileManager.default.contentsOfDirectory(atPath: dir(name))) ?? []).filter { $0 != "current" && !$0.hasPrefix(".") }
+            let versions = entries.sorted().compactMap { version(name, $0) }
+            return Model(name: name, current: current(name)?.version, versions: versions)
+        }
+    }
+
+    func stack(_ model: String) -> [String] {
+        guard let d = FileManager.default.contents(atPath: "\(dir(model))/promotions.json") else { return [] }
+        return (try? JSONDecoder().decode([String].self, from: d)) ?? []
+    }
+
+    /// Makes `version` current.
+    public func promote(model: String, version: String) throws {
+        guard self.version(model, version) != nil else { throw RegistryError.notFound("model \(model) has no version \(version)") }
+        var s = stack(model)
+        if s.last != version { s.append(version) }
+        try point(model: model, to: version, stack: s)
+    }
+
+    /// Makes the previously current version current again.
+    @discardableResult
+    public func rollback(model: String) throws -> String {
+        var s = stack(model)
+        guard s.count >= 2 else { throw RegistryError.conflict("model \(model) has no earlier version to roll back to") }
+        s.removeLast()
+        try point(model: model, to: s.last!, stack: s)
+        return s.last!
+    }
+
+    func point(model: String, to version: String, stack: [String]) throws {
+        let d = dir(model)
+        do {
+            try CheckpointStore.atomicWrite([UInt8](JSONEncoder().encode(stack)), to: "\(d)/promotions.json")
+            let tmp = "\(d)/.current-\(UUID().uuidString.prefix(8))"
+            try FileManager.default.createSymbolicLink(atPath: tmp, withDestinationPath: version)
+            guard rename(tmp, "\(d)/current") == 0 else { unlink(tmp); throw RegistryError.io("rename: \(String(cString: strerror(errno)))") }
+            let fd = open(d, O_RDONLY | O_DIRECTORY)
+            if fd >= 0 { fsync(fd); close(fd) }
+        } catch let e as RegistryError { throw e } catch { throw RegistryError.io("cannot switch \(model) to \(version): \(error)") }
+    }
+
+    static let encoder: JSONEncoder = { let e = JSONEncoder(); e.dateEncodingStrategy = .iso8601; e.outputFormatting = [.sortedKeys]; return e }()
+    static let decoder: JSONDecoder = { let d = JSONDecoder(); d.dateDecodingStrategy = .iso8601; return d }()
+}
+
+extension ISO8601DateFormatter {
+    /// 20261129T021500Z: sortable and safe in a file name.
+    static var compact: ISO8601DateFormatter {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withYear, .withMonth, .withDay, .withTime, .withTimeZone]
+        return f
+    }
+}
