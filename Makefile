@@ -6,6 +6,7 @@ UNITDIR ?= $(DESTDIR)/etc/systemd/system
 CONFDIR ?= $(DESTDIR)/etc/nnd
 DOCDIR = $(DESTDIR)$(PREFIX)/share/doc/nnd
 SWIFT ?= swift
+SHELL := /bin/bash
 # Which build `install` copies (check-install uses the debug build `swift test` just made).
 CONFIG ?= release
 
@@ -17,9 +18,13 @@ build:
 # The test command (README): unit, engine, training and daemon tests on MNIST subsets,
 # then systemd-analyze verify on the units.
 test:
-	$(SWIFT) test
+	@mkdir -p .build; set -o pipefail; $(SWIFT) test --disable-swift-testing 2>&1 | tee .build/test.log
 	$(MAKE) verify-units
 	$(MAKE) check-install
+	@summary=$$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" .build/test.log | tail -1); \
+	  n=$$(echo "$$summary" | sed -E 's/.*Executed ([0-9]+) tests?, with ([0-9]+) failures?.*/\1/'); \
+	  f=$$(echo "$$summary" | sed -E 's/.*Executed ([0-9]+) tests?, with ([0-9]+) failures?.*/\2/'); \
+	  echo "$$((n - f)) passed, $$f failed"
 
 # The main job: daemon + a real MNIST run on local default paths (see scripts/demo.sh).
 demo:

@@ -161,25 +161,33 @@ struct List: ParsableCommand {
     }
 }
 
-struct Pause: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Pause a run at its next step (it checkpoints).")
+/// The run argument and connection shared by pause, resume and stop.
+struct RunTransition: ParsableArguments {
     @Argument(help: ArgumentHelp("Run id or name", valueName: "run")) var target: String
     @OptionGroup var connection: Connection
-    func run() throws { let r = try connection.call("POST", path(target) + "/pause"); if !connection.json { print("\(fmt(r["id"])): pause requested (\(fmt(r["state"])))") } }
+
+    func perform(_ action: String) throws {
+        let r = try connection.call("POST", path(target) + "/" + action)
+        if !connection.json { print("\(fmt(r["id"])): \(action) → \(fmt(r["state"]))") }
+    }
+}
+
+struct Pause: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Pause a run at its next step (it checkpoints).")
+    @OptionGroup var args: RunTransition
+    func run() throws { try args.perform("pause") }
 }
 
 struct Resume: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Resume a paused, stopped or failed run from its last checkpoint.")
-    @Argument(help: ArgumentHelp("Run id or name", valueName: "run")) var target: String
-    @OptionGroup var connection: Connection
-    func run() throws { let r = try connection.call("POST", path(target) + "/resume"); if !connection.json { print("\(fmt(r["id"])): \(fmt(r["state"]))") } }
+    @OptionGroup var args: RunTransition
+    func run() throws { try args.perform("resume") }
 }
 
 struct Stop: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Stop a run at its next step (it checkpoints; `resume` continues it).")
-    @Argument(help: ArgumentHelp("Run id or name", valueName: "run")) var target: String
-    @OptionGroup var connection: Connection
-    func run() throws { let r = try connection.call("POST", path(target) + "/stop"); if !connection.json { print("\(fmt(r["id"])): stop requested (\(fmt(r["state"])))") } }
+    @OptionGroup var args: RunTransition
+    func run() throws { try args.perform("stop") }
 }
 
 struct Watch: ParsableCommand {
