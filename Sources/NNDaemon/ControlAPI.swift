@@ -21,6 +21,7 @@ public struct ControlAPI: Sendable {
         let router = Router()
         router.add(middleware: ErrorMiddleware())
         let manager = self.manager, limit = maxRequestBytes, version = self.version
+        router.get("/metrics") { _, _ in try await metricsResponse(manager) }
         router.get("/v1/health") { _, _ in
             let counts = await manager.counts()
             struct Health: Encodable { var status = "ok"; var version: String; var uptimeSeconds: Double; var runs: [String: Int] }
@@ -188,6 +189,22 @@ public struct Evaluation: Codable, Sendable {
 import NNData
 
 // MARK: - helpers
+
+/// Prometheus text exposition format 0.0.4.
+func metricsResponse(_ manager: RunManager) async throws -> Response {
+    let text = await manager.metricsText()
+    var headers = HTTPFields()
+    headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+    return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+}
+
+/// The optional TCP listener (`metrics_listen`) serves /metrics and nothing else.
+public func metricsOnlyRouter(manager: RunManager) -> Router<BasicRequestContext> {
+    let router = Router()
+    router.add(middleware: ErrorMiddleware())
+    router.get("/metrics") { _, _ in try await metricsResponse(manager) }
+    return router
+}
 
 func runID(_ context: BasicRequestContext) throws -> String {
     guard let id = context.parameters.get("id"), !id.isEmpty, id.utf8.count <= 200 else { throw APIError(400, "invalid_id", "missing or oversized run id") }

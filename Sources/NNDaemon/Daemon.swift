@@ -49,7 +49,13 @@ public enum Daemon {
         let lifecycle = ManagerService(manager: manager, notifier: notifier, logger: logger)
         // Services shut down in reverse order: the manager first (runs checkpoint and are
         // marked to resume), then the HTTP server closes the socket.
-        let services = ServiceGroup(services: [app, lifecycle], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        var all: [any Service] = [app, lifecycle]
+        if let (host, port) = config.metricsAddress {
+            all.insert(Application(router: metricsOnlyRouter(manager: manager),
+                                   configuration: .init(address: .hostname(host, port: port), serverName: "nnd/\(version)"),
+                                   logger: logger), at: 0)
+        }
+        let services = ServiceGroup(services: all, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await services.run()
         unlink(socketPath)
         logger.info("stopped")

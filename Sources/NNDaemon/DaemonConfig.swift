@@ -13,6 +13,8 @@ public struct DaemonConfig: Sendable, Equatable {
     public var maxRequestBytes: Int
     public var logLevel: String
     public var dataDirectory: String?
+    /// `host:port` for a TCP listener serving only /metrics; nil = off (the default).
+    public var metricsListen: String?
 
     /// Defaults for an unprivileged user: `$XDG_RUNTIME_DIR/nnd/nnd.sock` (or
     /// `/tmp/nnd-$UID/nnd.sock`) and `$XDG_STATE_HOME/nnd` (or `~/.local/state/nnd`).
@@ -21,7 +23,7 @@ public struct DaemonConfig: Sendable, Equatable {
         let state = env["XDG_STATE_HOME"].flatMap { $0.isEmpty ? nil : "\($0)/nnd" } ?? "\(NSHomeDirectory())/.local/state/nnd"
         return DaemonConfig(socketPath: "\(runtime)/nnd.sock", socketMode: 0o660, socketGroup: nil, stateDirectory: state,
                             workers: ProcessInfo.processInfo.activeProcessorCount, maxConcurrentRuns: 1,
-                            maxRequestBytes: 1 << 20, logLevel: "info", dataDirectory: nil)
+                            maxRequestBytes: 1 << 20, logLevel: "info", dataDirectory: nil, metricsListen: nil)
     }
 
     public struct ConfigError: Error, CustomStringConvertible, Sendable {
@@ -31,7 +33,7 @@ public struct DaemonConfig: Sendable, Equatable {
     }
 
     static let keys: Set<String> = ["socket", "socket_mode", "socket_group", "state_dir", "workers", "max_concurrent_runs",
-                                    "max_request_bytes", "log_level", "data_dir"]
+                                    "max_request_bytes", "log_level", "data_dir", "metrics_listen"]
 
     public mutating func apply(yaml text: String, source: String) throws {
         let loaded: Any?
@@ -47,8 +49,13 @@ public struct DaemonConfig: Sendable, Equatable {
     public mutating func apply(environment env: [String: String]) throws {
         let map = ["NND_SOCKET": "socket", "NND_SOCKET_MODE": "socket_mode", "NND_SOCKET_GROUP": "socket_group", "NND_STATE_DIR": "state_dir",
                    "NND_WORKERS": "workers", "NND_MAX_CONCURRENT_RUNS": "max_concurrent_runs", "NND_MAX_REQUEST_BYTES": "max_request_bytes",
-                   "NND_LOG_LEVEL": "log_level", "NND_DATA_DIR": "data_dir"]
+                   "NND_LOG_LEVEL": "log_level", "NND_DATA_DIR": "data_dir", "NND_METRICS_LISTEN": "metrics_listen"]
         for (envKey, key) in map { if let v = env[envKey], !v.isEmpty { try set(key, v, source: "environment \(envKey)") } }
+    }
+
+    public var metricsAddress: (host: String, port: Int)? {
+        guard let m = metricsListen, let colon = m.lastIndex(of: ":"), let port = Int(m[m.index(after: colon)...]) else { return nil }
+        return (String(m[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port)
     }
 
     public mutating func set(_ key: String, _ value: String, source: String) throws {
@@ -76,6 +83,13 @@ public struct DaemonConfig: Sendable, Equatable {
             }
             logLevel = value
         case "data_dir": dataDirectory = value
+        case "metrics_listen":
+            if value.isEmpty { metricsListen = nil; break }
+            guard let colon = value.lastIndex(of: ":"), let port = Int(value[value.index(after: colon)...]), port > 0, port < 65536,
+                  !value[..<colon].isEmpty else {
+                throw ConfigError(source: source, field: key, message: "'\(value)' must be host:port, e.g. 127.0.0.1:9464")
+            }
+            metricsListen = value
         default: throw ConfigError(source: source, field: key, message: "unknown setting")
         }
     }

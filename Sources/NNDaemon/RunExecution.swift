@@ -14,13 +14,14 @@ final class RunExecution: Sendable {
     let flag = ControlFlag()
     let manager: RunManager
     let hub: EventHub
+    let metrics: DaemonMetrics
     let datasets: DatasetCache
     let dataDir: String?
     let logger: Logger
 
-    init(record: RunRecord, runDirectory: String, models: ModelRegistry, workers: Int, manager: RunManager, hub: EventHub, datasets: DatasetCache, dataDir: String?, logger: Logger) {
+    init(record: RunRecord, runDirectory: String, models: ModelRegistry, workers: Int, manager: RunManager, hub: EventHub, metrics: DaemonMetrics, datasets: DatasetCache, dataDir: String?, logger: Logger) {
         self.record = record; self.runDirectory = runDirectory; self.models = models; self.workers = workers; self.manager = manager
-        self.hub = hub; self.datasets = datasets; self.dataDir = dataDir; self.logger = logger
+        self.hub = hub; self.metrics = metrics; self.datasets = datasets; self.dataDir = dataDir; self.logger = logger
     }
 
     func start() {
@@ -59,6 +60,7 @@ final class RunExecution: Sendable {
             }
             let outcome = try trainer.run(control: flag, checkpointSink: { c, best in
                 let w = try store.write(c, isBest: best)
+                self.metrics.checkpointWritten(bytes: w.bytes, seconds: w.seconds)
                 let path = w.path
                 Task { await self.manager.checkpointWritten(id, path: path) }
             }, onEvent: { e in

@@ -20,7 +20,10 @@ public actor RunManager {
     public let datasets = DatasetCache()
     public let startedAt = Date()
 
-    public init(config: DaemonConfig, logger: Logger, notifier: SystemdNotifier? = nil) {
+    public let metrics: DaemonMetrics
+
+    public init(config: DaemonConfig, logger: Logger, notifier: SystemdNotifier? = nil, version: String = Daemon.version) {
+        self.metrics = DaemonMetrics(workers: config.workers, version: version)
         self.config = config
         self.logger = logger
         self.notifier = notifier
@@ -149,7 +152,7 @@ public actor RunManager {
         if r.startedAt == nil { r.startedAt = Date() }
         r.workers = config.workers
         update(r, closeStreams: false)
-        let exec = RunExecution(record: r, runDirectory: runDirectory(r.id), models: models, workers: config.workers, manager: self, hub: hub, datasets: datasets,
+        let exec = RunExecution(record: r, runDirectory: runDirectory(r.id), models: models, workers: config.workers, manager: self, hub: hub, metrics: metrics, datasets: datasets,
                                 dataDir: config.dataDirectory, logger: logger)
         executions[r.id] = exec
         logger.info("run started", metadata: ["run": "\(r.id)", "workers": "\(config.workers)"])
@@ -245,6 +248,10 @@ public actor RunManager {
         for id in executions.keys { // did not stop in time: the last periodic checkpoint is what resumes
             if var r = records[id] { r.resumeOnStart = true; r.state = .queued; persist(r) }
         }
+    }
+
+    public func metricsText() -> String {
+        metrics.render(runs: records.values.sorted { $0.createdAt < $1.createdAt }, counts: counts()) { hub.latestEvent(run: $0) }
     }
 
     public func counts() -> [RunState: Int] {

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import NNCheckpoint
 import NNData
@@ -33,6 +34,26 @@ public struct TrainingEvent: Codable, Sendable, Equatable {
     public var testAccuracy: Double?
     public var etaSeconds: Double?
     public var message: String?
+    /// Step durations since the trainer started: cumulative counts per `StepDurations.bounds`
+    /// bucket (the last is +Inf), their sum in seconds, and the step count.
+    public var stepDurationBuckets: [Int]?
+    public var stepDurationSum: Double?
+}
+
+/// A step-duration histogram filled by the training thread without locks or allocation
+/// (fixed buckets, counts updated in place); copied into progress events for /metrics.
+public struct StepDurations: Sendable {
+    public static let bounds: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]
+    public private(set) var counts = [Int](repeating: 0, count: bounds.count + 1)
+    public private(set) var sum = 0.0
+    @inline(__always) mutating func record(_ seconds: Double) {
+        var i = 0
+        while i < Self.bounds.count && seconds > Self.bounds[i] { i += 1 }
+        counts[i] += 1
+        sum += seconds
+    }
+    /// Cumulative counts, as Prometheus buckets want them.
+    public var cumulative: [Int] { var c = 0; return counts.map { c += $0; return c } }
 }
 
 public enum TrainingOutcome: Sendable, Equatable { case completed, paused, stopped }
@@ -64,6 +85,7 @@ public final class Trainer {
     public private(set) var state: ResumeState
     public let stepSize: Int
     public let stepsPerEpoch: Int
+    public private(set) var stepDurations = StepDurations()
     /// The current epoch's record order; allocated once.
     let order: UnsafeMutableBufferPointer<Int32>
     var rng: DeterministicRNG
@@ -152,7 +174,9 @@ public final class Trainer {
                     return decision == .stop ? .stopped : .paused
                 }
                 let lo = state.stepInEpoch * stepSize, n = min(stepSize, m - lo)
+                let t0 = DispatchTime.now().uptimeNanoseconds
                 let r = engine.step(data: train, indices: order.baseAddress! + lo, count: n, learningRate: state.learningRate)
+                stepDurations.record(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
                 guard r.costSum.isFinite else {
                     throw TrainingError.diverged(epoch: state.epoch + 1, step: state.stepInEpoch + 1, cost: r.costSum)
                 }
@@ -218,7 +242,8 @@ public final class Trainer {
         return TrainingEvent(kind: kind, epoch: min(state.epoch + 1, epochs), epochs: epochs, step: state.stepInEpoch,
                              stepsPerEpoch: stepsPerEpoch, cost: state.history.last?.cost, learningRate: state.learningRate,
                              samplesPerSecond: sps, seconds: seconds, trainAccuracy: nil, testAccuracy: state.history.last?.testAccuracy,
-                             etaSeconds: perEpoch.map { $0 * (Double(epochs) - done) }, message: nil)
+                             etaSeconds: perEpoch.map { $0 * (Double(epochs) - done) }, message: nil,
+                             stepDurationBuckets: stepDurations.cumulative, stepDurationSum: stepDurations.sum)
     }
 
     /// Accuracy (percent) and mean cross-entropy on a dataset with the current parameters.

@@ -152,6 +152,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Runs that train at once") var maxConcurrentRuns: Int?
     @Option(help: "Default MNIST directory for specs that name none") var dataDir: String?
     @Option(help: "trace|debug|info|notice|warning|error|critical") var logLevel: String?
+    @Option(help: "Also serve /metrics on this TCP host:port (off by default)") var metricsListen: String?
 
     func run() async throws {
         var c = DaemonConfig.userDefaults()
@@ -170,6 +171,7 @@ struct Serve: AsyncParsableCommand {
             if let maxConcurrentRuns { try c.set("max_concurrent_runs", String(maxConcurrentRuns), source: "--max-concurrent-runs") }
             if let dataDir { try c.set("data_dir", dataDir, source: "--data-dir") }
             if let logLevel { try c.set("log_level", logLevel, source: "--log-level") }
+            if let metricsListen { try c.set("metrics_listen", metricsListen, source: "--metrics-listen") }
         } catch {
             stderrLine("nnd: \(error)")
             throw ExitCode(2)
