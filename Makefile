@@ -47,7 +47,7 @@ verify-units:
 	  systemd-analyze security --offline=yes --root=$$tmp nnd.service 2>&1 | tail -1
 
 deps:
-	@for p in libopenblas-dev libnuma-dev zlib1g-dev systemd prometheus; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@for p in libopenblas-dev libnuma-dev zlib1g-dev systemd prometheus chromium; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 
 # `make install DESTDIR=…` lays out the expected tree, and the installed units verify.

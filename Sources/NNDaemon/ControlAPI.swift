@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NNCheckpoint
 import NNEngine
+import NNNumerics
 import NNTraining
 
 /// The control API: HTTP/1.1 + JSON under `/v1`, served on the daemon's Unix socket.
@@ -120,6 +121,26 @@ public struct ControlAPI: Sendable {
             headers[.contentType] = "application/octet-stream"
             headers[.contentDisposition] = "attachment; filename=\"\(record.id).\(format)\""
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        }
+        router.get("/v1/runs/:id/report") { _, context in
+            let (record, checkpoint) = try await manager.latestCheckpoint(try runID(context))
+            let cache = manager.datasets, dataDir = manager.config.dataDirectory
+            let html = try await offload { () throws -> String in
+                let test = try cache.load(spec: record.spec, dataDir: dataDir).test
+                let engine = DataParallelEngine(layout: NetworkLayout(sizes: checkpoint.layers), activation: record.spec.model.activation,
+                                                optimizer: OptimizerConfig(kind: .sgd), lambda: 0, workers: record.workers, maxBatch: 1024)
+                engine.parameters.load(checkpoint.parameters)
+                let probs = engine.probabilities(test, range: 0..<test.count)
+                let predictions = probs.map { p in Int32(p.indices.max { p[$0] < p[$1] } ?? 0) }
+                let trueProb = probs.enumerated().map { $0.element[Int(test.labels[$0.offset])] }
+                let machine = TrainingReport.Machine(cores: ProcessInfo.processInfo.activeProcessorCount, numaNodes: NUMATopology.detect().nodes.count,
+                                                     blasKernel: BLAS.kernelName, workers: record.workers)
+                return TrainingReport(runID: record.id, spec: record.spec, state: record.state.rawValue, history: record.history, machine: machine,
+                                      test: test, predictions: predictions, trueClassProbability: trueProb, checkpointEpoch: checkpoint.state.epoch).html()
+            }
+            var headers = HTTPFields()
+            headers[.contentType] = "text/html; charset=utf-8"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: html)))
         }
         router.get("/v1/models") { _, _ in
             struct Models: Encodable { var models: [ModelRegistry.Model] }

@@ -10,7 +10,7 @@ struct NNCtl: ParsableCommand {
         abstract: "Control nnd, the training daemon, over its Unix socket.",
         discussion: "Exit codes: 0 ok, 1 request refused by the daemon, 2 usage error, 3 daemon not reachable.",
         subcommands: [Start.self, Status.self, List.self, Pause.self, Resume.self, Stop.self, Watch.self, Eval.self, Export.self,
-                      Retrain.self, Models.self, Promote.self, Rollback.self])
+                      Retrain.self, Models.self, Promote.self, Rollback.self, Report.self])
 
     static func main() {
         do {
@@ -342,5 +342,18 @@ struct Rollback: ParsableCommand {
     func run() throws {
         let r = try connection.call("POST", "/v1/models/\(model)/rollback")
         if !connection.json { print("\(fmt(r["model"])): rolled back, current is now \(fmt(r["current"]))") }
+    }
+}
+
+struct Report: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Write a self-contained HTML training report (curves, confusion matrix, digits, network, timings).")
+    @Argument(help: ArgumentHelp("Run id or name", valueName: "run")) var target: String
+    @Option(name: .shortAndLong, help: "Output file, e.g. report.html") var output: String
+    @OptionGroup var connection: Connection
+    func run() throws {
+        let r = try connection.client.request("GET", path(target) + "/report")
+        guard (200..<300).contains(r.status) else { _ = try connection.check(r); return }
+        guard FileManager.default.createFile(atPath: output, contents: Data(r.body)) else { throw Refused(message: "cannot write \(output)") }
+        print("wrote \(output) (\(r.body.count) bytes)")
     }
 }
