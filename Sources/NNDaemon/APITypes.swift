@@ -29,6 +29,8 @@ public struct RunRecord: Codable, Sendable {
     /// Set when the daemon stopped while the run was running: it resumes on the next start.
     public var resumeOnStart: Bool
     public var dataHash: String?
+    /// SHA-256 of each data file when the run started, to name a file that changed.
+    public var dataFiles: [String: String]?
     /// For retraining runs: what happened to the model at the end.
     public var promotion: PromotionOutcome?
 }

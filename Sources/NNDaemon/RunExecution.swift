@@ -42,9 +42,10 @@ final class RunExecution: Sendable {
             if let path { notes.append("resuming from \((path as NSString).lastPathComponent) (epoch \(checkpoint!.state.epoch + 1), step \(checkpoint!.state.stepInEpoch))") }
             for n in notes { logger.warning("\(n)", metadata: ["run": "\(id)"]) }
             if let recorded = record.dataHash, recorded != data.contentHash {
-                throw TrainingError.data("the data files changed since the run started: \(data.files.joined(separator: ", ")) (content hash \(data.contentHash.prefix(12))…, recorded \(recorded.prefix(12))…); refusing to continue")
+                let changed = data.files.filter { record.dataFiles?[$0] != data.fileHashes[$0] }
+                throw TrainingError.data("data changed since the run started: \((changed.isEmpty ? data.files : changed).joined(separator: ", ")) (content hash differs from the one recorded at start); refusing to continue, checkpoints left as they are")
             }
-            Task { await manager.noted(id, notes.joined(separator: "; "), dataHash: data.contentHash) }
+            Task { await manager.noted(id, notes.joined(separator: "; "), dataHash: data.contentHash, dataFiles: data.fileHashes) }
             var warm: [Float]?
             if checkpoint == nil, let p = spec.promotion, p.warmStart, let cur = models.current(p.model) {
                 warm = try models.load(p.model, cur.version).parameters

@@ -66,7 +66,7 @@ public actor RunManager {
         let id = Self.newID(name: spec.name)
         let r = RunRecord(id: id, name: spec.name, spec: spec, state: .queued, createdAt: Date(), startedAt: nil, finishedAt: nil,
                           reason: nil, notes: [], progress: nil, history: [], lastCheckpoint: nil, checkpointsWritten: 0,
-                          trainAccuracy: nil, testAccuracy: nil, workers: config.workers, resumeOnStart: false, dataHash: nil, promotion: nil)
+                          trainAccuracy: nil, testAccuracy: nil, workers: config.workers, resumeOnStart: false, dataHash: nil, dataFiles: nil, promotion: nil)
         do { try FileManager.default.createDirectory(atPath: runDirectory(id), withIntermediateDirectories: true) } catch {
             throw APIError(507, "storage", "cannot create \(runDirectory(id)): \(error.localizedDescription)")
         }
@@ -183,10 +183,11 @@ public actor RunManager {
         records[id] = r
     }
 
-    func noted(_ id: String, _ note: String, dataHash: String?) {
+    func noted(_ id: String, _ note: String, dataHash: String?, dataFiles: [String: String]? = nil) {
         guard var r = records[id] else { return }
         if !note.isEmpty { r.notes.append("\(Self.timestamp()): \(note)") }
         if let dataHash { r.dataHash = dataHash }
+        if let dataFiles, r.dataFiles == nil { r.dataFiles = dataFiles }
         records[id] = r
         persist(r)
     }
@@ -306,9 +307,9 @@ public final class DatasetCache: Sendable {
         let key = "\(spec.data)|\(dataDir ?? "")|\(spec.model.layers.first!)|\(spec.model.layers.last!)"
         if let hit = cached.withLock({ $0?.key == key ? $0?.value : nil }) {
             // The files may have changed or vanished since: re-hash them (cheap next to parsing).
-            if (try? DataLoading.hashFiles(hit.files)) == hit.contentHash { return hit }
+            if (try? DataLoading.hashFiles(hit.files)) == hit.fileHashes { return hit }
         }
-        let loaded = try DataLoading.load(spec: spec, dataDirOverride: dataDir)
+        let loaded = try DataLoading.load(spec: spec, fallbackDataDir: dataDir)
         cached.withLock { $0 = (key, loaded) }
         return loaded
     }

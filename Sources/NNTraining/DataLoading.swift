@@ -23,33 +23,42 @@ public enum DataLoading {
     public struct Loaded: Sendable {
         public var train: Dataset
         public var test: Dataset
-        /// SHA-256 over the source files' bytes, to notice changed data on resume.
+        /// SHA-256 over the source files' hashes, to notice changed data on resume.
         public var contentHash: String
         public var files: [String]
+        /// SHA-256 of each file's bytes, to name the file that changed.
+        public var fileHashes: [String: String]
     }
 
-    public static func load(spec: RunSpec, dataDirOverride: String? = nil) throws -> Loaded {
+    /// `dataDirOverride` beats the spec's `data.dir` (`nnd train --data`); `fallbackDataDir`
+    /// is used only when the spec names none (the daemon's `data_dir`).
+    public static func load(spec: RunSpec, dataDirOverride: String? = nil, fallbackDataDir: String? = nil) throws -> Loaded {
         let train: Dataset, test: Dataset
         if let trainCSV = spec.data.trainCSV, let testCSV = spec.data.testCSV {
             train = try CSVReader.load(trainCSV, featureCount: spec.model.layers.first!, classCount: spec.model.layers.last!, limit: spec.data.trainLimit)
             test = try CSVReader.load(testCSV, featureCount: spec.model.layers.first!, classCount: spec.model.layers.last!, limit: spec.data.testLimit)
         } else {
-            guard let dir = dataDirOverride ?? spec.data.dir ?? defaultMNISTDirectory() else {
+            guard let dir = dataDirOverride ?? spec.data.dir ?? fallbackDataDir ?? defaultMNISTDirectory() else {
                 throw DataError(file: defaultFetchDirectory(), "no MNIST data found; run `nnd dataset fetch mnist` or set data.dir in the spec")
             }
             train = try MNIST.load(from: dir, train: true, limit: spec.data.trainLimit)
             test = try MNIST.load(from: dir, train: false, limit: spec.data.testLimit)
         }
         let files = train.sources + test.sources
-        return Loaded(train: train, test: test, contentHash: try hashFiles(files), files: files)
+        let hashes = try hashFiles(files)
+        return Loaded(train: train, test: test, contentHash: combined(hashes, files), files: files, fileHashes: hashes)
     }
 
-    public static func hashFiles(_ files: [String]) throws -> String {
-        var h = SHA256()
+    public static func hashFiles(_ files: [String]) throws -> [String: String] {
+        var out: [String: String] = [:]
         for f in files {
             guard let d = FileManager.default.contents(atPath: f) else { throw DataError(file: f, "no such file (it was there when the run started?)") }
-            d.withUnsafeBytes { h.update($0) }
+            out[f] = d.withUnsafeBytes { SHA256.hex($0) }
         }
-        return h.finalizeHex()
+        return out
+    }
+
+    public static func combined(_ hashes: [String: String], _ files: [String]) -> String {
+        SHA256.hex(Array(files.map { hashes[$0] ?? "" }.joined(separator: ",").utf8))
     }
 }

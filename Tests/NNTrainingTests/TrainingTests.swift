@@ -176,3 +176,34 @@ enum NetworkLayoutValues {
         return p
     }
 }
+
+/// Mutated checkpoints: decoding refuses each with a CheckpointError, never crashes and never
+/// accepts altered content (the SHA-256 in the metadata covers tensors and state).
+final class CheckpointFuzzTests: XCTestCase {
+    func testMutatedCheckpointsAreRefused() throws {
+        let layout = NetworkLayout(sizes: [20, 8, 4])
+        var rng = DeterministicRNG(seed: 5)
+        var params = [Float](repeating: 0, count: layout.parameterCount) // padding between views stays zero
+        for seg in layout.segments { for i in seg.start..<seg.end { params[i] = Float(rng.nextUnit()) } }
+        let c = Checkpoint(layers: [20, 8, 4], parameters: params, optimizerState: [params],
+                           state: ResumeState(epochRNGState: [1, 2, 3, 4], learningRate: 0.1, workers: 2, dataHash: "x"))
+        let good = c.encode()
+        XCTAssertTrue(try Checkpoint.decode(good, path: "good") == c)
+        let iterations = Int(ProcessInfo.processInfo.environment["NND_FUZZ_ITERATIONS"] ?? "") ?? 3000
+        var accepted = 0
+        for i in 0..<iterations {
+            var b = good
+            switch i % 4 {
+            case 0: b[rng.nextIndex(below: b.count)] ^= UInt8(1 << rng.nextIndex(below: 8))
+            case 1: b = Array(b.prefix(rng.nextIndex(below: b.count)))
+            case 2: b[rng.nextIndex(below: min(8, b.count))] = UInt8(rng.nextIndex(below: 256))
+            default: b.insert(UInt8(rng.nextIndex(below: 256)), at: rng.nextIndex(below: b.count))
+            }
+            if let d = try? Checkpoint.decode(b, path: "fuzz") {
+                // Only a flip inside JSON padding/whitespace may still decode, and then to the same content.
+                XCTAssertTrue(d == c, "a mutated checkpoint decoded to different content"); accepted += 1
+            }
+        }
+        XCTAssertLessThan(accepted, iterations / 20)
+    }
+}

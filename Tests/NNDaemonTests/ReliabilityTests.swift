@@ -1,0 +1,132 @@
+import Foundation
+import NNCheckpoint
+import XCTest
+
+/// Faults a nightly job meets on real machines: each against real `nnd` processes.
+final class ReliabilityTests: XCTestCase {
+    /// A corrupted newest checkpoint (while the daemon is down) is detected by its content hash,
+    /// named in the run's notes, and the run resumes from the previous good one — still ending
+    /// bit for bit where an uninterrupted run ends.
+    func testCorruptNewestCheckpointIsSkippedAndRunStillEndsExactly() throws {
+        let spec = longSpec(name: "corrupt", everySteps: 150)
+        let d = DaemonProcess()
+        try d.start()
+        let ref = try d.createRun(spec)
+        try d.waitFor(ref, states: ["completed"])
+        let reference = try d.parameters(ref)
+        let run = try d.createRun(spec, overrides: ["name=corrupt2"])
+        let store = CheckpointStore(directory: "\(d.stateDir)/runs/\(run)/checkpoints", keep: 3)
+        let deadline = Date().addingTimeInterval(60)
+        while store.list().count < 2 && Date() < deadline { usleep(50_000) }
+        d.kill9()
+        let files = store.list()
+        XCTAssertGreaterThanOrEqual(files.count, 2)
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: files[0])))
+        // Flip bytes in the tensor data (after the JSON header): only the stored SHA-256 can tell.
+        let header = 8 + Int(bytes[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+        for i in stride(from: header + 100, to: bytes.count, by: 997) { bytes[i] ^= 0x5A }
+        try Data(bytes).write(to: URL(fileURLWithPath: files[0]))
+        try d.start()
+        let done = try d.waitFor(run, states: ["completed"])
+        let notes = (done["notes"] as? [String]) ?? []
+        XCTAssertTrue(notes.contains { $0.contains("skipped unreadable checkpoint") && $0.contains("content hash") }, "\(notes)")
+        XCTAssertTrue(d.log().contains("skipped unreadable checkpoint"))
+        XCTAssertEqual(try d.parameters(run), reference)
+    }
+
+    /// A learning rate that makes the cost blow up: the run fails at the first bad step with
+    /// that reason, and no checkpoint holds a NaN.
+    func testDivergenceFailsTheRunAndCheckpointsStayFinite() throws {
+        let d = DaemonProcess()
+        try d.start()
+        let run = try d.createRun(smallSpec(name: "diverge", trainLimit: 2000, epochs: 2, everySteps: 1), overrides: ["training.learning_rate=1e9"])
+        let r = try d.waitFor(run, states: ["failed"])
+        XCTAssertTrue((r["reason"] as? String ?? "").contains("diverged"), "\(r["reason"] ?? "")")
+        let store = CheckpointStore(directory: "\(d.stateDir)/runs/\(run)/checkpoints", keep: 3)
+        for path in store.list() { XCTAssertTrue(try store.load(path).allFinite, path) }
+        XCTAssertEqual(try d.get("/v1/health").0, 200)
+    }
+
+    /// Data files changed or deleted between start and resume: a clear failure naming the file;
+    /// the checkpoints are not touched.
+    func testChangedOrMissingDataFailsClearlyAndKeepsCheckpoints() throws {
+        let d = DaemonProcess()
+        try d.start()
+        let data = "\(d.dir)/mnist"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        for f in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+            try FileManager.default.copyItem(atPath: "\(sharedMNIST)/\(f).gz", toPath: "\(data)/\(f).gz")
+        }
+        let run = try d.createRun(longSpec(name: "data", everySteps: 200), overrides: ["data.dir=\(data)"])
+        try d.waitFor(run, states: ["running"])
+        usleep(500_000)
+        XCTAssertEqual(try d.post("/v1/runs/\(run)/pause").0, 200)
+        try d.waitFor(run, states: ["paused"])
+        let checkpoints = CheckpointStore(directory: "\(d.stateDir)/runs/\(run)/checkpoints", keep: 3).list()
+        XCTAssertFalse(checkpoints.isEmpty)
+        // Changed: same size, one byte different — the content hash recorded at start catches it.
+        let labels = "\(data)/t10k-labels-idx1-ubyte"
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: labels + ".gz")))
+        try FileManager.default.removeItem(atPath: labels + ".gz")
+        bytes = try { () throws -> [UInt8] in
+            let p = Process(); p.executableURL = URL(fileURLWithPath: "/usr/bin/env"); p.arguments = ["gzip", "-dc"]
+            let i = Pipe(), o = Pipe(); p.standardInput = i; p.standardOutput = o
+            try p.run(); i.fileHandleForWriting.write(Data(bytes)); try i.fileHandleForWriting.close()
+            let out = o.fileHandleForReading.readDataToEndOfFile(); p.waitUntilExit(); return [UInt8](out)
+        }()
+        bytes[bytes.count - 1] = bytes[bytes.count - 1] == 1 ? 2 : 1
+        try Data(bytes).write(to: URL(fileURLWithPath: labels))
+        XCTAssertEqual(try d.post("/v1/runs/\(run)/resume").0, 200)
+        var r = try d.waitFor(run, states: ["failed"])
+        XCTAssertTrue((r["reason"] as? String ?? "").contains("changed"), "\(r["reason"] ?? "")")
+        XCTAssertTrue((r["reason"] as? String ?? "").contains(labels), "\(r["reason"] ?? "")")
+        // Gone: the error names the missing file.
+        try FileManager.default.removeItem(atPath: labels)
+        XCTAssertEqual(try d.post("/v1/runs/\(run)/resume").0, 200)
+        r = try d.waitFor(run, states: ["failed"])
+        XCTAssertTrue((r["reason"] as? String ?? "").contains("t10k-labels-idx1-ubyte"), "\(r["reason"] ?? "")")
+        XCTAssertTrue((r["reason"] as? String ?? "").contains("no such file"), "\(r["reason"] ?? "")")
+        let after = CheckpointStore(directory: "\(d.stateDir)/runs/\(run)/checkpoints", keep: 3).list()
+        XCTAssertEqual(after, checkpoints, "checkpoints changed although no training happened")
+    }
+
+    /// SIGTERM while three runs train and clients stream their progress: exit 0 within 10 s,
+    /// and every run resumes and completes after a restart.
+    func testGracefulStopUnderLoad() throws {
+        let d = DaemonProcess()
+        try d.start(args: ["--max-concurrent-runs", "3"])
+        let runs = try (0..<3).map { try d.createRun(longSpec(name: "load\($0)", everySteps: 0)) }
+        for r in runs { try d.waitFor(r, states: ["running"]) }
+        let client = d.client
+        let streams = runs.map { run -> Thread in
+            let t = Thread { _ = try? client.stream("/v1/runs/\(run)/events") { _ in } }
+            t.start(); return t
+        }
+        usleep(500_000)
+        let (status, seconds) = d.terminate()
+        XCTAssertEqual(status, 0); XCTAssertLessThan(seconds, 10)
+        _ = streams
+        try d.start(args: ["--max-concurrent-runs", "3"])
+        for r in runs { try d.waitFor(r, states: ["completed"], timeout: 240) }
+    }
+
+    /// A user who is neither root, the daemon's user nor in its group cannot connect.
+    func testOtherUsersCannotConnect() throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else {
+            throw XCTSkip("needs root and setpriv to run a client under another uid")
+        }
+        let d = DaemonProcess()
+        try d.start()
+        // The test directory is world-traversable; the socket's own directory and mode are what guard it.
+        chmod(d.dir, 0o755)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        p.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", "\(binDir)/nnctl", "list", "--socket", d.socket]
+        let err = Pipe(); p.standardError = err; p.standardOutput = FileHandle.nullDevice
+        try p.run(); p.waitUntilExit()
+        let msg = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertEqual(p.terminationStatus, 3, msg)
+        XCTAssertTrue(msg.contains("Permission denied"), msg)
+        XCTAssertEqual(try d.get("/v1/health").0, 200)
+    }
+}
