@@ -1,0 +1,85 @@
+import Foundation
+import NNControl
+import XCTest
+
+/// Hostile input against a real daemon: generated and mutated requests. Every one gets a
+/// 2xx/4xx answer (never a 5xx, never a crash or hang), and nothing is written outside the
+/// state directory. `NND_FUZZ_REQUESTS` sets the count (CI: 2000; README reports 10,000).
+final class APIFuzzTests: XCTestCase {
+    func testGeneratedAndMutatedRequests() throws {
+        let count = Int(ProcessInfo.processInfo.environment["NND_FUZZ_REQUESTS"] ?? "") ?? 2000
+        let d = DaemonProcess()
+        try d.start(args: ["--max-concurrent-runs", "1"])
+        let base = "{\"spec\": {\"name\": \"fz\", \"training\": {\"epochs\": 1, \"batch_size\": 16}, \"data\": {\"train_limit\": 64, \"test_limit\": 64}, \"model\": {\"layers\": [784, 8, 10]}}}"
+        var rng = SystemRandomNumberGenerator()
+        func randomBytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) } }
+        let hostileNames = ["../../etc/passwd", "/etc/passwd", "a\u{0}b", "..", ".hidden", String(repeating: "x", count: 5000), "名前", "a/b", "%2e%2e%2f"]
+        let hostileValues: [String] = ["1e308", "-1", "1180591620717411303424", "null", "true", "\"str\"", "[]", "{}", "NaN", "-0", "0.0000001",
+                                       String(repeating: "[", count: 20000) + String(repeating: "]", count: 20000),
+                                       "\"" + String(repeating: "y", count: 200_000) + "\""]
+        var statuses: [Int: Int] = [:]
+        var dropped = 0
+        for i in 0..<count {
+            var method = "POST", path = "/v1/runs", body: [UInt8]? = nil
+            switch i % 10 {
+            case 0: body = randomBytes(Int.random(in: 0...300, using: &rng))
+            case 1: // bit-flipped valid request
+                var b = Array(base.utf8); for _ in 0..<Int.random(in: 1...4, using: &rng) { b[Int.random(in: 0..<b.count, using: &rng)] ^= UInt8(1 << Int.random(in: 0...7, using: &rng)) }
+                body = b
+            case 2: // a field set to a hostile value
+                let fields = ["training.epochs", "training.batch_size", "training.learning_rate", "model.layers", "data.train_limit", "name", "checkpoint.keep"]
+                let f = fields.randomElement(using: &rng)!, v = hostileValues.randomElement(using: &rng)!
+                body = Array("{\"spec_yaml\": \"name: fz\\ntraining: {epochs: 1}\\ndata: {train_limit: 64, test_limit: 64}\", \"overrides\": [\"\(f)=\(v.prefix(300_000))\"]}".utf8)
+            case 3: // hostile names
+                let n = hostileNames.randomElement(using: &rng)!
+                body = Array("{\"name\": \(String(decoding: try JSONEncoder().encode(n), as: UTF8.self)), \"spec\": {\"training\": {\"epochs\": 1}, \"data\": {\"train_limit\": 64, \"test_limit\": 64}}}".utf8)
+            case 4: body = Array("{\"spec\": ".utf8) + Array(hostileValues.randomElement(using: &rng)!.utf8) + Array("}".utf8)
+            case 5: body = Array("{\"spec_yaml\": \"".utf8) + randomBytes(200).filter { $0 != 0x22 && $0 != 0x5C } + Array("\"}".utf8) // invalid UTF-8 inside JSON
+            case 6: method = ["GET", "POST", "PUT", "DELETE", "PATCH"].randomElement(using: &rng)!
+                path = "/v1/runs/" + (hostileNames.randomElement(using: &rng)!.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? "x") + ["", "/pause", "/resume", "/stop", "/eval", "/export?format=../x", "/report"].randomElement(using: &rng)!
+            case 7: method = "POST"; path = "/v1/models/" + ["../x", "x", "%00", ".."].randomElement(using: &rng)! + "/promote"; body = Array("{\"version\": \"../../etc\"}".utf8)
+            case 8: body = Array("{\"spec\": \(String(repeating: "{\"a\":", count: 5000))1\(String(repeating: "}", count: 5000))}".utf8)
+            default: body = [UInt8](repeating: UInt8(ascii: "a"), count: Int.random(in: 1_000_000...1_200_000, using: &rng))
+            }
+            do {
+                let r = try d.client.request(method, path, json: body)
+                statuses[r.status, default: 0] += 1
+                XCTAssertLessThan(r.status, 500, "\(method) \(path) body \(String(decoding: (body ?? []).prefix(200), as: UTF8.self)) → \(r.status) \(r.text.prefix(300))")
+                if r.status >= 500 { break }
+            } catch {
+                dropped += 1 // the daemon may close on a malformed request line; it must keep serving
+            }
+            if i % 200 == 0 { XCTAssertEqual(try d.get("/v1/health").0, 200, "daemon stopped serving after request \(i)") }
+        }
+        XCTAssertEqual(try d.get("/v1/health").0, 200)
+        XCTAssertNotNil(d.process?.isRunning == true ? true : nil, "daemon died")
+        // Nothing outside the state directory: the test dir holds only the socket, the log and state/.
+        let top = Set(try FileManager.default.contentsOfDirectory(atPath: d.dir))
+        XCTAssertTrue(top.isSubset(of: ["nnd.sock", "nnd.log", "state"]), "\(top)")
+        let state = Set(try FileManager.default.contentsOfDirectory(atPath: d.stateDir))
+        XCTAssertTrue(state.isSubset(of: ["runs", "models"]), "\(state)")
+        for run in try FileManager.default.contentsOfDirectory(atPath: "\(d.stateDir)/runs") {
+            XCTAssertFalse(run.contains("/") || run.hasPrefix("."), run)
+        }
+        print("api fuzz: \(count) requests, statuses \(statuses.sorted { $0.key < $1.key }), \(dropped) dropped by the daemon, 0 crashes")
+    }
+
+    /// A client that sends its request a byte at a time does not hold up others.
+    func testSlowClientDoesNotBlockOthers() throws {
+        let d = DaemonProcess()
+        try d.start()
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_un(); addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in d.socket.utf8.enumerated() { raw[i] = b } }
+        XCTAssertEqual(withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }, 0)
+        let partial = Array("GET /v1/hea".utf8)
+        for b in partial {
+            _ = [b].withUnsafeBytes { send(fd, $0.baseAddress, 1, Int32(MSG_NOSIGNAL)) }
+            let t0 = Date()
+            XCTAssertEqual(try d.get("/v1/health").0, 200)
+            XCTAssertLessThan(Date().timeIntervalSince(t0), 1)
+            usleep(100_000)
+        }
+    }
+}
