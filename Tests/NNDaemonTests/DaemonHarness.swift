@@ -110,6 +110,13 @@ final class DaemonProcess {
         return [:]
     }
 
+    /// Trains `spec` to completion without interruption: the reference an interrupted run must match bit for bit.
+    func referenceParameters(_ spec: String) throws -> [Float] {
+        let ref = try createRun(spec)
+        try waitFor(ref, states: ["completed"])
+        return try parameters(ref)
+    }
+
     /// The run's final parameters, from its exported safetensors.
     func parameters(_ id: String) throws -> [Float] {
         let r = try client.request("GET", "/v1/runs/\(id)/export?format=safetensors")

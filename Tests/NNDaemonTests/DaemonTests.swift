@@ -40,9 +40,7 @@ final class DaemonTests: XCTestCase {
         let d = DaemonProcess()
         try d.start()
         let spec = smallSpec(name: "ref", trainLimit: 4000, epochs: 3, batch: 16)
-        let ref = try d.createRun(spec)
-        try d.waitFor(ref, states: ["completed"])
-        let reference = try d.parameters(ref)
+        let reference = try d.referenceParameters(spec)
 
         let run = try d.createRun(spec, overrides: ["name=interrupted"])
         try d.waitFor(run, states: ["running"])
@@ -71,9 +69,7 @@ final class DaemonTests: XCTestCase {
             .replacingOccurrences(of: "epochs: 3", with: "epochs: \((Int(ProcessInfo.processInfo.environment["NND_KILLS"] ?? "") ?? 5) > 5 ? 8 : 3)")
         let refDaemon = DaemonProcess()
         try refDaemon.start()
-        let ref = try refDaemon.createRun(spec)
-        try refDaemon.waitFor(ref, states: ["completed"])
-        let reference = try refDaemon.parameters(ref)
+        let reference = try refDaemon.referenceParameters(spec)
 
         // Every checkpoint write pauses 150 ms halfway, so kills often land inside one.
         let d = DaemonProcess(extraEnv: ["NND_TEST_CHECKPOINT_WRITE_DELAY_MS": "150"])
@@ -103,9 +99,7 @@ final class DaemonTests: XCTestCase {
         let spec = longSpec(name: "term", everySteps: 0)
         let d = DaemonProcess()
         try d.start()
-        let ref = try d.createRun(spec)
-        try d.waitFor(ref, states: ["completed"])
-        let reference = try d.parameters(ref)
+        let reference = try d.referenceParameters(spec)
         let run = try d.createRun(spec, overrides: ["name=term2"])
         try d.waitFor(run, states: ["running"])
         usleep(800_000)
