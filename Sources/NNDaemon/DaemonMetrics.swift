@@ -23,16 +23,20 @@ public final class DaemonMetrics: Sendable {
         // because only that API attaches HELP text (which promtool's lint requires).
         MetricsSystem.bootstrapIfNeeded(PrometheusMetricsFactory(registry: registry))
         checkpointSeconds = registry.makeDurationHistogram(
-            name: "nnd_checkpoint_write_seconds",
+            descriptor: Self.name("nnd_checkpoint_write_seconds", "Time to write one checkpoint (encode, write, fsync, rename)"),
             buckets: [.milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
-                      .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5)],
-            help: "Time to write one checkpoint (encode, write, fsync, rename)")
-        checkpointBytes = registry.makeCounter(name: "nnd_checkpoint_written_bytes_total", help: "Bytes of checkpoints written")
-        checkpointsWritten = registry.makeCounter(name: "nnd_checkpoints_written_total", help: "Checkpoints written")
-        uptime = registry.makeGauge(name: "nnd_uptime_seconds", help: "Seconds since the daemon started")
-        registry.makeGauge(name: "nnd_workers", help: "Worker threads per run").set(to: Double(workers))
-        registry.makeGauge(name: "nnd_build_info", labels: [("version", version)], help: "nnd build").set(to: 1.0)
-        registry.makeGauge(name: "nnd_blas_info", labels: [("kernel", BLAS.kernelName)], help: "OpenBLAS kernel family in use").set(to: 1.0)
+                      .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5)])
+        checkpointBytes = registry.makeCounter(descriptor: Self.name("nnd_checkpoint_written_bytes_total", "Bytes of checkpoints written"))
+        checkpointsWritten = registry.makeCounter(descriptor: Self.name("nnd_checkpoints_written_total", "Checkpoints written"))
+        uptime = registry.makeGauge(descriptor: Self.name("nnd_uptime_seconds", "Seconds since the daemon started"))
+        registry.makeGauge(descriptor: Self.name("nnd_workers", "Worker threads per run")).set(to: Double(workers))
+        registry.makeGauge(descriptor: Self.name("nnd_build_info", "nnd build"), labels: [("version", version)]).set(to: 1.0)
+        registry.makeGauge(descriptor: Self.name("nnd_blas_info", "OpenBLAS kernel family in use"), labels: [("kernel", BLAS.kernelName)]).set(to: 1.0)
+    }
+
+    /// Full metric names are spelled out where they are used; the descriptor carries the HELP text.
+    static func name(_ full: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: full, unitName: "", helpText: help)
     }
 
     func checkpointWritten(bytes: Int, seconds: Double) {
@@ -45,7 +49,7 @@ public final class DaemonMetrics: Sendable {
     func render(runs: [RunRecord], counts: [RunState: Int], latest: (String) -> TrainingEvent?) -> String {
         uptime.set(to: Date().timeIntervalSince(startedAt))
         for state in [RunState.queued, .running, .paused, .completed, .stopped, .failed] {
-            registry.makeGauge(name: "nnd_runs", labels: [("state", state.rawValue)], help: "Runs by state").set(to: Double(counts[state] ?? 0))
+            registry.makeGauge(descriptor: Self.name("nnd_runs", "Runs by state"), labels: [("state", state.rawValue)]).set(to: Double(counts[state] ?? 0))
         }
         var histograms = ""
         for r in runs {
@@ -53,7 +57,7 @@ public final class DaemonMetrics: Sendable {
             let e = latest(r.id) ?? r.progress
             func gauge(_ name: String, _ help: String, _ v: Double?) {
                 guard let v, v.isFinite else { return }
-                registry.makeGauge(name: name, labels: labels, help: help).set(to: v)
+                registry.makeGauge(descriptor: Self.name(name, help), labels: labels).set(to: v)
             }
             gauge("nnd_run_epoch", "Current epoch of the run (1-based)", e.map { Double($0.epoch) })
             gauge("nnd_run_step", "Steps done in the current epoch", e.map { Double($0.step) })
