@@ -20,7 +20,7 @@ public struct DaemonConfig: Sendable, Equatable {
     /// `/tmp/nnd-$UID/nnd.sock`) and `$XDG_STATE_HOME/nnd` (or `~/.local/state/nnd`).
     public static func userDefaults(environment env: [String: String] = ProcessInfo.processInfo.environment) -> DaemonConfig {
         let runtime = env["XDG_RUNTIME_DIR"].flatMap { $0.isEmpty ? nil : "\($0)/nnd" } ?? "/tmp/nnd-\(getuid())"
-        let state = env["XDG_STATE_HOME"].flatMap { $0.isEmpty ? nil : "\($0)/nnd" } ?? "\(NSHomeDirectory())/.local/state/nnd"
+        let state = env["XDG_STATE_HOME"].flatMap { $0.isEmpty ? nil : "\($0)/nnd" } ?? "\(env["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory())/.local/state/nnd"
         return DaemonConfig(socketPath: "\(runtime)/nnd.sock", socketMode: 0o660, socketGroup: nil, stateDirectory: state,
                             workers: ProcessInfo.processInfo.activeProcessorCount, maxConcurrentRuns: 1,
                             maxRequestBytes: 1 << 20, logLevel: "info", dataDirectory: nil, metricsListen: nil)
