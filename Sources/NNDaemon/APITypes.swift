@@ -4,7 +4,6 @@ import NNTraining
 
 public enum RunState: String, Codable, Sendable {
     case queued, running, paused, completed, stopped, failed
-    public var isFinal: Bool { self == .completed }
 }
 
 /// A run as the daemon keeps it (persisted as `runs/<id>/run.json`) and the API shows it.

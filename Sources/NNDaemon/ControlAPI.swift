@@ -58,7 +58,6 @@ public struct ControlAPI: Sendable {
         router.get("/v1/runs/:id/events") { _, context in
             let record = try await manager.get(try runID(context))
             let (_, stream) = manager.hub.subscribe(run: record.id)
-            let hub = manager.hub
             let first = StreamLine(type: "state", run: record.id, event: record.progress, state: record.state, reason: record.reason)
             let done = record.state != .running && record.state != .queued
             var headers = HTTPFields()
@@ -83,7 +82,6 @@ public struct ControlAPI: Sendable {
                     for await b in lines { try await writer.write(b) }
                     group.cancelAll()
                 }
-                _ = hub
                 try await writer.finish(nil)
             })
         }

@@ -50,5 +50,4 @@ public final class EventHub: Sendable {
     }
 
     public func latestEvent(run: String) -> TrainingEvent? { latest.withLock { $0[run] } }
-    public var watcherCount: Int { subscribers.withLock { $0.byRun.values.reduce(0) { $0 + $1.count } } }
 }

@@ -22,14 +22,6 @@ public final class Dataset: Sendable {
         self.sources = sources
     }
 
-    /// The first `n` records (for quick runs and tests); shares nothing with `self`.
-    public func prefix(_ n: Int) -> Dataset {
-        let k = min(n, count)
-        let f = FloatBuffer(count: k * featureCount)
-        memcpy(f.pointer, features.pointer, k * featureCount * MemoryLayout<Float>.stride)
-        return Dataset(features: f, labels: Array(labels[0..<k]), featureCount: featureCount, classCount: classCount, sources: sources)
-    }
-
     public var labelCounts: [Int] {
         var c = [Int](repeating: 0, count: classCount)
         for l in labels { c[Int(l)] += 1 }

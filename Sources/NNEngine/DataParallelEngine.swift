@@ -291,13 +291,10 @@ public final class DataParallelEngine: @unchecked Sendable {
 
     // MARK: - Evaluation
 
-    /// Forward pass over a whole dataset (in parallel, no parameter change). If `predictions`
-    /// is given it receives the predicted class of every record.
-    public func evaluate(_ data: Dataset, predictions: UnsafeMutablePointer<Int32>? = nil) -> PassResult {
-        let W = workerCount, chunk = maxRows
-        let k = layout.outputSize, inSize = layout.inputSize
+    /// Forward pass over a whole dataset (in parallel, no parameter change): cost and accuracy.
+    public func evaluate(_ data: Dataset) -> PassResult {
+        let W = workerCount, chunk = maxRows, inSize = layout.inputSize
         var total = PassResult(costSum: 0, correct: 0, records: data.count)
-        let predictions = predictions.map(SharedPointer.init)
         var start = 0
         while start < data.count {
             let end = min(data.count, start + W * chunk)
@@ -314,14 +311,6 @@ public final class DataParallelEngine: @unchecked Sendable {
                     lossAndOutputDelta(ws, rows: rows) { labels[base + lo + $0] }
                 }
                 ws.costSum = cost; ws.correct = correct
-                if let predictions {
-                    let yhat = ws.activations[layout.sizes.count - 1]
-                    for r in 0..<rows {
-                        var best = 0
-                        for j in 0..<k where yhat[r * k + j] > yhat[r * k + best] { best = j }
-                        predictions.pointer[base + lo + r] = Int32(best)
-                    }
-                }
             }
             for ws in workspaces { total.costSum += ws.costSum; total.correct += ws.correct }
             start = end
