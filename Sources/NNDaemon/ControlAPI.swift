@@ -125,9 +125,7 @@ public struct ControlAPI: Sendable {
             let cache = manager.datasets, dataDir = manager.config.dataDirectory
             let html = try await offload { () throws -> String in
                 let test = try cache.load(spec: record.spec, dataDir: dataDir).test
-                let engine = DataParallelEngine(layout: NetworkLayout(sizes: checkpoint.layers), activation: record.spec.model.activation,
-                                                optimizer: OptimizerConfig(kind: .sgd), lambda: 0, workers: record.workers, maxBatch: 1024)
-                engine.parameters.load(checkpoint.parameters)
+                let engine = try inferenceEngine(checkpoint, activation: record.spec.model.activation, data: test, workers: record.workers)
                 let probs = engine.probabilities(test, range: 0..<test.count)
                 let predictions = probs.map { p in Int32(p.indices.max { p[$0] < p[$1] } ?? 0) }
                 let trueProb = probs.enumerated().map { $0.element[Int(test.labels[$0.offset])] }
@@ -192,20 +190,25 @@ struct RunSummary: Encodable {
 public struct Evaluation: Codable, Sendable {
     public var run: String, data: String, records: Int, accuracy: Double, cost: Double, epoch: Int
     static func run(checkpoint: Checkpoint, activation: Activation, data: NNData.Dataset, workers: Int, which: String, run: String) throws -> Evaluation {
-        guard checkpoint.layers.first == data.featureCount else {
-            throw APIError(422, "shape_mismatch", "the model takes \(checkpoint.layers.first!) inputs, the data has \(data.featureCount)")
-        }
-        // Evaluation needs no optimiser state: a plain SGD engine of the same shape.
-        let engine = DataParallelEngine(layout: NetworkLayout(sizes: checkpoint.layers), activation: activation,
-                                        optimizer: OptimizerConfig(kind: .sgd), lambda: 0, workers: workers, maxBatch: 1024)
-        engine.parameters.load(checkpoint.parameters)
-        let r = engine.evaluate(data)
+        let r = try inferenceEngine(checkpoint, activation: activation, data: data, workers: workers).evaluate(data)
         return Evaluation(run: run, data: which, records: r.records, accuracy: r.accuracy * 100, cost: r.costSum / Double(max(r.records, 1)),
                           epoch: checkpoint.state.epoch)
     }
 }
 
 import NNData
+
+/// A forward-only engine holding a checkpoint's parameters (eval, report, promotion gate).
+/// Inference needs no optimiser state, so it is a plain SGD engine of the same shape.
+func inferenceEngine(_ checkpoint: Checkpoint, activation: Activation, data: NNData.Dataset, workers: Int) throws -> DataParallelEngine {
+    guard checkpoint.layers.first == data.featureCount else {
+        throw APIError(422, "shape_mismatch", "the model takes \(checkpoint.layers.first!) inputs, the data has \(data.featureCount)")
+    }
+    let engine = DataParallelEngine(layout: NetworkLayout(sizes: checkpoint.layers), activation: activation,
+                                    optimizer: OptimizerConfig(kind: .sgd), lambda: 0, workers: workers, maxBatch: 1024)
+    engine.parameters.load(checkpoint.parameters)
+    return engine
+}
 
 // MARK: - helpers
 
