@@ -29,8 +29,10 @@ let package = Package(
         .systemLibrary(name: "CNUMA", path: "Sources/CNUMA", providers: [.apt(["libnuma-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
 
-        // numerics: aligned buffers, BLAS with kernel selection, RNG, SHA-256.
-        .target(name: "NNNumerics", dependencies: ["CBLAS"], swiftSettings: optimised),
+        // element-wise kernels in C: clang vectorises them, with an AVX2+FMA clone chosen at load time.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        // numerics: aligned buffers, BLAS with kernel selection, vector kernels, RNG, SHA-256.
+        .target(name: "NNNumerics", dependencies: ["CBLAS", "CKernels"], swiftSettings: optimised),
         // data: IDX/CSV readers, dataset fetch and verification.
         .target(name: "NNData", dependencies: ["NNNumerics", "CZlib"], swiftSettings: optimised),
         // parallel engine: flat parameters, forward/backward, data-parallel step, NUMA placement, optimisers.

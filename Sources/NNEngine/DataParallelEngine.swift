@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import NNData
 import NNNumerics
+import Synchronization
 
 /// One worker's memory: activations, deltas and the gradient of its shard, all carved out of
 /// one flat buffer allocated on the worker's NUMA node before the first step.
@@ -79,6 +80,8 @@ public final class DataParallelEngine: @unchecked Sendable {
     let reductionSlices: [[NetworkLayout.Segment]]
     /// Per-worker shard size limit: ceil(maxBatch / workers).
     let maxRows: Int
+    /// Claims and the barrier of the step's single `concurrentPerform`.
+    let schedule = StepSchedule()
 
     public init(layout: NetworkLayout, activation: Activation, optimizer: OptimizerConfig, lambda: Float,
                 workers: Int, maxBatch: Int, placer: any MemoryPlacer = LibNUMAPlacer()) {
@@ -119,43 +122,63 @@ public final class DataParallelEngine: @unchecked Sendable {
 
     /// One gradient-descent step on the records `indices[0..<count]` of `data`. A step larger
     /// than `maxBatch` (batch mode) is processed in chunks whose gradients accumulate.
+    ///
+    /// Both phases run inside one `concurrentPerform`, so a step wakes the pool once: each
+    /// iteration claims shards (forward + backward into shard s's workspace) until none are
+    /// left, waits until every claimed shard is done, then claims reduction slices. The wait
+    /// cannot deadlock: by then every shard has been claimed by a thread that is running it,
+    /// and shards never wait on anything. If the pool runs the iterations one after another,
+    /// the first one does all the work. Which thread runs a shard or slice changes nothing in
+    /// the arithmetic: shard s always uses workspace s, and slice w always sums in worker order.
     public func step(data: Dataset, indices: UnsafePointer<Int32>, count n: Int, learningRate: Float) -> PassResult {
         precondition(n >= 1, "empty step")
         let W = workerCount
-        let inSize = layout.inputSize
         let features = SharedPointer(data.features.pointer)
         let indices = SharedPointer(UnsafeMutablePointer(mutating: indices))
         for ws in workspaces { ws.records = 0; ws.costSum = 0; ws.correct = 0 }
+        updateCount += 1
+        let adamStep = updateCount
         var chunkStart = 0
         while chunkStart < n {
             let c = min(maxBatch, n - chunkStart), base = chunkStart
-            let accumulate = chunkStart > 0
-            DispatchQueue.concurrentPerform(iterations: W) { w in
-                let ws = workspaces[w]
-                placer.bindCurrentThread(toNode: ws.placement.node)
-                let lo = base + c * w / W, hi = base + c * (w + 1) / W, rows = hi - lo
-                if rows == 0 { return }
-                let input = ws.activations[0]
-                for r in 0..<rows {
-                    memcpy(input + r * inSize, features.pointer + Int(indices.pointer[lo + r]) * inSize, inSize * MemoryLayout<Float>.stride)
+            let accumulate = chunkStart > 0, lastChunk = chunkStart + c == n
+            schedule.reset()
+            DispatchQueue.concurrentPerform(iterations: W) { _ in
+                while let s = schedule.claimShard(below: W) {
+                    runShard(s, data: data, features: features.pointer, indices: indices.pointer,
+                             lo: base + c * s / W, hi: base + c * (s + 1) / W, accumulate: accumulate)
+                    schedule.finishShard()
                 }
-                forward(ws, input: input, rows: rows)
-                let (cost, correct) = data.labels.withUnsafeBufferPointer { labels in
-                    lossAndOutputDelta(ws, rows: rows) { labels[Int(indices.pointer[lo + $0])] }
+                guard lastChunk else { return }
+                schedule.waitForShards(W)
+                while let slice = schedule.claimSlice(below: W) {
+                    reduceAndUpdate(slice: slice, records: n, learningRate: learningRate, adamStep: adamStep)
                 }
-                backward(ws, rows: rows, accumulate: accumulate && ws.records > 0)
-                ws.records += rows; ws.costSum += cost; ws.correct += correct
             }
             chunkStart += c
-        }
-        updateCount += 1
-        let step = updateCount
-        DispatchQueue.concurrentPerform(iterations: W) { w in
-            reduceAndUpdate(slice: w, records: n, learningRate: learningRate, adamStep: step)
         }
         var result = PassResult(costSum: 0, correct: 0, records: n)
         for ws in workspaces { result.costSum += ws.costSum; result.correct += ws.correct }
         return result
+    }
+
+    /// Forward and backward of records indices[lo..<hi] into workspace `shard`.
+    @inline(__always)
+    func runShard(_ shard: Int, data: Dataset, features: UnsafeMutablePointer<Float>, indices: UnsafeMutablePointer<Int32>,
+                  lo: Int, hi: Int, accumulate: Bool) {
+        let ws = workspaces[shard], rows = hi - lo, inSize = layout.inputSize
+        if rows == 0 { return }
+        placer.bindCurrentThread(toNode: ws.placement.node)
+        let input = ws.activations[0]
+        for r in 0..<rows {
+            memcpy(input + r * inSize, features + Int(indices[lo + r]) * inSize, inSize * MemoryLayout<Float>.stride)
+        }
+        forward(ws, input: input, rows: rows)
+        let (cost, correct) = data.labels.withUnsafeBufferPointer { labels in
+            lossAndOutputDelta(ws, rows: rows) { labels[Int(indices[lo + $0])] }
+        }
+        backward(ws, rows: rows, accumulate: accumulate && ws.records > 0)
+        ws.records += rows; ws.costSum += cost; ws.correct += correct
     }
 
     /// Forward pass of `rows` records from `input` (rows × inputSize) into the workspace.
@@ -172,7 +195,7 @@ public final class DataParallelEngine: @unchecked Sendable {
             BLAS.sgemm(transA: false, transB: true, m: rows, n: nOut, k: nIn, alpha: 1, a: a, lda: nIn,
                        b: w, ldb: nIn, beta: 0, c: z, ldc: nOut)
             if l == sizes.count - 1 {
-                for r in 0..<rows { softmaxRow(z + r * nOut, bias: b, count: nOut) }
+                VectorKernels.softmax(z, bias: b, rows: rows, cols: nOut)
             } else {
                 activate(z, bias: b, rows: rows, cols: nOut)
             }
@@ -184,22 +207,12 @@ public final class DataParallelEngine: @unchecked Sendable {
     func activate(_ z: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>, rows: Int, cols: Int) {
         switch activation {
         case .logistic:
-            for r in 0..<rows { let row = z + r * cols; for j in 0..<cols { row[j] = 1 / (1 + expf(-(row[j] + bias[j]))) } }
+            VectorKernels.logistic(z, bias: bias, rows: rows, cols: cols)
         case .tanh:
             for r in 0..<rows { let row = z + r * cols; for j in 0..<cols { row[j] = tanhf(row[j] + bias[j]) } }
         case .relu:
             for r in 0..<rows { let row = z + r * cols; for j in 0..<cols { row[j] = max(0, row[j] + bias[j]) } }
         }
-    }
-
-    @inline(__always)
-    func softmaxRow(_ z: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>, count: Int) {
-        var m = -Float.infinity
-        for j in 0..<count { z[j] += bias[j]; m = max(m, z[j]) }
-        var s: Float = 0
-        for j in 0..<count { z[j] = expf(z[j] - m); s += z[j] }
-        let inv = 1 / s
-        for j in 0..<count { z[j] *= inv }
     }
 
     /// Cross-entropy with the seed's clipping (eps 1e-10), accuracy, and δ_out = ŷ − y.
@@ -252,7 +265,7 @@ public final class DataParallelEngine: @unchecked Sendable {
                 let count = rows * nIn
                 let a = aPrev
                 switch activation {
-                case .logistic: for i in 0..<count { dPrev[i] *= a[i] * (1 - a[i]) }
+                case .logistic: VectorKernels.logisticBackward(dPrev, output: a, count: count)
                 case .tanh: for i in 0..<count { dPrev[i] *= 1 - a[i] * a[i] }
                 case .relu: for i in 0..<count where a[i] <= 0 { dPrev[i] = 0 }
                 }
@@ -341,4 +354,39 @@ public final class DataParallelEngine: @unchecked Sendable {
 struct SharedPointer<T>: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<T>
     init(_ pointer: UnsafeMutablePointer<T>) { self.pointer = pointer }
+}
+
+
+/// The work claims of one step: shards first, then — after every shard is done — reduction
+/// slices. Atomics only; the one wait spins (yielding the CPU) on shards that running
+/// threads have already claimed, so it always ends.
+final class StepSchedule: Sendable {
+    private let nextShard = Atomic<Int>(0)
+    private let shardsDone = Atomic<Int>(0)
+    private let nextSlice = Atomic<Int>(0)
+
+    /// Called between steps, when no worker runs.
+    func reset() {
+        nextShard.store(0, ordering: .relaxed)
+        shardsDone.store(0, ordering: .relaxed)
+        nextSlice.store(0, ordering: .relaxed)
+    }
+
+    func claimShard(below count: Int) -> Int? {
+        let s = nextShard.wrappingAdd(1, ordering: .relaxed).oldValue
+        return s < count ? s : nil
+    }
+
+    /// Publishes the shard's buffers (release) to whoever reduces them.
+    func finishShard() { shardsDone.wrappingAdd(1, ordering: .releasing) }
+
+    /// Returns once `count` shards are finished; their writes are visible (acquire).
+    func waitForShards(_ count: Int) {
+        while shardsDone.load(ordering: .acquiring) < count { sched_yield() }
+    }
+
+    func claimSlice(below count: Int) -> Int? {
+        let s = nextSlice.wrappingAdd(1, ordering: .relaxed).oldValue
+        return s < count ? s : nil
+    }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 @testable import NNNumerics
 
@@ -52,5 +53,45 @@ final class NumericsTests: XCTestCase {
         let b = FloatBuffer(count: 1001)
         XCTAssertEqual(Int(bitPattern: b.pointer) % 64, 0)
         XCTAssertTrue(b.buffer.allSatisfy { $0 == 0 })
+    }
+
+    /// The vectorised logistic and softmax agree with a Float64 reference to float precision
+    /// over the whole input range, saturate without inf or NaN, and let a NaN through (the
+    /// trainer's divergence check depends on that).
+    func testVectorKernelsMatchFloat64ReferenceAndPropagateNaN() {
+        let n = 4001
+        var z = (0..<n).map { Float(-100 + 200 * Double($0) / Double(n - 1)) }
+        let x = z, zeroBias = [Float](repeating: 0, count: n)
+        VectorKernels.logistic(&z, bias: zeroBias, rows: 1, cols: n)
+        var worst = 0.0
+        for i in 0..<n {
+            let ref = 1 / (1 + Foundation.exp(-Double(x[i])))
+            XCTAssertTrue(z[i].isFinite && z[i] >= 0 && z[i] <= 1, "logistic(\(x[i])) = \(z[i])")
+            if ref > 1e-30 { worst = max(worst, abs(Double(z[i]) - ref) / ref) }
+        }
+        XCTAssertLessThan(worst, 1e-6, "logistic relative error")
+
+        // Bias is added per column, rows are independent.
+        var rows: [Float] = [0, 1, -2, 3, 0.5, -0.5]
+        VectorKernels.logistic(&rows, bias: [1, -1, 0], rows: 2, cols: 3)
+        for (i, v) in [Float(1), 0, -2, 4, -0.5, -0.5].enumerated() {
+            XCTAssertEqual(rows[i], Float(1 / (1 + Foundation.exp(-Double(v)))), accuracy: 1e-6)
+        }
+
+        var logits: [Float] = [1, 2, 3, 4, 1000, -1000, 0.5, 20]
+        VectorKernels.softmax(&logits, bias: [0.5, 0, 0, -0.5], rows: 2, cols: 4)
+        let e = [1.5, 2, 3, 3.5].map { Foundation.exp($0 - 3.5) }, s = e.reduce(0, +)
+        for j in 0..<4 { XCTAssertEqual(logits[j], Float(e[j] / s), accuracy: 1e-6) }
+        XCTAssertEqual(logits[4], 1, accuracy: 1e-6)      // 1000 dominates without overflow
+        XCTAssertEqual(logits[5], 0, accuracy: 1e-30)
+        XCTAssertEqual(logits[4..<8].reduce(0, +), 1, accuracy: 1e-6)
+
+        var bad: [Float] = [0.3, .nan, 2, 0, 0, 0]
+        VectorKernels.logistic(&bad, bias: [0, 0, 0, 0, 0, 0], rows: 1, cols: 6)
+        XCTAssertTrue(bad[1].isNaN)
+        var badRow: [Float] = [1, .nan, 2]
+        VectorKernels.softmax(&badRow, bias: [0, 0, 0], rows: 1, cols: 3)
+        XCTAssertTrue(badRow.allSatisfy(\.isNaN), "a NaN logit must make the row NaN, not a valid distribution")
+        XCTAssertFalse(VectorKernels.instructionSet.isEmpty)
     }
 }
