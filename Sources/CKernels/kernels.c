@@ -73,6 +73,22 @@ void nn_logistic_backward(float *restrict d, const float *restrict a, long count
     for (long i = 0; i < count; i++) d[i] *= a[i] * (1.0f - a[i]);
 }
 
+NN_CLONES
+void nn_relu_bias(float *restrict z, const float *restrict bias, long rows, long cols) {
+    for (long r = 0; r < rows; r++) {
+        float *restrict row = z + r * cols;
+        for (long j = 0; j < cols; j++) {
+            float v = row[j] + bias[j];
+            row[j] = v < 0.0f ? 0.0f : v;   // NaN < 0 is false: NaN stays
+        }
+    }
+}
+
+NN_CLONES
+void nn_relu_backward(float *restrict d, const float *restrict a, long count) {
+    for (long i = 0; i < count; i++) d[i] = a[i] <= 0.0f ? 0.0f : d[i];
+}
+
 const char *nn_kernels_isa(void) {
 #if defined(__x86_64__) && defined(__clang__)
     __builtin_cpu_init();

@@ -211,7 +211,7 @@ public final class DataParallelEngine: @unchecked Sendable {
         case .tanh:
             for r in 0..<rows { let row = z + r * cols; for j in 0..<cols { row[j] = tanhf(row[j] + bias[j]) } }
         case .relu:
-            for r in 0..<rows { let row = z + r * cols; for j in 0..<cols { row[j] = max(0, row[j] + bias[j]) } }
+            VectorKernels.relu(z, bias: bias, rows: rows, cols: cols)
         }
     }
 
@@ -267,7 +267,7 @@ public final class DataParallelEngine: @unchecked Sendable {
                 switch activation {
                 case .logistic: VectorKernels.logisticBackward(dPrev, output: a, count: count)
                 case .tanh: for i in 0..<count { dPrev[i] *= 1 - a[i] * a[i] }
-                case .relu: for i in 0..<count where a[i] <= 0 { dPrev[i] = 0 }
+                case .relu: VectorKernels.reluBackward(dPrev, output: a, count: count)
                 }
             }
             l -= 1

@@ -23,6 +23,18 @@ public enum VectorKernels {
         nn_logistic_backward(d, a, count)
     }
 
+    /// z[r][j] = max(0, z[r][j] + bias[j]); a NaN stays NaN.
+    @inline(__always)
+    public static func relu(_ z: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>, rows: Int, cols: Int) {
+        nn_relu_bias(z, bias, rows, cols)
+    }
+
+    /// d[i] = 0 where a[i] ≤ 0
+    @inline(__always)
+    public static func reluBackward(_ d: UnsafeMutablePointer<Float>, output a: UnsafePointer<Float>, count: Int) {
+        nn_relu_backward(d, a, count)
+    }
+
     /// The instruction set the kernels run with on this CPU, for `nnd info` and the benchmark.
     public static var instructionSet: String { String(cString: nn_kernels_isa()) }
 }

@@ -92,6 +92,12 @@ final class NumericsTests: XCTestCase {
         var badRow: [Float] = [1, .nan, 2]
         VectorKernels.softmax(&badRow, bias: [0, 0, 0], rows: 1, cols: 3)
         XCTAssertTrue(badRow.allSatisfy(\.isNaN), "a NaN logit must make the row NaN, not a valid distribution")
+        var r: [Float] = [-1, 0.5, .nan, 2]
+        VectorKernels.relu(&r, bias: [0.5, -1, 0, 0], rows: 1, cols: 4)
+        XCTAssertEqual(r[0], 0); XCTAssertEqual(r[1], 0); XCTAssertTrue(r[2].isNaN); XCTAssertEqual(r[3], 2)
+        var d: [Float] = [1, 2, 3]
+        VectorKernels.reluBackward(&d, output: [0, 0.1, -1], count: 3)
+        XCTAssertEqual(d, [0, 2, 0])
         XCTAssertFalse(VectorKernels.instructionSet.isEmpty)
     }
 }

@@ -15,6 +15,12 @@ void nn_softmax_bias(float *z, const float *bias, long rows, long cols);
 /// d[i] *= a[i] * (1 - a[i])   (the logistic's derivative, from its output)
 void nn_logistic_backward(float *d, const float *a, long count);
 
+/// z[r][j] = max(0, z[r][j] + bias[j]), NaN kept
+void nn_relu_bias(float *z, const float *bias, long rows, long cols);
+
+/// d[i] = 0 where a[i] <= 0   (the ReLU's derivative, from its output)
+void nn_relu_backward(float *d, const float *a, long count);
+
 /// Which clone runs: "avx2+fma" or "baseline".
 const char *nn_kernels_isa(void);
 
