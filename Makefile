@@ -10,17 +10,18 @@ SHELL := /bin/bash
 # Which build `install` copies (check-install uses the debug build `swift test` just made).
 CONFIG ?= release
 
-.PHONY: build test demo bench verify-units check-install install uninstall deps clean
+.PHONY: build test demo bench fuzz verify-units check-install install uninstall deps clean
 
 build:
 	$(SWIFT) build -c release
 
 # The test command (README): unit, engine, training and daemon tests on MNIST subsets,
-# then systemd-analyze verify on the units.
+# then systemd-analyze verify on the units, the install layout, and 30 s of libFuzzer per reader.
 test:
 	@mkdir -p .build; set -o pipefail; $(SWIFT) test --disable-swift-testing 2>&1 | tee .build/test.log
 	$(MAKE) verify-units
 	$(MAKE) check-install
+	$(MAKE) fuzz
 	@summary=$$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" .build/test.log | tail -1); \
 	  n=$$(echo "$$summary" | sed -E 's/.*Executed ([0-9]+) tests?, with ([0-9]+) failures?.*/\1/'); \
 	  f=$$(echo "$$summary" | sed -E 's/.*Executed ([0-9]+) tests?, with ([0-9]+) failures?.*/\2/'); \
@@ -32,6 +33,11 @@ demo:
 
 bench: build
 	.build/release/nnd bench
+
+# Coverage-guided fuzzing of the IDX, gzip, CSV and checkpoint readers (FUZZ_SECONDS each).
+FUZZ_SECONDS ?= 30
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # systemd-analyze verify in an offline root holding the units, stub binaries and the distro's
 # targets; any warning fails. Also prints the security exposure of nnd.service.

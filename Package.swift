@@ -13,6 +13,8 @@ let package = Package(
     products: [
         .executable(name: "nnd", targets: ["nnd"]),
         .executable(name: "nnctl", targets: ["nnctl"]),
+        // For the fuzz package in Fuzz/, which builds it with -sanitize=fuzzer.
+        .library(name: "NNFuzzing", targets: ["NNFuzzing"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -54,6 +56,8 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
+        // fuzzing: what the libFuzzer harness (Fuzz/) and the regression tests feed the file readers.
+        .target(name: "NNFuzzing", dependencies: ["NNData", "NNCheckpoint", "NNEngine"]),
         // control client: HTTP/1.1 over a Unix socket, used by nnctl.
         .target(name: "NNControl", dependencies: []),
 
@@ -68,7 +72,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "NNNumericsTests", dependencies: ["NNNumerics"]),
-        .testTarget(name: "NNDataTests", dependencies: ["NNData"]),
+        .testTarget(name: "NNDataTests", dependencies: ["NNData", "NNFuzzing"]),
         .testTarget(name: "NNEngineTests", dependencies: ["NNEngine", "NNData"]),
         .testTarget(name: "NNTrainingTests", dependencies: ["NNTraining"]),
         .testTarget(name: "NNDaemonTests", dependencies: ["NNControl", "NNCheckpoint"]),

@@ -97,8 +97,9 @@ public struct Checkpoint: Sendable, Equatable {
     }
 
     static func flat(from file: SafeTensors.File, layers: [Int], prefix: String, path: String) throws -> [Float] {
-        let layout = NetworkLayout(sizes: layers)
-        var flat = [Float](repeating: 0, count: layout.parameterCount)
+        // Shapes first: only tensors that exist (and so fit in the file) size the allocation,
+        // never the metadata's layer list alone.
+        var weights: [SafeTensors.Tensor] = [], biases: [SafeTensors.Tensor] = []
         for l in 1..<layers.count {
             guard let t = file.tensor("\(prefix)theta_\(l)"), t.shape == [layers[l], layers[l - 1]] else {
                 throw CheckpointError.corrupt(path, "tensor \(prefix)theta_\(l) missing or not [\(layers[l]), \(layers[l - 1])]")
@@ -106,6 +107,12 @@ public struct Checkpoint: Sendable, Equatable {
             guard let b = file.tensor("\(prefix)bias_\(l)"), b.shape == [layers[l]] else {
                 throw CheckpointError.corrupt(path, "tensor \(prefix)bias_\(l) missing or not [\(layers[l])]")
             }
+            weights.append(t); biases.append(b)
+        }
+        let layout = NetworkLayout(sizes: layers)
+        var flat = [Float](repeating: 0, count: layout.parameterCount)
+        for l in 1..<layers.count {
+            let t = weights[l - 1], b = biases[l - 1]
             flat.replaceSubrange(layout.weightOffsets[l - 1]..<(layout.weightOffsets[l - 1] + t.values.count), with: t.values)
             flat.replaceSubrange(layout.biasOffsets[l - 1]..<(layout.biasOffsets[l - 1] + b.values.count), with: b.values)
         }
@@ -124,7 +131,10 @@ public struct Checkpoint: Sendable, Equatable {
         return SafeTensors.encode(.init(tensors: tensors, metadata: meta))
     }
 
-    static func contentHash(tensors: [SafeTensors.Tensor], metadata: [String: String]) -> String {
+    /// The SHA-256 stored as `nnd.sha256`: tensor names and values in file order, then the
+    /// other metadata entries sorted by key. Public so the fuzz harness can re-sign a mutated
+    /// file and reach the parsing behind the hash check.
+    public static func contentHash(tensors: [SafeTensors.Tensor], metadata: [String: String]) -> String {
         var h = SHA256()
         for t in tensors {
             Array(t.name.utf8).withUnsafeBytes { h.update($0) }
@@ -148,8 +158,11 @@ public struct Checkpoint: Sendable, Equatable {
               let nbuf = file.metadata["nnd.optimizer_buffers"].flatMap(Int.init) else {
             throw CheckpointError.corrupt(path, "metadata lacks nnd.layers, nnd.state or nnd.optimizer_buffers")
         }
-        let layers = layersText.split(separator: ",").compactMap { Int($0) }
-        guard layers.count >= 2 else { throw CheckpointError.corrupt(path, "nnd.layers '\(layersText)' is invalid") }
+        let layers = layersText.split(separator: ",", omittingEmptySubsequences: false).map { Int($0) ?? 0 }
+        // Found by the fuzzer: a zero or negative size reached NetworkLayout's precondition.
+        guard layers.count >= 2, layers.allSatisfy({ $0 > 0 }) else {
+            throw CheckpointError.corrupt(path, "nnd.layers '\(layersText.prefix(100))' is not a list of at least two positive sizes")
+        }
         let state: ResumeState
         do { state = try JSONDecoder().decode(ResumeState.self, from: Data(stateText.utf8)) } catch {
             throw CheckpointError.corrupt(path, "nnd.state is not a valid resume state: \(error)")

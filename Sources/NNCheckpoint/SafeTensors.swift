@@ -14,6 +14,7 @@ public enum SafeTensors {
     public struct File: Sendable, Equatable {
         public var tensors: [Tensor]
         public var metadata: [String: String]
+        public init(tensors: [Tensor], metadata: [String: String]) { self.tensors = tensors; self.metadata = metadata }
         public func tensor(_ name: String) -> Tensor? { tensors.first { $0.name == name } }
     }
 
@@ -64,8 +65,11 @@ public enum SafeTensors {
             guard let d = v as? [String: Any], let dtype = d["dtype"] as? String, let shape = d["shape"] as? [Int],
                   let offs = d["data_offsets"] as? [Int], offs.count == 2 else { throw fail("tensor '\(name)' has a malformed entry") }
             guard dtype == "F32" else { throw fail("tensor '\(name)' has dtype \(dtype), only F32 is supported") }
-            let count = shape.reduce(1, *)
-            guard shape.allSatisfy({ $0 >= 0 }), offs[0] >= 0, offs[1] - offs[0] == count * 4, offs[1] <= dataCount else {
+            // Overflow-checked: shapes and offsets come from the file, so they may be anything.
+            var count = 1, overflow = !shape.allSatisfy({ $0 >= 0 })
+            for d in shape where !overflow { (count, overflow) = count.multipliedReportingOverflow(by: d) }
+            let (byteCount, tooBig) = overflow ? (0, true) : count.multipliedReportingOverflow(by: 4)
+            guard !tooBig, offs[0] >= 0, offs[1] >= offs[0], offs[1] <= dataCount, offs[1] - offs[0] == byteCount else {
                 throw fail("tensor '\(name)' shape \(shape) does not match its data offsets \(offs) (data section is \(dataCount) bytes)")
             }
             var values = [Float](repeating: 0, count: count)

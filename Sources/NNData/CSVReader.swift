@@ -5,7 +5,11 @@ import NNNumerics
 /// integer pixels 0–255 (scaled by 1/255). A header line starting with "label" is skipped.
 public enum CSVReader {
     public static func load(_ path: String, featureCount: Int = 784, classCount: Int = 10, limit: Int? = nil) throws -> Dataset {
-        let raw = try IDXReader.readFile(path)
+        try parse(IDXReader.readFile(path), file: path, featureCount: featureCount, classCount: classCount, limit: limit)
+    }
+
+    /// Parses CSV bytes; `file` names them in errors.
+    public static func parse(_ raw: [UInt8], file path: String, featureCount: Int = 784, classCount: Int = 10, limit: Int? = nil) throws -> Dataset {
         var labels: [Int32] = []
         var values: [Float] = []
         var lineNo = 0

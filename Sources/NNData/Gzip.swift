@@ -1,11 +1,12 @@
 import CZlib
 import Foundation
 
-enum Gzip {
-    static func isGzip(_ data: [UInt8]) -> Bool { data.count >= 2 && data[0] == 0x1f && data[1] == 0x8b }
+/// gzip streams through zlib (public so the fuzz harness can drive it directly).
+public enum Gzip {
+    public static func isGzip(_ data: [UInt8]) -> Bool { data.count >= 2 && data[0] == 0x1f && data[1] == 0x8b }
 
     /// Inflates a whole gzip file. A truncated or corrupt stream is an error, never a partial result.
-    static func decompress(_ input: [UInt8], file: String) throws -> [UInt8] {
+    public static func decompress(_ input: [UInt8], file: String) throws -> [UInt8] {
         var stream = z_stream()
         guard inflateInit2_(&stream, 16 + MAX_WBITS, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
             throw DataError(file: file, "cannot initialise zlib")

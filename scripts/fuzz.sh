@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of nnd's file readers (IDX, gzip, CSV, checkpoint) with libFuzzer,
+# for a bounded time per reader. Part of `make test`, so CI runs it on every change.
+#
+#   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default $NND_FUZZ_SECONDS or 30)
+#
+# The harness (Fuzz/, built with -sanitize=fuzzer,address) checks what users rely on: a reader
+# either accepts an input with consistent results or refuses it with its own error naming the
+# file — any trap, sanitizer report or other error is a finding. Seeds are made from the real
+# MNIST files in ../shared/datasets/mnist; the corpus grows in .build/fuzz/<target>/corpus and
+# is reused by the next run. On a finding the crashing input is in .build/fuzz/<target>/ and
+# the script fails: fix the reader, then keep the input in Fuzz/regressions/<target>/ (the
+# test FuzzRegressionTests replays every kept input).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-${NND_FUZZ_SECONDS:-30}}
+mnist=${NND_FUZZ_MNIST:-$(cd .. && pwd)/shared/datasets/mnist}
+out=$PWD/.build/fuzz
+
+# lld: gold fails on the fuzzer runtime's duplicate-main handling. The fuzz package has its
+# own .build, so it never disturbs the main build.
+(cd Fuzz && swift build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld 2>&1 | grep -E "error|warning: unre|Compiling nnd|Build complete" || true)
+bin=Fuzz/.build/release/nnd-fuzz
+[ -x "$bin" ] || { echo "fuzz: harness did not build"; exit 1; }
+
+export SWIFT_BACKTRACE=enable=no   # let libFuzzer report the trap itself
+failed=0
+for target in idx gzip csv checkpoint; do
+  dir=$out/$target
+  mkdir -p "$dir/corpus" "$dir/artifacts"
+  NND_FUZZ_TARGET=$target NND_FUZZ_WRITE_SEEDS="$dir/seeds" NND_FUZZ_MNIST="$mnist" "$bin"
+  log=$dir/fuzz.log
+  if NND_FUZZ_TARGET=$target "$bin" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+       -artifact_prefix="$dir/artifacts/" "$dir/corpus" "$dir/seeds" >"$log" 2>&1; then
+    runs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+)/\1/p' "$log")
+    cov=$(grep -oE "cov: [0-9]+" "$log" | tail -1)
+    echo "fuzz $target: $runs inputs in ${seconds} s, $cov, corpus $(ls "$dir/corpus" | wc -l) files, 0 findings"
+  else
+    failed=1
+    echo "fuzz $target: FINDING — input kept in $(ls -t "$dir/artifacts" | head -1 | sed "s|^|$dir/artifacts/|"); log $log:"
+    grep -E "ERROR|Fatal error|SUMMARY|#[0-9]+ 0x.* in \\\$s" "$log" | head -12
+  fi
+done
+exit $failed
