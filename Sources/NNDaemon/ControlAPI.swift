@@ -12,16 +12,17 @@ import NNTraining
 public struct ControlAPI: Sendable {
     let manager: RunManager
     let maxRequestBytes: Int
+    let requestTimeout: Duration
     let version: String
 
-    public init(manager: RunManager, maxRequestBytes: Int, version: String) {
-        self.manager = manager; self.maxRequestBytes = maxRequestBytes; self.version = version
+    public init(manager: RunManager, maxRequestBytes: Int, requestTimeout: Duration = .seconds(30), version: String) {
+        self.manager = manager; self.maxRequestBytes = maxRequestBytes; self.requestTimeout = requestTimeout; self.version = version
     }
 
     public func router() -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: ErrorMiddleware())
-        let manager = self.manager, limit = maxRequestBytes, version = self.version
+        let manager = self.manager, limit = BodyLimit(bytes: maxRequestBytes, timeout: requestTimeout), version = self.version
         router.get("/metrics") { _, _ in try await metricsResponse(manager) }
         router.get("/v1/health") { _, _ in
             let counts = await manager.counts()
@@ -233,9 +234,28 @@ func runID(_ context: BasicRequestContext) throws -> String {
     return id
 }
 
-func collect(_ request: Request, limit: Int) async throws -> ByteBuffer {
-    let tooLarge = APIError(413, "body_too_large", "request body exceeds the limit of \(limit) bytes (max_request_bytes)")
-    do { return try await request.body.collect(upTo: limit) } catch let e as HTTPError where e.status == .contentTooLarge {
+/// How much of a request body the API reads, and for how long.
+struct BodyLimit: Sendable {
+    var bytes: Int
+    var timeout: Duration
+}
+
+/// The request body, up to `limit.bytes` and within `limit.timeout`. The idle timeout of the
+/// HTTP server only sees whole HTTP parts, and every trickled body byte is one, so a body
+/// sent a byte a second needs its own deadline (413 / 408, then the connection closes).
+func collect(_ request: Request, limit: BodyLimit) async throws -> ByteBuffer {
+    let tooLarge = APIError(413, "body_too_large", "request body exceeds the limit of \(limit.bytes) bytes (max_request_bytes)")
+    do {
+        return try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask { try await request.body.collect(upTo: limit.bytes) }
+            group.addTask { try await Task.sleep(for: limit.timeout); return nil }
+            defer { group.cancelAll() }
+            guard let body = try await group.next()! else {
+                throw APIError(408, "request_timeout", "the request body did not arrive within \(limit.timeout.components.seconds) s (request_timeout_seconds)")
+            }
+            return body
+        }
+    } catch let e as HTTPError where e.status == .contentTooLarge {
         throw tooLarge
     } catch is NIOTooManyBytesError {
         throw tooLarge
@@ -304,6 +324,9 @@ struct ErrorMiddleware: RouterMiddleware {
     }
     func errorResponse(_ e: APIError) -> Response {
         struct Body: Encodable { var error: APIError }
-        return (try? json(Body(error: e), status: .init(code: e.status))) ?? Response(status: .internalServerError)
+        var response = (try? json(Body(error: e), status: .init(code: e.status))) ?? Response(status: .internalServerError)
+        // After a timed-out body the rest of it may still trickle in: end the connection.
+        if e.status == 408 { response.headers[.connection] = "close" }
+        return response
     }
 }

@@ -31,11 +31,12 @@ public enum Daemon {
         let manager = RunManager(config: config, logger: logger, notifier: notifier)
         await manager.recover()
 
-        let api = ControlAPI(manager: manager, maxRequestBytes: config.maxRequestBytes, version: version)
+        let api = ControlAPI(manager: manager, maxRequestBytes: config.maxRequestBytes,
+                             requestTimeout: .seconds(config.requestTimeoutSeconds), version: version)
         let socketPath = config.socketPath, mode = config.socketMode, socketGroup = config.socketGroup
         let app = Application(
             router: api.router(),
-            server: .http1(configuration: .init(idleTimeout: .seconds(30))),
+            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(config.requestTimeoutSeconds)))),
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "nnd/\(version)"),
             onServerRunning: { _ in
                 chmod(socketPath, mode_t(mode))

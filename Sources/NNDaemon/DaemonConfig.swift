@@ -15,6 +15,10 @@ public struct DaemonConfig: Sendable, Equatable {
     public var dataDirectory: String?
     /// `host:port` for a TCP listener serving only /metrics; nil = off (the default).
     public var metricsListen: String?
+    /// A connection that sends no complete request for this long is closed, and a request
+    /// body that takes longer gets 408: a client sending a byte a second cannot hold a
+    /// connection (and its memory) for ever.
+    public var requestTimeoutSeconds: Int = 30
 
     /// Defaults for an unprivileged user: `$XDG_RUNTIME_DIR/nnd/nnd.sock` (or
     /// `/tmp/nnd-$UID/nnd.sock`) and `$XDG_STATE_HOME/nnd` (or `~/.local/state/nnd`).
@@ -33,7 +37,7 @@ public struct DaemonConfig: Sendable, Equatable {
     }
 
     static let keys: Set<String> = ["socket", "socket_mode", "socket_group", "state_dir", "workers", "max_concurrent_runs",
-                                    "max_request_bytes", "log_level", "data_dir", "metrics_listen"]
+                                    "max_request_bytes", "log_level", "data_dir", "metrics_listen", "request_timeout_seconds"]
 
     public mutating func apply(yaml text: String, source: String) throws {
         let loaded: Any?
@@ -49,7 +53,8 @@ public struct DaemonConfig: Sendable, Equatable {
     public mutating func apply(environment env: [String: String]) throws {
         let map = ["NND_SOCKET": "socket", "NND_SOCKET_MODE": "socket_mode", "NND_SOCKET_GROUP": "socket_group", "NND_STATE_DIR": "state_dir",
                    "NND_WORKERS": "workers", "NND_MAX_CONCURRENT_RUNS": "max_concurrent_runs", "NND_MAX_REQUEST_BYTES": "max_request_bytes",
-                   "NND_LOG_LEVEL": "log_level", "NND_DATA_DIR": "data_dir", "NND_METRICS_LISTEN": "metrics_listen"]
+                   "NND_LOG_LEVEL": "log_level", "NND_DATA_DIR": "data_dir", "NND_METRICS_LISTEN": "metrics_listen",
+                   "NND_REQUEST_TIMEOUT_SECONDS": "request_timeout_seconds"]
         for (envKey, key) in map { if let v = env[envKey], !v.isEmpty { try set(key, v, source: "environment \(envKey)") } }
     }
 
@@ -77,6 +82,7 @@ public struct DaemonConfig: Sendable, Equatable {
         case "workers": workers = try int(1, 1024)
         case "max_concurrent_runs": maxConcurrentRuns = try int(1, 64)
         case "max_request_bytes": maxRequestBytes = try int(1024, 64 << 20)
+        case "request_timeout_seconds": requestTimeoutSeconds = try int(1, 3600)
         case "log_level":
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(value) else {
                 throw ConfigError(source: source, field: key, message: "'\(value)' is not a log level (trace, debug, info, notice, warning, error, critical)")

@@ -82,4 +82,56 @@ final class APIFuzzTests: XCTestCase {
             usleep(100_000)
         }
     }
+
+    /// Slow-loris: a client trickling its request head, or its body, a byte every half second
+    /// is cut off after `request_timeout_seconds` (2 s here; 30 by default) — the head by
+    /// closing the connection, the body with 408 — while other clients are served throughout.
+    func testTricklingClientsAreCutOffAfterTheRequestTimeout() throws {
+        let d = DaemonProcess(extraEnv: ["NND_REQUEST_TIMEOUT_SECONDS": "2"])
+        try d.start()
+        func connected() -> Int32 {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_un(); addr.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in d.socket.utf8.enumerated() { raw[i] = b } }
+            XCTAssertEqual(withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }, 0)
+            var tv = timeval(tv_sec: 0, tv_usec: 1000); setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            return fd
+        }
+        /// Sends `prefix` at once, then `trickle` a byte every 0.5 s, reading whatever comes
+        /// back; returns what the daemon sent and when it closed (nil: still open at the end).
+        func trickle(prefix: String, _ trickle: String, seconds: Double) -> (reply: String, closedAfter: Double?) {
+            let fd = connected(); defer { close(fd) }
+            let t0 = Date()
+            var reply = [UInt8](), buf = [UInt8](repeating: 0, count: 4096)
+            _ = Array(prefix.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            var pending = Array(trickle.utf8)[...]
+            var nextByte = Date()
+            while Date().timeIntervalSince(t0) < seconds {
+                if Date() >= nextByte, let b = pending.popFirst() {
+                    if [b].withUnsafeBytes({ send(fd, $0.baseAddress, 1, Int32(MSG_NOSIGNAL)) }) < 0 { return (String(decoding: reply, as: UTF8.self), Date().timeIntervalSince(t0)) }
+                    nextByte = Date().addingTimeInterval(0.5)
+                }
+                let n = recv(fd, &buf, buf.count, 0)
+                if n == 0 { return (String(decoding: reply, as: UTF8.self), Date().timeIntervalSince(t0)) }
+                if n > 0 { reply += buf[0..<n] }
+                // Others are served while this client trickles.
+                XCTAssertEqual(try? d.get("/v1/health").0, 200)
+                usleep(50_000)
+            }
+            return (String(decoding: reply, as: UTF8.self), nil)
+        }
+        let head = trickle(prefix: "", "GET /v1/health HTTP/1.1\r\nHost: nnd\r\nX-Padding: aaaaaaaaaaaaaaaaaaaa\r\n\r\n", seconds: 8)
+        XCTAssertNotNil(head.closedAfter, "a trickled request head kept its connection for 8 s")
+        XCTAssertGreaterThan(head.closedAfter ?? 0, 1.5); XCTAssertLessThan(head.closedAfter ?? 99, 5)
+        XCTAssertFalse(head.reply.contains("200 OK"), head.reply)
+
+        let body = trickle(prefix: "POST /v1/runs HTTP/1.1\r\nHost: nnd\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n",
+                           String(repeating: " ", count: 200), seconds: 8)
+        XCTAssertTrue(body.reply.hasPrefix("HTTP/1.1 408"), body.reply)
+        XCTAssertTrue(body.reply.contains("request_timeout_seconds"), body.reply)
+        XCTAssertNotNil(body.closedAfter, "the connection stayed open after 408")
+        XCTAssertLessThan(body.closedAfter ?? 99, 5)
+        XCTAssertEqual(try d.get("/v1/health").0, 200)
+        print("slow-loris: trickled head cut off after \(String(format: "%.1f", head.closedAfter ?? -1)) s, trickled body answered 408 and closed after \(String(format: "%.1f", body.closedAfter ?? -1)) s (timeout 2 s)")
+    }
 }
