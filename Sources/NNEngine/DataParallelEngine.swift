@@ -82,10 +82,13 @@ public final class DataParallelEngine: @unchecked Sendable {
     let maxRows: Int
     /// Claims and the barrier of the step's single `concurrentPerform`.
     let schedule = StepSchedule()
+    /// Where a step's time goes (off unless `recordPhaseTimes`; `nnd bench` turns it on).
+    public let phaseTimes: PhaseTimes
 
     public init(layout: NetworkLayout, activation: Activation, optimizer: OptimizerConfig, lambda: Float,
-                workers: Int, maxBatch: Int, placer: any MemoryPlacer = LibNUMAPlacer()) {
+                workers: Int, maxBatch: Int, placer: any MemoryPlacer = LibNUMAPlacer(), recordPhaseTimes: Bool = false) {
         precondition(workers >= 1 && maxBatch >= 1)
+        phaseTimes = PhaseTimes(workers: workers, enabled: recordPhaseTimes)
         self.layout = layout; self.activation = activation; self.optimizer = optimizer; self.lambda = lambda
         self.workerCount = workers; self.maxBatch = maxBatch; self.placer = placer
         let placements = placer.plan(workers: workers)
@@ -137,23 +140,28 @@ public final class DataParallelEngine: @unchecked Sendable {
         let indices = SharedPointer(UnsafeMutablePointer(mutating: indices))
         for ws in workspaces { ws.records = 0; ws.costSum = 0; ws.correct = 0 }
         updateCount += 1
+        phaseTimes.countStep()
         let adamStep = updateCount
         var chunkStart = 0
         while chunkStart < n {
             let c = min(maxBatch, n - chunkStart), base = chunkStart
             let accumulate = chunkStart > 0, lastChunk = chunkStart + c == n
             schedule.reset()
-            DispatchQueue.concurrentPerform(iterations: W) { _ in
+            DispatchQueue.concurrentPerform(iterations: W) { iteration in
+                var t = phaseTimes.now()
                 while let s = schedule.claimShard(below: W) {
                     runShard(s, data: data, features: features.pointer, indices: indices.pointer,
                              lo: base + c * s / W, hi: base + c * (s + 1) / W, accumulate: accumulate)
                     schedule.finishShard()
+                    phaseTimes.add(.shard, index: s, since: &t)
                 }
                 guard lastChunk else { return }
                 schedule.waitForShards(W)
+                phaseTimes.add(.wait, index: iteration, since: &t)
                 while let slice = schedule.claimSlice(below: W) {
                     reduceAndUpdate(slice: slice, records: n, learningRate: learningRate, adamStep: adamStep)
                 }
+                phaseTimes.add(.reduce, index: iteration, since: &t)
             }
             chunkStart += c
         }
@@ -388,5 +396,50 @@ final class StepSchedule: Sendable {
     func claimSlice(below count: Int) -> Int? {
         let s = nextSlice.wrappingAdd(1, ordering: .relaxed).oldValue
         return s < count ? s : nil
+    }
+}
+
+/// Per-phase time of the steps, for `nnd bench`: each shard's forward + backward, the time
+/// threads wait at the barrier for the slowest shard, and the reduction. Off by default, then
+/// every call is one predictable branch. Recording neither allocates nor locks.
+///
+/// `@unchecked Sendable`: the counters are plain memory allocated in `init`, and every slot has
+/// one writer per step — shard s's slot the thread that claimed shard s, the wait and reduce
+/// slots the `concurrentPerform` iteration that owns them — and `concurrentPerform` joins all
+/// writers before `takeMeans` (called between steps) reads them.
+public final class PhaseTimes: @unchecked Sendable {
+    public enum Phase: Int, Sendable { case shard = 0, wait = 1, reduce = 2 }
+    let enabled: Bool
+    let workers: Int
+    private let slots: UnsafeMutablePointer<UInt64>   // [phase * workers + index]
+    private var steps: UInt64 = 0
+
+    init(workers: Int, enabled: Bool) {
+        self.enabled = enabled; self.workers = workers
+        slots = .allocate(capacity: 3 * workers)
+        slots.initialize(repeating: 0, count: 3 * workers)
+    }
+    deinit { slots.deallocate() }
+
+    @inline(__always) func now() -> UInt64 { enabled ? DispatchTime.now().uptimeNanoseconds : 0 }
+
+    /// Adds the time since `t` to (phase, index) and moves `t` to now.
+    @inline(__always) func add(_ phase: Phase, index: Int, since t: inout UInt64) {
+        guard enabled else { return }
+        let n = DispatchTime.now().uptimeNanoseconds
+        slots[phase.rawValue * workers + index] &+= n &- t
+        t = n
+    }
+
+    @inline(__always) func countStep() { if enabled { steps &+= 1 } }
+
+    /// Mean microseconds per step since the last call — per shard; waiting and reducing summed
+    /// over the threads — then starts over.
+    public func takeMeans() -> (shards: [Double], wait: Double, reduce: Double) {
+        let k = Double(max(1, steps)) * 1000
+        func sum(_ p: Phase) -> Double { (0..<workers).reduce(0.0) { $0 + Double(slots[p.rawValue * workers + $1]) } / k }
+        let result = ((0..<workers).map { Double(slots[$0]) / k }, sum(.wait), sum(.reduce))
+        slots.update(repeating: 0, count: 3 * workers); steps = 0
+        return result
     }
 }

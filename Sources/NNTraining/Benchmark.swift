@@ -25,6 +25,17 @@ public enum Benchmark {
         public var secondsPerMNISTEpoch: Double
         public var medianRatioAllWorkersToGemm: Double
         public var medianSpeedup: Double
+        /// Where the all-worker steps' time went in the best round.
+        public var phasesOfBestRound: StepPhases
+    }
+
+    /// Mean microseconds per step: wall time; each shard's forward + backward; time threads
+    /// spent waiting at the barrier for the slowest shard and reducing (both summed over threads).
+    public struct StepPhases: Codable, Sendable {
+        public var stepMicroseconds: Double
+        public var shardMicroseconds: [Double]
+        public var barrierWaitMicroseconds: Double
+        public var reduceMicroseconds: Double
     }
 
     /// `threads` concurrent n×n×n SGEMMs (one per thread, BLAS single-threaded): the reference.
@@ -70,7 +81,7 @@ public enum Benchmark {
             let labels = (0..<records).map { _ in Int32(rng.nextIndex(below: layers.last!)) }
             data = Dataset(features: features, labels: labels, featureCount: layers[0], classCount: layers.last!, sources: ["synthetic"])
             engine = DataParallelEngine(layout: NetworkLayout(sizes: layers), activation: .logistic, optimizer: OptimizerConfig(),
-                                        lambda: 0.01, workers: workers, maxBatch: batch)
+                                        lambda: 0.01, workers: workers, maxBatch: batch, recordPhaseTimes: true)
             engine.layout.initialise(engine.parameters, scheme: .xavier, rng: &rng)
             order = .allocate(capacity: records)
             for i in 0..<records { order[i] = Int32(i) }
@@ -85,12 +96,15 @@ public enum Benchmark {
                 position += batch
             }
         }
-        /// Samples/s over about `seconds`.
-        func measure(seconds: Double) -> Double {
+        /// Samples/s over about `seconds`, and where the steps' time went.
+        func measure(seconds: Double) -> (samplesPerSecond: Double, phases: StepPhases) {
             let t0 = Date(); steps(20); let probe = Date().timeIntervalSince(t0) / 20
             let k = max(50, Int(seconds / max(probe, 1e-7)))
+            _ = engine.phaseTimes.takeMeans()
             let t1 = Date(); steps(k); let dt = Date().timeIntervalSince(t1)
-            return Double(k * batch) / dt
+            let p = engine.phaseTimes.takeMeans()
+            return (Double(k * batch) / dt, StepPhases(stepMicroseconds: dt / Double(k) * 1e6, shardMicroseconds: p.shards,
+                                                       barrierWaitMicroseconds: p.wait, reduceMicroseconds: p.reduce))
         }
     }
 
@@ -104,10 +118,12 @@ public enum Benchmark {
         log("preparing (GEMM \(1536)³ on 1 and \(workers) threads, steps on 1 and \(workers) workers)…")
         let gemm1 = GEMMProbe(threads: 1), gemmAll = GEMMProbe(threads: workers)
         let step1 = StepProbe(workers: 1, batch: batch), stepAll = StepProbe(workers: workers, batch: batch)
-        var g1: [Double] = [], gA: [Double] = [], s1: [Double] = [], sA: [Double] = []
+        var g1: [Double] = [], gA: [Double] = [], s1: [Double] = [], sA: [Double] = [], phases: [StepPhases] = []
         for r in 1...max(1, rounds) {
             g1.append(gemm1.measure(seconds: 0.6)); gA.append(gemmAll.measure(seconds: 0.6))
-            s1.append(step1.measure(seconds: 1)); sA.append(stepAll.measure(seconds: 1))
+            s1.append(step1.measure(seconds: 1).samplesPerSecond)
+            let all = stepAll.measure(seconds: 1)
+            sA.append(all.samplesPerSecond); phases.append(all.phases)
             log(String(format: "round %d/%d: GEMM %.1f / %.1f GFLOP/s, step %.0f / %.0f samples/s", r, rounds, g1.last!, gA.last!, s1.last!, sA.last!))
         }
         func median(_ x: [Double]) -> Double { let s = x.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
@@ -119,7 +135,8 @@ public enum Benchmark {
                       ratioOneWorkerToGemm: bestS1 * flops / 1e9 / bestG1, ratioAllWorkersToGemm: bestSA * flops / 1e9 / bestGA,
                       speedup: bestSA / bestS1, secondsPerMNISTEpoch: 60000 / bestSA,
                       medianRatioAllWorkersToGemm: median(zip(sA, gA).map { $0 * flops / 1e9 / $1 }),
-                      medianSpeedup: median(zip(sA, s1).map { $0 / $1 }))
+                      medianSpeedup: median(zip(sA, s1).map { $0 / $1 }),
+                      phasesOfBestRound: phases[sA.firstIndex(of: bestSA)!])
     }
 }
 

@@ -126,6 +126,10 @@ struct Bench: ParsableCommand {
         print(String(format: "speedup %d workers / 1:       %.2fx", w, r.speedup))
         print(String(format: "MNIST epoch (60000 records): %.3f s", r.secondsPerMNISTEpoch))
         print(String(format: "median of rounds:            %.0f%% of %d-core GEMM, speedup %.2fx", r.medianRatioAllWorkersToGemm * 100, w, r.medianSpeedup))
+        let p = r.phasesOfBestRound
+        print(String(format: "%d-worker step (best round): %.0f µs; shards %@ µs; waiting at the barrier %.0f µs, reducing %.0f µs (summed over threads)",
+                     w, p.stepMicroseconds, p.shardMicroseconds.map { String(format: "%.0f", $0) }.joined(separator: " / "),
+                     p.barrierWaitMicroseconds, p.reduceMicroseconds))
     }
 }
 

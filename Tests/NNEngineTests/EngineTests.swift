@@ -89,6 +89,30 @@ final class EngineTests: XCTestCase {
         }
     }
 
+    /// The phase clock `nnd bench` reports: every shard and the reduction get time, and
+    /// recording changes nothing in the arithmetic.
+    func testPhaseTimesCoverEveryShardWithoutChangingResults() {
+        let data = syntheticData(records: 64, features: 20, classes: 4, seed: 5)
+        let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 64); defer { idx.deallocate() }
+        for i in 0..<64 { idx[i] = Int32(63 - i) }
+        func engine(_ timed: Bool) -> DataParallelEngine {
+            let e = DataParallelEngine(layout: NetworkLayout(sizes: [20, 16, 4]), activation: .logistic, optimizer: .init(), lambda: 0.01,
+                                       workers: 3, maxBatch: 64, recordPhaseTimes: timed)
+            var rng = DeterministicRNG(seed: 1)
+            e.layout.initialise(e.parameters, scheme: .xavier, rng: &rng)
+            for _ in 0..<5 { _ = e.step(data: data, indices: idx.baseAddress!, count: 64, learningRate: 0.1) }
+            return e
+        }
+        let timed = engine(true), plain = engine(false)
+        XCTAssertEqual(timed.parameters.toArray(), plain.parameters.toArray())
+        let m = timed.phaseTimes.takeMeans()
+        XCTAssertEqual(m.shards.count, 3)
+        XCTAssertTrue(m.shards.allSatisfy { $0 > 0 }, "\(m.shards)")
+        XCTAssertGreaterThan(m.reduce, 0)
+        XCTAssertEqual(timed.phaseTimes.takeMeans().shards, [0, 0, 0], "takeMeans starts over")
+        XCTAssertEqual(plain.phaseTimes.takeMeans().shards, [0, 0, 0], "off by default")
+    }
+
     func testBatchLargerThanEngineBufferAccumulates() {
         // A 100-record step through an engine that holds 32 at a time equals one through an engine that holds all 100.
         let data = syntheticData(records: 100, features: 10, classes: 3, seed: 9)
