@@ -33,7 +33,9 @@ public struct UnixHTTPClient: Sendable {
         return "/tmp/nnd-\(getuid())/nnd.sock"
     }
 
-    func connectSocket() throws -> Int32 {
+    /// A connected stream socket to the daemon (receive timeout `timeoutSeconds`); the caller
+    /// closes it. Public for tests that speak raw bytes (slow clients, malformed requests).
+    public func connectSocket() throws -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ClientError.unreachable(socketPath, String(cString: strerror(errno))) }
         var addr = sockaddr_un()

@@ -96,9 +96,10 @@ public final class DataParallelEngine: @unchecked Sendable {
         let shared = placer.sharedAllocator(nodes: placements.map(\.node))
         parameters = FloatBuffer(count: layout.parameterCount, allocator: shared)
         optimizerState = (0..<optimizer.stateBuffers).map { _ in FloatBuffer(count: layout.parameterCount, allocator: shared) }
-        maxRows = (maxBatch + workers - 1) / workers
+        let maxRows = (maxBatch + workers - 1) / workers
+        self.maxRows = maxRows
         workspaces = placements.map { p in
-            WorkerWorkspace(layout: layout, maxRows: (maxBatch + workers - 1) / workers, placement: p,
+            WorkerWorkspace(layout: layout, maxRows: maxRows, placement: p,
                             allocator: placer.allocator(forNode: p.node))
         }
         // Split the trainable elements into `workers` nearly equal contiguous slices.
@@ -136,7 +137,6 @@ public final class DataParallelEngine: @unchecked Sendable {
     public func step(data: Dataset, indices: UnsafePointer<Int32>, count n: Int, learningRate: Float) -> PassResult {
         precondition(n >= 1, "empty step")
         let W = workerCount
-        let features = SharedPointer(data.features.pointer)
         let indices = SharedPointer(UnsafeMutablePointer(mutating: indices))
         for ws in workspaces { ws.records = 0; ws.costSum = 0; ws.correct = 0 }
         updateCount += 1
@@ -150,7 +150,7 @@ public final class DataParallelEngine: @unchecked Sendable {
             DispatchQueue.concurrentPerform(iterations: W) { iteration in
                 var t = phaseTimes.now()
                 while let s = schedule.claimShard(below: W) {
-                    runShard(s, data: data, features: features.pointer, indices: indices.pointer,
+                    runShard(s, data: data, indices: indices.pointer,
                              lo: base + c * s / W, hi: base + c * (s + 1) / W, accumulate: accumulate)
                     schedule.finishShard()
                     phaseTimes.add(.shard, index: s, since: &t)
@@ -172,9 +172,8 @@ public final class DataParallelEngine: @unchecked Sendable {
 
     /// Forward and backward of records indices[lo..<hi] into workspace `shard`.
     @inline(__always)
-    func runShard(_ shard: Int, data: Dataset, features: UnsafeMutablePointer<Float>, indices: UnsafeMutablePointer<Int32>,
-                  lo: Int, hi: Int, accumulate: Bool) {
-        let ws = workspaces[shard], rows = hi - lo, inSize = layout.inputSize
+    func runShard(_ shard: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, lo: Int, hi: Int, accumulate: Bool) {
+        let ws = workspaces[shard], rows = hi - lo, inSize = layout.inputSize, features = data.features.pointer
         if rows == 0 { return }
         placer.bindCurrentThread(toNode: ws.placement.node)
         let input = ws.activations[0]
@@ -356,7 +355,7 @@ public final class DataParallelEngine: @unchecked Sendable {
 }
 
 /// A pointer handed to the worker closures of `concurrentPerform`.
-/// `@unchecked Sendable`: each worker reads shared input (dataset, shuffle order) or writes
+/// `@unchecked Sendable`: each worker reads shared input (the shuffle order) or writes
 /// only its own disjoint range, and `concurrentPerform` joins every worker before returning,
 /// so the memory outlives every access and no two threads write the same element.
 struct SharedPointer<T>: @unchecked Sendable {

@@ -49,11 +49,11 @@ public enum Benchmark {
             _ = measure(seconds: 0)
         }
         private func run(_ reps: Int) {
-            let n = n, buffers = buffers.map { SendablePointers(a: $0.0.pointer, b: $0.1.pointer, c: $0.2.pointer) }
+            let n = n, buffers = buffers
             DispatchQueue.concurrentPerform(iterations: threads) { t in
-                let p = buffers[t]
+                let (a, b, c) = buffers[t]
                 for _ in 0..<reps {
-                    BLAS.sgemm(transA: false, transB: false, m: n, n: n, k: n, alpha: 1, a: p.a, lda: n, b: p.b, ldb: n, beta: 0, c: p.c, ldc: n)
+                    BLAS.sgemm(transA: false, transB: false, m: n, n: n, k: n, alpha: 1, a: a.pointer, lda: n, b: b.pointer, ldb: n, beta: 0, c: c.pointer, ldc: n)
                 }
             }
         }
@@ -138,10 +138,4 @@ public enum Benchmark {
                       medianSpeedup: median(zip(sA, s1).map { $0 / $1 }),
                       phasesOfBestRound: phases[sA.firstIndex(of: bestSA)!])
     }
-}
-
-/// The three matrices of one GEMM probe thread. `@unchecked Sendable`: each thread of the
-/// probe's `concurrentPerform` uses only its own triple, and the buffers outlive the call.
-struct SendablePointers: @unchecked Sendable {
-    let a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>, c: UnsafeMutablePointer<Float>
 }

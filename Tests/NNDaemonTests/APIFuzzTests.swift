@@ -68,11 +68,8 @@ final class APIFuzzTests: XCTestCase {
     func testSlowClientDoesNotBlockOthers() throws {
         let d = DaemonProcess()
         try d.start()
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = try d.client.connectSocket()
         defer { close(fd) }
-        var addr = sockaddr_un(); addr.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in d.socket.utf8.enumerated() { raw[i] = b } }
-        XCTAssertEqual(withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }, 0)
         let partial = Array("GET /v1/hea".utf8)
         for b in partial {
             _ = [b].withUnsafeBytes { send(fd, $0.baseAddress, 1, Int32(MSG_NOSIGNAL)) }
@@ -89,18 +86,12 @@ final class APIFuzzTests: XCTestCase {
     func testTricklingClientsAreCutOffAfterTheRequestTimeout() throws {
         let d = DaemonProcess(extraEnv: ["NND_REQUEST_TIMEOUT_SECONDS": "2"])
         try d.start()
-        func connected() -> Int32 {
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            var addr = sockaddr_un(); addr.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in d.socket.utf8.enumerated() { raw[i] = b } }
-            XCTAssertEqual(withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }, 0)
-            var tv = timeval(tv_sec: 0, tv_usec: 1000); setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-            return fd
-        }
         /// Sends `prefix` at once, then `trickle` a byte every 0.5 s, reading whatever comes
         /// back; returns what the daemon sent and when it closed (nil: still open at the end).
-        func trickle(prefix: String, _ trickle: String, seconds: Double) -> (reply: String, closedAfter: Double?) {
-            let fd = connected(); defer { close(fd) }
+        func trickle(prefix: String, _ trickle: String, seconds: Double) throws -> (reply: String, closedAfter: Double?) {
+            let fd = try d.client.connectSocket(); defer { close(fd) }
+            var tv = timeval(tv_sec: 0, tv_usec: 1000) // poll the reply while trickling
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
             let t0 = Date()
             var reply = [UInt8](), buf = [UInt8](repeating: 0, count: 4096)
             _ = Array(prefix.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -120,12 +111,12 @@ final class APIFuzzTests: XCTestCase {
             }
             return (String(decoding: reply, as: UTF8.self), nil)
         }
-        let head = trickle(prefix: "", "GET /v1/health HTTP/1.1\r\nHost: nnd\r\nX-Padding: aaaaaaaaaaaaaaaaaaaa\r\n\r\n", seconds: 8)
+        let head = try trickle(prefix: "", "GET /v1/health HTTP/1.1\r\nHost: nnd\r\nX-Padding: aaaaaaaaaaaaaaaaaaaa\r\n\r\n", seconds: 8)
         XCTAssertNotNil(head.closedAfter, "a trickled request head kept its connection for 8 s")
         XCTAssertGreaterThan(head.closedAfter ?? 0, 1.5); XCTAssertLessThan(head.closedAfter ?? 99, 5)
         XCTAssertFalse(head.reply.contains("200 OK"), head.reply)
 
-        let body = trickle(prefix: "POST /v1/runs HTTP/1.1\r\nHost: nnd\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n",
+        let body = try trickle(prefix: "POST /v1/runs HTTP/1.1\r\nHost: nnd\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n",
                            String(repeating: " ", count: 200), seconds: 8)
         XCTAssertTrue(body.reply.hasPrefix("HTTP/1.1 408"), body.reply)
         XCTAssertTrue(body.reply.contains("request_timeout_seconds"), body.reply)
