@@ -4,37 +4,59 @@ import NNData
 import NNNumerics
 import Synchronization
 
-/// One worker's memory: activations, deltas and the gradient of its shard, all carved out of
-/// one flat buffer allocated on the worker's NUMA node before the first step.
-final class WorkerWorkspace {
+/// The mini-batch's activations and deltas: per layer one row-major matrix with the records of
+/// every shard one after another (shard s starts at the step's row `c·s/W`). Keeping the
+/// shards' rows adjacent is what lets the weight gradient of the whole batch be one GEMM per
+/// layer and slice, whose inner sum runs over every shard's records — the reduction over
+/// workers happens inside that sum instead of in a pass over per-worker gradient copies.
+///
+/// One allocation; worker w's nominal rows `[w·maxRows, (w+1)·maxRows)` of every matrix are
+/// a band bound to w's NUMA node (see `MemoryPlacer`), so each worker's forward and backward
+/// write memory on its own node. Allocated once, before the first step.
+final class BatchBuffers {
     let memory: FloatBuffer
-    /// activations[l]: maxRows × sizes[l] (l = 0 is the gathered input)
+    /// activations[l]: rows × sizes[l] (l = 0 is the gathered input)
     let activations: [UnsafeMutablePointer<Float>]
-    /// deltas[l]: maxRows × sizes[l] for l ≥ 1 (index 0 unused, points at activations[0])
+    /// deltas[l]: rows × sizes[l] for l ≥ 1 (index 0 unused, points at activations[0])
     let deltas: [UnsafeMutablePointer<Float>]
-    /// Σ over the shard's records of ∂J/∂θ, laid out like the parameters.
-    let gradient: UnsafeMutablePointer<Float>
+
+    /// Float offsets of the matrices inside `memory`, and each worker's band of bytes in them.
+    static func plan(sizes: [Int], workers: Int, maxRows: Int) -> (offsets: [Int], total: Int, bands: [[MemoryBand.Range]]) {
+        func align(_ x: Int) -> Int { (x + 15) / 16 * 16 }
+        var offsets: [Int] = [], total = 0
+        for s in sizes + sizes { offsets.append(total); total += align(workers * maxRows * s) }
+        let f = MemoryLayout<Float>.stride
+        let bands = (0..<workers).map { w in
+            zip(offsets, sizes + sizes).map { off, s in MemoryBand.Range(byteOffset: (off + w * maxRows * s) * f, byteCount: maxRows * s * f) }
+        }
+        return (offsets, total, bands)
+    }
+
+    init(sizes: [Int], workers: Int, maxRows: Int, placements: [WorkerPlacement], placer: any MemoryPlacer) {
+        let plan = Self.plan(sizes: sizes, workers: workers, maxRows: maxRows)
+        let bands = placements.map { p in MemoryBand(node: p.node, ranges: plan.bands[p.worker]) }
+        let memory = FloatBuffer(count: plan.total, allocator: placer.allocator(bands: bands))
+        self.memory = memory
+        activations = plan.offsets[0..<sizes.count].map { memory.pointer + $0 }
+        deltas = plan.offsets[sizes.count...].map { memory.pointer + $0 }
+    }
+}
+
+/// One worker's bookkeeping: where it runs and the cost and accuracy of its last shard.
+final class WorkerWorkspace {
     let placement: WorkerPlacement
     // Results of the last step, read by the caller after the join.
     var records = 0
     var costSum = 0.0
     var correct = 0
+    init(placement: WorkerPlacement) { self.placement = placement }
+}
 
-    init(layout: NetworkLayout, maxRows: Int, placement: WorkerPlacement, allocator: any BufferAllocator) {
-        func align(_ x: Int) -> Int { (x + 15) / 16 * 16 }
-        var total = 0
-        var aOff: [Int] = [], dOff: [Int] = []
-        for s in layout.sizes { aOff.append(total); total += align(maxRows * s) }
-        for s in layout.sizes { dOff.append(total); total += align(maxRows * s) }
-        let gOff = total
-        total += layout.parameterCount
-        let memory = FloatBuffer(count: total, allocator: allocator)
-        self.memory = memory
-        activations = aOff.map { memory.pointer + $0 }
-        deltas = dOff.map { memory.pointer + $0 }
-        gradient = memory.pointer + gOff
-        self.placement = placement
-    }
+/// The part of the weight gradient and update one `concurrentPerform` iteration owns after
+/// the barrier: output units `rows` of layer `layer` (weight rows and their biases).
+struct GradientSlice: Sendable, Equatable {
+    var layer: Int   // 1-based, as in `layout.sizes`
+    var rows: Range<Int>
 }
 
 /// Cost and accuracy of one step or one evaluation pass.
@@ -49,10 +71,21 @@ public struct PassResult: Sendable, Equatable {
 /// Data-parallel training engine for a fully connected softmax classifier.
 ///
 /// A step splits the mini-batch into one contiguous shard per worker (sizes differ by at most
-/// one record); `concurrentPerform` runs forward and backward of every shard into that
-/// worker's own buffers; then a second `concurrentPerform` reduces: worker w sums slice w of
-/// the flat gradient over all workers, in worker order, and applies the update to that slice.
-/// Summing in a fixed order makes a step bitwise reproducible for a given worker count.
+/// one record). One `concurrentPerform` runs the whole step:
+/// 1. each iteration claims shards and runs forward and backward (the deltas) of shard s on
+///    shard s's rows of the batch buffers;
+/// 2. a barrier: every shard is done;
+/// 3. each iteration claims a gradient slice — output units `[n·w/W, n·(w+1)/W)` of every
+///    layer — computes those rows of the weight gradient summed over all records of the batch
+///    (one GEMM per layer whose inner sum runs over every shard's rows, in row order), their
+///    bias gradient, and applies the optimiser update to exactly those parameters.
+/// So each worker reduces one slice of the flat gradient over all workers' records and updates
+/// that slice, without first writing a whole per-worker gradient and then summing the copies:
+/// with 2 workers a 32-row shard's full weight-gradient GEMM (and the pass that added the
+/// copies) cost more than half of the 64-row one, because its fixed cost — writing and
+/// re-reading every gradient element — does not shrink with the shard.
+/// Which thread runs a shard or slice changes nothing in the arithmetic, so a step is bitwise
+/// reproducible for a given worker count.
 ///
 /// Everything is allocated in `init`; `step` neither allocates nor locks.
 ///
@@ -70,14 +103,19 @@ public final class DataParallelEngine: @unchecked Sendable {
 
     /// All parameters, one flat buffer; per-layer views through `layout`.
     public let parameters: FloatBuffer
+    /// Σ over the step's records of ∂J/∂θ, laid out like the parameters.
+    public let gradient: FloatBuffer
     /// Optimiser state (velocity, or Adam's m and v), same layout as the parameters.
     public let optimizerState: [FloatBuffer]
     /// Adam's step counter t (number of updates applied so far).
     public var updateCount: Int = 0
 
+    let batch: BatchBuffers
     let workspaces: [WorkerWorkspace]
-    /// reductionSlices[w]: the parts of the weight/bias segments that worker w reduces.
-    let reductionSlices: [[NetworkLayout.Segment]]
+    /// gradientSlices[w]: the output units whose gradient and update slice w computes.
+    let gradientSlices: [[GradientSlice]]
+    /// updateSegments[w]: the same parameters as ranges of the flat buffers.
+    let updateSegments: [[NetworkLayout.Segment]]
     /// Per-worker shard size limit: ceil(maxBatch / workers).
     let maxRows: Int
     /// Claims and the barrier of the step's single `concurrentPerform`.
@@ -95,31 +133,30 @@ public final class DataParallelEngine: @unchecked Sendable {
         self.placements = placements
         let shared = placer.sharedAllocator(nodes: placements.map(\.node))
         parameters = FloatBuffer(count: layout.parameterCount, allocator: shared)
+        gradient = FloatBuffer(count: layout.parameterCount, allocator: shared)
         optimizerState = (0..<optimizer.stateBuffers).map { _ in FloatBuffer(count: layout.parameterCount, allocator: shared) }
         let maxRows = (maxBatch + workers - 1) / workers
         self.maxRows = maxRows
-        workspaces = placements.map { p in
-            WorkerWorkspace(layout: layout, maxRows: maxRows, placement: p,
-                            allocator: placer.allocator(forNode: p.node))
-        }
-        // Split the trainable elements into `workers` nearly equal contiguous slices.
-        let total = layout.trainableCount
-        var slices: [[NetworkLayout.Segment]] = Array(repeating: [], count: workers)
-        let bounds = (0...workers).map { $0 * total / workers } // in trainable-element positions
-        var seen = 0
-        for seg in layout.segments {
-            let length = seg.end - seg.start
-            for w in 0..<workers {
-                let lo = max(bounds[w], seen), hi = min(bounds[w + 1], seen + length)
-                if lo < hi { slices[w].append(.init(start: seg.start + lo - seen, end: seg.start + hi - seen, isWeight: seg.isWeight)) }
+        batch = BatchBuffers(sizes: layout.sizes, workers: workers, maxRows: maxRows, placements: placements, placer: placer)
+        workspaces = placements.map { WorkerWorkspace(placement: $0) }
+        let sizes = layout.sizes
+        gradientSlices = (0..<workers).map { w in
+            (1..<sizes.count).compactMap { l in
+                let n = sizes[l], rows = (n * w / workers)..<(n * (w + 1) / workers)
+                return rows.isEmpty ? nil : GradientSlice(layer: l, rows: rows)
             }
-            seen += length
         }
-        reductionSlices = slices
+        updateSegments = gradientSlices.map { slices in
+            slices.flatMap { s -> [NetworkLayout.Segment] in
+                let nIn = sizes[s.layer - 1], w = layout.weightOffsets[s.layer - 1], b = layout.biasOffsets[s.layer - 1]
+                return [.init(start: w + s.rows.lowerBound * nIn, end: w + s.rows.upperBound * nIn, isWeight: true),
+                        .init(start: b + s.rows.lowerBound, end: b + s.rows.upperBound, isWeight: false)]
+            }
+        }
     }
 
-    /// Memory placement of each worker's buffers, for reports and tests.
-    public var workerBufferPlacements: [String] { workspaces.map { $0.memory.allocator.placement } }
+    /// Where each worker's band of the batch buffers is, and the shared buffers, for reports and tests.
+    public var batchBufferPlacement: String { batch.memory.allocator.placement }
     public var parameterPlacement: String { parameters.allocator.placement }
 
     // MARK: - Training step
@@ -127,13 +164,9 @@ public final class DataParallelEngine: @unchecked Sendable {
     /// One gradient-descent step on the records `indices[0..<count]` of `data`. A step larger
     /// than `maxBatch` (batch mode) is processed in chunks whose gradients accumulate.
     ///
-    /// Both phases run inside one `concurrentPerform`, so a step wakes the pool once: each
-    /// iteration claims shards (forward + backward into shard s's workspace) until none are
-    /// left, waits until every claimed shard is done, then claims reduction slices. The wait
-    /// cannot deadlock: by then every shard has been claimed by a thread that is running it,
-    /// and shards never wait on anything. If the pool runs the iterations one after another,
-    /// the first one does all the work. Which thread runs a shard or slice changes nothing in
-    /// the arithmetic: shard s always uses workspace s, and slice w always sums in worker order.
+    /// The wait at the barrier cannot deadlock: by then every shard has been claimed by a
+    /// thread that is running it, and shards never wait on anything. If the pool runs the
+    /// iterations one after another, the first one does all the work.
     public func step(data: Dataset, indices: UnsafePointer<Int32>, count n: Int, learningRate: Float) -> PassResult {
         precondition(n >= 1, "empty step")
         let W = workerCount
@@ -142,6 +175,7 @@ public final class DataParallelEngine: @unchecked Sendable {
         updateCount += 1
         phaseTimes.countStep()
         let adamStep = updateCount
+        let fusedSGD = optimizer.kind == .sgd
         var chunkStart = 0
         while chunkStart < n {
             let c = min(maxBatch, n - chunkStart), base = chunkStart
@@ -150,18 +184,22 @@ public final class DataParallelEngine: @unchecked Sendable {
             DispatchQueue.concurrentPerform(iterations: W) { iteration in
                 var t = phaseTimes.now()
                 while let s = schedule.claimShard(below: W) {
-                    runShard(s, data: data, indices: indices.pointer,
-                             lo: base + c * s / W, hi: base + c * (s + 1) / W, accumulate: accumulate)
+                    let lo = c * s / W, hi = c * (s + 1) / W
+                    runShard(s, data: data, indices: indices.pointer + base, row: lo, rows: hi - lo)
                     schedule.finishShard()
                     phaseTimes.add(.shard, index: s, since: &t)
                 }
-                guard lastChunk else { return }
                 schedule.waitForShards(W)
                 phaseTimes.add(.wait, index: iteration, since: &t)
                 while let slice = schedule.claimSlice(below: W) {
-                    reduceAndUpdate(slice: slice, records: n, learningRate: learningRate, adamStep: adamStep)
+                    if fusedSGD && !accumulate && lastChunk {
+                        sgdUpdateFromBatch(slice: slice, rows: c, learningRate: learningRate)
+                    } else {
+                        weightGradient(slice: slice, rows: c, accumulate: accumulate)
+                        if lastChunk { applyUpdate(slice: slice, records: n, learningRate: learningRate, adamStep: adamStep) }
+                    }
                 }
-                phaseTimes.add(.reduce, index: iteration, since: &t)
+                phaseTimes.add(.gradient, index: iteration, since: &t)
             }
             chunkStart += c
         }
@@ -170,32 +208,33 @@ public final class DataParallelEngine: @unchecked Sendable {
         return result
     }
 
-    /// Forward and backward of records indices[lo..<hi] into workspace `shard`.
+    /// Forward and backward (deltas only) of records indices[0..<rows] into batch rows
+    /// `row..<row + rows`, on behalf of worker `shard`.
     @inline(__always)
-    func runShard(_ shard: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, lo: Int, hi: Int, accumulate: Bool) {
-        let ws = workspaces[shard], rows = hi - lo, inSize = layout.inputSize, features = data.features.pointer
+    func runShard(_ shard: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, row: Int, rows: Int) {
+        let ws = workspaces[shard], inSize = layout.inputSize, features = data.features.pointer
         if rows == 0 { return }
         placer.bindCurrentThread(toNode: ws.placement.node)
-        let input = ws.activations[0]
+        let input = batch.activations[0] + row * inSize
         for r in 0..<rows {
-            memcpy(input + r * inSize, features + Int(indices[lo + r]) * inSize, inSize * MemoryLayout<Float>.stride)
+            memcpy(input + r * inSize, features + Int(indices[row + r]) * inSize, inSize * MemoryLayout<Float>.stride)
         }
-        forward(ws, input: input, rows: rows)
+        forward(input: input, row: row, rows: rows)
         let (cost, correct) = data.labels.withUnsafeBufferPointer { labels in
-            lossAndOutputDelta(ws, rows: rows) { labels[Int(indices[lo + $0])] }
+            lossAndOutputDelta(row: row, rows: rows) { labels[Int(indices[row + $0])] }
         }
-        backward(ws, rows: rows, accumulate: accumulate && ws.records > 0)
+        backwardDeltas(row: row, rows: rows)
         ws.records += rows; ws.costSum += cost; ws.correct += correct
     }
 
-    /// Forward pass of `rows` records from `input` (rows × inputSize) into the workspace.
+    /// Forward pass of `rows` records from `input` (rows × inputSize) into batch rows `row…`.
     @inline(__always)
-    func forward(_ ws: WorkerWorkspace, input: UnsafePointer<Float>, rows: Int) {
+    func forward(input: UnsafePointer<Float>, row: Int, rows: Int) {
         let sizes = layout.sizes
         var a = input
         for l in 1..<sizes.count {
             let nIn = sizes[l - 1], nOut = sizes[l]
-            let z = ws.activations[l]
+            let z = batch.activations[l] + row * nOut
             let w = UnsafePointer(parameters.pointer + layout.weightOffsets[l - 1])
             let b = UnsafePointer(parameters.pointer + layout.biasOffsets[l - 1])
             // Z = A · Wᵀ   (rows×nIn · nIn×nOut)
@@ -224,9 +263,9 @@ public final class DataParallelEngine: @unchecked Sendable {
 
     /// Cross-entropy with the seed's clipping (eps 1e-10), accuracy, and δ_out = ŷ − y.
     @inline(__always)
-    func lossAndOutputDelta(_ ws: WorkerWorkspace, rows: Int, label: (Int) -> Int32) -> (cost: Double, correct: Int) {
+    func lossAndOutputDelta(row: Int, rows: Int, label: (Int) -> Int32) -> (cost: Double, correct: Int) {
         let L = layout.sizes.count, k = layout.outputSize
-        let yhat = ws.activations[L - 1], delta = ws.deltas[L - 1]
+        let yhat = batch.activations[L - 1] + row * k, delta = batch.deltas[L - 1] + row * k
         var cost = 0.0, correct = 0
         for r in 0..<rows {
             let y = Int(label(r))
@@ -246,66 +285,80 @@ public final class DataParallelEngine: @unchecked Sendable {
         return (cost, correct)
     }
 
-    /// Backpropagation from δ_out, writing (or, with `accumulate`, adding to) the shard's summed gradient.
+    /// Backpropagation of δ_out through the hidden layers of batch rows `row…`:
+    /// δ_prev = (δ · W) ⊙ g'(a_prev). Per record, so it runs shard by shard before the barrier.
     @inline(__always)
-    func backward(_ ws: WorkerWorkspace, rows: Int, accumulate: Bool) {
+    func backwardDeltas(row: Int, rows: Int) {
         let sizes = layout.sizes
         var l = sizes.count - 1
-        while l >= 1 {
+        while l > 1 {
             let nIn = sizes[l - 1], nOut = sizes[l]
-            let delta = UnsafePointer(ws.deltas[l])
-            let aPrev = UnsafePointer(ws.activations[l - 1])
-            let gw = ws.gradient + layout.weightOffsets[l - 1]
-            let gb = ws.gradient + layout.biasOffsets[l - 1]
-            // ∂J/∂W = δᵀ · A_prev   (nOut×rows · rows×nIn)
-            BLAS.sgemm(transA: true, transB: false, m: nOut, n: nIn, k: rows, alpha: 1, a: delta, lda: nOut,
-                       b: aPrev, ldb: nIn, beta: accumulate ? 1 : 0, c: gw, ldc: nIn)
-            // ∂J/∂b = Σ_rows δ
-            if !accumulate { for j in 0..<nOut { gb[j] = 0 } }
-            for r in 0..<rows { let d = delta + r * nOut; for j in 0..<nOut { gb[j] += d[j] } }
-            if l > 1 {
-                // δ_prev = (δ · W) ⊙ g'(a_prev)
-                let w = UnsafePointer(parameters.pointer + layout.weightOffsets[l - 1])
-                let dPrev = ws.deltas[l - 1]
-                BLAS.sgemm(transA: false, transB: false, m: rows, n: nIn, k: nOut, alpha: 1, a: delta, lda: nOut,
-                           b: w, ldb: nIn, beta: 0, c: dPrev, ldc: nIn)
-                let count = rows * nIn
-                let a = aPrev
-                switch activation {
-                case .logistic: VectorKernels.logisticBackward(dPrev, output: a, count: count)
-                case .tanh: for i in 0..<count { dPrev[i] *= 1 - a[i] * a[i] }
-                case .relu: VectorKernels.reluBackward(dPrev, output: a, count: count)
-                }
+            let delta = UnsafePointer(batch.deltas[l] + row * nOut)
+            let a = UnsafePointer(batch.activations[l - 1] + row * nIn)
+            let w = UnsafePointer(parameters.pointer + layout.weightOffsets[l - 1])
+            let dPrev = batch.deltas[l - 1] + row * nIn
+            BLAS.sgemm(transA: false, transB: false, m: rows, n: nIn, k: nOut, alpha: 1, a: delta, lda: nOut,
+                       b: w, ldb: nIn, beta: 0, c: dPrev, ldc: nIn)
+            let count = rows * nIn
+            switch activation {
+            case .logistic: VectorKernels.logisticBackward(dPrev, output: a, count: count)
+            case .tanh: for i in 0..<count { dPrev[i] *= 1 - a[i] * a[i] }
+            case .relu: VectorKernels.reluBackward(dPrev, output: a, count: count)
             }
             l -= 1
         }
     }
 
-    /// Worker `slice`'s share of the reduction: Σ over workers (in worker order) of their
-    /// gradients on this slice, then the optimiser update on the same slice. The last worker's
-    /// gradient is added inside the update loop, so with two workers the slice's gradient is
-    /// read once and never written back.
+    /// Slice `slice` of the gradient over the batch's first `rows` rows — every shard's records:
+    /// ∂J/∂W[units, :] = δ[:, units]ᵀ · A_prev and ∂J/∂b[units] = Σ_rows δ[:, units], written
+    /// (or, with `accumulate`, added) into `gradient`.
     @inline(__always)
-    func reduceAndUpdate(slice: Int, records: Int, learningRate: Float, adamStep: Int) {
-        var active = 0, first = -1, last = -1
-        for (i, ws) in workspaces.enumerated() where ws.records > 0 {
-            if first < 0 { first = i }
-            last = i; active += 1
+    func weightGradient(slice: Int, rows: Int, accumulate: Bool) {
+        let sizes = layout.sizes
+        for s in gradientSlices[slice] {
+            let nIn = sizes[s.layer - 1], nOut = sizes[s.layer], lo = s.rows.lowerBound, units = s.rows.count
+            let delta = UnsafePointer(batch.deltas[s.layer])
+            let gw = gradient.pointer + layout.weightOffsets[s.layer - 1] + lo * nIn
+            let gb = gradient.pointer + layout.biasOffsets[s.layer - 1]
+            BLAS.sgemm(transA: true, transB: false, m: units, n: nIn, k: rows, alpha: 1, a: delta + lo, lda: nOut,
+                       b: UnsafePointer(batch.activations[s.layer - 1]), ldb: nIn, beta: accumulate ? 1 : 0, c: gw, ldc: nIn)
+            if !accumulate { for j in s.rows { gb[j] = 0 } }
+            for r in 0..<rows { let d = delta + r * nOut; for j in s.rows { gb[j] += d[j] } }
         }
-        let sum = workspaces[first].gradient
-        let extra: UnsafeMutablePointer<Float>? = active > 1 ? workspaces[last].gradient : nil
+    }
+
+    /// The seed's SGD update of slice `slice` straight from the batch, for a step that fits the
+    /// buffers: θ ← (1 − α·λ/n)·θ − (α/n)·δᵀ·A_prev is one GEMM with β = 1 − α·λ/n and α' = −α/n
+    /// writing the parameters, and b ← b − (α/n)·Σδ. Same rule as `update` (to float rounding);
+    /// it saves writing the slice's gradient and reading it back — per step, for the first
+    /// layer, more bytes than the GEMM's own inputs.
+    @inline(__always)
+    func sgdUpdateFromBatch(slice: Int, rows: Int, learningRate: Float) {
+        let sizes = layout.sizes, scale = learningRate / Float(rows)
+        for s in gradientSlices[slice] {
+            let nIn = sizes[s.layer - 1], nOut = sizes[s.layer], lo = s.rows.lowerBound, units = s.rows.count
+            let delta = UnsafePointer(batch.deltas[s.layer])
+            let w = parameters.pointer + layout.weightOffsets[s.layer - 1] + lo * nIn
+            let b = parameters.pointer + layout.biasOffsets[s.layer - 1]
+            let gb = gradient.pointer + layout.biasOffsets[s.layer - 1]
+            BLAS.sgemm(transA: true, transB: false, m: units, n: nIn, k: rows, alpha: -scale, a: delta + lo, lda: nOut,
+                       b: UnsafePointer(batch.activations[s.layer - 1]), ldb: nIn, beta: 1 - scale * lambda, c: w, ldc: nIn)
+            for j in s.rows { gb[j] = 0 }
+            for r in 0..<rows { let d = delta + r * nOut; for j in s.rows { gb[j] += d[j] } }
+            for j in s.rows { b[j] -= scale * gb[j] }
+        }
+    }
+
+    /// The optimiser update of slice `slice`'s parameters from their summed gradient.
+    @inline(__always)
+    func applyUpdate(slice: Int, records: Int, learningRate: Float, adamStep: Int) {
+        let g = gradient.pointer
         let s1 = optimizerState.first?.pointer
         let s2 = optimizerState.count > 1 ? optimizerState[1].pointer : nil
-        for seg in reductionSlices[slice] {
-            if active > 2 {
-                for w in (first + 1)..<last where workspaces[w].records > 0 {
-                    let g = workspaces[w].gradient
-                    for i in seg.start..<seg.end { sum[i] += g[i] }
-                }
-            }
-            applyUpdate(config: optimizer, isWeight: seg.isWeight, params: parameters.pointer, gradSum: sum, gradExtra: extra,
-                        state1: s1, state2: s2, start: seg.start, end: seg.end, learningRate: learningRate,
-                        lambda: lambda, records: records, adamStep: adamStep)
+        for seg in updateSegments[slice] {
+            update(config: optimizer, isWeight: seg.isWeight, params: parameters.pointer, state1: s1, state2: s2,
+                   start: seg.start, end: seg.end, learningRate: learningRate, lambda: lambda, records: records,
+                   adamStep: adamStep) { g[$0] }
         }
     }
 
@@ -326,9 +379,10 @@ public final class DataParallelEngine: @unchecked Sendable {
                 let lo = n * w / W, hi = n * (w + 1) / W, rows = hi - lo
                 ws.records = rows; ws.costSum = 0; ws.correct = 0
                 if rows == 0 { return }
-                forward(ws, input: data.features.pointer + (base + lo) * inSize, rows: rows)
+                // Worker w's own band of the batch buffers.
+                forward(input: data.features.pointer + (base + lo) * inSize, row: w * chunk, rows: rows)
                 let (cost, correct) = data.labels.withUnsafeBufferPointer { labels in
-                    lossAndOutputDelta(ws, rows: rows) { labels[base + lo + $0] }
+                    lossAndOutputDelta(row: w * chunk, rows: rows) { labels[base + lo + $0] }
                 }
                 ws.costSum = cost; ws.correct = correct
             }
@@ -341,12 +395,12 @@ public final class DataParallelEngine: @unchecked Sendable {
     /// Class probabilities for some records (used by reports and the numpy cross-check).
     public func probabilities(_ data: Dataset, range: Range<Int>) -> [[Float]] {
         var out: [[Float]] = []
-        let ws = workspaces[0], k = layout.outputSize
+        let k = layout.outputSize
         var s = range.lowerBound
         while s < range.upperBound {
             let rows = min(maxRows, range.upperBound - s)
-            forward(ws, input: data.features.pointer + s * layout.inputSize, rows: rows)
-            let yhat = ws.activations[layout.sizes.count - 1]
+            forward(input: data.features.pointer + s * layout.inputSize, row: 0, rows: rows)
+            let yhat = batch.activations[layout.sizes.count - 1]
             for r in 0..<rows { out.append(Array(UnsafeBufferPointer(start: yhat + r * k, count: k))) }
             s += rows
         }
@@ -364,7 +418,7 @@ struct SharedPointer<T>: @unchecked Sendable {
 }
 
 
-/// The work claims of one step: shards first, then — after every shard is done — reduction
+/// The work claims of one step: shards first, then — after every shard is done — gradient
 /// slices. Atomics only; the one wait spins (yielding the CPU) on shards that running
 /// threads have already claimed, so it always ends.
 final class StepSchedule: Sendable {
@@ -384,7 +438,7 @@ final class StepSchedule: Sendable {
         return s < count ? s : nil
     }
 
-    /// Publishes the shard's buffers (release) to whoever reduces them.
+    /// Publishes the shard's rows (release) to whoever computes gradient slices from them.
     func finishShard() { shardsDone.wrappingAdd(1, ordering: .releasing) }
 
     /// Returns once `count` shards are finished; their writes are visible (acquire).
@@ -399,15 +453,15 @@ final class StepSchedule: Sendable {
 }
 
 /// Per-phase time of the steps, for `nnd bench`: each shard's forward + backward, the time
-/// threads wait at the barrier for the slowest shard, and the reduction. Off by default, then
+/// threads wait at the barrier for the slowest shard, and the gradient slices with their update. Off by default, then
 /// every call is one predictable branch. Recording neither allocates nor locks.
 ///
 /// `@unchecked Sendable`: the counters are plain memory allocated in `init`, and every slot has
-/// one writer per step — shard s's slot the thread that claimed shard s, the wait and reduce
+/// one writer per step — shard s's slot the thread that claimed shard s, the wait and gradient
 /// slots the `concurrentPerform` iteration that owns them — and `concurrentPerform` joins all
 /// writers before `takeMeans` (called between steps) reads them.
 public final class PhaseTimes: @unchecked Sendable {
-    public enum Phase: Int, Sendable { case shard = 0, wait = 1, reduce = 2 }
+    public enum Phase: Int, Sendable { case shard = 0, wait = 1, gradient = 2 }
     let enabled: Bool
     let workers: Int
     private let slots: UnsafeMutablePointer<UInt64>   // [phase * workers + index]
@@ -432,12 +486,12 @@ public final class PhaseTimes: @unchecked Sendable {
 
     @inline(__always) func countStep() { if enabled { steps &+= 1 } }
 
-    /// Mean microseconds per step since the last call — per shard; waiting and reducing summed
+    /// Mean microseconds per step since the last call — per shard; waiting and gradient slices summed
     /// over the threads — then starts over.
-    public func takeMeans() -> (shards: [Double], wait: Double, reduce: Double) {
+    public func takeMeans() -> (shards: [Double], wait: Double, gradient: Double) {
         let k = Double(max(1, steps)) * 1000
         func sum(_ p: Phase) -> Double { (0..<workers).reduce(0.0) { $0 + Double(slots[p.rawValue * workers + $1]) } / k }
-        let result = ((0..<workers).map { Double(slots[$0]) / k }, sum(.wait), sum(.reduce))
+        let result = ((0..<workers).map { Double(slots[$0]) / k }, sum(.wait), sum(.gradient))
         slots.update(repeating: 0, count: 3 * workers); steps = 0
         return result
     }

@@ -65,10 +65,14 @@ public struct WorkerPlacement: Sendable, Equatable {
 /// Decisions (documented here because they are the point of this type):
 /// - Workers are assigned round-robin over the online CPUs in node order, so workers fill
 ///   node 0's CPUs, then node 1's, and each worker's node is the node of its CPU.
-/// - Each worker's activation, delta and gradient buffers are allocated on its node
-///   (`numa_alloc_onnode`) — they are written by that worker only, at every step.
-/// - The shared parameters (and optimiser state) are read by every worker and each slice is
-///   written by one worker during the reduction, so no single node is "theirs": they are
+/// - The batch's activations and deltas are one allocation (the weight gradient needs every
+///   shard's rows in one matrix), and worker w's band of rows in each of its matrices is bound
+///   to w's node (`numa_tonode_memory` before first touch): each worker's forward and backward
+///   write memory on its own node. Only the gradient slices after the barrier read other
+///   nodes' bands — that is the reduction's traffic, which cannot stay on one node. A page that
+///   straddles two bands goes to the band holding its first byte.
+/// - The shared parameters, gradient and optimiser state are read by every worker and each
+///   slice is written by one worker after the barrier, so no single node is "theirs": they are
 ///   interleaved page by page over the nodes in use (`numa_alloc_interleaved_subset`), which
 ///   spreads the traffic instead of making one node's memory controller the hot spot. With
 ///   one node in use, they are ordinary aligned memory.
@@ -80,7 +84,17 @@ public protocol MemoryPlacer: Sendable {
     var topology: NUMATopology { get }
     func allocator(forNode node: Int) -> any BufferAllocator
     func sharedAllocator(nodes: [Int]) -> any BufferAllocator
+    /// One buffer whose byte ranges are bound to the bands' nodes.
+    func allocator(bands: [MemoryBand]) -> any BufferAllocator
     func bindCurrentThread(toNode node: Int)
+}
+
+/// Byte ranges of one buffer that belong on one node (a worker's rows of the batch matrices).
+public struct MemoryBand: Sendable, Equatable {
+    public struct Range: Sendable, Equatable { public var byteOffset: Int, byteCount: Int }
+    public var node: Int
+    public var ranges: [Range]
+    public init(node: Int, ranges: [Range]) { self.node = node; self.ranges = ranges }
 }
 
 extension MemoryPlacer {
@@ -104,6 +118,11 @@ public struct LibNUMAPlacer: MemoryPlacer {
     public func sharedAllocator(nodes: [Int]) -> any BufferAllocator {
         let distinct = Array(Set(nodes)).sorted()
         return topology.numaAvailable && distinct.count > 1 ? InterleavedAllocator(nodes: distinct) : AlignedAllocator()
+    }
+    public func allocator(bands: [MemoryBand]) -> any BufferAllocator {
+        guard topology.numaAvailable else { return AlignedAllocator() }
+        let nodes = Set(bands.map(\.node))
+        return nodes.count == 1 ? NodeAllocator(node: nodes.first!) : BandedAllocator(bands: bands)
     }
     public func bindCurrentThread(toNode node: Int) {
         if topology.numaAvailable && topology.nodes.count > 1 { _ = numa_run_on_node(Int32(node)) }
@@ -137,4 +156,36 @@ public struct InterleavedAllocator: BufferAllocator {
     }
     public func deallocate(_ pointer: UnsafeMutableRawPointer, bytes: Int) { numa_free(pointer, max(bytes, 64)) }
     public var placement: String { "interleaved over nodes \(nodes.map(String.init).joined(separator: ","))" }
+}
+
+/// One buffer whose bands live on different nodes: mapped untouched (`numa_alloc`), each band's
+/// pages bound to its node (`numa_tonode_memory`), then zeroed — the first touch, so every page
+/// is placed by its band's policy.
+public struct BandedAllocator: BufferAllocator {
+    public let bands: [MemoryBand]
+    public func allocate(bytes: Int) -> UnsafeMutableRawPointer {
+        let size = max(bytes, 64), page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        guard let p = numa_alloc(size) else { fatalError("numa_alloc(\(size)) failed") }
+        func pageUp(_ x: Int) -> Int { min(size, (x + page - 1) / page * page) }
+        for band in bands {
+            for r in band.ranges {
+                // Pages whose first byte lies in the range.
+                let lo = pageUp(r.byteOffset), hi = pageUp(r.byteOffset + r.byteCount)
+                if lo < hi { numa_tonode_memory(p + lo, hi - lo, Int32(band.node)) }
+            }
+        }
+        memset(p, 0, size)
+        return p
+    }
+    public func deallocate(_ pointer: UnsafeMutableRawPointer, bytes: Int) { numa_free(pointer, max(bytes, 64)) }
+    /// The node each page of `pointer..<pointer+bytes` is on now (`move_pages` without moving),
+    /// negative where a page is not resident; for tests and diagnostics.
+    public static func nodesOfPages(_ pointer: UnsafeMutableRawPointer, bytes: Int) -> [Int] {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE))), count = (bytes + page - 1) / page
+        var pages: [UnsafeMutableRawPointer?] = (0..<count).map { pointer + $0 * page }
+        var status = [Int32](repeating: -1, count: count)
+        guard numa_move_pages(0, UInt(count), &pages, nil, &status, 0) == 0 else { return [] }
+        return status.map(Int.init)
+    }
+    public var placement: String { "bands on nodes \(bands.map { String($0.node) }.joined(separator: ","))" }
 }

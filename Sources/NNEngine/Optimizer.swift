@@ -26,25 +26,9 @@ public struct OptimizerConfig: Codable, Sendable, Equatable {
     }
 }
 
-/// Applies one update to a contiguous range of parameters. Called by each worker on its own
-/// slice during the reduction, so it must touch nothing outside `start..<end`.
-/// The gradient is `gradSum[i] + gradExtra[i]` (the last worker's part, fused here).
-@inline(__always)
-func applyUpdate(
-    config: OptimizerConfig, isWeight: Bool,
-    params: UnsafeMutablePointer<Float>, gradSum: UnsafeMutablePointer<Float>, gradExtra: UnsafeMutablePointer<Float>?,
-    state1: UnsafeMutablePointer<Float>?, state2: UnsafeMutablePointer<Float>?,
-    start: Int, end: Int, learningRate: Float, lambda: Float, records: Int, adamStep: Int
-) {
-    if let gradExtra {
-        update(config: config, isWeight: isWeight, params: params, state1: state1, state2: state2, start: start, end: end,
-               learningRate: learningRate, lambda: lambda, records: records, adamStep: adamStep) { gradSum[$0] + gradExtra[$0] }
-    } else {
-        update(config: config, isWeight: isWeight, params: params, state1: state1, state2: state2, start: start, end: end,
-               learningRate: learningRate, lambda: lambda, records: records, adamStep: adamStep) { gradSum[$0] }
-    }
-}
-
+/// Applies one update to a contiguous range of parameters, with the summed gradient of element
+/// i given by `gradient(i)`. Called by each worker on its own slice after the barrier, so it
+/// must touch nothing outside `start..<end`.
 @inline(__always)
 func update(
     config: OptimizerConfig, isWeight: Bool, params: UnsafeMutablePointer<Float>,

@@ -29,13 +29,14 @@ public enum Benchmark {
         public var phasesOfBestRound: StepPhases
     }
 
-    /// Mean microseconds per step: wall time; each shard's forward + backward; time threads
-    /// spent waiting at the barrier for the slowest shard and reducing (both summed over threads).
+    /// Mean microseconds per step: wall time; each shard's forward + backward (deltas); time
+    /// threads spent waiting at the barrier for the slowest shard, and computing gradient
+    /// slices over the whole batch with their update (both summed over threads).
     public struct StepPhases: Codable, Sendable {
         public var stepMicroseconds: Double
         public var shardMicroseconds: [Double]
         public var barrierWaitMicroseconds: Double
-        public var reduceMicroseconds: Double
+        public var gradientMicroseconds: Double
     }
 
     /// `threads` concurrent n×n×n SGEMMs (one per thread, BLAS single-threaded): the reference.
@@ -104,7 +105,7 @@ public enum Benchmark {
             let t1 = Date(); steps(k); let dt = Date().timeIntervalSince(t1)
             let p = engine.phaseTimes.takeMeans()
             return (Double(k * batch) / dt, StepPhases(stepMicroseconds: dt / Double(k) * 1e6, shardMicroseconds: p.shards,
-                                                       barrierWaitMicroseconds: p.wait, reduceMicroseconds: p.reduce))
+                                                       barrierWaitMicroseconds: p.wait, gradientMicroseconds: p.gradient))
         }
     }
 

@@ -69,7 +69,7 @@ struct Train: ParsableCommand {
         let trainer = try Trainer(spec: spec, train: loaded.train, test: loaded.test, workers: nWorkers, dataHash: loaded.contentHash)
         if !json {
             print("nnd: \(spec.name): \(spec.model.layers.map(String.init).joined(separator: "-")) \(spec.model.activation.rawValue), \(spec.training.mode.rawValue) batch \(trainer.stepSize), \(spec.training.optimizer.rawValue) lr \(spec.training.learningRate), \(spec.training.epochs) epochs")
-            print("nnd: \(loaded.train.count) train / \(loaded.test.count) test records, \(nWorkers) workers, BLAS kernel \(BLAS.kernelName), params \(trainer.engine.parameterPlacement)")
+            print("nnd: \(loaded.train.count) train / \(loaded.test.count) test records, \(nWorkers) workers, BLAS kernel \(BLAS.kernelName), params \(trainer.engine.parameterPlacement), batch buffers \(trainer.engine.batchBufferPlacement)")
         }
         // Ctrl-C / SIGTERM: stop between steps, report, exit.
         let flag = ControlFlag()
@@ -127,9 +127,9 @@ struct Bench: ParsableCommand {
         print(String(format: "MNIST epoch (60000 records): %.3f s", r.secondsPerMNISTEpoch))
         print(String(format: "median of rounds:            %.0f%% of %d-core GEMM, speedup %.2fx", r.medianRatioAllWorkersToGemm * 100, w, r.medianSpeedup))
         let p = r.phasesOfBestRound
-        print(String(format: "%d-worker step (best round): %.0f µs; shards %@ µs; waiting at the barrier %.0f µs, reducing %.0f µs (summed over threads)",
+        print(String(format: "%d-worker step (best round): %.0f µs; shards %@ µs; waiting at the barrier %.0f µs, gradient slices + update %.0f µs (summed over threads)",
                      w, p.stepMicroseconds, p.shardMicroseconds.map { String(format: "%.0f", $0) }.joined(separator: " / "),
-                     p.barrierWaitMicroseconds, p.reduceMicroseconds))
+                     p.barrierWaitMicroseconds, p.gradientMicroseconds))
     }
 }
 

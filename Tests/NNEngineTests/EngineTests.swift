@@ -17,6 +17,7 @@ struct RecordingPlacer: MemoryPlacer {
     let topology: NUMATopology
     func allocator(forNode node: Int) -> any BufferAllocator { Labelled(label: "node \(node)") }
     func sharedAllocator(nodes: [Int]) -> any BufferAllocator { Labelled(label: "shared \(Set(nodes).sorted())") }
+    func allocator(bands: [MemoryBand]) -> any BufferAllocator { Labelled(label: "bands \(bands.map(\.node))") }
     func bindCurrentThread(toNode node: Int) {}
     struct Labelled: BufferAllocator {
         let label: String
@@ -108,7 +109,7 @@ final class EngineTests: XCTestCase {
         let m = timed.phaseTimes.takeMeans()
         XCTAssertEqual(m.shards.count, 3)
         XCTAssertTrue(m.shards.allSatisfy { $0 > 0 }, "\(m.shards)")
-        XCTAssertGreaterThan(m.reduce, 0)
+        XCTAssertGreaterThan(m.gradient, 0)
         XCTAssertEqual(timed.phaseTimes.takeMeans().shards, [0, 0, 0], "takeMeans starts over")
         XCTAssertEqual(plain.phaseTimes.takeMeans().shards, [0, 0, 0], "off by default")
     }
@@ -133,17 +134,27 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(placer.plan(workers: 6).map(\.cpu), [0, 1, 2, 3, 0, 1])
         let engine = DataParallelEngine(layout: NetworkLayout(sizes: [8, 4, 2]), activation: .logistic, optimizer: .init(), lambda: 0,
                                         workers: 4, maxBatch: 16, placer: placer)
-        XCTAssertEqual(engine.workerBufferPlacements, ["node 0", "node 0", "node 1", "node 1"])
+        XCTAssertEqual(engine.batchBufferPlacement, "bands [0, 0, 1, 1]")
         XCTAssertEqual(engine.parameterPlacement, "shared [0, 1]")
+        // Worker w's band is rows [w·maxRows, (w+1)·maxRows) of every activation and delta matrix.
+        let plan = BatchBuffers.plan(sizes: [8, 4, 2], workers: 4, maxRows: 4)
+        XCTAssertEqual(plan.bands.count, 4)
+        XCTAssertEqual(plan.bands[2].count, 6)
+        XCTAssertEqual(plan.bands[2][0], .init(byteOffset: 2 * 4 * 8 * 4, byteCount: 4 * 8 * 4))
+        XCTAssertEqual(plan.bands[3][1], .init(byteOffset: (plan.offsets[1] + 3 * 4 * 4) * 4, byteCount: 4 * 4 * 4))
+        for m in 0..<6 { for w in 0..<3 { XCTAssertEqual(plan.bands[w][m].byteOffset + plan.bands[w][m].byteCount, plan.bands[w + 1][m].byteOffset) } }
         // The real libnuma placer on a fake topology: interleaved shared memory over both nodes,
         // worker buffers bound per node; a single-node topology uses plain aligned memory.
         let real = LibNUMAPlacer(topology: topo)
         XCTAssertEqual(real.allocator(forNode: 1).placement, "numa node 1")
         XCTAssertEqual(real.sharedAllocator(nodes: [0, 1, 1]).placement, "interleaved over nodes 0,1")
+        XCTAssertEqual(real.allocator(bands: [.init(node: 0, ranges: []), .init(node: 1, ranges: [])]).placement, "bands on nodes 0,1")
+        XCTAssertEqual(real.allocator(bands: [.init(node: 1, ranges: []), .init(node: 1, ranges: [])]).placement, "numa node 1")
         let single = LibNUMAPlacer(topology: NUMATopology(nodes: [.init(id: 0, cpus: [0, 1])], numaAvailable: true))
         XCTAssertEqual(single.sharedAllocator(nodes: [0, 0]).placement, "aligned")
         let none = LibNUMAPlacer(topology: NUMATopology(nodes: [.init(id: 0, cpus: [0])], numaAvailable: false))
         XCTAssertEqual(none.allocator(forNode: 0).placement, "aligned")
+        XCTAssertEqual(none.allocator(bands: [.init(node: 0, ranges: [])]).placement, "aligned")
         // Real topology of this machine: every CPU we may run on belongs to a node.
         let detected = NUMATopology.detect()
         XCTAssertFalse(detected.cpus.isEmpty)
@@ -151,11 +162,24 @@ final class EngineTests: XCTestCase {
         XCTAssertNil(NUMATopology.parseCPUList("3-1"))
     }
 
-    func testReductionSlicesCoverEveryParameterOnce() {
+    /// The banded allocator on this machine's real libnuma: every page of both bands is resident
+    /// on the node it was bound to (node 0 here, the only one).
+    func testBandedAllocatorPlacesPagesOnTheirNodes() throws {
+        guard NUMATopology.detect().numaAvailable else { throw XCTSkip("libnuma unavailable here") }
+        let page = 4096
+        let allocator = BandedAllocator(bands: [.init(node: 0, ranges: [.init(byteOffset: 0, byteCount: 2 * page + 100)]),
+                                                .init(node: 0, ranges: [.init(byteOffset: 2 * page + 100, byteCount: 3 * page)])])
+        let p = allocator.allocate(bytes: 5 * page + 100)
+        defer { allocator.deallocate(p, bytes: 5 * page + 100) }
+        XCTAssertEqual(p.load(fromByteOffset: 3 * page, as: UInt32.self), 0, "zeroed")
+        XCTAssertEqual(BandedAllocator.nodesOfPages(p, bytes: 5 * page + 100), [0, 0, 0, 0, 0, 0])
+    }
+
+    func testGradientSlicesCoverEveryParameterOnce() {
         for w in [1, 2, 3, 7, 16] {
             let e = makeEngine([9, 7, 5, 3], .logistic, workers: w, batch: 8)
             var seen = [Int](repeating: 0, count: e.layout.parameterCount)
-            for slice in e.reductionSlices { for s in slice { for i in s.start..<s.end { seen[i] += 1 } } }
+            for slice in e.updateSegments { for s in slice { for i in s.start..<s.end { seen[i] += 1 } } }
             for seg in e.layout.segments { for i in seg.start..<seg.end { XCTAssertEqual(seen[i], 1) } }
             XCTAssertEqual(seen.reduce(0, +), e.layout.trainableCount)
         }
