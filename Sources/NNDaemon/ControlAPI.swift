@@ -299,7 +299,10 @@ func line<T: Encodable>(_ value: T) -> ByteBuffer {
 /// and the cooperative pool.
 func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
-        DispatchQueue.global().async { c.resume(with: Result { try work() }) }
+        // A thread of the process's own priority, not Dispatch's pool: work started from a
+        // (lowered) event loop could make the pool create threads that inherit its priority and
+        // later run training (see `ThreadPriority`).
+        TrainingThreadLauncher.shared.launch(name: "nnd-offload", stackSize: 8 << 20) { c.resume(with: Result { try work() }) }
     }
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 
 /// `nnd serve`: the long-running process. Wires the `RunManager`, the control API on the
@@ -13,6 +14,22 @@ public enum Daemon {
         public var description: String
     }
 
+    /// Whether `prepareProcess` moved Swift concurrency onto NIO's event loops.
+    nonisolated(unsafe) static var asyncOnEventLoops = false // written once, before any concurrency runs
+
+    /// Call first thing in `nnd serve`, before any Swift concurrency code has run.
+    ///
+    /// On Linux, Swift concurrency's threads are Dispatch's default-priority pool — the same
+    /// threads `concurrentPerform` trains on — so a request handler could run on, and a lowered
+    /// priority could stick to, a training worker. Installing NIO's event loops as the global
+    /// executor keeps every async task (handlers, the `RunManager` actor, stream writers) on the
+    /// event-loop threads, which `run` then lowers; Dispatch's pool is left to training. Also
+    /// starts the `TrainingThreadLauncher` while every thread still has the process's priority.
+    public static func prepareProcess() {
+        _ = TrainingThreadLauncher.shared
+        asyncOnEventLoops = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+    }
+
     public static func run(config: DaemonConfig) async throws {
         LoggingSystem.bootstrap { StderrLogHandler(label: $0, level: Logger.Level(rawValue: config.logLevel) ?? .info) }
         let logger: Logger = {
@@ -20,6 +37,8 @@ public enum Daemon {
             l.logLevel = Logger.Level(rawValue: config.logLevel) ?? .info
             return l
         }()
+
+        _ = TrainingThreadLauncher.shared // normally done by `prepareProcess`; must precede any lowering
 
         try prepareDirectory(config.stateDirectory, mode: 0o750)
         try prepareDirectory("\(config.stateDirectory)/runs", mode: 0o750)
@@ -47,6 +66,13 @@ public enum Daemon {
             },
             logger: logger
         )
+        // The event loops do the control plane's socket I/O and HTTP parsing and — after
+        // `prepareProcess` — run its async code: lower their priority (see `ThreadPriority`).
+        let nice = Int32(config.controlNice)
+        for loop in app.eventLoopGroup.makeIterator() { loop.execute { ThreadPriority.lowerCurrentThread(toNice: nice) } }
+        if !asyncOnEventLoops {
+            logger.warning("Swift concurrency runs on Dispatch's pool, not on the event loops: request handling competes with training at full priority")
+        }
         let lifecycle = ManagerService(manager: manager, notifier: notifier, logger: logger)
         // Services shut down in reverse order: the manager first (runs checkpoint and are
         // marked to resume), then the HTTP server closes the socket.

@@ -19,6 +19,9 @@ public struct DaemonConfig: Sendable, Equatable {
     /// body that takes longer gets 408: a client sending a byte a second cannot hold a
     /// connection (and its memory) for ever.
     public var requestTimeoutSeconds: Int = 30
+    /// Nice value of the control plane's threads (event loops, request handlers); training
+    /// keeps the process's own. 0 = same priority as training. See `ThreadPriority`.
+    public var controlNice: Int = 10
 
     /// Defaults for an unprivileged user: `$XDG_RUNTIME_DIR/nnd/nnd.sock` (or
     /// `/tmp/nnd-$UID/nnd.sock`) and `$XDG_STATE_HOME/nnd` (or `~/.local/state/nnd`).
@@ -37,7 +40,8 @@ public struct DaemonConfig: Sendable, Equatable {
     }
 
     static let keys: Set<String> = ["socket", "socket_mode", "socket_group", "state_dir", "workers", "max_concurrent_runs",
-                                    "max_request_bytes", "log_level", "data_dir", "metrics_listen", "request_timeout_seconds"]
+                                    "max_request_bytes", "log_level", "data_dir", "metrics_listen", "request_timeout_seconds",
+                                    "control_nice"]
 
     public mutating func apply(yaml text: String, source: String) throws {
         let loaded: Any?
@@ -54,7 +58,8 @@ public struct DaemonConfig: Sendable, Equatable {
         let map = ["NND_SOCKET": "socket", "NND_SOCKET_MODE": "socket_mode", "NND_SOCKET_GROUP": "socket_group", "NND_STATE_DIR": "state_dir",
                    "NND_WORKERS": "workers", "NND_MAX_CONCURRENT_RUNS": "max_concurrent_runs", "NND_MAX_REQUEST_BYTES": "max_request_bytes",
                    "NND_LOG_LEVEL": "log_level", "NND_DATA_DIR": "data_dir", "NND_METRICS_LISTEN": "metrics_listen",
-                   "NND_REQUEST_TIMEOUT_SECONDS": "request_timeout_seconds"]
+                   "NND_REQUEST_TIMEOUT_SECONDS": "request_timeout_seconds",
+                   "NND_CONTROL_NICE": "control_nice"]
         for (envKey, key) in map { if let v = env[envKey], !v.isEmpty { try set(key, v, source: "environment \(envKey)") } }
     }
 
@@ -83,6 +88,7 @@ public struct DaemonConfig: Sendable, Equatable {
         case "max_concurrent_runs": maxConcurrentRuns = try int(1, 64)
         case "max_request_bytes": maxRequestBytes = try int(1024, 64 << 20)
         case "request_timeout_seconds": requestTimeoutSeconds = try int(1, 3600)
+        case "control_nice": controlNice = try int(0, 19)
         case "log_level":
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(value) else {
                 throw ConfigError(source: source, field: key, message: "'\(value)' is not a log level (trace, debug, info, notice, warning, error, critical)")

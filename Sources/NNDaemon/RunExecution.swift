@@ -25,10 +25,9 @@ final class RunExecution: Sendable {
     }
 
     func start() {
-        let thread = Thread { [self] in self.main() }
-        thread.name = "nnd-run-\(record.id)"
-        thread.stackSize = 8 << 20
-        thread.start()
+        // Not `Thread` from here: this may be a control-plane thread with a lowered priority,
+        // which the new thread would inherit (see `ThreadPriority`).
+        TrainingThreadLauncher.shared.launch(name: "nnd-run-\(record.id)", stackSize: 8 << 20) { [self] in self.main() }
     }
 
     private func main() {

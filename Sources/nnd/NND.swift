@@ -15,6 +15,7 @@ struct NND: AsyncParsableCommand {
         subcommands: [Serve.self, Train.self, Bench.self, DatasetCommand.self, Info.self])
 
     static func main() async {
+        if CommandLine.arguments.dropFirst().first == "serve" { Daemon.prepareProcess() }
         // Must run before anything calls into OpenBLAS: choose its kernel and re-exec if needed.
         BLASKernelSelector.reexecWithBestKernelIfNeeded()
         BLAS.useSingleThread()

@@ -242,4 +242,74 @@ final class DaemonTests: XCTestCase {
         XCTAssertTrue(messages.contains { $0.hasPrefix("STATUS=run notify: epoch 2/2, cost") }, "\(messages)")
         XCTAssertTrue(messages.contains { $0.contains("STOPPING=1") }, "\(messages)")
     }
+
+    /// Threads of a process: name, nice value, CPU ticks used.
+    func threads(of pid: Int32) -> [(name: String, nice: Int, cpu: Int)] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return tasks.compactMap { tid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/stat", encoding: .utf8),
+                  let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")") else { return nil }
+            let f = stat[stat.index(after: close)...].split(separator: " ") // f[0] is field 3 (state)
+            return (String(stat[stat.index(after: open)..<close]), Int(f[16]) ?? 0, (Int(f[11]) ?? 0) + (Int(f[12]) ?? 0))
+        }
+    }
+
+    /// While a run trains and clients poll, the control plane's threads (NIO's event loops, which
+    /// also run every async task) have control_nice's priority and the threads doing the
+    /// training keep the process's own — so a client takes idle time rather than a worker's.
+    func testControlPlaneRunsBelowTrainingPriority() throws {
+        let d = DaemonProcess(extraEnv: ["NND_CONTROL_NICE": "12"])
+        try d.start()
+        let run = try d.createRun(smallSpec(name: "prio", trainLimit: 20000, epochs: 100, batch: 64, everySteps: 0, optimizer: "sgd"))
+        _ = try d.waitFor(run, states: ["running"])
+        for _ in 0..<50 { XCTAssertEqual(try d.get("/v1/runs/\(run)").0, 200); usleep(20_000) }
+        let pid = d.process!.processIdentifier
+        let base = threads(of: pid).first { $0.name == "nnd" || $0.name == "exe" }?.nice ?? 0
+        let all = threads(of: pid)
+        let loops = all.filter { $0.name.hasPrefix("NIO-") }
+        XCTAssertFalse(loops.isEmpty, "\(all)")
+        XCTAssertTrue(loops.allSatisfy { $0.nice == max(12, base) }, "\(all)")
+        // The busiest threads are the run's thread and its concurrentPerform partners.
+        let busiest = all.sorted { $0.cpu > $1.cpu }.prefix(2)
+        XCTAssertTrue(busiest.allSatisfy { $0.nice == base && !$0.name.hasPrefix("NIO-") }, "\(all)")
+        XCTAssertGreaterThan(busiest.last!.cpu, 10, "\(all)")
+        _ = try d.post("/v1/runs/\(run)/stop")
+    }
+
+    /// Bad daemon settings stop `nnd serve` with exit 2 and a message naming the source, the
+    /// setting and the value; nothing is created.
+    func testBadSettingsAreRefusedNamingSourceFieldAndValue() throws {
+        let dir = NSTemporaryDirectory() + "nnd-config-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func serve(_ args: [String], env: [String: String] = [:]) throws -> (Int32, String) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "\(binDir)/nnd")
+            p.arguments = ["serve", "--socket", "\(dir)/s.sock", "--state-dir", "\(dir)/state"] + args
+            var e = ProcessInfo.processInfo.environment
+            for (k, v) in env { e[k] = v }
+            p.environment = e
+            let err = Pipe()
+            p.standardError = err; p.standardOutput = Pipe()
+            try p.run()
+            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            return (p.terminationStatus, text)
+        }
+        let yaml = "\(dir)/nnd.yaml"
+        let cases: [(String, [String: String], [String])] = [
+            ("control_nice: 25\n", [:], [yaml, "control_nice", "'25'", "0 to 19"]),
+            ("workers: two\n", [:], [yaml, "workers", "'two'"]),
+            ("color: blue\n", [:], [yaml, "color", "unknown setting"]),
+            ("", ["NND_CONTROL_NICE": "-3"], ["NND_CONTROL_NICE", "control_nice", "'-3'"]),
+            ("", ["NND_REQUEST_TIMEOUT_SECONDS": "0"], ["NND_REQUEST_TIMEOUT_SECONDS", "'0'"]),
+        ]
+        for (text, env, expected) in cases {
+            try text.write(toFile: yaml, atomically: true, encoding: .utf8)
+            let (code, err) = try serve(["--config", yaml], env: env)
+            XCTAssertEqual(code, 2, err)
+            for word in expected { XCTAssertTrue(err.contains(word), "\(word) missing from: \(err)") }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/state"), "state dir created despite bad settings")
+        }
+    }
 }
