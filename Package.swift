@@ -48,10 +48,8 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         // daemon: RunManager and the HTTP/JSON control API on a Unix socket.
-        // gettid(2) for per-thread priorities (Swift cannot call the variadic syscall()).
-        .target(name: "CThreadID"),
         .target(name: "NNDaemon", dependencies: [
-            "NNTraining", "CThreadID",
+            "NNTraining",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

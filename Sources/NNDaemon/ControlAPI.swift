@@ -52,7 +52,11 @@ public struct ControlAPI: Sendable {
             }
             return try json(try await manager.create(spec: spec), status: .created)
         }
-        router.get("/v1/runs/:id") { _, context in try json(try await manager.get(try runID(context))) }
+        router.get("/v1/runs/:id") { _, context in
+            var headers = HTTPFields()
+            headers[.contentType] = "application/json"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: try await manager.getEncoded(try runID(context)))))
+        }
         router.post("/v1/runs/:id/pause") { _, context in try json(try await manager.pause(try runID(context))) }
         router.post("/v1/runs/:id/resume") { _, context in try json(try await manager.resume(try runID(context))) }
         router.post("/v1/runs/:id/stop") { _, context in try json(try await manager.stop(try runID(context))) }

@@ -14,7 +14,14 @@ public actor RunManager {
     public let hub = EventHub()
     let logger: Logger
     let notifier: SystemdNotifier?
-    var records: [String: RunRecord] = [:]
+    /// Every change to any record bumps `revision` (observer on the whole dictionary, so
+    /// in-place element mutation counts too); `encodedStatus` is valid while it stays.
+    var records: [String: RunRecord] = [:] { didSet { revision &+= 1 } }
+    private var revision = 0
+    /// The JSON of `GET /v1/runs/ID` per run, with the revision and live progress it was made
+    /// from. A status poll is the most frequent request, and encoding a run with a long epoch
+    /// history cost ≈ 2.6 ms of CPU (15 KB) — taken from a training core on a busy machine.
+    private var encodedStatus: [String: (revision: Int, progress: TrainingEvent?, json: Data)] = [:]
     var executions: [String: RunExecution] = [:]
     var shuttingDown = false
     public let datasets = DatasetCache()
@@ -80,6 +87,22 @@ public actor RunManager {
     public func list() -> [RunRecord] { records.values.sorted { $0.createdAt < $1.createdAt }.map(withLiveProgress) }
 
     public func get(_ key: String) throws(APIError) -> RunRecord { withLiveProgress(try find(key)) }
+
+    /// `get` as the response body (JSON and a newline), re-encoded only when the record or its
+    /// live progress (at most 5 times a second while training) changed since the last call.
+    public func getEncoded(_ key: String) throws(APIError) -> Data {
+        let r = try find(key)
+        let live = hub.latestEvent(run: r.id)
+        if let c = encodedStatus[r.id], c.revision == revision, c.progress == live { return c.json }
+        var json: Data
+        do { json = try Self.encoder.encode(withLiveProgress(r)) } catch {
+            throw APIError(500, "internal", "cannot encode run \(r.id): \(error)")
+        }
+        json.append(0x0A)
+        if encodedStatus.count >= 64 { encodedStatus.removeAll(keepingCapacity: true) } // bounded: polled runs only
+        encodedStatus[r.id] = (revision, live, json)
+        return json
+    }
 
     func find(_ key: String) throws(APIError) -> RunRecord {
         if let r = records[key] { return r }

@@ -1,6 +1,5 @@
 import Foundation
 import Synchronization
-import CThreadID
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,18 +18,19 @@ import Glibc
 /// thread inherits its creator's. So training threads must never be created by a control-plane
 /// thread: `TrainingThreadLauncher` creates them from a thread started before any was lowered.
 public enum ThreadPriority {
-    static func threadID() -> id_t { id_t(nn_gettid()) }
+    // `who` 0 means the calling thread: on Linux the nice value is per thread, and
+    // PRIO_PROCESS with 0 addresses the caller's own task (setpriority(2), BUGS).
 
     /// The calling thread's nice value.
     public static func currentNice() -> Int32 {
         errno = 0
-        return getpriority(__priority_which_t(PRIO_PROCESS.rawValue), threadID())
+        return getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
     }
 
     /// Raises the calling thread's nice value to `nice` (never lowers it).
     public static func lowerCurrentThread(toNice nice: Int32) {
         guard nice > 0, currentNice() < nice else { return }
-        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), threadID(), nice)
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice)
     }
 }
 

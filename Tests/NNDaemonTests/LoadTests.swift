@@ -19,13 +19,18 @@ final class LoadTests: XCTestCase {
     /// run's own step-duration histogram (Δcount·batch / Δsum), as Prometheus would compute it.
     /// `NND_LOAD_SECONDS` is the total time under load (default 8, the README reports 60),
     /// split in `NND_LOAD_WINDOWS` windows; `NND_LOAD_POLL_MS` is each client's poll interval
-    /// (default 1000, like `watch -n1 nnctl status`; 100 is the stress variant).
+    /// (default 1000, like `watch -n1 nnctl status`; 100 is the stress variant);
+    /// `NND_LOAD_CLIENT_NICE` runs the client threads at that nice value (default 0), to tell the
+    /// daemon's cost from the clients' own CPU on the same two cores.
     func testFiftyClientsWhileTraining() throws {
         let env = ProcessInfo.processInfo.environment
         let seconds = Double(env["NND_LOAD_SECONDS"] ?? "") ?? 8
         let clients = Int(env["NND_LOAD_CLIENTS"] ?? "") ?? 50
         let pollMicroseconds = UInt32((Double(env["NND_LOAD_POLL_MS"] ?? "") ?? 1000) * 1000)
         let windows = max(1, Int(env["NND_LOAD_WINDOWS"] ?? "") ?? max(2, Int(seconds / 10)))
+        let clientNice = Int32(env["NND_LOAD_CLIENT_NICE"] ?? "") ?? 0
+        // On Linux the nice value is per thread; `who` 0 is the calling thread.
+        @Sendable func niceClientThread() { if clientNice > 0 { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, clientNice) } }
         let window = seconds / Double(windows)
         let d = DaemonProcess()
         try d.start()
@@ -57,6 +62,7 @@ final class LoadTests: XCTestCase {
             group.enter()
             if i % 5 == 0 { // every fifth client also streams events while active
                 Thread {
+                    niceClientThread()
                     while !tally.lock.withLock({ tally.done }) {
                         guard tally.lock.withLock({ tally.active }) else { usleep(20_000); continue }
                         _ = try? client.stream("/v1/runs/\(run)/events") { _ in
@@ -67,6 +73,7 @@ final class LoadTests: XCTestCase {
                 }.start()
             }
             Thread {
+                niceClientThread()
                 while !tally.lock.withLock({ tally.done }) {
                     guard tally.lock.withLock({ tally.active }) else { usleep(20_000); continue }
                     let t0 = Date()
@@ -99,8 +106,8 @@ final class LoadTests: XCTestCase {
         XCTAssertGreaterThan(tally.ok, clients)
         XCTAssertGreaterThan(tally.lines, 0)
         let q = median(quiet), l = median(loaded)
-        print(String(format: "load test: %d clients polling every %.1f s for %.0f s (%d windows): %d status requests ok, %d failed, %d event lines; status latency p50 %.1f ms, p99 %.1f ms; step throughput median %.0f samples/s quiet vs %.0f under load (%+.1f%%); quiet windows %@, loaded %@",
-                     clients, Double(pollMicroseconds) / 1e6, seconds, windows, tally.ok, tally.failed, tally.lines, p50 * 1000, p99 * 1000, q, l, (l / max(q, 1) - 1) * 100,
+        print(String(format: "load test: %d clients (nice %d) polling every %.1f s for %.0f s (%d windows): %d status requests ok, %d failed, %d event lines; status latency p50 %.1f ms, p99 %.1f ms; step throughput median %.0f samples/s quiet vs %.0f under load (%+.1f%%); quiet windows %@, loaded %@",
+                     clients, clientNice, Double(pollMicroseconds) / 1e6, seconds, windows, tally.ok, tally.failed, tally.lines, p50 * 1000, p99 * 1000, q, l, (l / max(q, 1) - 1) * 100,
                      quiet.map { String(Int($0)) }.joined(separator: ","), loaded.map { String(Int($0)) }.joined(separator: ",")))
         _ = try d.post("/v1/runs/\(run)/stop")
     }
