@@ -52,11 +52,7 @@ public struct ControlAPI: Sendable {
             }
             return try json(try await manager.create(spec: spec), status: .created)
         }
-        router.get("/v1/runs/:id") { _, context in
-            var headers = HTTPFields()
-            headers[.contentType] = "application/json"
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: try await manager.getEncoded(try runID(context)))))
-        }
+        router.get("/v1/runs/:id") { _, context in jsonResponse(try await manager.getEncoded(try runID(context))) }
         router.post("/v1/runs/:id/pause") { _, context in try json(try await manager.pause(try runID(context))) }
         router.post("/v1/runs/:id/resume") { _, context in try json(try await manager.resume(try runID(context))) }
         router.post("/v1/runs/:id/stop") { _, context in try json(try await manager.stop(try runID(context))) }
@@ -288,6 +284,11 @@ func decodeCreate(_ body: ByteBuffer) throws -> CreateRunRequest {
 func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
     var data = try RunManager.encoder.encode(value)
     data.append(0x0A)
+    return jsonResponse(data, status: status)
+}
+
+/// A response whose body is already-encoded JSON (ending in a newline).
+func jsonResponse(_ data: Data, status: HTTPResponse.Status = .ok) -> Response {
     var headers = HTTPFields()
     headers[.contentType] = "application/json"
     return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
