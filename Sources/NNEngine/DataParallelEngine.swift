@@ -77,7 +77,7 @@ public struct PassResult: Sendable, Equatable {
 /// 2. a barrier: every shard is done;
 /// 3. each iteration claims a gradient slice — output units `[n·w/W, n·(w+1)/W)` of every
 ///    layer — computes those rows of the weight gradient summed over all records of the batch
-///    (one GEMM per layer whose inner sum runs over every shard's rows, in row order), their
+///    (one GEMM per layer whose inner sum runs over every shard's rows), their
 ///    bias gradient, and applies the optimiser update to exactly those parameters.
 /// So each worker reduces one slice of the flat gradient over all workers' records and updates
 /// that slice, without first writing a whole per-worker gradient and then summing the copies:
