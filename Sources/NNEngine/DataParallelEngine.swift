@@ -114,8 +114,6 @@ public final class DataParallelEngine: @unchecked Sendable {
     let workspaces: [WorkerWorkspace]
     /// gradientSlices[w]: the output units whose gradient and update slice w computes.
     let gradientSlices: [[GradientSlice]]
-    /// updateSegments[w]: the same parameters as ranges of the flat buffers.
-    let updateSegments: [[NetworkLayout.Segment]]
     /// Per-worker shard size limit: ceil(maxBatch / workers).
     let maxRows: Int
     /// Claims and the barrier of the step's single `concurrentPerform`.
@@ -144,13 +142,6 @@ public final class DataParallelEngine: @unchecked Sendable {
             (1..<sizes.count).compactMap { l in
                 let n = sizes[l], rows = (n * w / workers)..<(n * (w + 1) / workers)
                 return rows.isEmpty ? nil : GradientSlice(layer: l, rows: rows)
-            }
-        }
-        updateSegments = gradientSlices.map { slices in
-            slices.flatMap { s -> [NetworkLayout.Segment] in
-                let nIn = sizes[s.layer - 1], w = layout.weightOffsets[s.layer - 1], b = layout.biasOffsets[s.layer - 1]
-                return [.init(start: w + s.rows.lowerBound * nIn, end: w + s.rows.upperBound * nIn, isWeight: true),
-                        .init(start: b + s.rows.lowerBound, end: b + s.rows.upperBound, isWeight: false)]
             }
         }
     }
@@ -314,16 +305,9 @@ public final class DataParallelEngine: @unchecked Sendable {
     /// (or, with `accumulate`, added) into `gradient`.
     @inline(__always)
     func weightGradient(slice: Int, rows: Int, accumulate: Bool) {
-        let sizes = layout.sizes
         for s in gradientSlices[slice] {
-            let nIn = sizes[s.layer - 1], nOut = sizes[s.layer], lo = s.rows.lowerBound, units = s.rows.count
-            let delta = UnsafePointer(batch.deltas[s.layer])
-            let gw = gradient.pointer + layout.weightOffsets[s.layer - 1] + lo * nIn
-            let gb = gradient.pointer + layout.biasOffsets[s.layer - 1]
-            BLAS.sgemm(transA: true, transB: false, m: units, n: nIn, k: rows, alpha: 1, a: delta + lo, lda: nOut,
-                       b: UnsafePointer(batch.activations[s.layer - 1]), ldb: nIn, beta: accumulate ? 1 : 0, c: gw, ldc: nIn)
-            if !accumulate { for j in s.rows { gb[j] = 0 } }
-            for r in 0..<rows { let d = delta + r * nOut; for j in s.rows { gb[j] += d[j] } }
+            sliceGEMM(s, rows: rows, alpha: 1, beta: accumulate ? 1 : 0, into: gradient.pointer)
+            biasGradient(s, rows: rows, accumulate: accumulate)
         }
     }
 
@@ -334,19 +318,33 @@ public final class DataParallelEngine: @unchecked Sendable {
     /// layer, more bytes than the GEMM's own inputs.
     @inline(__always)
     func sgdUpdateFromBatch(slice: Int, rows: Int, learningRate: Float) {
-        let sizes = layout.sizes, scale = learningRate / Float(rows)
+        let scale = learningRate / Float(rows)
         for s in gradientSlices[slice] {
-            let nIn = sizes[s.layer - 1], nOut = sizes[s.layer], lo = s.rows.lowerBound, units = s.rows.count
-            let delta = UnsafePointer(batch.deltas[s.layer])
-            let w = parameters.pointer + layout.weightOffsets[s.layer - 1] + lo * nIn
-            let b = parameters.pointer + layout.biasOffsets[s.layer - 1]
-            let gb = gradient.pointer + layout.biasOffsets[s.layer - 1]
-            BLAS.sgemm(transA: true, transB: false, m: units, n: nIn, k: rows, alpha: -scale, a: delta + lo, lda: nOut,
-                       b: UnsafePointer(batch.activations[s.layer - 1]), ldb: nIn, beta: 1 - scale * lambda, c: w, ldc: nIn)
-            for j in s.rows { gb[j] = 0 }
-            for r in 0..<rows { let d = delta + r * nOut; for j in s.rows { gb[j] += d[j] } }
+            sliceGEMM(s, rows: rows, alpha: -scale, beta: 1 - scale * lambda, into: parameters.pointer)
+            biasGradient(s, rows: rows, accumulate: false)
+            let b = parameters.pointer + layout.biasOffsets[s.layer - 1], gb = gradient.pointer + layout.biasOffsets[s.layer - 1]
             for j in s.rows { b[j] -= scale * gb[j] }
         }
+    }
+
+    /// C[units, :] = alpha · δ[:, units]ᵀ · A_prev + beta · C, where C is the slice's weight rows
+    /// in a buffer laid out like the parameters (the gradient, or the parameters themselves).
+    @inline(__always)
+    func sliceGEMM(_ s: GradientSlice, rows: Int, alpha: Float, beta: Float, into base: UnsafeMutablePointer<Float>) {
+        let nIn = layout.sizes[s.layer - 1], nOut = layout.sizes[s.layer], lo = s.rows.lowerBound
+        BLAS.sgemm(transA: true, transB: false, m: s.rows.count, n: nIn, k: rows, alpha: alpha,
+                   a: UnsafePointer(batch.deltas[s.layer] + lo), lda: nOut,
+                   b: UnsafePointer(batch.activations[s.layer - 1]), ldb: nIn,
+                   beta: beta, c: base + layout.weightOffsets[s.layer - 1] + lo * nIn, ldc: nIn)
+    }
+
+    /// ∂J/∂b[units] = Σ over the batch's rows of δ[:, units] (row order), into `gradient`.
+    @inline(__always)
+    func biasGradient(_ s: GradientSlice, rows: Int, accumulate: Bool) {
+        let nOut = layout.sizes[s.layer], delta = batch.deltas[s.layer]
+        let gb = gradient.pointer + layout.biasOffsets[s.layer - 1]
+        if !accumulate { for j in s.rows { gb[j] = 0 } }
+        for r in 0..<rows { let d = delta + r * nOut; for j in s.rows { gb[j] += d[j] } }
     }
 
     /// The optimiser update of slice `slice`'s parameters from their summed gradient.
@@ -355,11 +353,22 @@ public final class DataParallelEngine: @unchecked Sendable {
         let g = gradient.pointer
         let s1 = optimizerState.first?.pointer
         let s2 = optimizerState.count > 1 ? optimizerState[1].pointer : nil
-        for seg in updateSegments[slice] {
+        func apply(_ seg: NetworkLayout.Segment) {
             update(config: optimizer, isWeight: seg.isWeight, params: parameters.pointer, state1: s1, state2: s2,
                    start: seg.start, end: seg.end, learningRate: learningRate, lambda: lambda, records: records,
                    adamStep: adamStep) { g[$0] }
         }
+        for s in gradientSlices[slice] {
+            let (weights, biases) = segments(of: s)
+            apply(weights); apply(biases)
+        }
+    }
+
+    /// The slice's weight rows and biases as ranges of the flat buffers.
+    func segments(of s: GradientSlice) -> (weights: NetworkLayout.Segment, biases: NetworkLayout.Segment) {
+        let nIn = layout.sizes[s.layer - 1], w = layout.weightOffsets[s.layer - 1], b = layout.biasOffsets[s.layer - 1]
+        return (.init(start: w + s.rows.lowerBound * nIn, end: w + s.rows.upperBound * nIn, isWeight: true),
+                .init(start: b + s.rows.lowerBound, end: b + s.rows.upperBound, isWeight: false))
     }
 
     // MARK: - Evaluation

@@ -179,7 +179,7 @@ final class EngineTests: XCTestCase {
         for w in [1, 2, 3, 7, 16] {
             let e = makeEngine([9, 7, 5, 3], .logistic, workers: w, batch: 8)
             var seen = [Int](repeating: 0, count: e.layout.parameterCount)
-            for slice in e.updateSegments { for s in slice { for i in s.start..<s.end { seen[i] += 1 } } }
+            for slice in e.gradientSlices { for g in slice { let (w, b) = e.segments(of: g); for s in [w, b] { for i in s.start..<s.end { seen[i] += 1 } } } }
             for seg in e.layout.segments { for i in seg.start..<seg.end { XCTAssertEqual(seen[i], 1) } }
             XCTAssertEqual(seen.reduce(0, +), e.layout.trainableCount)
         }
