@@ -71,11 +71,16 @@ public struct PassResult: Sendable, Equatable {
 /// Data-parallel training engine for a fully connected softmax classifier.
 ///
 /// A step splits the mini-batch into one contiguous shard per worker (sizes differ by at most
-/// one record). One `concurrentPerform` runs the whole step:
-/// 1. each iteration claims shards and runs forward and backward (the deltas) of shard s on
-///    shard s's rows of the batch buffers;
-/// 2. a barrier: every shard is done;
-/// 3. each iteration claims a gradient slice — output units `[n·w/W, n·(w+1)/W)` of every
+/// one record). One `concurrentPerform` runs the whole step in four phases, each claimed piece
+/// by piece through atomics and closed by a barrier:
+/// 1. each shard gathers its records' inputs into its rows of the batch's input matrix;
+/// 2. each iteration computes one slice of the first layer's output units for the whole batch
+///    (`Z₁[:, units] = X · W₁[units]ᵀ`), the same units whose gradient and update it owns in
+///    phase 4 — so each worker reads and writes only its own rows of W₁, the network's largest
+///    matrix (627 KB for the seed's), and they stay in that core's cache from step to step;
+/// 3. each shard runs the rest of the forward pass, the loss and the backward pass (deltas)
+///    on its rows;
+/// 4. each iteration claims a gradient slice — output units `[n·w/W, n·(w+1)/W)` of every
 ///    layer — computes those rows of the weight gradient summed over all records of the batch
 ///    (one GEMM per layer whose inner sum runs over every shard's rows), their
 ///    bias gradient, and applies the optimiser update to exactly those parameters.
@@ -83,7 +88,11 @@ public struct PassResult: Sendable, Equatable {
 /// that slice, without first writing a whole per-worker gradient and then summing the copies:
 /// with 2 workers a 32-row shard's full weight-gradient GEMM (and the pass that added the
 /// copies) cost more than half of the 64-row one, because its fixed cost — writing and
-/// re-reading every gradient element — does not shrink with the shard.
+/// re-reading every gradient element — does not shrink with the shard. Phase 2 is the same
+/// observation for the forward pass: a 32-row shard's first-layer GEMM packs and reads all of
+/// W₁, as the 64-row one does, and reads the half the other core has just rewritten.
+/// A network without hidden layers has a softmax first layer, which needs whole rows: there
+/// phase 2 is skipped and the shards run the first layer too.
 /// Which thread runs a shard or slice changes nothing in the arithmetic, so a step is bitwise
 /// reproducible for a given worker count.
 ///
@@ -114,6 +123,9 @@ public final class DataParallelEngine: @unchecked Sendable {
     let workspaces: [WorkerWorkspace]
     /// gradientSlices[w]: the output units whose gradient and update slice w computes.
     let gradientSlices: [[GradientSlice]]
+    /// firstLayerUnits[w]: the first layer's output units slice w computes in phase 2 — the
+    /// same units as its layer-1 gradient slice. Empty when the first layer is the output layer.
+    let firstLayerUnits: [Range<Int>]
     /// Per-worker shard size limit: ceil(maxBatch / workers).
     let maxRows: Int
     /// Claims and the barrier of the step's single `concurrentPerform`.
@@ -138,12 +150,28 @@ public final class DataParallelEngine: @unchecked Sendable {
         batch = BatchBuffers(sizes: layout.sizes, workers: workers, maxRows: maxRows, placements: placements, placer: placer)
         workspaces = placements.map { WorkerWorkspace(placement: $0) }
         let sizes = layout.sizes
+        let split = (0..<workers).map { w in Self.firstLayerSplit(units: sizes[1], workers: workers, slice: w) }
+        firstLayerUnits = sizes.count > 2 ? split : []
         gradientSlices = (0..<workers).map { w in
             (1..<sizes.count).compactMap { l in
-                let n = sizes[l], rows = (n * w / workers)..<(n * (w + 1) / workers)
+                let n = sizes[l], rows = l == 1 ? split[w] : (n * w / workers)..<(n * (w + 1) / workers)
                 return rows.isEmpty ? nil : GradientSlice(layer: l, rows: rows)
             }
         }
+    }
+
+    /// Slice w of the first layer's units: as even as possible with every boundary on a
+    /// multiple of 16 units — 64 bytes, a cache line — because in phase 2 the slices write
+    /// side by side into each row of Z₁; a boundary inside a line made the two cores take that
+    /// line from each other in every row, on every pass of the GEMM over it. Narrow layers
+    /// (under 16 units per slice) split evenly.
+    static func firstLayerSplit(units n: Int, workers: Int, slice w: Int) -> Range<Int> {
+        func boundary(_ i: Int) -> Int {
+            let even = n * i / workers
+            if n < 16 * workers || i == workers { return even }
+            return min(n, (even + 8) / 16 * 16)
+        }
+        return boundary(w)..<boundary(w + 1)
     }
 
     /// Where each worker's band of the batch buffers is, and the shared buffers, for reports and tests.
@@ -172,17 +200,33 @@ public final class DataParallelEngine: @unchecked Sendable {
             let c = min(maxBatch, n - chunkStart), base = chunkStart
             let accumulate = chunkStart > 0, lastChunk = chunkStart + c == n
             schedule.reset()
+            let splitFirstLayer = !firstLayerUnits.isEmpty
             DispatchQueue.concurrentPerform(iterations: W) { iteration in
                 var t = phaseTimes.now()
-                while let s = schedule.claimShard(below: W) {
+                while let s = schedule.gather.claim(below: W) {
+                    placer.bindCurrentThread(toNode: workspaces[s].placement.node)
+                    gatherInputs(data: data, indices: indices.pointer + base, row: c * s / W, rows: c * (s + 1) / W - c * s / W)
+                    schedule.gather.finish()
+                }
+                schedule.gather.waitForAll(W)
+                if splitFirstLayer {
+                    while let w = schedule.firstLayer.claim(below: W) {
+                        forwardLayer(1, input: batch.activations[0], row: 0, rows: c, units: firstLayerUnits[w])
+                        schedule.firstLayer.finish()
+                    }
+                    schedule.firstLayer.waitForAll(W)
+                }
+                phaseTimes.add(.input, index: iteration, since: &t)
+                while let s = schedule.shards.claim(below: W) {
                     let lo = c * s / W, hi = c * (s + 1) / W
-                    runShard(s, data: data, indices: indices.pointer + base, row: lo, rows: hi - lo)
-                    schedule.finishShard()
+                    runShard(s, data: data, indices: indices.pointer + base, row: lo, rows: hi - lo,
+                             fromLayer: splitFirstLayer ? 2 : 1)
+                    schedule.shards.finish()
                     phaseTimes.add(.shard, index: s, since: &t)
                 }
-                schedule.waitForShards(W)
+                schedule.shards.waitForAll(W)
                 phaseTimes.add(.wait, index: iteration, since: &t)
-                while let slice = schedule.claimSlice(below: W) {
+                while let slice = schedule.slices.claim(below: W) {
                     if fusedSGD && !accumulate && lastChunk {
                         sgdUpdateFromBatch(slice: slice, rows: c, learningRate: learningRate)
                     } else {
@@ -199,18 +243,28 @@ public final class DataParallelEngine: @unchecked Sendable {
         return result
     }
 
-    /// Forward and backward (deltas only) of records indices[0..<rows] into batch rows
-    /// `row..<row + rows`, on behalf of worker `shard`.
+    /// Copies the inputs of records indices[row..<row + rows] into those rows of the batch's
+    /// input matrix (on behalf of the shard that owns the rows, so on its node).
     @inline(__always)
-    func runShard(_ shard: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, row: Int, rows: Int) {
-        let ws = workspaces[shard], inSize = layout.inputSize, features = data.features.pointer
+    func gatherInputs(data: Dataset, indices: UnsafeMutablePointer<Int32>, row: Int, rows: Int) {
+        let inSize = layout.inputSize, features = data.features.pointer, input = batch.activations[0]
+        for r in row..<(row + rows) {
+            memcpy(input + r * inSize, features + Int(indices[r]) * inSize, inSize * MemoryLayout<Float>.stride)
+        }
+    }
+
+    /// Forward from layer `fromLayer` on, loss and backward (deltas only) of the batch rows
+    /// `row..<row + rows` (records indices[row...]), on behalf of worker `shard`; the layers
+    /// below `fromLayer` are already computed for these rows.
+    @inline(__always)
+    func runShard(_ shard: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, row: Int, rows: Int, fromLayer: Int) {
+        let ws = workspaces[shard]
         if rows == 0 { return }
         placer.bindCurrentThread(toNode: ws.placement.node)
-        let input = batch.activations[0] + row * inSize
-        for r in 0..<rows {
-            memcpy(input + r * inSize, features + Int(indices[row + r]) * inSize, inSize * MemoryLayout<Float>.stride)
+        let sizes = layout.sizes
+        for l in fromLayer..<sizes.count {
+            forwardLayer(l, input: batch.activations[l - 1] + row * sizes[l - 1], row: row, rows: rows, units: 0..<sizes[l])
         }
-        forward(input: input, row: row, rows: rows)
         let (cost, correct) = data.labels.withUnsafeBufferPointer { labels in
             lossAndOutputDelta(row: row, rows: rows) { labels[Int(indices[row + $0])] }
         }
@@ -224,19 +278,31 @@ public final class DataParallelEngine: @unchecked Sendable {
         let sizes = layout.sizes
         var a = input
         for l in 1..<sizes.count {
-            let nIn = sizes[l - 1], nOut = sizes[l]
-            let z = batch.activations[l] + row * nOut
-            let w = UnsafePointer(parameters.pointer + layout.weightOffsets[l - 1])
-            let b = UnsafePointer(parameters.pointer + layout.biasOffsets[l - 1])
-            // Z = A · Wᵀ   (rows×nIn · nIn×nOut)
-            BLAS.sgemm(transA: false, transB: true, m: rows, n: nOut, k: nIn, alpha: 1, a: a, lda: nIn,
-                       b: w, ldb: nIn, beta: 0, c: z, ldc: nOut)
-            if l == sizes.count - 1 {
-                VectorKernels.softmax(z, bias: b, rows: rows, cols: nOut)
-            } else {
-                activate(z, bias: b, rows: rows, cols: nOut)
-            }
-            a = UnsafePointer(z)
+            forwardLayer(l, input: a, row: row, rows: rows, units: 0..<sizes[l])
+            a = UnsafePointer(batch.activations[l] + row * sizes[l])
+        }
+    }
+
+    /// Output units `units` of layer `l` for batch rows `row..<row + rows`, from `input`
+    /// (rows × sizes[l-1]): Z[:, units] = A · W[units]ᵀ, then bias and activation (softmax on the
+    /// output layer, which needs whole rows).
+    @inline(__always)
+    func forwardLayer(_ l: Int, input: UnsafePointer<Float>, row: Int, rows: Int, units: Range<Int>) {
+        let nIn = layout.sizes[l - 1], nOut = layout.sizes[l], lo = units.lowerBound
+        if units.isEmpty { return }
+        let z = batch.activations[l] + row * nOut
+        let w = UnsafePointer(parameters.pointer + layout.weightOffsets[l - 1] + lo * nIn)
+        let b = UnsafePointer(parameters.pointer + layout.biasOffsets[l - 1])
+        // Z[:, units] = A · W[units]ᵀ   (rows×nIn · nIn×units)
+        BLAS.sgemm(transA: false, transB: true, m: rows, n: units.count, k: nIn, alpha: 1, a: input, lda: nIn,
+                   b: w, ldb: nIn, beta: 0, c: z + lo, ldc: nOut)
+        if l == layout.sizes.count - 1 {
+            precondition(units.count == nOut, "softmax needs whole rows")
+            VectorKernels.softmax(z, bias: b, rows: rows, cols: nOut)
+        } else if units.count == nOut {
+            activate(z, bias: b, rows: rows, cols: nOut)
+        } else {
+            for r in 0..<rows { activate(z + r * nOut + lo, bias: b + lo, rows: 1, cols: units.count) }
         }
     }
 
@@ -427,50 +493,55 @@ struct SharedPointer<T>: @unchecked Sendable {
 }
 
 
-/// The work claims of one step: shards first, then — after every shard is done — gradient
-/// slices. Atomics only; the one wait spins (yielding the CPU) on shards that running
-/// threads have already claimed, so it always ends.
-final class StepSchedule: Sendable {
-    private let nextShard = Atomic<Int>(0)
-    private let shardsDone = Atomic<Int>(0)
-    private let nextSlice = Atomic<Int>(0)
+/// One phase of a step: pieces claimed one at a time, and a count of finished ones to wait on.
+/// Atomics only; the wait spins (yielding the CPU) on pieces that running threads have
+/// already claimed, so it always ends — a thread claims before it waits, so if the pool runs
+/// the iterations one after another, the first one does every piece itself.
+final class WorkQueue: Sendable {
+    private let next = Atomic<Int>(0)
+    private let done = Atomic<Int>(0)
 
     /// Called between steps, when no worker runs.
     func reset() {
-        nextShard.store(0, ordering: .relaxed)
-        shardsDone.store(0, ordering: .relaxed)
-        nextSlice.store(0, ordering: .relaxed)
+        next.store(0, ordering: .relaxed)
+        done.store(0, ordering: .relaxed)
     }
 
-    func claimShard(below count: Int) -> Int? {
-        let s = nextShard.wrappingAdd(1, ordering: .relaxed).oldValue
+    func claim(below count: Int) -> Int? {
+        let s = next.wrappingAdd(1, ordering: .relaxed).oldValue
         return s < count ? s : nil
     }
 
-    /// Publishes the shard's rows (release) to whoever computes gradient slices from them.
-    func finishShard() { shardsDone.wrappingAdd(1, ordering: .releasing) }
+    /// Publishes the piece's writes (release) to the threads of the next phase.
+    func finish() { done.wrappingAdd(1, ordering: .releasing) }
 
-    /// Returns once `count` shards are finished; their writes are visible (acquire).
-    func waitForShards(_ count: Int) {
-        while shardsDone.load(ordering: .acquiring) < count { sched_yield() }
-    }
-
-    func claimSlice(below count: Int) -> Int? {
-        let s = nextSlice.wrappingAdd(1, ordering: .relaxed).oldValue
-        return s < count ? s : nil
+    /// Returns once `count` pieces are finished; their writes are visible (acquire).
+    func waitForAll(_ count: Int) {
+        while done.load(ordering: .acquiring) < count { sched_yield() }
     }
 }
 
-/// Per-phase time of the steps, for `nnd bench`: each shard's forward + backward, the time
-/// threads wait at the barrier for the slowest shard, and the gradient slices with their update. Off by default, then
+/// The phases of one step, in order: input gather, first layer by units, shards, gradient slices.
+final class StepSchedule: Sendable {
+    let gather = WorkQueue()
+    let firstLayer = WorkQueue()
+    let shards = WorkQueue()
+    let slices = WorkQueue()
+
+    func reset() { gather.reset(); firstLayer.reset(); shards.reset(); slices.reset() }
+}
+
+/// Per-phase time of the steps, for `nnd bench`: the input gather and first layer (with their
+/// two barriers), each shard's forward + backward, the time threads wait at the barrier for the
+/// slowest shard, and the gradient slices with their update. Off by default, then
 /// every call is one predictable branch. Recording neither allocates nor locks.
 ///
 /// `@unchecked Sendable`: the counters are plain memory allocated in `init`, and every slot has
-/// one writer per step — shard s's slot the thread that claimed shard s, the wait and gradient
+/// one writer per step — shard s's slot the thread that claimed shard s, the input, wait and gradient
 /// slots the `concurrentPerform` iteration that owns them — and `concurrentPerform` joins all
 /// writers before `takeMeans` (called between steps) reads them.
 public final class PhaseTimes: @unchecked Sendable {
-    public enum Phase: Int, Sendable { case shard = 0, wait = 1, gradient = 2 }
+    public enum Phase: Int, Sendable { case shard = 0, wait = 1, gradient = 2, input = 3 }
     let enabled: Bool
     let workers: Int
     private let slots: UnsafeMutablePointer<UInt64>   // [phase * workers + index]
@@ -478,8 +549,8 @@ public final class PhaseTimes: @unchecked Sendable {
 
     init(workers: Int, enabled: Bool) {
         self.enabled = enabled; self.workers = workers
-        slots = .allocate(capacity: 3 * workers)
-        slots.initialize(repeating: 0, count: 3 * workers)
+        slots = .allocate(capacity: 4 * workers)
+        slots.initialize(repeating: 0, count: 4 * workers)
     }
     deinit { slots.deallocate() }
 
@@ -495,13 +566,13 @@ public final class PhaseTimes: @unchecked Sendable {
 
     @inline(__always) func countStep() { if enabled { steps &+= 1 } }
 
-    /// Mean microseconds per step since the last call — per shard; waiting and gradient slices summed
+    /// Mean microseconds per step since the last call — per shard; input, waiting and gradient slices summed
     /// over the threads — then starts over.
-    public func takeMeans() -> (shards: [Double], wait: Double, gradient: Double) {
+    public func takeMeans() -> (input: Double, shards: [Double], wait: Double, gradient: Double) {
         let k = Double(max(1, steps)) * 1000
         func sum(_ p: Phase) -> Double { (0..<workers).reduce(0.0) { $0 + Double(slots[p.rawValue * workers + $1]) } / k }
-        let result = ((0..<workers).map { Double(slots[$0]) / k }, sum(.wait), sum(.gradient))
-        slots.update(repeating: 0, count: 3 * workers); steps = 0
+        let result = (sum(.input), (0..<workers).map { Double(slots[$0]) / k }, sum(.wait), sum(.gradient))
+        slots.update(repeating: 0, count: 4 * workers); steps = 0
         return result
     }
 }

@@ -29,11 +29,13 @@ public enum Benchmark {
         public var phasesOfBestRound: StepPhases
     }
 
-    /// Mean microseconds per step: wall time; each shard's forward + backward (deltas); time
-    /// threads spent waiting at the barrier for the slowest shard, and computing gradient
-    /// slices over the whole batch with their update (both summed over threads).
+    /// Mean microseconds per step: wall time; the input gather and first layer by units with
+    /// their barriers; each shard's forward + backward (deltas); time threads spent waiting at
+    /// the barrier for the slowest shard, and computing gradient slices over the whole batch
+    /// with their update (all but the shards summed over threads).
     public struct StepPhases: Codable, Sendable {
         public var stepMicroseconds: Double
+        public var inputAndFirstLayerMicroseconds: Double
         public var shardMicroseconds: [Double]
         public var barrierWaitMicroseconds: Double
         public var gradientMicroseconds: Double
@@ -104,7 +106,7 @@ public enum Benchmark {
             _ = engine.phaseTimes.takeMeans()
             let t1 = Date(); steps(k); let dt = Date().timeIntervalSince(t1)
             let p = engine.phaseTimes.takeMeans()
-            return (Double(k * batch) / dt, StepPhases(stepMicroseconds: dt / Double(k) * 1e6, shardMicroseconds: p.shards,
+            return (Double(k * batch) / dt, StepPhases(stepMicroseconds: dt / Double(k) * 1e6, inputAndFirstLayerMicroseconds: p.input, shardMicroseconds: p.shards,
                                                        barrierWaitMicroseconds: p.wait, gradientMicroseconds: p.gradient))
         }
     }
