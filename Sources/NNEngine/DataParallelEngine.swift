@@ -128,8 +128,10 @@ public final class DataParallelEngine: @unchecked Sendable {
     let firstLayerUnits: [Range<Int>]
     /// Per-worker shard size limit: ceil(maxBatch / workers).
     let maxRows: Int
-    /// Claims and the barrier of the step's single `concurrentPerform`.
+    /// Claims and waits of the phases inside one `concurrentPerform`.
     let schedule = StepSchedule()
+    /// Cost and accuracy of shard s in round r of a `steps` call, at [r·W + s].
+    let roundResults: UnsafeMutablePointer<PassResult>
     /// Where a step's time goes (off unless `recordPhaseTimes`; `nnd bench` turns it on).
     public let phaseTimes: PhaseTimes
 
@@ -149,6 +151,8 @@ public final class DataParallelEngine: @unchecked Sendable {
         self.maxRows = maxRows
         batch = BatchBuffers(sizes: layout.sizes, workers: workers, maxRows: maxRows, placements: placements, placer: placer)
         workspaces = placements.map { WorkerWorkspace(placement: $0) }
+        roundResults = .allocate(capacity: Self.maxStepsPerCall * workers)
+        roundResults.initialize(repeating: PassResult(costSum: 0, correct: 0, records: 0), count: Self.maxStepsPerCall * workers)
         let sizes = layout.sizes
         let split = (0..<workers).map { w in Self.firstLayerSplit(units: sizes[1], workers: workers, slice: w) }
         firstLayerUnits = sizes.count > 2 ? split : []
@@ -174,73 +178,148 @@ public final class DataParallelEngine: @unchecked Sendable {
         return boundary(w)..<boundary(w + 1)
     }
 
+    deinit { roundResults.deallocate() }
+
     /// Where each worker's band of the batch buffers is, and the shared buffers, for reports and tests.
     public var batchBufferPlacement: String { batch.memory.allocator.placement }
     public var parameterPlacement: String { parameters.allocator.placement }
 
     // MARK: - Training step
 
+    /// The most steps `steps` runs in one `concurrentPerform`.
+    public static let maxStepsPerCall = 16
+
     /// One gradient-descent step on the records `indices[0..<count]` of `data`. A step larger
     /// than `maxBatch` (batch mode) is processed in chunks whose gradients accumulate.
-    ///
-    /// The wait at the barrier cannot deadlock: by then every shard has been claimed by a
-    /// thread that is running it, and shards never wait on anything. If the pool runs the
-    /// iterations one after another, the first one does all the work.
     public func step(data: Dataset, indices: UnsafePointer<Int32>, count n: Int, learningRate: Float) -> PassResult {
         precondition(n >= 1, "empty step")
+        var result = PassResult(costSum: 0, correct: 0, records: 0)
+        if n <= maxBatch {
+            _ = withUnsafeMutablePointer(to: &result) { r in
+                steps(data: data, indices: indices, stepSize: n, records: n, learningRate: learningRate,
+                      results: UnsafeMutableBufferPointer(start: r, count: 1))
+            }
+            return result
+        }
         let W = workerCount
         let indices = SharedPointer(UnsafeMutablePointer(mutating: indices))
         for ws in workspaces { ws.records = 0; ws.costSum = 0; ws.correct = 0 }
         updateCount += 1
         phaseTimes.countStep()
         let adamStep = updateCount
-        let fusedSGD = optimizer.kind == .sgd
         var chunkStart = 0
         while chunkStart < n {
             let c = min(maxBatch, n - chunkStart), base = chunkStart
             let accumulate = chunkStart > 0, lastChunk = chunkStart + c == n
             schedule.reset()
-            let splitFirstLayer = !firstLayerUnits.isEmpty
             DispatchQueue.concurrentPerform(iterations: W) { iteration in
-                var t = phaseTimes.now()
-                while let s = schedule.gather.claim(below: W) {
-                    placer.bindCurrentThread(toNode: workspaces[s].placement.node)
-                    gatherInputs(data: data, indices: indices.pointer + base, row: c * s / W, rows: c * (s + 1) / W - c * s / W)
-                    schedule.gather.finish()
-                }
-                schedule.gather.waitForAll(W)
-                if splitFirstLayer {
-                    while let w = schedule.firstLayer.claim(below: W) {
-                        forwardLayer(1, input: batch.activations[0], row: 0, rows: c, units: firstLayerUnits[w])
-                        schedule.firstLayer.finish()
-                    }
-                    schedule.firstLayer.waitForAll(W)
-                }
-                phaseTimes.add(.input, index: iteration, since: &t)
-                while let s = schedule.shards.claim(below: W) {
-                    let lo = c * s / W, hi = c * (s + 1) / W
-                    runShard(s, data: data, indices: indices.pointer + base, row: lo, rows: hi - lo,
-                             fromLayer: splitFirstLayer ? 2 : 1)
-                    schedule.shards.finish()
-                    phaseTimes.add(.shard, index: s, since: &t)
-                }
-                schedule.shards.waitForAll(W)
-                phaseTimes.add(.wait, index: iteration, since: &t)
-                while let slice = schedule.slices.claim(below: W) {
-                    if fusedSGD && !accumulate && lastChunk {
-                        sgdUpdateFromBatch(slice: slice, rows: c, learningRate: learningRate)
-                    } else {
-                        weightGradient(slice: slice, rows: c, accumulate: accumulate)
-                        if lastChunk { applyUpdate(slice: slice, records: n, learningRate: learningRate, adamStep: adamStep) }
-                    }
-                }
-                phaseTimes.add(.gradient, index: iteration, since: &t)
+                runRound(0, iteration: iteration, data: data, indices: indices.pointer + base, rows: c,
+                         accumulate: accumulate, update: lastChunk ? n : nil, learningRate: learningRate, adamStep: adamStep)
             }
+            for s in 0..<W { let r = roundResults[s]; workspaces[s].costSum += r.costSum; workspaces[s].correct += r.correct }
             chunkStart += c
         }
-        var result = PassResult(costSum: 0, correct: 0, records: n)
+        result.records = n
         for ws in workspaces { result.costSum += ws.costSum; result.correct += ws.correct }
         return result
+    }
+
+    /// Consecutive gradient-descent steps over `indices[0..<records]`, `stepSize` records each
+    /// (the last one takes what is left; `stepSize ≤ maxBatch`), in one `concurrentPerform`:
+    /// waking the pool's second thread costs ≈ 25 µs per call on this machine, ≈ 5 % of a
+    /// seed step, so the trainer hands over up to `maxStepsPerCall` steps at a time. Writes each
+    /// step's cost and accuracy to `results` and returns the number of steps run: all of them,
+    /// or up to and including the first step whose cost is not finite (its update is applied,
+    /// as `step` would; nothing after it runs).
+    ///
+    /// Round r's phases wait only for pieces already claimed by running threads, and round r
+    /// begins with a wait for round r − 1's gradient slices (its gather overwrites what they
+    /// read); so nothing waits on a thread that has not started, and if the pool runs the
+    /// iterations one after another the first one runs every step.
+    public func steps(data: Dataset, indices: UnsafePointer<Int32>, stepSize: Int, records: Int, learningRate: Float,
+                      results: UnsafeMutableBufferPointer<PassResult>) -> Int {
+        precondition(stepSize >= 1 && stepSize <= maxBatch && records >= 1, "bad step group")
+        let k = (records + stepSize - 1) / stepSize
+        precondition(k <= Self.maxStepsPerCall && k <= results.count, "too many steps for one call")
+        let W = workerCount
+        let indices = SharedPointer(UnsafeMutablePointer(mutating: indices))
+        let firstUpdate = updateCount + 1
+        schedule.reset()
+        DispatchQueue.concurrentPerform(iterations: W) { iteration in
+            for r in 0..<k {
+                if r > 0 { schedule.slices.waitForAll(W, round: r - 1) }
+                let lo = r * stepSize, n = min(stepSize, records - lo)
+                runRound(r, iteration: iteration, data: data, indices: indices.pointer + lo, rows: n,
+                         accumulate: false, update: n, learningRate: learningRate, adamStep: firstUpdate + r)
+                // Every thread reads the same finished shard results, so all stop at the same step.
+                if !roundCost(r).isFinite { break }
+            }
+        }
+        var done = 0
+        for r in 0..<k {
+            let n = min(stepSize, records - r * stepSize)
+            var result = PassResult(costSum: 0, correct: 0, records: n)
+            for s in 0..<W { let x = roundResults[r * W + s]; result.costSum += x.costSum; result.correct += x.correct }
+            results[r] = result
+            done += 1
+            phaseTimes.countStep()
+            if !result.costSum.isFinite { break }
+        }
+        updateCount += done
+        return done
+    }
+
+    /// Σ cost of round r's shards (valid once its shards are finished).
+    @inline(__always)
+    func roundCost(_ r: Int) -> Double {
+        var c = 0.0
+        for s in 0..<workerCount { c += roundResults[r * workerCount + s].costSum }
+        return c
+    }
+
+    /// The phases of one step (or chunk) on batch rows 0..<rows, run by every iteration of the
+    /// `concurrentPerform`: gather, first layer, shards, gradient slices with — when `update`
+    /// gives the step's record count — the optimiser update. Each phase claims pieces of round
+    /// `round` and waits only for pieces already claimed (see `WorkQueue`).
+    @inline(__always)
+    func runRound(_ round: Int, iteration: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, rows c: Int,
+                  accumulate: Bool, update n: Int?, learningRate: Float, adamStep: Int) {
+        let W = workerCount, splitFirstLayer = !firstLayerUnits.isEmpty
+        var t = phaseTimes.now()
+        while let s = schedule.gather.claim(below: W, round: round) {
+            placer.bindCurrentThread(toNode: workspaces[s].placement.node)
+            gatherInputs(data: data, indices: indices, row: c * s / W, rows: c * (s + 1) / W - c * s / W)
+            schedule.gather.finish()
+        }
+        schedule.gather.waitForAll(W, round: round)
+        phaseTimes.add(.input, index: iteration, since: &t)
+        if splitFirstLayer {
+            while let w = schedule.firstLayer.claim(below: W, round: round) {
+                forwardLayer(1, input: batch.activations[0], row: 0, rows: c, units: firstLayerUnits[w])
+                schedule.firstLayer.finish()
+            }
+            schedule.firstLayer.waitForAll(W, round: round)
+        }
+        phaseTimes.add(.firstLayer, index: iteration, since: &t)
+        while let s = schedule.shards.claim(below: W, round: round) {
+            let lo = c * s / W, hi = c * (s + 1) / W
+            roundResults[round * W + s] = runShard(s, data: data, indices: indices, row: lo, rows: hi - lo,
+                                                   fromLayer: splitFirstLayer ? 2 : 1)
+            schedule.shards.finish()
+            phaseTimes.add(.shard, index: s, since: &t)
+        }
+        schedule.shards.waitForAll(W, round: round)
+        phaseTimes.add(.wait, index: iteration, since: &t)
+        while let slice = schedule.slices.claim(below: W, round: round) {
+            if optimizer.kind == .sgd && !accumulate, let n, n == c {
+                sgdUpdateFromBatch(slice: slice, rows: c, learningRate: learningRate)
+            } else {
+                weightGradient(slice: slice, rows: c, accumulate: accumulate)
+                if let n { applyUpdate(slice: slice, records: n, learningRate: learningRate, adamStep: adamStep) }
+            }
+            schedule.slices.finish()
+        }
+        phaseTimes.add(.gradient, index: iteration, since: &t)
     }
 
     /// Copies the inputs of records indices[row..<row + rows] into those rows of the batch's
@@ -255,12 +334,11 @@ public final class DataParallelEngine: @unchecked Sendable {
 
     /// Forward from layer `fromLayer` on, loss and backward (deltas only) of the batch rows
     /// `row..<row + rows` (records indices[row...]), on behalf of worker `shard`; the layers
-    /// below `fromLayer` are already computed for these rows.
+    /// below `fromLayer` are already computed for these rows. Returns the rows' cost and accuracy.
     @inline(__always)
-    func runShard(_ shard: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, row: Int, rows: Int, fromLayer: Int) {
-        let ws = workspaces[shard]
-        if rows == 0 { return }
-        placer.bindCurrentThread(toNode: ws.placement.node)
+    func runShard(_ shard: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, row: Int, rows: Int, fromLayer: Int) -> PassResult {
+        if rows == 0 { return PassResult(costSum: 0, correct: 0, records: 0) }
+        placer.bindCurrentThread(toNode: workspaces[shard].placement.node)
         let sizes = layout.sizes
         for l in fromLayer..<sizes.count {
             forwardLayer(l, input: batch.activations[l - 1] + row * sizes[l - 1], row: row, rows: rows, units: 0..<sizes[l])
@@ -269,7 +347,7 @@ public final class DataParallelEngine: @unchecked Sendable {
             lossAndOutputDelta(row: row, rows: rows) { labels[Int(indices[row + $0])] }
         }
         backwardDeltas(row: row, rows: rows)
-        ws.records += rows; ws.costSum += cost; ws.correct += correct
+        return PassResult(costSum: cost, correct: correct, records: rows)
     }
 
     /// Forward pass of `rows` records from `input` (rows × inputSize) into batch rows `row…`.
@@ -494,30 +572,41 @@ struct SharedPointer<T>: @unchecked Sendable {
 
 
 /// One phase of a step: pieces claimed one at a time, and a count of finished ones to wait on.
-/// Atomics only; the wait spins (yielding the CPU) on pieces that running threads have
-/// already claimed, so it always ends — a thread claims before it waits, so if the pool runs
-/// the iterations one after another, the first one does every piece itself.
+/// Atomics only. The counters only grow during one `concurrentPerform`: round r's pieces are
+/// claims r·count ..< (r+1)·count, and a claim never takes a number past its round's end, so
+/// consecutive steps need no reset (which would need every thread stopped). The wait spins
+/// (yielding the CPU) on pieces that running threads have already claimed, so it always ends —
+/// a thread claims before it waits, so if the pool runs the iterations one after another, the
+/// first one does every piece itself.
 final class WorkQueue: Sendable {
     private let next = Atomic<Int>(0)
     private let done = Atomic<Int>(0)
 
-    /// Called between steps, when no worker runs.
+    /// Called between `concurrentPerform`s, when no worker runs.
     func reset() {
         next.store(0, ordering: .relaxed)
         done.store(0, ordering: .relaxed)
     }
 
-    func claim(below count: Int) -> Int? {
-        let s = next.wrappingAdd(1, ordering: .relaxed).oldValue
-        return s < count ? s : nil
+    /// A piece 0..<count of round `round`, or nil when all are taken.
+    func claim(below count: Int, round: Int) -> Int? {
+        let end = (round + 1) * count
+        var v = next.load(ordering: .relaxed)
+        while v < end {
+            let (exchanged, original) = next.compareExchange(expected: v, desired: v + 1, ordering: .relaxed)
+            if exchanged { return v - round * count }
+            v = original
+        }
+        return nil
     }
 
     /// Publishes the piece's writes (release) to the threads of the next phase.
     func finish() { done.wrappingAdd(1, ordering: .releasing) }
 
-    /// Returns once `count` pieces are finished; their writes are visible (acquire).
-    func waitForAll(_ count: Int) {
-        while done.load(ordering: .acquiring) < count { sched_yield() }
+    /// Returns once all `count` pieces of round `round` are finished; their writes are visible (acquire).
+    func waitForAll(_ count: Int, round: Int) {
+        let end = (round + 1) * count
+        while done.load(ordering: .acquiring) < end { sched_yield() }
     }
 }
 
@@ -531,17 +620,18 @@ final class StepSchedule: Sendable {
     func reset() { gather.reset(); firstLayer.reset(); shards.reset(); slices.reset() }
 }
 
-/// Per-phase time of the steps, for `nnd bench`: the input gather and first layer (with their
-/// two barriers), each shard's forward + backward, the time threads wait at the barrier for the
+/// Per-phase time of the steps, for `nnd bench`: the input gather and the first layer (each
+/// with its barrier), each shard's forward + backward, the time threads wait at the barrier for the
 /// slowest shard, and the gradient slices with their update. Off by default, then
 /// every call is one predictable branch. Recording neither allocates nor locks.
 ///
 /// `@unchecked Sendable`: the counters are plain memory allocated in `init`, and every slot has
-/// one writer per step — shard s's slot the thread that claimed shard s, the input, wait and gradient
+/// one writer per step — shard s's slot the thread that claimed shard s, the other
 /// slots the `concurrentPerform` iteration that owns them — and `concurrentPerform` joins all
 /// writers before `takeMeans` (called between steps) reads them.
 public final class PhaseTimes: @unchecked Sendable {
-    public enum Phase: Int, Sendable { case shard = 0, wait = 1, gradient = 2, input = 3 }
+    public enum Phase: Int, Sendable { case shard = 0, wait = 1, gradient = 2, input = 3, firstLayer = 4 }
+    static let count = 5
     let enabled: Bool
     let workers: Int
     private let slots: UnsafeMutablePointer<UInt64>   // [phase * workers + index]
@@ -549,8 +639,8 @@ public final class PhaseTimes: @unchecked Sendable {
 
     init(workers: Int, enabled: Bool) {
         self.enabled = enabled; self.workers = workers
-        slots = .allocate(capacity: 4 * workers)
-        slots.initialize(repeating: 0, count: 4 * workers)
+        slots = .allocate(capacity: Self.count * workers)
+        slots.initialize(repeating: 0, count: Self.count * workers)
     }
     deinit { slots.deallocate() }
 
@@ -566,13 +656,13 @@ public final class PhaseTimes: @unchecked Sendable {
 
     @inline(__always) func countStep() { if enabled { steps &+= 1 } }
 
-    /// Mean microseconds per step since the last call — per shard; input, waiting and gradient slices summed
+    /// Mean microseconds per step since the last call — per shard; the other phases summed
     /// over the threads — then starts over.
-    public func takeMeans() -> (input: Double, shards: [Double], wait: Double, gradient: Double) {
+    public func takeMeans() -> (input: Double, firstLayer: Double, shards: [Double], wait: Double, gradient: Double) {
         let k = Double(max(1, steps)) * 1000
         func sum(_ p: Phase) -> Double { (0..<workers).reduce(0.0) { $0 + Double(slots[p.rawValue * workers + $1]) } / k }
-        let result = (sum(.input), (0..<workers).map { Double(slots[$0]) / k }, sum(.wait), sum(.gradient))
-        slots.update(repeating: 0, count: 4 * workers); steps = 0
+        let result = (sum(.input), sum(.firstLayer), (0..<workers).map { Double(slots[$0]) / k }, sum(.wait), sum(.gradient))
+        slots.update(repeating: 0, count: Self.count * workers); steps = 0
         return result
     }
 }

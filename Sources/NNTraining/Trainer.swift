@@ -88,6 +88,8 @@ public final class Trainer {
     public private(set) var stepDurations = StepDurations()
     /// The current epoch's record order; allocated once.
     let order: UnsafeMutableBufferPointer<Int32>
+    /// Cost and accuracy of each step of one `engine.steps` call; allocated once.
+    let stepResults = UnsafeMutableBufferPointer<PassResult>.allocate(capacity: DataParallelEngine.maxStepsPerCall)
     var rng: DeterministicRNG
 
     /// Builds the engine and either initialises the parameters from the spec's seed or
@@ -132,7 +134,7 @@ public final class Trainer {
         }
     }
 
-    deinit { order.deallocate() }
+    deinit { order.deallocate(); stepResults.deallocate() }
 
     public func checkpoint() -> Checkpoint { Checkpoint(engine: engine, state: state) }
 
@@ -173,17 +175,38 @@ public final class Trainer {
                     try save()
                     return decision == .stop ? .stopped : .paused
                 }
-                let lo = state.stepInEpoch * stepSize, n = min(stepSize, m - lo)
+                // Up to `maxStepsPerCall` steps per engine call (one thread wake-up for all of
+                // them), ending at the epoch's end and at every due step-count checkpoint; the
+                // pause/stop decision, events and time-based checkpoints come between calls
+                // (≤ 16 steps, a few ms for the seed's network).
+                // A step larger than the engine's buffers (batch mode) goes alone, in chunks.
+                // Steps of one call share its mean duration in `stepDurations`.
+                let grouped = stepSize <= engine.maxBatch
+                let lo = state.stepInEpoch * stepSize
+                var k = grouped ? min(DataParallelEngine.maxStepsPerCall, stepsPerEpoch - state.stepInEpoch) : 1
+                if everySteps > 0 { k = min(k, everySteps - state.updateCount % everySteps) }
+                let records = min(k * stepSize, m - lo)
                 let t0 = DispatchTime.now().uptimeNanoseconds
-                let r = engine.step(data: train, indices: order.baseAddress! + lo, count: n, learningRate: state.learningRate)
-                stepDurations.record(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
-                guard r.costSum.isFinite else {
-                    throw TrainingError.diverged(epoch: state.epoch + 1, step: state.stepInEpoch + 1, cost: r.costSum)
+                let done: Int
+                if grouped {
+                    done = engine.steps(data: train, indices: order.baseAddress! + lo, stepSize: stepSize, records: records,
+                                        learningRate: state.learningRate, results: stepResults)
+                } else {
+                    stepResults[0] = engine.step(data: train, indices: order.baseAddress! + lo, count: records, learningRate: state.learningRate)
+                    done = 1
                 }
-                state.epochCostSum += r.costSum
-                state.epochCorrect += r.correct
-                state.epochRecords += r.records
-                state.stepInEpoch += 1
+                let perStep = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 / Double(done)
+                for i in 0..<done {
+                    let r = stepResults[i]
+                    stepDurations.record(perStep)
+                    guard r.costSum.isFinite else {
+                        throw TrainingError.diverged(epoch: state.epoch + 1, step: state.stepInEpoch + 1, cost: r.costSum)
+                    }
+                    state.epochCostSum += r.costSum
+                    state.epochCorrect += r.correct
+                    state.epochRecords += r.records
+                    state.stepInEpoch += 1
+                }
                 state.updateCount = engine.updateCount
                 let now = Date()
                 if now.timeIntervalSince(lastEvent) >= 0.2 {

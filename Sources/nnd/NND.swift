@@ -128,8 +128,8 @@ struct Bench: ParsableCommand {
         print(String(format: "MNIST epoch (60000 records): %.3f s", r.secondsPerMNISTEpoch))
         print(String(format: "median of rounds:            %.0f%% of %d-core GEMM, speedup %.2fx", r.medianRatioAllWorkersToGemm * 100, w, r.medianSpeedup))
         let p = r.phasesOfBestRound
-        print(String(format: "%d-worker step (best round): %.0f µs; input + first layer %.0f µs; shards %@ µs; waiting at the barrier %.0f µs, gradient slices + update %.0f µs (summed over threads but shards)",
-                     w, p.stepMicroseconds, p.inputAndFirstLayerMicroseconds, p.shardMicroseconds.map { String(format: "%.0f", $0) }.joined(separator: " / "),
+        print(String(format: "%d-worker step (best round): %.0f µs; input gather %.0f µs, first layer %.0f µs; shards %@ µs; waiting for shards %.0f µs, gradient slices + update %.0f µs (all but shards summed over threads)",
+                     w, p.stepMicroseconds, p.inputGatherMicroseconds, p.firstLayerMicroseconds, p.shardMicroseconds.map { String(format: "%.0f", $0) }.joined(separator: " / "),
                      p.barrierWaitMicroseconds, p.gradientMicroseconds))
     }
 }

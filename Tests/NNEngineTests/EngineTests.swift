@@ -68,9 +68,9 @@ final class EngineTests: XCTestCase {
         }
     }
 
-    func runOneStep(workers: Int, opt: OptimizerConfig = .init()) -> [Float] {
+    func runOneStep(workers: Int, opt: OptimizerConfig = .init(), sizes: [Int] = [20, 16, 8, 4]) -> [Float] {
         let data = syntheticData(records: 64, features: 20, classes: 4, seed: 5)
-        let engine = makeEngine([20, 16, 8, 4], .logistic, workers: workers, batch: 64, opt: opt)
+        let engine = makeEngine(sizes, .logistic, workers: workers, batch: 64, opt: opt)
         let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 64); defer { idx.deallocate() }
         for i in 0..<64 { idx[i] = Int32((i * 37) % 64) }
         for _ in 0..<3 { _ = engine.step(data: data, indices: idx.baseAddress!, count: 61, learningRate: 0.5) }
@@ -88,6 +88,35 @@ final class EngineTests: XCTestCase {
             // Same seed, same worker count: bitwise identical.
             XCTAssertEqual(runOneStep(workers: 3, opt: opt), runOneStep(workers: 3, opt: opt))
         }
+        // A first layer wide enough to be split on cache-line boundaries (40 units: 16 + 24 for
+        // 2 workers), and a network without hidden layers, whose softmax first layer the shards run.
+        for sizes in [[20, 40, 8, 4], [20, 4]] {
+            let one = runOneStep(workers: 1, sizes: sizes)
+            for w in [2, 3, 7] {
+                let maxDiff = zip(one, runOneStep(workers: w, sizes: sizes)).map { abs($0 - $1) }.max()!
+                XCTAssertLessThan(maxDiff, 1e-5, "\(sizes) with \(w) workers")
+            }
+            XCTAssertEqual(runOneStep(workers: 2, sizes: sizes), runOneStep(workers: 2, sizes: sizes))
+        }
+    }
+
+    /// The first layer's units split into contiguous, non-empty slices covering every unit, as even
+    /// as cache-line (16-unit) boundaries allow; narrow layers split evenly.
+    func testFirstLayerSplitIsContiguousAndCacheLineAligned() {
+        for n in [1, 5, 16, 31, 32, 40, 100, 200, 784] {
+            for w in 1...8 {
+                let slices = (0..<w).map { DataParallelEngine.firstLayerSplit(units: n, workers: w, slice: $0) }
+                XCTAssertEqual(slices.first?.lowerBound, 0); XCTAssertEqual(slices.last?.upperBound, n)
+                for i in 1..<w { XCTAssertEqual(slices[i - 1].upperBound, slices[i].lowerBound, "n \(n) w \(w)") }
+                if n >= 16 * w {
+                    for s in slices.dropFirst() { XCTAssertEqual(s.lowerBound % 16, 0, "n \(n) w \(w): \(slices)") }
+                    XCTAssertTrue(slices.allSatisfy { !$0.isEmpty && abs($0.count - n / w) <= 16 }, "n \(n) w \(w): \(slices)")
+                } else {
+                    XCTAssertTrue(slices.allSatisfy { abs($0.count - n / w) <= 1 }, "n \(n) w \(w): \(slices)")
+                }
+            }
+        }
+        XCTAssertEqual((0..<2).map { DataParallelEngine.firstLayerSplit(units: 200, workers: 2, slice: $0) }, [0..<96, 96..<200])
     }
 
     /// The phase clock `nnd bench` reports: every shard and the reduction get time, and
@@ -110,6 +139,7 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(m.shards.count, 3)
         XCTAssertTrue(m.shards.allSatisfy { $0 > 0 }, "\(m.shards)")
         XCTAssertGreaterThan(m.gradient, 0)
+        XCTAssertGreaterThan(m.input, 0)
         XCTAssertEqual(timed.phaseTimes.takeMeans().shards, [0, 0, 0], "takeMeans starts over")
         XCTAssertEqual(plain.phaseTimes.takeMeans().shards, [0, 0, 0], "off by default")
     }
@@ -176,8 +206,8 @@ final class EngineTests: XCTestCase {
     }
 
     func testGradientSlicesCoverEveryParameterOnce() {
-        for w in [1, 2, 3, 7, 16] {
-            let e = makeEngine([9, 7, 5, 3], .logistic, workers: w, batch: 8)
+        for (w, sizes) in [1, 2, 3, 7, 16].map({ ($0, [9, 7, 5, 3]) }) + [(2, [9, 200, 5, 3]), (3, [9, 100, 5, 3])] {
+            let e = makeEngine(sizes, .logistic, workers: w, batch: 8)
             var seen = [Int](repeating: 0, count: e.layout.parameterCount)
             for slice in e.gradientSlices { for g in slice { let (w, b) = e.segments(of: g); for s in [w, b] { for i in s.start..<s.end { seen[i] += 1 } } } }
             for seg in e.layout.segments { for i in seg.start..<seg.end { XCTAssertEqual(seen[i], 1) } }
