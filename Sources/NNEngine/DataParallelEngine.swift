@@ -305,8 +305,9 @@ public final class DataParallelEngine: @unchecked Sendable {
             let lo = c * s / W, hi = c * (s + 1) / W
             roundResults[round * W + s] = runShard(s, data: data, indices: indices, row: lo, rows: hi - lo,
                                                    fromLayer: splitFirstLayer ? 2 : 1)
-            schedule.shards.finish()
+            // Before `finish`, so the next round's claimer of shard s writes its slot after this.
             phaseTimes.add(.shard, index: s, since: &t)
+            schedule.shards.finish()
         }
         schedule.shards.waitForAll(W, round: round)
         phaseTimes.add(.wait, index: iteration, since: &t)
@@ -626,9 +627,10 @@ final class StepSchedule: Sendable {
 /// every call is one predictable branch. Recording neither allocates nor locks.
 ///
 /// `@unchecked Sendable`: the counters are plain memory allocated in `init`, and every slot has
-/// one writer per step — shard s's slot the thread that claimed shard s, the other
-/// slots the `concurrentPerform` iteration that owns them — and `concurrentPerform` joins all
-/// writers before `takeMeans` (called between steps) reads them.
+/// one writer per step — shard s's slot the thread that claimed shard s (written before the
+/// shard is published as finished, so ordered before the next step's claimer writes it), the
+/// other slots the `concurrentPerform` iteration that owns them — and `concurrentPerform` joins
+/// all writers before `takeMeans` (called between engine calls) reads them.
 public final class PhaseTimes: @unchecked Sendable {
     public enum Phase: Int, Sendable { case shard = 0, wait = 1, gradient = 2, input = 3, firstLayer = 4 }
     static let count = 5

@@ -5,7 +5,8 @@ import NNData
 import NNEngine
 import NNNumerics
 
-/// What the driver (CLI or daemon) wants, checked between steps.
+/// What the driver (CLI or daemon) wants, checked between engine calls: every
+/// `DataParallelEngine.maxStepsPerCall` (16) steps at most, and at every epoch's end.
 public enum ControlDecision: Sendable { case proceed, pause, stop }
 
 public protocol TrainingControl: Sendable {
@@ -73,7 +74,8 @@ public enum TrainingError: Error, CustomStringConvertible, Sendable {
 }
 
 /// The epoch loop of the seed (stochastic, batch or mini-batch gradient descent with
-/// annealing) around a `DataParallelEngine`, with pause/stop points between steps and
+/// annealing) around a `DataParallelEngine`, with pause/stop points between steps (every
+/// engine call, ≤ 16 steps) and
 /// checkpoints that resume exactly.
 ///
 /// Not `Sendable`: one thread drives a trainer at a time.

@@ -214,4 +214,45 @@ final class EngineTests: XCTestCase {
             XCTAssertEqual(seen.reduce(0, +), e.layout.trainableCount)
         }
     }
+
+    /// `steps` runs several steps in one `concurrentPerform`; the trainer relies on that giving
+    /// exactly what the same steps one by one give (a resumed run regroups its steps).
+    func testStepGroupsEqualSingleStepsBitwise() {
+        let data = syntheticData(records: 200, features: 20, classes: 4, seed: 11)
+        let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 200); defer { idx.deallocate() }
+        for i in 0..<200 { idx[i] = Int32((i * 73) % 200) }
+        let results = UnsafeMutableBufferPointer<PassResult>.allocate(capacity: DataParallelEngine.maxStepsPerCall)
+        defer { results.deallocate() }
+        for (w, opt) in [(1, OptimizerConfig(kind: .sgd)), (2, .init(kind: .sgd)), (3, .init(kind: .adam))] {
+            let single = makeEngine([20, 40, 8, 4], .logistic, workers: w, batch: 16, opt: opt)
+            let grouped = makeEngine([20, 40, 8, 4], .logistic, workers: w, batch: 16, opt: opt)
+            var singleResults: [PassResult] = []
+            for k in 0..<13 {   // 12 full steps of 16 and one of 8
+                singleResults.append(single.step(data: data, indices: idx.baseAddress! + 16 * k, count: min(16, 200 - 16 * k), learningRate: 0.3))
+            }
+            // 5 + 8 steps: groups need not start at the epoch's start.
+            XCTAssertEqual(grouped.steps(data: data, indices: idx.baseAddress!, stepSize: 16, records: 80, learningRate: 0.3, results: results), 5)
+            var groupedResults = Array(results.prefix(5))
+            XCTAssertEqual(grouped.steps(data: data, indices: idx.baseAddress! + 80, stepSize: 16, records: 120, learningRate: 0.3, results: results), 8)
+            groupedResults += results.prefix(8)
+            XCTAssertEqual(grouped.parameters.toArray(), single.parameters.toArray(), "\(w) workers, \(opt.kind)")
+            XCTAssertEqual(groupedResults, singleResults)
+            XCTAssertEqual(grouped.updateCount, 13)
+        }
+    }
+
+    /// A group stops after the first step whose cost is not finite, and says how many ran.
+    func testStepGroupStopsAtFirstNonFiniteCost() {
+        let data = syntheticData(records: 64, features: 20, classes: 4, seed: 12)
+        data.features[20 * 37 + 3] = .nan          // record 37 is in step 3 (records 32..<48)
+        let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 64); defer { idx.deallocate() }
+        for i in 0..<64 { idx[i] = Int32(i) }
+        let results = UnsafeMutableBufferPointer<PassResult>.allocate(capacity: DataParallelEngine.maxStepsPerCall)
+        defer { results.deallocate() }
+        let e = makeEngine([20, 40, 8, 4], .logistic, workers: 2, batch: 16)
+        XCTAssertEqual(e.steps(data: data, indices: idx.baseAddress!, stepSize: 16, records: 64, learningRate: 0.1, results: results), 3)
+        XCTAssertTrue(results[0].costSum.isFinite && results[1].costSum.isFinite)
+        XCTAssertTrue(results[2].costSum.isNaN)
+        XCTAssertEqual(e.updateCount, 3)
+    }
 }

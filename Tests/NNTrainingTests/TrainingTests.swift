@@ -10,9 +10,11 @@ let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().delet
 let sharedMNIST = URL(fileURLWithPath: repoRoot + "/../shared/datasets/mnist").standardized.path
 
 /// Pauses after a given number of decisions (one per step).
+/// Proceeds `calls` times, then pauses. The trainer asks between engine calls, each of up to
+/// `DataParallelEngine.maxStepsPerCall` steps, ending at epoch ends.
 final class PauseAfter: TrainingControl, @unchecked Sendable { // used from the one training thread only
     var remaining: Int
-    init(_ steps: Int) { remaining = steps }
+    init(_ calls: Int) { remaining = calls }
     func decision() -> ControlDecision { remaining -= 1; return remaining < 0 ? .pause : .proceed }
 }
 
@@ -99,10 +101,11 @@ final class TrainingTests: XCTestCase {
             _ = try straight.run()
             var saved: [UInt8] = []
             let first = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2)
-            let outcome = try first.run(control: PauseAfter(29), checkpointSink: { c, _ in saved = c.encode() })
+            // 19 steps per epoch, handed to the engine as 16 + 3: three calls end mid-epoch 2.
+            let outcome = try first.run(control: PauseAfter(3), checkpointSink: { c, _ in saved = c.encode() })
             XCTAssertEqual(outcome, .paused)
             let ckpt = try Checkpoint.decode(saved, path: "memory")
-            XCTAssertEqual(ckpt.state.epoch, 1); XCTAssertEqual(ckpt.state.stepInEpoch, 10) // 19 steps per epoch
+            XCTAssertEqual(ckpt.state.epoch, 1); XCTAssertEqual(ckpt.state.stepInEpoch, 16)
             let resumed = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2, resume: ckpt)
             XCTAssertEqual(try resumed.run(), .completed)
             XCTAssertEqual(resumed.engine.parameters.toArray(), straight.engine.parameters.toArray(), "\(opt): parameters differ after resume")
@@ -128,7 +131,8 @@ final class TrainingTests: XCTestCase {
         let dir = NSTemporaryDirectory() + "nnd-ckpt-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = CheckpointStore(directory: dir, keep: 2)
-        let spec = try smallSpec([])
+        // 12000 records: 188 steps per epoch, so every pause below (after 16-step engine calls) is mid-epoch.
+        let spec = try smallSpec(["data.train_limit=12000"])
         let data = try DataLoading.load(spec: spec, dataDirOverride: sharedMNIST)
         let trainer = try Trainer(spec: spec, train: data.train, test: data.test, workers: 1)
         var states: [Int] = []
@@ -138,19 +142,19 @@ final class TrainingTests: XCTestCase {
         }
         XCTAssertEqual(store.list().count, 2)
         let newest = store.loadLatestValid()
-        XCTAssertEqual(newest.checkpoint?.state.updateCount, 11)
+        XCTAssertEqual(newest.checkpoint?.state.updateCount, 16 * 11)
         XCTAssertTrue(newest.skipped.isEmpty)
         // Flip bytes in the newest: it is detected and the previous one is used.
         var bytes = [UInt8](FileManager.default.contents(atPath: store.list()[0])!)
         bytes[bytes.count - 100] ^= 0xFF
         try Data(bytes).write(to: URL(fileURLWithPath: store.list()[0]))
         let fallback = store.loadLatestValid()
-        XCTAssertEqual(fallback.checkpoint?.state.updateCount, 8)
+        XCTAssertEqual(fallback.checkpoint?.state.updateCount, 16 * 8)
         XCTAssertEqual(fallback.skipped.count, 1)
         XCTAssertTrue(fallback.skipped[0].contains("content hash"), fallback.skipped[0])
         // Truncated: also detected.
         try Data(bytes.prefix(1000)).write(to: URL(fileURLWithPath: store.list()[0]))
-        XCTAssertEqual(store.loadLatestValid().checkpoint?.state.updateCount, 8)
+        XCTAssertEqual(store.loadLatestValid().checkpoint?.state.updateCount, 16 * 8)
         // No temporary files are left behind.
         XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: dir).contains { $0.hasPrefix(".tmp-") })
     }
