@@ -75,7 +75,7 @@ public final class DaemonMetrics: Sendable {
         }
         var text = registry.emitToString()
         if !histograms.isEmpty {
-            text += "# HELP nnd_step_duration_seconds Duration of one training step (forward, backward, reduction, update)\n"
+            text += "# HELP nnd_step_duration_seconds Duration of one training step (forward, backward, reduction, update; steps run in one engine call count with its mean)\n"
             text += "# TYPE nnd_step_duration_seconds histogram\n" + histograms
         }
         return text
