@@ -12,33 +12,43 @@ import Synchronization
 ///
 /// One allocation; worker w's nominal rows `[w·maxRows, (w+1)·maxRows)` of every matrix are
 /// a band bound to w's NUMA node (see `MemoryPlacer`), so each worker's forward and backward
-/// write memory on its own node. Allocated once, before the first step.
+/// write memory on its own node; so is worker w's first-layer block, where it computes its
+/// slice of the first layer's units (`blockFloats` floats). Allocated once, before the first step.
 final class BatchBuffers {
     let memory: FloatBuffer
     /// activations[l]: rows × sizes[l] (l = 0 is the gathered input)
     let activations: [UnsafeMutablePointer<Float>]
     /// deltas[l]: rows × sizes[l] for l ≥ 1 (index 0 unused, points at activations[0])
     let deltas: [UnsafeMutablePointer<Float>]
+    /// firstLayerBlocks[w]: worker w's rows × (its units) of the first layer, before they are
+    /// copied into activations[1].
+    let firstLayerBlocks: [UnsafeMutablePointer<Float>]
 
-    /// Float offsets of the matrices inside `memory`, and each worker's band of bytes in them.
-    static func plan(sizes: [Int], workers: Int, maxRows: Int) -> (offsets: [Int], total: Int, bands: [[MemoryBand.Range]]) {
+    /// Float offsets of the matrices and then of the workers' blocks inside `memory`, and each
+    /// worker's band of bytes in them.
+    static func plan(sizes: [Int], workers: Int, maxRows: Int, blockFloats: Int = 0)
+        -> (offsets: [Int], blockOffsets: [Int], total: Int, bands: [[MemoryBand.Range]]) {
         func align(_ x: Int) -> Int { (x + 15) / 16 * 16 }
         var offsets: [Int] = [], total = 0
         for s in sizes + sizes { offsets.append(total); total += align(workers * maxRows * s) }
+        var blockOffsets: [Int] = []
+        for _ in 0..<workers { blockOffsets.append(total); total += align(blockFloats) }
         let f = MemoryLayout<Float>.stride
         let bands = (0..<workers).map { w in
             zip(offsets, sizes + sizes).map { off, s in MemoryBand.Range(byteOffset: (off + w * maxRows * s) * f, byteCount: maxRows * s * f) }
+                + (blockFloats > 0 ? [MemoryBand.Range(byteOffset: blockOffsets[w] * f, byteCount: blockFloats * f)] : [])
         }
-        return (offsets, total, bands)
+        return (offsets, blockOffsets, total, bands)
     }
 
-    init(sizes: [Int], workers: Int, maxRows: Int, placements: [WorkerPlacement], placer: any MemoryPlacer) {
-        let plan = Self.plan(sizes: sizes, workers: workers, maxRows: maxRows)
+    init(sizes: [Int], workers: Int, maxRows: Int, blockFloats: Int, placements: [WorkerPlacement], placer: any MemoryPlacer) {
+        let plan = Self.plan(sizes: sizes, workers: workers, maxRows: maxRows, blockFloats: blockFloats)
         let bands = placements.map { p in MemoryBand(node: p.node, ranges: plan.bands[p.worker]) }
         let memory = FloatBuffer(count: plan.total, allocator: placer.allocator(bands: bands))
         self.memory = memory
         activations = plan.offsets[0..<sizes.count].map { memory.pointer + $0 }
         deltas = plan.offsets[sizes.count...].map { memory.pointer + $0 }
+        firstLayerBlocks = plan.blockOffsets.map { memory.pointer + $0 }
     }
 }
 
@@ -71,13 +81,14 @@ public struct PassResult: Sendable, Equatable {
 /// Data-parallel training engine for a fully connected softmax classifier.
 ///
 /// A step splits the mini-batch into one contiguous shard per worker (sizes differ by at most
-/// one record). One `concurrentPerform` runs the whole step in four phases, each claimed piece
-/// by piece through atomics and closed by a barrier:
+/// one record). One `concurrentPerform` runs up to `maxStepsPerCall` steps (`steps`), each in
+/// four phases, each claimed piece by piece through atomics and closed by a barrier:
 /// 1. each shard gathers its records' inputs into its rows of the batch's input matrix;
 /// 2. each iteration computes one slice of the first layer's output units for the whole batch
-///    (`Z₁[:, units] = X · W₁[units]ᵀ`), the same units whose gradient and update it owns in
-///    phase 4 — so each worker reads and writes only its own rows of W₁, the network's largest
-///    matrix (627 KB for the seed's), and they stay in that core's cache from step to step;
+///    (`Z₁[:, units] = X · W₁[units]ᵀ`, in its own block, then copied into Z₁), the same
+///    units whose gradient and update it owns in phase 4 — so each worker reads and writes only
+///    its own rows of W₁, the network's largest matrix (627 KB for the seed's), and they stay
+///    in that core's cache from step to step;
 /// 3. each shard runs the rest of the forward pass, the loss and the backward pass (deltas)
 ///    on its rows;
 /// 4. each iteration claims a gradient slice — output units `[n·w/W, n·(w+1)/W)` of every
@@ -149,33 +160,21 @@ public final class DataParallelEngine: @unchecked Sendable {
         optimizerState = (0..<optimizer.stateBuffers).map { _ in FloatBuffer(count: layout.parameterCount, allocator: shared) }
         let maxRows = (maxBatch + workers - 1) / workers
         self.maxRows = maxRows
-        batch = BatchBuffers(sizes: layout.sizes, workers: workers, maxRows: maxRows, placements: placements, placer: placer)
+        let sizes = layout.sizes
+        let split = (0..<workers).map { w in (sizes[1] * w / workers)..<(sizes[1] * (w + 1) / workers) }
+        firstLayerUnits = sizes.count > 2 ? split : []
+        batch = BatchBuffers(sizes: sizes, workers: workers, maxRows: maxRows,
+                             blockFloats: sizes.count > 2 ? maxBatch * split.map(\.count).max()! : 0,
+                             placements: placements, placer: placer)
         workspaces = placements.map { WorkerWorkspace(placement: $0) }
         roundResults = .allocate(capacity: Self.maxStepsPerCall * workers)
         roundResults.initialize(repeating: PassResult(costSum: 0, correct: 0, records: 0), count: Self.maxStepsPerCall * workers)
-        let sizes = layout.sizes
-        let split = (0..<workers).map { w in Self.firstLayerSplit(units: sizes[1], workers: workers, slice: w) }
-        firstLayerUnits = sizes.count > 2 ? split : []
         gradientSlices = (0..<workers).map { w in
             (1..<sizes.count).compactMap { l in
-                let n = sizes[l], rows = l == 1 ? split[w] : (n * w / workers)..<(n * (w + 1) / workers)
+                let n = sizes[l], rows = (n * w / workers)..<(n * (w + 1) / workers)
                 return rows.isEmpty ? nil : GradientSlice(layer: l, rows: rows)
             }
         }
-    }
-
-    /// Slice w of the first layer's units: as even as possible with every boundary on a
-    /// multiple of 16 units — 64 bytes, a cache line — because in phase 2 the slices write
-    /// side by side into each row of Z₁; a boundary inside a line made the two cores take that
-    /// line from each other in every row, on every pass of the GEMM over it. Narrow layers
-    /// (under 16 units per slice) split evenly.
-    static func firstLayerSplit(units n: Int, workers: Int, slice w: Int) -> Range<Int> {
-        func boundary(_ i: Int) -> Int {
-            let even = n * i / workers
-            if n < 16 * workers || i == workers { return even }
-            return min(n, (even + 8) / 16 * 16)
-        }
-        return boundary(w)..<boundary(w + 1)
     }
 
     deinit { roundResults.deallocate() }
@@ -295,7 +294,7 @@ public final class DataParallelEngine: @unchecked Sendable {
         phaseTimes.add(.input, index: iteration, since: &t)
         if splitFirstLayer {
             while let w = schedule.firstLayer.claim(below: W, round: round) {
-                forwardLayer(1, input: batch.activations[0], row: 0, rows: c, units: firstLayerUnits[w])
+                firstLayerSlice(w, rows: c)
                 schedule.firstLayer.finish()
             }
             schedule.firstLayer.waitForAll(W, round: round)
@@ -342,7 +341,7 @@ public final class DataParallelEngine: @unchecked Sendable {
         placer.bindCurrentThread(toNode: workspaces[shard].placement.node)
         let sizes = layout.sizes
         for l in fromLayer..<sizes.count {
-            forwardLayer(l, input: batch.activations[l - 1] + row * sizes[l - 1], row: row, rows: rows, units: 0..<sizes[l])
+            forwardLayer(l, input: batch.activations[l - 1] + row * sizes[l - 1], row: row, rows: rows)
         }
         let (cost, correct) = data.labels.withUnsafeBufferPointer { labels in
             lossAndOutputDelta(row: row, rows: rows) { labels[Int(indices[row + $0])] }
@@ -357,31 +356,43 @@ public final class DataParallelEngine: @unchecked Sendable {
         let sizes = layout.sizes
         var a = input
         for l in 1..<sizes.count {
-            forwardLayer(l, input: a, row: row, rows: rows, units: 0..<sizes[l])
+            forwardLayer(l, input: a, row: row, rows: rows)
             a = UnsafePointer(batch.activations[l] + row * sizes[l])
         }
     }
 
-    /// Output units `units` of layer `l` for batch rows `row..<row + rows`, from `input`
-    /// (rows × sizes[l-1]): Z[:, units] = A · W[units]ᵀ, then bias and activation (softmax on the
-    /// output layer, which needs whole rows).
+    /// Slice w's units of the first layer for batch rows 0..<rows: Z = X · W₁[units]ᵀ, bias and
+    /// activation in worker w's own block, then copied into those columns of activations[1].
+    /// The slices meet inside rows of activations[1] (unit 100 is byte 400 of a row, inside a
+    /// 64-byte line): written by the GEMM in place, that line of every row passed between the
+    /// cores on each of the GEMM's passes; copied, once per step.
     @inline(__always)
-    func forwardLayer(_ l: Int, input: UnsafePointer<Float>, row: Int, rows: Int, units: Range<Int>) {
-        let nIn = layout.sizes[l - 1], nOut = layout.sizes[l], lo = units.lowerBound
+    func firstLayerSlice(_ w: Int, rows: Int) {
+        let units = firstLayerUnits[w], nIn = layout.sizes[0], nOut = layout.sizes[1], lo = units.lowerBound
         if units.isEmpty { return }
+        let z = batch.firstLayerBlocks[w], u = units.count
+        BLAS.sgemm(transA: false, transB: true, m: rows, n: u, k: nIn, alpha: 1, a: batch.activations[0], lda: nIn,
+                   b: parameters.pointer + layout.weightOffsets[0] + lo * nIn, ldb: nIn, beta: 0, c: z, ldc: u)
+        activate(z, bias: parameters.pointer + layout.biasOffsets[0] + lo, rows: rows, cols: u)
+        let a1 = batch.activations[1]
+        for r in 0..<rows { memcpy(a1 + r * nOut + lo, z + r * u, u * MemoryLayout<Float>.stride) }
+    }
+
+    /// Layer `l` for batch rows `row..<row + rows`, from `input` (rows × sizes[l-1]):
+    /// Z = A · Wᵀ, then bias and activation (softmax on the output layer).
+    @inline(__always)
+    func forwardLayer(_ l: Int, input: UnsafePointer<Float>, row: Int, rows: Int) {
+        let nIn = layout.sizes[l - 1], nOut = layout.sizes[l]
         let z = batch.activations[l] + row * nOut
-        let w = UnsafePointer(parameters.pointer + layout.weightOffsets[l - 1] + lo * nIn)
+        let w = UnsafePointer(parameters.pointer + layout.weightOffsets[l - 1])
         let b = UnsafePointer(parameters.pointer + layout.biasOffsets[l - 1])
-        // Z[:, units] = A · W[units]ᵀ   (rows×nIn · nIn×units)
-        BLAS.sgemm(transA: false, transB: true, m: rows, n: units.count, k: nIn, alpha: 1, a: input, lda: nIn,
-                   b: w, ldb: nIn, beta: 0, c: z + lo, ldc: nOut)
+        // Z = A · Wᵀ   (rows×nIn · nIn×nOut)
+        BLAS.sgemm(transA: false, transB: true, m: rows, n: nOut, k: nIn, alpha: 1, a: input, lda: nIn,
+                   b: w, ldb: nIn, beta: 0, c: z, ldc: nOut)
         if l == layout.sizes.count - 1 {
-            precondition(units.count == nOut, "softmax needs whole rows")
             VectorKernels.softmax(z, bias: b, rows: rows, cols: nOut)
-        } else if units.count == nOut {
-            activate(z, bias: b, rows: rows, cols: nOut)
         } else {
-            for r in 0..<rows { activate(z + r * nOut + lo, bias: b + lo, rows: 1, cols: units.count) }
+            activate(z, bias: b, rows: rows, cols: nOut)
         }
     }
 

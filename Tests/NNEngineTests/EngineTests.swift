@@ -88,8 +88,8 @@ final class EngineTests: XCTestCase {
             // Same seed, same worker count: bitwise identical.
             XCTAssertEqual(runOneStep(workers: 3, opt: opt), runOneStep(workers: 3, opt: opt))
         }
-        // A first layer wide enough to be split on cache-line boundaries (40 units: 16 + 24 for
-        // 2 workers), and a network without hidden layers, whose softmax first layer the shards run.
+        // A wider first layer (split by units into the workers' blocks), and a network without
+        // hidden layers, whose softmax first layer the shards run.
         for sizes in [[20, 40, 8, 4], [20, 4]] {
             let one = runOneStep(workers: 1, sizes: sizes)
             for w in [2, 3, 7] {
@@ -98,25 +98,6 @@ final class EngineTests: XCTestCase {
             }
             XCTAssertEqual(runOneStep(workers: 2, sizes: sizes), runOneStep(workers: 2, sizes: sizes))
         }
-    }
-
-    /// The first layer's units split into contiguous, non-empty slices covering every unit, as even
-    /// as cache-line (16-unit) boundaries allow; narrow layers split evenly.
-    func testFirstLayerSplitIsContiguousAndCacheLineAligned() {
-        for n in [1, 5, 16, 31, 32, 40, 100, 200, 784] {
-            for w in 1...8 {
-                let slices = (0..<w).map { DataParallelEngine.firstLayerSplit(units: n, workers: w, slice: $0) }
-                XCTAssertEqual(slices.first?.lowerBound, 0); XCTAssertEqual(slices.last?.upperBound, n)
-                for i in 1..<w { XCTAssertEqual(slices[i - 1].upperBound, slices[i].lowerBound, "n \(n) w \(w)") }
-                if n >= 16 * w {
-                    for s in slices.dropFirst() { XCTAssertEqual(s.lowerBound % 16, 0, "n \(n) w \(w): \(slices)") }
-                    XCTAssertTrue(slices.allSatisfy { !$0.isEmpty && abs($0.count - n / w) <= 16 }, "n \(n) w \(w): \(slices)")
-                } else {
-                    XCTAssertTrue(slices.allSatisfy { abs($0.count - n / w) <= 1 }, "n \(n) w \(w): \(slices)")
-                }
-            }
-        }
-        XCTAssertEqual((0..<2).map { DataParallelEngine.firstLayerSplit(units: 200, workers: 2, slice: $0) }, [0..<96, 96..<200])
     }
 
     /// The phase clock `nnd bench` reports: every shard and the reduction get time, and
@@ -167,9 +148,13 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(engine.batchBufferPlacement, "bands [0, 0, 1, 1]")
         XCTAssertEqual(engine.parameterPlacement, "shared [0, 1]")
         // Worker w's band is rows [w·maxRows, (w+1)·maxRows) of every activation and delta matrix.
-        let plan = BatchBuffers.plan(sizes: [8, 4, 2], workers: 4, maxRows: 4)
+        let plan = BatchBuffers.plan(sizes: [8, 4, 2], workers: 4, maxRows: 4, blockFloats: 16)
         XCTAssertEqual(plan.bands.count, 4)
-        XCTAssertEqual(plan.bands[2].count, 6)
+        XCTAssertEqual(plan.bands[2].count, 7)
+        // ... and its first-layer block.
+        XCTAssertEqual(plan.bands[1][6], .init(byteOffset: plan.blockOffsets[1] * 4, byteCount: 16 * 4))
+        XCTAssertEqual(plan.blockOffsets[1] - plan.blockOffsets[0], 16)
+        XCTAssertLessThanOrEqual(plan.blockOffsets[3] + 16, plan.total)
         XCTAssertEqual(plan.bands[2][0], .init(byteOffset: 2 * 4 * 8 * 4, byteCount: 4 * 8 * 4))
         XCTAssertEqual(plan.bands[3][1], .init(byteOffset: (plan.offsets[1] + 3 * 4 * 4) * 4, byteCount: 4 * 4 * 4))
         for m in 0..<6 { for w in 0..<3 { XCTAssertEqual(plan.bands[w][m].byteOffset + plan.bands[w][m].byteCount, plan.bands[w + 1][m].byteOffset) } }
