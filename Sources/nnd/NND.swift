@@ -124,7 +124,7 @@ struct Bench: ParsableCommand {
         print(String(format: "GEMM reference:              %.1f GFLOP/s (1 core), %.1f GFLOP/s (%d cores)", r.gemmGflopsOneCore, r.gemmGflopsAllCores, w))
         print(String(format: "step, 1 worker, batch %d:    %.0f samples/s, %.1f GFLOP/s = %.0f%% of 1-core GEMM", batch, r.stepSamplesPerSecondOneWorker, r.stepGflopsOneWorker, r.ratioOneWorkerToGemm * 100))
         print(String(format: "step, %d workers, batch %d:   %.0f samples/s, %.1f GFLOP/s = %.0f%% of %d-core GEMM", w, batch, r.stepSamplesPerSecondAllWorkers, r.stepGflopsAllWorkers, r.ratioAllWorkersToGemm * 100, w))
-        print(String(format: "speedup %d workers / 1:       %.2fx", w, r.speedup))
+        print(String(format: "speedup %d workers / 1:       %.2fx (the GEMM reference's own %d-core / 1-core: %.2fx)", w, r.speedup, w, r.gemmSpeedup))
         print(String(format: "MNIST epoch (60000 records): %.3f s", r.secondsPerMNISTEpoch))
         print(String(format: "median of rounds:            %.0f%% of %d-core GEMM, speedup %.2fx", r.medianRatioAllWorkersToGemm * 100, w, r.medianSpeedup))
         let p = r.phasesOfBestRound
