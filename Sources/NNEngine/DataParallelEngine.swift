@@ -52,16 +52,6 @@ final class BatchBuffers {
     }
 }
 
-/// One worker's bookkeeping: where it runs and the cost and accuracy of its last shard.
-final class WorkerWorkspace {
-    let placement: WorkerPlacement
-    // Results of the last step, read by the caller after the join.
-    var records = 0
-    var costSum = 0.0
-    var correct = 0
-    init(placement: WorkerPlacement) { self.placement = placement }
-}
-
 /// The part of the weight gradient and update one `concurrentPerform` iteration owns after
 /// the barrier: output units `rows` of layer `layer` (weight rows and their biases).
 struct GradientSlice: Sendable, Equatable {
@@ -76,6 +66,12 @@ public struct PassResult: Sendable, Equatable {
     public var correct: Int
     public var records: Int
     public var accuracy: Double { records == 0 ? 0 : Double(correct) / Double(records) }
+
+    static let zero = PassResult(costSum: 0, correct: 0, records: 0)
+
+    mutating func add(_ other: PassResult) {
+        costSum += other.costSum; correct += other.correct; records += other.records
+    }
 }
 
 /// Data-parallel training engine for a fully connected softmax classifier.
@@ -131,7 +127,6 @@ public final class DataParallelEngine: @unchecked Sendable {
     public var updateCount: Int = 0
 
     let batch: BatchBuffers
-    let workspaces: [WorkerWorkspace]
     /// gradientSlices[w]: the output units whose gradient and update slice w computes.
     let gradientSlices: [[GradientSlice]]
     /// firstLayerUnits[w]: the first layer's output units slice w computes in phase 2 — the
@@ -141,7 +136,8 @@ public final class DataParallelEngine: @unchecked Sendable {
     let maxRows: Int
     /// Claims and waits of the phases inside one `concurrentPerform`.
     let schedule = StepSchedule()
-    /// Cost and accuracy of shard s in round r of a `steps` call, at [r·W + s].
+    /// Cost and accuracy of shard s in round r of a `steps` call (or of worker s's part of an
+    /// evaluation chunk, r = 0), at [r·W + s].
     let roundResults: UnsafeMutablePointer<PassResult>
     /// Where a step's time goes (off unless `recordPhaseTimes`; `nnd bench` turns it on).
     public let phaseTimes: PhaseTimes
@@ -161,20 +157,24 @@ public final class DataParallelEngine: @unchecked Sendable {
         let maxRows = (maxBatch + workers - 1) / workers
         self.maxRows = maxRows
         let sizes = layout.sizes
-        let split = (0..<workers).map { w in (sizes[1] * w / workers)..<(sizes[1] * (w + 1) / workers) }
+        let split = (0..<workers).map { Self.unitSlice(units: sizes[1], workers: workers, slice: $0) }
         firstLayerUnits = sizes.count > 2 ? split : []
         batch = BatchBuffers(sizes: sizes, workers: workers, maxRows: maxRows,
                              blockFloats: sizes.count > 2 ? maxBatch * split.map(\.count).max()! : 0,
                              placements: placements, placer: placer)
-        workspaces = placements.map { WorkerWorkspace(placement: $0) }
         roundResults = .allocate(capacity: Self.maxStepsPerCall * workers)
-        roundResults.initialize(repeating: PassResult(costSum: 0, correct: 0, records: 0), count: Self.maxStepsPerCall * workers)
+        roundResults.initialize(repeating: .zero, count: Self.maxStepsPerCall * workers)
         gradientSlices = (0..<workers).map { w in
             (1..<sizes.count).compactMap { l in
-                let n = sizes[l], rows = (n * w / workers)..<(n * (w + 1) / workers)
+                let rows = Self.unitSlice(units: sizes[l], workers: workers, slice: w)
                 return rows.isEmpty ? nil : GradientSlice(layer: l, rows: rows)
             }
         }
+    }
+
+    /// Slice w of a layer's n output units: `[n·w/W, n·(w+1)/W)`.
+    static func unitSlice(units n: Int, workers: Int, slice w: Int) -> Range<Int> {
+        (n * w / workers)..<(n * (w + 1) / workers)
     }
 
     deinit { roundResults.deallocate() }
@@ -192,7 +192,7 @@ public final class DataParallelEngine: @unchecked Sendable {
     /// than `maxBatch` (batch mode) is processed in chunks whose gradients accumulate.
     public func step(data: Dataset, indices: UnsafePointer<Int32>, count n: Int, learningRate: Float) -> PassResult {
         precondition(n >= 1, "empty step")
-        var result = PassResult(costSum: 0, correct: 0, records: 0)
+        var result = PassResult.zero
         if n <= maxBatch {
             _ = withUnsafeMutablePointer(to: &result) { r in
                 steps(data: data, indices: indices, stepSize: n, records: n, learningRate: learningRate,
@@ -202,7 +202,6 @@ public final class DataParallelEngine: @unchecked Sendable {
         }
         let W = workerCount
         let indices = SharedPointer(UnsafeMutablePointer(mutating: indices))
-        for ws in workspaces { ws.records = 0; ws.costSum = 0; ws.correct = 0 }
         updateCount += 1
         phaseTimes.countStep()
         let adamStep = updateCount
@@ -215,11 +214,9 @@ public final class DataParallelEngine: @unchecked Sendable {
                 runRound(0, iteration: iteration, data: data, indices: indices.pointer + base, rows: c,
                          accumulate: accumulate, update: lastChunk ? n : nil, learningRate: learningRate, adamStep: adamStep)
             }
-            for s in 0..<W { let r = roundResults[s]; workspaces[s].costSum += r.costSum; workspaces[s].correct += r.correct }
+            result.add(roundTotal(0))
             chunkStart += c
         }
-        result.records = n
-        for ws in workspaces { result.costSum += ws.costSum; result.correct += ws.correct }
         return result
     }
 
@@ -251,14 +248,12 @@ public final class DataParallelEngine: @unchecked Sendable {
                 runRound(r, iteration: iteration, data: data, indices: indices.pointer + lo, rows: n,
                          accumulate: false, update: n, learningRate: learningRate, adamStep: firstUpdate + r)
                 // Every thread reads the same finished shard results, so all stop at the same step.
-                if !roundCost(r).isFinite { break }
+                if !roundTotal(r).costSum.isFinite { break }
             }
         }
         var done = 0
         for r in 0..<k {
-            let n = min(stepSize, records - r * stepSize)
-            var result = PassResult(costSum: 0, correct: 0, records: n)
-            for s in 0..<W { let x = roundResults[r * W + s]; result.costSum += x.costSum; result.correct += x.correct }
+            let result = roundTotal(r)
             results[r] = result
             done += 1
             phaseTimes.countStep()
@@ -268,12 +263,12 @@ public final class DataParallelEngine: @unchecked Sendable {
         return done
     }
 
-    /// Σ cost of round r's shards (valid once its shards are finished).
+    /// Cost and accuracy of round r, summed over its shards (valid once they are finished).
     @inline(__always)
-    func roundCost(_ r: Int) -> Double {
-        var c = 0.0
-        for s in 0..<workerCount { c += roundResults[r * workerCount + s].costSum }
-        return c
+    func roundTotal(_ r: Int) -> PassResult {
+        var total = PassResult.zero
+        for s in 0..<workerCount { total.add(roundResults[r * workerCount + s]) }
+        return total
     }
 
     /// The phases of one step (or chunk) on batch rows 0..<rows, run by every iteration of the
@@ -286,7 +281,7 @@ public final class DataParallelEngine: @unchecked Sendable {
         let W = workerCount, splitFirstLayer = !firstLayerUnits.isEmpty
         var t = phaseTimes.now()
         while let s = schedule.gather.claim(below: W, round: round) {
-            placer.bindCurrentThread(toNode: workspaces[s].placement.node)
+            placer.bindCurrentThread(toNode: placements[s].node)
             gatherInputs(data: data, indices: indices, row: c * s / W, rows: c * (s + 1) / W - c * s / W)
             schedule.gather.finish()
         }
@@ -311,7 +306,8 @@ public final class DataParallelEngine: @unchecked Sendable {
         schedule.shards.waitForAll(W, round: round)
         phaseTimes.add(.wait, index: iteration, since: &t)
         while let slice = schedule.slices.claim(below: W, round: round) {
-            if optimizer.kind == .sgd && !accumulate, let n, n == c {
+            // A round that is a whole step (never an accumulating chunk) can fuse the SGD update.
+            if optimizer.kind == .sgd, let n, n == c {
                 sgdUpdateFromBatch(slice: slice, rows: c, learningRate: learningRate)
             } else {
                 weightGradient(slice: slice, rows: c, accumulate: accumulate)
@@ -337,12 +333,10 @@ public final class DataParallelEngine: @unchecked Sendable {
     /// below `fromLayer` are already computed for these rows. Returns the rows' cost and accuracy.
     @inline(__always)
     func runShard(_ shard: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, row: Int, rows: Int, fromLayer: Int) -> PassResult {
-        if rows == 0 { return PassResult(costSum: 0, correct: 0, records: 0) }
-        placer.bindCurrentThread(toNode: workspaces[shard].placement.node)
-        let sizes = layout.sizes
-        for l in fromLayer..<sizes.count {
-            forwardLayer(l, input: batch.activations[l - 1] + row * sizes[l - 1], row: row, rows: rows)
-        }
+        if rows == 0 { return .zero }
+        placer.bindCurrentThread(toNode: placements[shard].node)
+        let inSize = layout.sizes[fromLayer - 1]
+        forward(from: fromLayer, input: batch.activations[fromLayer - 1] + row * inSize, row: row, rows: rows)
         let (cost, correct) = data.labels.withUnsafeBufferPointer { labels in
             lossAndOutputDelta(row: row, rows: rows) { labels[Int(indices[row + $0])] }
         }
@@ -350,12 +344,13 @@ public final class DataParallelEngine: @unchecked Sendable {
         return PassResult(costSum: cost, correct: correct, records: rows)
     }
 
-    /// Forward pass of `rows` records from `input` (rows × inputSize) into batch rows `row…`.
+    /// Forward pass of `rows` records from layer `from` on: `input` is their layer `from − 1`
+    /// (rows × sizes[from − 1]); layers `from…` go into batch rows `row…`.
     @inline(__always)
-    func forward(input: UnsafePointer<Float>, row: Int, rows: Int) {
+    func forward(from: Int = 1, input: UnsafePointer<Float>, row: Int, rows: Int) {
         let sizes = layout.sizes
         var a = input
-        for l in 1..<sizes.count {
+        for l in from..<sizes.count {
             forwardLayer(l, input: a, row: row, rows: rows)
             a = UnsafePointer(batch.activations[l] + row * sizes[l])
         }
@@ -532,26 +527,25 @@ public final class DataParallelEngine: @unchecked Sendable {
     /// Forward pass over a whole dataset (in parallel, no parameter change): cost and accuracy.
     public func evaluate(_ data: Dataset) -> PassResult {
         let W = workerCount, chunk = maxRows, inSize = layout.inputSize
-        var total = PassResult(costSum: 0, correct: 0, records: data.count)
+        var total = PassResult.zero
         var start = 0
         while start < data.count {
             let end = min(data.count, start + W * chunk)
             let n = end - start
             let base = start
             DispatchQueue.concurrentPerform(iterations: W) { w in
-                let ws = workspaces[w]
-                placer.bindCurrentThread(toNode: ws.placement.node)
+                placer.bindCurrentThread(toNode: placements[w].node)
                 let lo = n * w / W, hi = n * (w + 1) / W, rows = hi - lo
-                ws.records = rows; ws.costSum = 0; ws.correct = 0
+                roundResults[w] = .zero
                 if rows == 0 { return }
                 // Worker w's own band of the batch buffers.
                 forward(input: data.features.pointer + (base + lo) * inSize, row: w * chunk, rows: rows)
                 let (cost, correct) = data.labels.withUnsafeBufferPointer { labels in
                     lossAndOutputDelta(row: w * chunk, rows: rows) { labels[base + lo + $0] }
                 }
-                ws.costSum = cost; ws.correct = correct
+                roundResults[w] = PassResult(costSum: cost, correct: correct, records: rows)
             }
-            for ws in workspaces { total.costSum += ws.costSum; total.correct += ws.correct }
+            total.add(roundTotal(0))
             start = end
         }
         return total
