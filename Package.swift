@@ -1,6 +1,7 @@
 // swift-tools-version:6.0
 // nnd — a training daemon for the seed's MNIST network.
-// Layers, one way only: executables → NNDaemon / NNControl → NNTraining → NNCheckpoint/NNEngine → NNData/NNNumerics → C libraries.
+// Layers, one way only: executables → NNDaemon / NNControl → NNTraining → NNCheckpoint/NNEngine → NNData/NNNumerics → C libraries;
+// NNAPI (the contract: specs, records, request and response bodies) is the leaf every layer may use.
 import PackageDescription
 
 // The numeric modules are compiled with optimisation even in debug builds, so `swift test`
@@ -34,22 +35,25 @@ let package = Package(
 
         // element-wise kernels in C: clang vectorises them, with an AVX2+FMA clone chosen at load time.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        // the contract: run specs, run records, events, every request and response body, and the
+        // one JSON configuration; shared by the daemon, the training layer and nnctl. Foundation only.
+        .target(name: "NNAPI"),
         // numerics: aligned buffers, BLAS with kernel selection, vector kernels, RNG, SHA-256.
         .target(name: "NNNumerics", dependencies: ["CBLAS", "CKernels"], swiftSettings: optimised),
         // data: IDX/CSV readers, dataset fetch and verification.
         .target(name: "NNData", dependencies: ["NNNumerics", "CZlib"], swiftSettings: optimised),
         // parallel engine: flat parameters, forward/backward, data-parallel step, NUMA placement, optimisers.
-        .target(name: "NNEngine", dependencies: ["NNNumerics", "NNData", "CNUMA"], swiftSettings: optimised),
+        .target(name: "NNEngine", dependencies: ["NNAPI", "NNNumerics", "NNData", "CNUMA"], swiftSettings: optimised),
         // checkpoints: safetensors + resume state, atomic writes, retention.
-        .target(name: "NNCheckpoint", dependencies: ["NNEngine", "NNNumerics"]),
+        .target(name: "NNCheckpoint", dependencies: ["NNAPI", "NNEngine", "NNNumerics"]),
         // training: run specs (YAML), the epoch loop the daemon drives, evaluation, benchmark.
         .target(name: "NNTraining", dependencies: [
-            "NNEngine", "NNData", "NNCheckpoint",
+            "NNAPI", "NNEngine", "NNData", "NNCheckpoint",
             .product(name: "Yams", package: "Yams"),
         ]),
         // daemon: RunManager and the HTTP/JSON control API on a Unix socket.
         .target(name: "NNDaemon", dependencies: [
-            "NNTraining",
+            "NNAPI", "NNTraining",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -59,7 +63,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         // fuzzing: what the libFuzzer harness (Fuzz/) and the regression tests feed the file readers.
-        .target(name: "NNFuzzing", dependencies: ["NNData", "NNCheckpoint", "NNEngine"]),
+        .target(name: "NNFuzzing", dependencies: ["NNAPI", "NNData", "NNCheckpoint", "NNEngine"]),
         // control client: HTTP/1.1 over a Unix socket, used by nnctl.
         .target(name: "NNControl", dependencies: []),
 
@@ -69,14 +73,14 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "nnctl", dependencies: [
-            "NNControl",
+            "NNAPI", "NNControl",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         .testTarget(name: "NNNumericsTests", dependencies: ["NNNumerics"]),
         .testTarget(name: "NNDataTests", dependencies: ["NNData", "NNFuzzing"]),
-        .testTarget(name: "NNEngineTests", dependencies: ["NNEngine", "NNData"]),
-        .testTarget(name: "NNTrainingTests", dependencies: ["NNTraining"]),
-        .testTarget(name: "NNDaemonTests", dependencies: ["NNControl", "NNCheckpoint"]),
+        .testTarget(name: "NNEngineTests", dependencies: ["NNAPI", "NNEngine", "NNData"]),
+        .testTarget(name: "NNTrainingTests", dependencies: ["NNAPI", "NNTraining"]),
+        .testTarget(name: "NNDaemonTests", dependencies: ["NNAPI", "NNControl", "NNCheckpoint"]),
     ]
 )

@@ -1,22 +1,9 @@
 import Foundation
+import NNAPI
 import NNEngine
 import NNNumerics
 
 /// One completed epoch, as kept in the run's history.
-public struct EpochRecord: Codable, Sendable, Equatable {
-    public var epoch: Int
-    public var cost: Double
-    public var learningRate: Float
-    public var trainAccuracy: Double
-    public var testAccuracy: Double?
-    public var seconds: Double
-    public var annealed: Bool
-    public init(epoch: Int, cost: Double, learningRate: Float, trainAccuracy: Double, testAccuracy: Double?, seconds: Double, annealed: Bool) {
-        self.epoch = epoch; self.cost = cost; self.learningRate = learningRate; self.trainAccuracy = trainAccuracy
-        self.testAccuracy = testAccuracy; self.seconds = seconds; self.annealed = annealed
-    }
-}
-
 /// Everything besides the tensors that a run needs to continue exactly where it stopped.
 public struct ResumeState: Codable, Sendable, Equatable {
     /// Current epoch (0-based) and steps already taken in it.

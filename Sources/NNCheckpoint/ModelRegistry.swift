@@ -1,4 +1,5 @@
 import Foundation
+import NNAPI
 
 /// Promoted models: `<state>/models/<name>/<version>/{model.safetensors,info.json}`, a
 /// `current` symlink switched atomically (new link, rename over the old one, fsync of the
@@ -6,23 +7,6 @@ import Foundation
 public struct ModelRegistry: Sendable {
     public let root: String
     public init(root: String) { self.root = root }
-
-    public struct Version: Codable, Sendable, Equatable {
-        public var version: String
-        public var run: String
-        public var testAccuracy: Double
-        public var trainAccuracy: Double
-        public var createdAt: Date
-        /// The network, so the model can be evaluated without its run: layers and hidden activation.
-        public var layers: [Int]
-        public var activation: String
-    }
-
-    public struct Model: Codable, Sendable {
-        public var name: String
-        public var current: String?
-        public var versions: [Version]
-    }
 
     public enum RegistryError: Error, CustomStringConvertible {
         case notFound(String), conflict(String), io(String)
@@ -35,9 +19,9 @@ public struct ModelRegistry: Sendable {
 
     /// Stores a checkpoint as a new (not yet current) version.
     public func add(model: String, run: String, checkpointBytes: [UInt8], testAccuracy: Double, trainAccuracy: Double,
-                    layers: [Int], activation: String) throws -> Version {
+                    layers: [Int], activation: Activation) throws -> ModelVersion {
         let stamp = ISO8601DateFormatter.compact.string(from: Date())
-        let v = Version(version: "\(stamp)-\(run.suffix(12))", run: run, testAccuracy: testAccuracy, trainAccuracy: trainAccuracy, createdAt: Date(),
+        let v = ModelVersion(version: "\(stamp)-\(run.suffix(12))", run: run, testAccuracy: testAccuracy, trainAccuracy: trainAccuracy, createdAt: Date(),
                         layers: layers, activation: activation)
         let vdir = "\(dir(model))/\(v.version)"
         do {
@@ -48,14 +32,14 @@ public struct ModelRegistry: Sendable {
         return v
     }
 
-    public func current(_ model: String) -> Version? {
+    public func current(_ model: String) -> ModelVersion? {
         guard let name = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(dir(model))/current") else { return nil }
         return version(model, (name as NSString).lastPathComponent)
     }
 
-    public func version(_ model: String, _ version: String) -> Version? {
+    public func version(_ model: String, _ version: String) -> ModelVersion? {
         guard let d = FileManager.default.contents(atPath: "\(dir(model))/\(version)/info.json") else { return nil }
-        return try? Self.decoder.decode(Version.self, from: d)
+        return try? Self.decoder.decode(ModelVersion.self, from: d)
     }
 
     public func modelPath(_ model: String, _ version: String) -> String { "\(dir(model))/\(version)/model.safetensors" }
@@ -66,12 +50,12 @@ public struct ModelRegistry: Sendable {
         return try Checkpoint.decode([UInt8](d), path: path)
     }
 
-    public func list() -> [Model] {
+    public func list() -> [ModelInfo] {
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).sorted()
         return names.map { name in
             let entries = ((try? FileManager.default.contentsOfDirectory(atPath: dir(name))) ?? []).filter { $0 != "current" && !$0.hasPrefix(".") }
             let versions = entries.sorted().compactMap { version(name, $0) }
-            return Model(name: name, current: current(name)?.version, versions: versions)
+            return ModelInfo(name: name, current: current(name)?.version, versions: versions)
         }
     }
 
@@ -110,8 +94,8 @@ public struct ModelRegistry: Sendable {
         } catch let e as RegistryError { throw e } catch { throw RegistryError.io("cannot switch \(model) to \(version): \(error)") }
     }
 
-    static let encoder: JSONEncoder = { let e = JSONEncoder(); e.dateEncodingStrategy = .iso8601; e.outputFormatting = [.sortedKeys]; return e }()
-    static let decoder: JSONDecoder = { let d = JSONDecoder(); d.dateDecodingStrategy = .iso8601; return d }()
+    static var encoder: JSONEncoder { APIJSON.prettyEncoder }
+    static var decoder: JSONDecoder { APIJSON.decoder }
 }
 
 extension ISO8601DateFormatter {

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import NNAPI
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
@@ -8,7 +9,7 @@ import ServiceLifecycle
 /// `nnd serve`: the long-running process. Wires the `RunManager`, the control API on the
 /// Unix socket, systemd notifications and graceful shutdown on SIGTERM/SIGINT.
 public enum Daemon {
-    public static let version = "0.1.0"
+    public static let version = NNDVersion.current
 
     public struct StartupError: Error, CustomStringConvertible {
         public var description: String
@@ -78,7 +79,7 @@ public enum Daemon {
         // marked to resume), then the HTTP server closes the socket.
         var all: [any Service] = [app, lifecycle]
         if let (host, port) = config.metricsAddress {
-            all.insert(Application(router: metricsOnlyRouter(manager: manager),
+            all.insert(Application(router: ControlAPI.metricsOnlyRouter(manager: manager, version: version),
                                    configuration: .init(address: .hostname(host, port: port), serverName: "nnd/\(version)"),
                                    logger: logger), at: 0)
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Metrics
+import NNAPI
 import NNCheckpoint
 import NNNumerics
 import NNTraining

@@ -1,15 +1,7 @@
 import Foundation
+import NNAPI
 import NNTraining
 import Synchronization
-
-/// One line of a run's event stream (`GET /v1/runs/{id}/events`, NDJSON).
-public struct StreamLine: Codable, Sendable {
-    public var type: String            // "progress" or "state"
-    public var run: String
-    public var event: TrainingEvent?
-    public var state: RunState?
-    public var reason: String?
-}
 
 /// Fans a run's events out to any number of watchers. Called from the training thread
 /// (at most every 0.2 s and once per epoch, never per step), so a mutex is fine here.
@@ -34,13 +26,13 @@ public final class EventHub: Sendable {
 
     public func publish(run: String, event: TrainingEvent) {
         latest.withLock { $0[run] = event }
-        let line = StreamLine(type: "progress", run: run, event: event, state: nil, reason: nil)
+        let line = StreamLine(type: .progress, run: run, event: event)
         for c in subscribers.withLock({ Array(($0.byRun[run] ?? [:]).values) }) { c.yield(line) }
     }
 
     /// A state change; `final` closes the watchers' streams (the run left `running`).
     public func publish(run: String, state: RunState, reason: String?, closeStreams: Bool) {
-        let line = StreamLine(type: "state", run: run, event: nil, state: state, reason: reason)
+        let line = StreamLine(type: .state, run: run, state: state, reason: reason)
         let cs = subscribers.withLock { s -> [AsyncStream<StreamLine>.Continuation] in
             let all = Array((s.byRun[run] ?? [:]).values)
             if closeStreams { s.byRun[run] = nil }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NNAPI
 import NNCheckpoint
 import NNTraining
 
@@ -94,12 +95,12 @@ final class RunExecution: Sendable {
         let current = models.current(p.model)
         if let cur = current {
             let c = try models.load(p.model, cur.version)
-            currentAcc = try Evaluation.run(checkpoint: c, activation: Activation(rawValue: cur.activation) ?? .logistic, data: test,
-                                            workers: workers, which: "test", run: cur.run).accuracy
+            currentAcc = try Inference(checkpoint: c, activation: cur.activation, inputs: test.featureCount, workers: workers)
+                .evaluate(test, which: .test, run: cur.run).accuracy
         }
         let version = try models.add(model: p.model, run: record.id, checkpointBytes: trainer.checkpoint().encode(),
                                      testAccuracy: newAcc, trainAccuracy: accuracies.0, layers: record.spec.model.layers,
-                                     activation: record.spec.model.activation.rawValue)
+                                     activation: record.spec.model.activation)
         let promote = currentAcc.map { newAcc >= $0 - p.margin } ?? true
         if promote { try models.promote(model: p.model, version: version.version) }
         let message: String

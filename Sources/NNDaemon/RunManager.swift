@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NNAPI
 import NNCheckpoint
 import NNData
 import NNEngine
@@ -71,9 +72,7 @@ public actor RunManager {
     public func create(spec: RunSpec) throws(APIError) -> RunRecord {
         guard !shuttingDown else { throw APIError(503, "shutting_down", "the daemon is shutting down") }
         let id = Self.newID(name: spec.name)
-        let r = RunRecord(id: id, name: spec.name, spec: spec, state: .queued, createdAt: Date(), startedAt: nil, finishedAt: nil,
-                          reason: nil, notes: [], progress: nil, history: [], lastCheckpoint: nil, checkpointsWritten: 0,
-                          trainAccuracy: nil, testAccuracy: nil, workers: config.workers, resumeOnStart: false, dataHash: nil, dataFiles: nil, promotion: nil)
+        let r = RunRecord(id: id, spec: spec, workers: config.workers)
         do { try FileManager.default.createDirectory(atPath: runDirectory(id), withIntermediateDirectories: true) } catch {
             throw APIError(507, "storage", "cannot create \(runDirectory(id)): \(error.localizedDescription)")
         }
@@ -297,29 +296,10 @@ public actor RunManager {
 
     static func timestamp() -> String { ISO8601DateFormatter().string(from: Date()) }
 
-    static let encoder: JSONEncoder = {
-        let e = JSONEncoder()
-        e.keyEncodingStrategy = .convertToSnakeCase
-        e.dateEncodingStrategy = .iso8601
-        e.outputFormatting = [.sortedKeys]
-        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return e
-    }()
-    /// run.json keeps Swift's property names: the spec's own keys are already snake_case and
-    /// would not survive a snake-case round trip.
-    static let storeEncoder: JSONEncoder = {
-        let e = JSONEncoder()
-        e.dateEncodingStrategy = .iso8601
-        e.outputFormatting = [.sortedKeys, .prettyPrinted]
-        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return e
-    }()
-    static let storeDecoder: JSONDecoder = {
-        let d = JSONDecoder()
-        d.dateDecodingStrategy = .iso8601
-        d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return d
-    }()
+    /// The API's JSON configuration, for bodies and for `run.json` (pretty, to be read by people).
+    static var encoder: JSONEncoder { APIJSON.encoder }
+    static var storeEncoder: JSONEncoder { APIJSON.prettyEncoder }
+    static var storeDecoder: JSONDecoder { APIJSON.decoder }
 }
 
 /// Keeps the most recently loaded dataset so pause → resume does not read and hash it again.

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import NNAPI
 import NNData
 import NNNumerics
 import Synchronization

@@ -1,14 +1,5 @@
+import NNAPI
 import NNNumerics
-
-/// Hidden-layer activation. The output layer is always softmax.
-public enum Activation: String, Codable, Sendable, CaseIterable {
-    case logistic, tanh, relu
-}
-
-/// Weight initialisation (seed: `xavier` uniform ±√(6/(n_in+n_out)), `he` normal σ=√(2/n_in)).
-public enum Initialisation: String, Codable, Sendable, CaseIterable {
-    case xavier, he
-}
 
 /// Where each layer's weights and biases live inside the one flat parameter buffer
 /// (and, identically, inside every flat gradient buffer). Layer `l` (1...L-1) maps

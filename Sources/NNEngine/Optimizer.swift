@@ -1,11 +1,9 @@
+import NNAPI
 import NNNumerics
 
 /// The update rule. `sgd` is the seed's: θ ← θ − (α/n)·Σg − (α·λ/n)·θ, b ← b − (α/n)·Σg.
 /// `momentum` and `adam` apply their usual rules to the same regularised mean gradient
 /// ĝ = Σg/n + (λ/n)·θ (weights) or Σg/n (biases).
-public enum OptimizerKind: String, Codable, Sendable, CaseIterable {
-    case sgd, momentum, adam
-}
 
 public struct OptimizerConfig: Codable, Sendable, Equatable {
     public var kind: OptimizerKind

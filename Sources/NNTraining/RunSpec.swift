@@ -1,86 +1,7 @@
 import Foundation
+import NNAPI
 import NNEngine
 import Yams
-
-/// A run spec: everything that defines a training run. Decoded from YAML (or JSON, which is
-/// YAML) with every field checked; unknown fields are refused so a typo never goes unnoticed.
-public struct RunSpec: Codable, Sendable, Equatable {
-    public var name: String
-    public var model: Model
-    public var training: Training
-    public var data: DataSource
-    public var checkpoint: Checkpointing
-    /// Present for retraining runs: where a completed run's model may be promoted.
-    public var promotion: Promotion?
-
-    public struct Model: Codable, Sendable, Equatable {
-        public var layers: [Int]
-        public var activation: Activation
-        public var initialisation: Initialisation
-        enum CodingKeys: String, CodingKey { case layers, activation, initialisation = "init" }
-    }
-
-    public enum Mode: String, Codable, Sendable, CaseIterable { case stochastic, batch, minibatch }
-
-    public struct Training: Codable, Sendable, Equatable {
-        public var mode: Mode
-        public var batchSize: Int
-        public var epochs: Int
-        public var learningRate: Double
-        public var lambda: Double
-        public var anneal: Bool
-        public var optimizer: OptimizerKind
-        public var momentum: Double
-        public var seed: UInt64
-        /// Evaluate on the test set after every epoch (for curves and the best checkpoint).
-        public var evaluateEveryEpoch: Bool
-        enum CodingKeys: String, CodingKey {
-            case mode, batchSize = "batch_size", epochs, learningRate = "learning_rate", lambda, anneal, optimizer, momentum, seed
-            case evaluateEveryEpoch = "evaluate_every_epoch"
-        }
-    }
-
-    public struct DataSource: Codable, Sendable, Equatable {
-        /// Directory with the four MNIST IDX files (plain or .gz); nil = `nnd`'s default search.
-        public var dir: String?
-        /// CSV files in the seed's layout instead of IDX (both or neither).
-        public var trainCSV: String?
-        public var testCSV: String?
-        /// Use only the first N records (quick runs, tests).
-        public var trainLimit: Int?
-        public var testLimit: Int?
-        enum CodingKeys: String, CodingKey { case dir, trainCSV = "train_csv", testCSV = "test_csv", trainLimit = "train_limit", testLimit = "test_limit" }
-    }
-
-    public struct Checkpointing: Codable, Sendable, Equatable {
-        /// Write a checkpoint every N steps (0 = off).
-        public var everySteps: Int
-        /// ... and/or every T seconds (0 = off).
-        public var everySeconds: Double
-        /// Keep the last K checkpoints (plus the best by test accuracy).
-        public var keep: Int
-        enum CodingKeys: String, CodingKey { case everySteps = "every_steps", everySeconds = "every_seconds", keep }
-    }
-
-    public struct Promotion: Codable, Sendable, Equatable {
-        /// Model name: `<state>/models/<model>/`.
-        public var model: String
-        /// Promote unless the new test accuracy is below the current model's by more than this (percentage points).
-        public var margin: Double
-        /// Start from the current model's weights instead of a fresh initialisation.
-        public var warmStart: Bool
-        enum CodingKeys: String, CodingKey { case model, margin, warmStart = "warm_start" }
-    }
-
-    /// Effective records per step.
-    public func stepSize(trainCount: Int) -> Int {
-        switch training.mode {
-        case .stochastic: 1
-        case .batch: trainCount
-        case .minibatch: min(training.batchSize, trainCount)
-        }
-    }
-}
 
 /// A spec problem, naming the field and the value.
 public struct SpecError: Error, CustomStringConvertible, Equatable, Sendable {
@@ -155,7 +76,7 @@ extension RunSpec {
             throw SpecError(field: "", "\(source): cannot be represented: \(error)")
         }
         let spec: RunSpec
-        do { spec = try JSONDecoder().decode(RunSpec.self, from: json) } catch let e as DecodingError {
+        do { spec = try APIJSON.decoder.decode(RunSpec.self, from: json) } catch let e as DecodingError {
             throw SpecError.from(e, root: merged)
         }
         try spec.validate()
@@ -219,21 +140,21 @@ extension RunSpec {
 extension SpecError {
     static func from(_ e: DecodingError, root: [String: Any]) -> SpecError {
         func path(_ ctx: DecodingError.Context) -> String {
-            ctx.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+            ctx.codingPath.map { $0.intValue.map { "[\($0)]" } ?? APIJSON.snakeCase($0.stringValue) }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
         }
         func value(_ ctx: DecodingError.Context) -> String {
             if ctx.codingPath.isEmpty { return "the spec" }
             var cur: Any? = root
             for k in ctx.codingPath {
                 if let i = k.intValue { cur = (cur as? [Any]).flatMap { i < $0.count ? $0[i] : nil } }
-                else { cur = (cur as? [String: Any])?[k.stringValue] }
+                else { cur = (cur as? [String: Any])?[APIJSON.snakeCase(k.stringValue)] }
             }
             return cur.map { "'\($0)'" } ?? "missing"
         }
         switch e {
         case .typeMismatch(let t, let ctx): return SpecError(field: path(ctx), "\(value(ctx)) is not a valid \(t)")
         case .valueNotFound(let t, let ctx): return SpecError(field: path(ctx), "missing value, expected \(t)")
-        case .keyNotFound(let k, let ctx): return SpecError(field: (path(ctx).isEmpty ? "" : path(ctx) + ".") + k.stringValue, "is required")
+        case .keyNotFound(let k, let ctx): return SpecError(field: (path(ctx).isEmpty ? "" : path(ctx) + ".") + APIJSON.snakeCase(k.stringValue), "is required")
         case .dataCorrupted(let ctx):
             return SpecError(field: path(ctx), "\(value(ctx)) is not valid: \(ctx.debugDescription)")
         @unknown default: return SpecError(field: "", "\(e)")

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import NNAPI
 import NNCheckpoint
 import NNData
 import NNEngine
@@ -17,28 +18,6 @@ public protocol TrainingControl: Sendable {
 public struct RunToCompletion: TrainingControl {
     public init() {}
     public func decision() -> ControlDecision { .proceed }
-}
-
-/// Progress, for `--json` lines, `nnctl watch` and metrics.
-public struct TrainingEvent: Codable, Sendable, Equatable {
-    public enum Kind: String, Codable, Sendable { case started, step, epoch, checkpoint, finished }
-    public var kind: Kind
-    public var epoch: Int            // 1-based epoch the event belongs to
-    public var epochs: Int
-    public var step: Int             // steps done in that epoch
-    public var stepsPerEpoch: Int
-    public var cost: Double?         // epoch cost (epoch events) or running mean cost (step events)
-    public var learningRate: Float
-    public var samplesPerSecond: Double
-    public var seconds: Double       // seconds of the epoch so far / of the epoch
-    public var trainAccuracy: Double?
-    public var testAccuracy: Double?
-    public var etaSeconds: Double?
-    public var message: String?
-    /// Step durations since the trainer started: cumulative counts per `StepDurations.bounds`
-    /// bucket (the last is +Inf), their sum in seconds, and the step count.
-    public var stepDurationBuckets: [Int]?
-    public var stepDurationSum: Double?
 }
 
 /// A step-duration histogram filled by the training thread without locks or allocation

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import NNAPI
 import NNData
 import NNDaemon
 import NNEngine
@@ -12,6 +13,7 @@ struct NND: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nnd",
         abstract: "nnd — a training daemon for fully connected MNIST classifiers.",
+        version: NNDVersion.current,
         subcommands: [Serve.self, Train.self, Bench.self, DatasetCommand.self, Info.self])
 
     static func main() async {
@@ -32,10 +34,7 @@ struct NND: AsyncParsableCommand {
 func stderrLine(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
 func jsonLine<T: Encodable>(_ value: T) -> String {
-    let enc = JSONEncoder()
-    enc.keyEncodingStrategy = .convertToSnakeCase
-    enc.outputFormatting = [.sortedKeys]
-    return String(decoding: try! enc.encode(value), as: UTF8.self)
+    String(decoding: try! APIJSON.encoder.encode(value), as: UTF8.self)
 }
 
 struct Info: ParsableCommand {

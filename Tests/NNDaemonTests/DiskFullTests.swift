@@ -1,4 +1,5 @@
 import Foundation
+import NNAPI
 import NNCheckpoint
 import XCTest
 

@@ -1,4 +1,5 @@
 import Foundation
+import NNAPI
 import XCTest
 @testable import NNData
 @testable import NNEngine

@@ -1,0 +1,90 @@
+import Foundation
+
+/// One stored version of a model (`<state>/models/<model>/<version>/info.json`).
+public struct ModelVersion: Codable, Sendable, Equatable {
+    public var version: String
+    /// The run that trained it.
+    public var run: String
+    /// Accuracies in percent, measured when the run completed.
+    public var testAccuracy: Double
+    public var trainAccuracy: Double
+    public var createdAt: Date
+    /// The network, so the model can be evaluated without its run: layers and hidden activation.
+    public var layers: [Int]
+    public var activation: Activation
+
+    public init(
+        version: String, run: String, testAccuracy: Double, trainAccuracy: Double, createdAt: Date, layers: [Int],
+        activation: Activation
+    ) {
+        self.version = version
+        self.run = run
+        self.testAccuracy = testAccuracy
+        self.trainAccuracy = trainAccuracy
+        self.createdAt = createdAt
+        self.layers = layers
+        self.activation = activation
+    }
+}
+
+/// A model: its versions, oldest first, and which one is current.
+public struct ModelInfo: Codable, Sendable {
+    public var name: String
+    public var current: String?
+    public var versions: [ModelVersion]
+
+    public init(name: String, current: String?, versions: [ModelVersion]) {
+        self.name = name
+        self.current = current
+        self.versions = versions
+    }
+}
+
+/// `GET /v1/models`.
+public struct ModelList: Codable, Sendable {
+    public var models: [ModelInfo]
+    public init(models: [ModelInfo]) { self.models = models }
+}
+
+/// `POST /v1/models/{model}/promote`.
+public struct PromoteRequest: Codable, Sendable {
+    public var version: String
+    public init(version: String) { self.version = version }
+}
+
+/// The answer to promote and rollback: the model's current version after the change.
+public struct ModelPointer: Codable, Sendable {
+    public var model: String
+    public var current: String
+    public init(model: String, current: String) {
+        self.model = model
+        self.current = current
+    }
+}
+
+/// The promotion gate's decision for a completed retraining run.
+public struct PromotionOutcome: Codable, Sendable {
+    public var model: String
+    public var version: String
+    public var promoted: Bool
+    public var newTestAccuracy: Double
+    public var currentVersion: String?
+    public var currentTestAccuracy: Double?
+    public var margin: Double
+    /// The decision in a sentence, as logged and printed by `nnctl retrain`.
+    public var message: String
+
+    public init(
+        model: String, version: String, promoted: Bool, newTestAccuracy: Double, currentVersion: String?,
+        currentTestAccuracy: Double?, margin: Double, message: String
+    ) {
+        self.model = model
+        self.version = version
+        self.promoted = promoted
+        self.newTestAccuracy = newTestAccuracy
+        self.currentVersion = currentVersion
+        self.currentTestAccuracy = currentTestAccuracy
+        self.margin = margin
+        self.message = message
+    }
+}

@@ -1,0 +1,91 @@
+/// A run spec: everything that defines a training run. This is the document's shape;
+/// `RunSpec.parse` (NNTraining) reads it from YAML or JSON, fills the defaults and checks
+/// every field. On the wire and in YAML the keys are snake_case (`batch_size`).
+public struct RunSpec: Codable, Sendable, Equatable {
+    public var name: String
+    public var model: Model
+    public var training: Training
+    public var data: DataSource
+    public var checkpoint: Checkpointing
+    /// Present for retraining runs: where a completed run's model may be promoted.
+    public var promotion: Promotion?
+
+    public init(
+        name: String, model: Model, training: Training, data: DataSource, checkpoint: Checkpointing,
+        promotion: Promotion? = nil
+    ) {
+        self.name = name
+        self.model = model
+        self.training = training
+        self.data = data
+        self.checkpoint = checkpoint
+        self.promotion = promotion
+    }
+
+    public struct Model: Codable, Sendable, Equatable {
+        /// Units per layer, input first: the seed's `[784, 200, 100, 50, 10]`.
+        public var layers: [Int]
+        public var activation: Activation
+        public var initialisation: Initialisation
+        enum CodingKeys: String, CodingKey { case layers, activation, initialisation = "init" }
+    }
+
+    public enum Mode: String, Codable, Sendable, CaseIterable { case stochastic, batch, minibatch }
+
+    public struct Training: Codable, Sendable, Equatable {
+        public var mode: Mode
+        public var batchSize: Int
+        public var epochs: Int
+        public var learningRate: Double
+        public var lambda: Double
+        public var anneal: Bool
+        public var optimizer: OptimizerKind
+        public var momentum: Double
+        public var seed: UInt64
+        /// Evaluate on the test set after every epoch (for curves and the best checkpoint).
+        public var evaluateEveryEpoch: Bool
+    }
+
+    public struct DataSource: Codable, Sendable, Equatable {
+        /// Directory with the four MNIST IDX files (plain or .gz); nil = `nnd`'s default search.
+        public var dir: String?
+        /// CSV files in the seed's layout instead of IDX (both or neither).
+        public var trainCSV: String?
+        public var testCSV: String?
+        /// Use only the first N records (quick runs, tests).
+        public var trainLimit: Int?
+        public var testLimit: Int?
+        // camelCase raw values: see `APIJSON` (on the wire: train_csv, test_csv).
+        enum CodingKeys: String, CodingKey {
+            case dir, trainCSV = "trainCsv", testCSV = "testCsv", trainLimit, testLimit
+        }
+    }
+
+    public struct Checkpointing: Codable, Sendable, Equatable {
+        /// Write a checkpoint every N steps (0 = off).
+        public var everySteps: Int
+        /// ... and/or every T seconds (0 = off).
+        public var everySeconds: Double
+        /// Keep the last K checkpoints (plus the best by test accuracy).
+        public var keep: Int
+    }
+
+    public struct Promotion: Codable, Sendable, Equatable {
+        /// Model name: `<state>/models/<model>/`.
+        public var model: String
+        /// Promote unless the new test accuracy is below the current model's by more than this
+        /// (percentage points).
+        public var margin: Double
+        /// Start from the current model's weights instead of a fresh initialisation.
+        public var warmStart: Bool
+    }
+
+    /// Effective records per step.
+    public func stepSize(trainCount: Int) -> Int {
+        switch training.mode {
+        case .stochastic: 1
+        case .batch: trainCount
+        case .minibatch: min(training.batchSize, trainCount)
+        }
+    }
+}

@@ -1,0 +1,49 @@
+import Foundation
+
+/// `GET /v1/health`.
+public struct Health: Codable, Sendable {
+    public var status: String
+    public var version: String
+    public var uptimeSeconds: Double
+    /// Runs by state (`RunState` raw values).
+    public var runs: [String: Int]
+
+    public init(status: String = "ok", version: String, uptimeSeconds: Double, runs: [String: Int]) {
+        self.status = status
+        self.version = version
+        self.uptimeSeconds = uptimeSeconds
+        self.runs = runs
+    }
+}
+
+/// Every error the API returns: `{"error": {"status", "code", "message", "field"?}}`.
+/// `code` is stable (clients branch on it); `message` names the file, field or value.
+public struct APIError: Error, Codable, Sendable, CustomStringConvertible {
+    public var status: Int
+    public var code: String
+    public var message: String
+    public var field: String?
+
+    public init(_ status: Int, _ code: String, _ message: String, field: String? = nil) {
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+    }
+
+    public var description: String { "\(message) (HTTP \(status) \(code))" }
+
+    public static func notFound(_ what: String) -> APIError { APIError(404, "not_found", what) }
+    public static func conflict(_ what: String) -> APIError { APIError(409, "illegal_transition", what) }
+}
+
+/// The body of an error response.
+public struct ErrorBody: Codable, Sendable {
+    public var error: APIError
+    public init(error: APIError) { self.error = error }
+}
+
+/// The version of nnd, nnctl and the API they speak (`GET /v1/health`, `--version`).
+public enum NNDVersion {
+    public static let current = "0.2.0"
+}

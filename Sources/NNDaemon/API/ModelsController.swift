@@ -1,0 +1,43 @@
+import Hummingbird
+import NNAPI
+import NNCheckpoint
+
+/// `/v1/models`: the model registry (versions, current, promote, rollback).
+struct ModelsController {
+    let registry: ModelRegistry
+
+    func addRoutes(to routes: APIRoutes) {
+        routes.get("/v1/models", use: list)
+        routes.post("/v1/models/:name/promote", use: promote)
+        routes.post("/v1/models/:name/rollback", use: rollback)
+    }
+
+    @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> ModelList {
+        ModelList(models: registry.list())
+    }
+
+    @Sendable func promote(_ request: Request, context: APIRequestContext) async throws -> ModelPointer {
+        let model = try context.name("name")
+        let version = try await request.decode(as: PromoteRequest.self, context: context).version
+        guard RunManager.isValidID(version) else {
+            throw APIError(422, "invalid_value", "version must be one of the model's version names", field: "version")
+        }
+        do { try registry.promote(model: model, version: version) } catch let error as ModelRegistry.RegistryError { throw error.api }
+        return ModelPointer(model: model, current: version)
+    }
+
+    @Sendable func rollback(_ request: Request, context: APIRequestContext) async throws -> ModelPointer {
+        let model = try context.name("name")
+        do { return ModelPointer(model: model, current: try registry.rollback(model: model)) } catch let error as ModelRegistry.RegistryError { throw error.api }
+    }
+}
+
+extension ModelRegistry.RegistryError {
+    var api: APIError {
+        switch self {
+        case .notFound(let message): APIError(404, "not_found", message)
+        case .conflict(let message): APIError(409, "illegal_transition", message)
+        case .io(let message): APIError(507, "storage", message)
+        }
+    }
+}

@@ -1,0 +1,158 @@
+import ArgumentParser
+import Foundation
+import NNAPI
+
+struct Start: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create a run from a spec file; it starts when a slot is free.",
+        discussion: """
+            The spec is YAML (see etc/nnd/runs/). --set changes one field without editing the file:
+              nnctl start etc/nnd/runs/mnist-seed.yaml --set training.epochs=5 --wait
+            """)
+
+    @Argument(help: ArgumentHelp("Run spec (YAML).", valueName: "spec.yaml"))
+    var spec: String
+
+    @Option(help: "Run name (default: the spec's name).")
+    var name: String?
+
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override a spec field (repeatable).", valueName: "field=value"))
+    var overrides: [String] = []
+
+    @Flag(help: "Follow the run until it ends; exit 0 only if it completed.")
+    var wait = false
+
+    @OptionGroup var follow: FollowOptions
+    @OptionGroup var connection: Connection
+
+    func run() throws {
+        let request = CreateRunRequest(specYAML: try readSpec(spec), name: name, overrides: overrides)
+        let run = try connection.call("POST", "/v1/runs", body: request, as: RunRecord.self)
+        if !connection.json { print("started \(run.id) (\(run.state.rawValue))") }
+        if wait { try RunFollower(connection: connection, options: follow).follow(run.id) }
+    }
+}
+
+/// The spec file's text, or a usage error naming the file.
+func readSpec(_ path: String) throws -> String {
+    guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+        throw ValidationError("cannot read run spec '\(path)'")
+    }
+    return text
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show one run in detail, or the daemon and all runs.")
+
+    @Argument(help: ArgumentHelp("The run's id or name (default: the daemon and every run).", valueName: "run"))
+    var target: String?
+
+    @OptionGroup var connection: Connection
+
+    func run() throws {
+        if let target {
+            let record = try connection.call("GET", runPath(target), as: RunRecord.self)
+            if !connection.json { Output.run(record) }
+            return
+        }
+        let health = try connection.call("GET", "/v1/health", as: Health.self)
+        guard !connection.json else { return }
+        Output.health(health)
+        Output.runs(try connection.call("GET", "/v1/runs", as: RunList.self).runs)
+    }
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List runs, oldest first.")
+
+    @OptionGroup var connection: Connection
+
+    func run() throws {
+        let list = try connection.call("GET", "/v1/runs", as: RunList.self)
+        if !connection.json { Output.runs(list.runs) }
+    }
+}
+
+struct Watch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Follow a run's progress until it ends; exit 0 if it completed, 4 if it failed or stopped.",
+        discussion: """
+            If the daemon restarts meanwhile, watch reconnects (for up to --reconnect-timeout \
+            seconds) and carries on with the resumed run.
+            """)
+
+    @OptionGroup var target: RunArgument
+    @OptionGroup var follow: FollowOptions
+    @OptionGroup var connection: Connection
+
+    func run() throws { try RunFollower(connection: connection, options: follow).follow(target.run) }
+}
+
+/// `pause` and `stop` wait for the run to get there; `resume` only queues it.
+struct RunTransition {
+    let action: String
+    /// States in which the transition is over.
+    let arrived: Set<RunState>
+
+    func perform(_ run: String, wait: Bool, connection: Connection) throws {
+        var record = try connection.call("POST", runPath(run, "/\(action)"), as: RunRecord.self)
+        if wait {
+            let deadline = Date().addingTimeInterval(120)
+            while !arrived.contains(record.state) {
+                guard Date() < deadline else {
+                    throw Refused(message: "run \(record.id) is still \(record.state.rawValue) after 120 s")
+                }
+                usleep(100_000)
+                record = try connection.call("GET", runPath(record.id), as: RunRecord.self, quiet: true)
+            }
+        }
+        if !connection.json { print("\(record.id): \(action) → \(record.state.rawValue)") }
+    }
+}
+
+struct Pause: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Pause a run at its next step; returns once it is paused (it checkpoints first).")
+
+    @OptionGroup var target: RunArgument
+
+    @Flag(help: "Return as soon as the daemon accepted the request.")
+    var noWait = false
+
+    @OptionGroup var connection: Connection
+
+    func run() throws {
+        try RunTransition(action: "pause", arrived: [.paused, .completed, .failed, .stopped])
+            .perform(target.run, wait: !noWait, connection: connection)
+    }
+}
+
+struct Resume: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Resume a paused, stopped or failed run from its last checkpoint.")
+
+    @OptionGroup var target: RunArgument
+    @OptionGroup var connection: Connection
+
+    func run() throws {
+        try RunTransition(action: "resume", arrived: []).perform(target.run, wait: false, connection: connection)
+    }
+}
+
+struct Stop: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Stop a run at its next step; returns once it is stopped (it checkpoints; `resume` continues it).")
+
+    @OptionGroup var target: RunArgument
+
+    @Flag(help: "Return as soon as the daemon accepted the request.")
+    var noWait = false
+
+    @OptionGroup var connection: Connection
+
+    func run() throws {
+        try RunTransition(action: "stop", arrived: [.stopped, .completed, .failed])
+            .perform(target.run, wait: !noWait, connection: connection)
+    }
+}

@@ -1,0 +1,78 @@
+import ArgumentParser
+import Foundation
+import NNAPI
+import NNControl
+
+/// `--socket` and `--json`, and the typed requests every command makes.
+struct Connection: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            "The daemon's socket (default: $NND_SOCKET, else your own daemon's if it exists, else /run/nnd/nnd.sock).",
+            valueName: "path"))
+    var socket: String?
+
+    @Flag(help: "Print the daemon's JSON answer instead of a table.")
+    var json = false
+
+    var client: UnixHTTPClient { UnixHTTPClient(socketPath: socket ?? Self.defaultSocket()) }
+
+    /// `$NND_SOCKET`; else the user's own daemon (`nnd serve`'s default) when its socket
+    /// exists; else the system service's; else the user's (named in the error).
+    static func defaultSocket(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let socket = environment["NND_SOCKET"], !socket.isEmpty { return socket }
+        let own = UnixHTTPClient.defaultSocketPath(environment: environment)
+        if FileManager.default.fileExists(atPath: own) { return own }
+        if FileManager.default.fileExists(atPath: systemSocket) { return systemSocket }
+        return own
+    }
+
+    static let systemSocket = "/run/nnd/nnd.sock"
+
+    /// Sends a request and decodes the answer as `T`; a non-2xx answer becomes `Refused`
+    /// with the daemon's message. With `--json` the answer is also printed as it came.
+    func call<T: Decodable>(
+        _ method: String, _ path: String, body: (any Encodable)? = nil, as type: T.Type = T.self, quiet: Bool = false
+    ) throws -> T {
+        let bytes = try body.map { [UInt8](try APIJSON.encoder.encode($0)) }
+        let response = try client.request(method, path, json: bytes)
+        try check(response)
+        if json && !quiet { print(response.text, terminator: response.text.hasSuffix("\n") ? "" : "\n") }
+        do { return try APIJSON.decoder.decode(T.self, from: Data(response.body)) } catch {
+            throw Refused(message: "unexpected answer to \(method) \(path): \(error)")
+        }
+    }
+
+    /// Throws `Refused` for a non-2xx response.
+    func check(_ response: UnixHTTPClient.Response) throws {
+        guard !(200..<300).contains(response.status) else { return }
+        if let body = try? APIJSON.decoder.decode(ErrorBody.self, from: Data(response.body)) {
+            throw Refused(message: body.error.description)
+        }
+        throw Refused(message: "HTTP \(response.status): \(response.text.prefix(300))")
+    }
+
+    /// Fetches a file-like answer (export, report) and writes it to `output`.
+    func download(_ path: String, to output: String) throws -> Int {
+        let response = try client.request("GET", path)
+        try check(response)
+        guard FileManager.default.createFile(atPath: output, contents: Data(response.body)) else {
+            throw Refused(message: "cannot write \(output)")
+        }
+        return response.body.count
+    }
+}
+
+/// The path of a run's resource; names and ids are percent-encoded.
+func runPath(_ run: String, _ tail: String = "") -> String {
+    let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-_."))
+    return "/v1/runs/" + (run.addingPercentEncoding(withAllowedCharacters: allowed) ?? run) + tail
+}
+
+/// The argument naming a run, shared by every command that takes one.
+struct RunArgument: ParsableArguments {
+    @Argument(help: ArgumentHelp("The run's id, or its name (the newest run of that name).", valueName: "run"))
+    var run: String
+}
+
+extension EvaluationData: ExpressibleByArgument {}
+extension ExportFormat: ExpressibleByArgument {}

@@ -1,0 +1,117 @@
+import Foundation
+import NNAPI
+
+/// Human-readable output: aligned tables and the formats of numbers, times and durations.
+enum Output {
+    /// Columns padded to their widest cell, two spaces apart.
+    static func table(_ rows: [[String]]) {
+        guard let first = rows.first else { return }
+        let widths = first.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+        for row in rows {
+            let cells = zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }
+            print(cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+        }
+    }
+
+    /// `12.3456`, or `-` when absent.
+    static func number(_ value: Double?, _ format: String = "%.4f") -> String {
+        value.map { String(format: format, $0) } ?? "-"
+    }
+
+    static func percent(_ value: Double?) -> String { number(value, "%.2f") }
+
+    /// A date as the API sends it (UTC, ISO 8601, to the second).
+    static func date(_ value: Date?) -> String {
+        guard let value else { return "-" }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.string(from: value)
+    }
+
+    /// `45s`, `3m20s`, `2h5m`.
+    static func duration(_ seconds: Double?) -> String {
+        guard let seconds, seconds.isFinite, seconds >= 0 else { return "-" }
+        let total = Int(seconds.rounded())
+        if total >= 3600 { return "\(total / 3600)h\(total % 3600 / 60)m" }
+        if total >= 60 { return "\(total / 60)m\(total % 60)s" }
+        return "\(total)s"
+    }
+
+    /// `nnctl status RUN`: one run in detail.
+    static func run(_ run: RunRecord) {
+        let spec = run.spec
+        var rows: [[String]] = [["run", run.id], ["name", run.name], ["state", run.state.rawValue]]
+        if let reason = run.reason { rows.append(["reason", reason]) }
+        rows.append([
+            "model", spec.model.layers.map(String.init).joined(separator: "-") + " " + spec.model.activation.rawValue,
+        ])
+        rows.append([
+            "training",
+            "\(spec.training.mode.rawValue) batch \(spec.training.batchSize), \(spec.training.optimizer.rawValue) "
+                + "lr \(number(spec.training.learningRate, "%g")), \(spec.training.epochs) epochs",
+        ])
+        if let progress = run.progress {
+            rows.append([
+                "progress",
+                "epoch \(progress.epoch)/\(progress.epochs), step \(progress.step)/\(progress.stepsPerEpoch), "
+                    + "\(number(progress.samplesPerSecond, "%.0f")) samples/s",
+            ])
+            if let eta = progress.etaSeconds, run.state == .running { rows.append(["eta", duration(eta)]) }
+        }
+        if let last = run.history.last {
+            rows.append([
+                "last epoch",
+                "cost \(number(last.cost)), lr \(number(Double(last.learningRate), "%g")), "
+                    + "train \(percent(last.trainAccuracy))%, test \(percent(last.testAccuracy))%",
+            ])
+        }
+        if let accuracy = run.trainAccuracy { rows.append(["train accuracy", "\(percent(accuracy))%"]) }
+        if let accuracy = run.testAccuracy { rows.append(["test accuracy", "\(percent(accuracy))%"]) }
+        let last = run.lastCheckpoint.map { ", last \(($0 as NSString).lastPathComponent)" } ?? ""
+        rows.append(["checkpoints", "\(run.checkpointsWritten) written\(last)"])
+        if let promotion = run.promotion { rows.append(["promotion", promotion.message]) }
+        for note in run.notes { rows.append(["note", note]) }
+        table(rows)
+    }
+
+    /// `nnctl list`.
+    static func runs(_ runs: [RunSummary]) {
+        guard !runs.isEmpty else { return print("no runs") }
+        table(
+            [["ID", "NAME", "STATE", "EPOCH", "COST", "TEST %", "CREATED"]]
+                + runs.map { run in
+                    [
+                        run.id, run.name, run.state.rawValue, "\(run.epoch.map(String.init) ?? "-")/\(run.epochs)",
+                        number(run.cost), percent(run.testAccuracy), date(run.createdAt),
+                    ]
+                })
+    }
+
+    /// `nnctl models`: every version, `*` marking the current one.
+    static func models(_ models: [ModelInfo]) {
+        guard !models.isEmpty else { return print("no models") }
+        var rows = [["MODEL", "VERSION", "", "TEST %", "TRAIN %", "RUN", "CREATED"]]
+        for model in models {
+            for version in model.versions {
+                rows.append([
+                    model.name, version.version, version.version == model.current ? "*" : "",
+                    percent(version.testAccuracy), percent(version.trainAccuracy), version.run, date(version.createdAt),
+                ])
+            }
+        }
+        table(rows)
+    }
+
+    /// `nnctl eval`.
+    static func evaluation(_ evaluation: Evaluation) {
+        print(
+            "\(evaluation.run): \(evaluation.data.rawValue) accuracy \(percent(evaluation.accuracy))% "
+                + "(\(evaluation.records) records, cost \(number(evaluation.cost)), after epoch \(evaluation.epoch))")
+    }
+
+    /// `nnctl status` without a run: the daemon in one line.
+    static func health(_ health: Health) {
+        let runs = health.runs.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        print("nnd \(health.version): up \(duration(health.uptimeSeconds)), runs: \(runs.isEmpty ? "none" : runs)")
+    }
+}
