@@ -30,7 +30,7 @@ public struct RunSpec: Codable, Sendable, Equatable {
         enum CodingKeys: String, CodingKey { case layers, activation, initialisation = "init" }
     }
 
-    public enum Mode: String, Codable, Sendable, CaseIterable { case stochastic, batch, minibatch }
+    public enum Mode: String, WireEnum { case stochastic, batch, minibatch }
 
     public struct Training: Codable, Sendable, Equatable {
         public var mode: Mode

@@ -66,7 +66,7 @@ public struct UnixHTTPClient: Sendable {
     }
 
     /// Reads a response head, then hands body bytes to `onBody` as they arrive (de-chunked).
-    func receive(_ fd: Int32, onBody: ([UInt8]) throws -> Void) throws -> (Int, [String: String]) {
+    func receive(_ fd: Int32, bodyExpected: Bool = true, onBody: ([UInt8]) throws -> Void) throws -> (Int, [String: String]) {
         var buffer = [UInt8]()
         var chunk = [UInt8](repeating: 0, count: 65536)
         func fill() throws -> Bool {
@@ -88,7 +88,9 @@ public struct UnixHTTPClient: Sendable {
         guard parts.count >= 2, let status = Int(parts[1]) else { throw ClientError.protocolError("status line '\(lines[0])'") }
         var headers: [String: String] = [:]
         for l in lines.dropFirst() { if let c = l.firstIndex(of: ":") { headers[l[..<c].lowercased()] = l[l.index(after: c)...].trimmingCharacters(in: .whitespaces) } }
-        if headers["transfer-encoding"]?.lowercased() == "chunked" {
+        if !bodyExpected {
+            // HEAD: the headers describe a body that is not sent.
+        } else if headers["transfer-encoding"]?.lowercased() == "chunked" {
             while true {
                 var lineEnd = find(buffer, [13, 10])
                 while lineEnd == nil { guard try fill() else { throw ClientError.protocolError("truncated chunked body") }; lineEnd = find(buffer, [13, 10]) }
@@ -117,11 +119,16 @@ public struct UnixHTTPClient: Sendable {
     }
 
     public func request(_ method: String, _ path: String, json body: [UInt8]? = nil) throws -> Response {
+        try request(method, path, body: body, contentType: "application/json")
+    }
+
+    /// A request whose body has another type (e.g. `application/yaml`).
+    public func request(_ method: String, _ path: String, body: [UInt8]?, contentType: String) throws -> Response {
         let fd = try connectSocket()
         defer { close(fd) }
-        try send(fd, method: method, path: path, body: body, contentType: "application/json")
+        try send(fd, method: method, path: path, body: body, contentType: contentType)
         var data = [UInt8]()
-        let (status, headers) = try receive(fd) { data += $0 }
+        let (status, headers) = try receive(fd, bodyExpected: method != "HEAD") { data += $0 }
         return Response(status: status, headers: headers, body: data)
     }
 

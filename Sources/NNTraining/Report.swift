@@ -80,7 +80,7 @@ public struct TrainingReport: Sendable {
         for e in history {
             h += "<tr><td>\(e.epoch)</td><td>\(String(format: "%.6f", e.cost))</td><td>\(e.learningRate)</td><td>\(String(format: "%.2f", e.trainAccuracy))</td><td>\(e.testAccuracy.map { String(format: "%.2f", $0) } ?? "-")</td><td>\(String(format: "%.3f", e.seconds))</td></tr>"
         }
-        let specJSON = (try? JSONEncoder.pretty.encode(spec)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let specJSON = (try? APIJSON.prettyEncoder.encode(spec)).map { String(decoding: $0, as: UTF8.self) } ?? ""
         h += "</table>\n<h2>Spec</h2>\n<pre>\(esc(specJSON))</pre>\n</body></html>\n"
         return h
     }
@@ -183,8 +183,4 @@ public struct TrainingReport: Sendable {
         }
         return svg + "</svg>"
     }
-}
-
-extension JSONEncoder {
-    static var pretty: JSONEncoder { let e = JSONEncoder(); e.outputFormatting = [.prettyPrinted, .sortedKeys]; return e }
 }

@@ -143,7 +143,7 @@ final class DaemonTests: XCTestCase {
         try expect("GET", "/v1/runs/nope", nil, 404, "not_found", "nope")
         try expect("POST", "/v1/runs/nope/pause", nil, 404, "not_found", "nope")
         try expect("GET", "/v1/unknown", nil, 404, "not_found", "/v1/unknown")
-        try expect("DELETE", "/v1/runs", nil, 404, "not_found", "DELETE /v1/runs")
+        try expect("DELETE", "/v1/runs", nil, 405, "method_not_allowed", "DELETE is not allowed on /v1/runs")
         // Illegal transitions: a queued run behind a running one can be paused, not resumed; a completed one cannot be paused.
         let first = try d.createRun(smallSpec(name: "busy", trainLimit: 6000, epochs: 3, batch: 16))
         let second = try d.createRun(smallSpec(name: "waiting", trainLimit: 1000, epochs: 1))

@@ -1,0 +1,165 @@
+import Foundation
+import NNAPI
+import XCTest
+
+/// nnctl as a user drives it: its tables show the figures the daemon sent, it has the manners
+/// of kubectl/systemctl (global options anywhere, a default socket, --version, waiting
+/// transitions, distinct exit codes), and the API has HTTP's (405 + Allow, HEAD, media types).
+final class CLITests: XCTestCase {
+    /// Every table nnctl prints (models, list, status, eval, the daemon line) carries the numbers
+    /// of the daemon's own JSON answers — the human-readable output is decoded from the same
+    /// `NNAPI` types, so a renamed field cannot silently print `-`.
+    func testTablesShowTheFiguresOfTheDaemonsAnswers() throws {
+        let d = DaemonProcess()
+        try d.start()
+        let spec = "\(d.dir)/nightly.yaml"
+        try (smallSpec(name: "nightly", trainLimit: 2000, epochs: 2) + "\npromotion: {model: digits, margin: 0.5}\n")
+            .write(toFile: spec, atomically: true, encoding: .utf8)
+        // Global options before the command, as in the README's service example.
+        let (code, out, err) = try nnctl(["--socket", d.socket, "retrain", spec])
+        XCTAssertEqual(code, 0, out + err)
+
+        let models = try APIJSON.decoder.decode(ModelList.self, from: try d.client.request("GET", "/v1/models").body.data)
+        let version = try XCTUnwrap(models.models.first?.versions.first)
+        let (mc, table, _) = try nnctl(["--socket", d.socket, "models"])
+        XCTAssertEqual(mc, 0)
+        let row = try XCTUnwrap(table.split(separator: "\n").first { $0.contains(version.version) }, table)
+        XCTAssertTrue(row.contains("digits") && row.contains("*"), String(row))
+        XCTAssertTrue(row.contains(String(format: "%.2f", version.testAccuracy)), "test accuracy missing: \(row)")
+        XCTAssertTrue(row.contains(String(format: "%.2f", version.trainAccuracy)), "train accuracy missing: \(row)")
+        XCTAssertTrue(row.contains(ISO8601DateFormatter().string(from: version.createdAt)), "date missing: \(row)")
+        XCTAssertTrue(row.contains(version.run), String(row))
+        XCTAssertFalse(row.contains(" - "), "a column printed '-': \(row)")
+
+        let run = try APIJSON.decoder.decode(RunRecord.self, from: try d.client.request("GET", "/v1/runs/\(version.run)").body.data)
+        let test = String(format: "%.2f", try XCTUnwrap(run.testAccuracy))
+        let (lc, list, _) = try nnctl(["list", "--socket", d.socket])
+        XCTAssertEqual(lc, 0)
+        let listRow = try XCTUnwrap(list.split(separator: "\n").first { $0.contains(run.id) }, list)
+        XCTAssertTrue(listRow.contains("completed") && listRow.contains("2/2") && listRow.contains(test), String(listRow))
+
+        let (sc, status, _) = try nnctl(["status", run.id, "--socket", d.socket])
+        XCTAssertEqual(sc, 0)
+        let accuracyLine = status.split(separator: "\n").first { $0.hasPrefix("test accuracy") }
+        XCTAssertEqual(accuracyLine?.hasSuffix(" \(test)%"), true, status)
+        XCTAssertTrue(status.contains("784-64-32-10 relu"), status)
+        XCTAssertTrue(status.contains(try XCTUnwrap(run.promotion?.message)), status)
+
+        let evaluation = try APIJSON.decoder.decode(
+            Evaluation.self, from: try d.client.request("POST", "/v1/runs/\(run.id)/eval").body.data)
+        let (ec, eval, _) = try nnctl(["eval", run.id, "--socket", d.socket])
+        XCTAssertEqual(ec, 0)
+        XCTAssertTrue(
+            eval.contains("test accuracy \(String(format: "%.2f", evaluation.accuracy))% (\(evaluation.records) records"),
+            eval)
+
+        let (hc, daemon, _) = try nnctl(["status", "--socket", d.socket])
+        XCTAssertEqual(hc, 0)
+        XCTAssertTrue(daemon.hasPrefix("nnd \(NNDVersion.current): up "), daemon)
+        XCTAssertTrue(daemon.contains("runs: 1 completed"), daemon)
+
+        // --json anywhere prints the daemon's answer, which decodes as the contract's type.
+        let (jc, json, _) = try nnctl(["--json", "--socket=\(d.socket)", "models"])
+        XCTAssertEqual(jc, 0)
+        XCTAssertEqual(try APIJSON.decoder.decode(ModelList.self, from: Data(json.utf8)).models.first?.current, version.version)
+    }
+
+    /// --version, the default socket, enum options, pause/stop that wait, and exit code 4.
+    func testCommandLineManners() throws {
+        let (vc, version, _) = try nnctl(["--version"])
+        XCTAssertEqual(vc, 0)
+        XCTAssertEqual(version.trimmingCharacters(in: .whitespacesAndNewlines), NNDVersion.current)
+
+        let d = DaemonProcess()
+        try d.start()
+        // The default socket: the user's own daemon's ($XDG_RUNTIME_DIR/nnd/nnd.sock) when it exists.
+        let runtime = "\(d.dir)/xdg"
+        try FileManager.default.createDirectory(atPath: "\(runtime)/nnd", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: "\(runtime)/nnd/nnd.sock", withDestinationPath: d.socket)
+        let (dc, noRuns, dErr) = try nnctl(["list"], env: ["NND_SOCKET": "", "XDG_RUNTIME_DIR": runtime])
+        XCTAssertEqual(dc, 0, dErr)
+        XCTAssertEqual(noRuns, "no runs\n")
+        if !FileManager.default.fileExists(atPath: "/run/nnd/nnd.sock") {
+            let empty = "\(d.dir)/empty"
+            let (uc, _, unreachable) = try nnctl(["list"], env: ["NND_SOCKET": "", "XDG_RUNTIME_DIR": empty])
+            XCTAssertEqual(uc, 3)
+            XCTAssertTrue(unreachable.contains("\(empty)/nnd/nnd.sock"), "the socket tried is named: \(unreachable)")
+        }
+
+        // Enum options list their values.
+        let (fc, _, formatError) = try nnctl(["export", "x", "--format", "onnx", "-o", "/dev/null", "--socket", d.socket])
+        XCTAssertEqual(fc, 2)
+        XCTAssertTrue(formatError.contains("safetensors") && formatError.contains("npz"), formatError)
+        let (hc, help, _) = try nnctl(["eval", "--help"])
+        XCTAssertEqual(hc, 0)
+        XCTAssertTrue(help.contains("test") && help.contains("train"), help)
+
+        // pause and stop return with the run there.
+        let env = ["NND_SOCKET": d.socket]
+        let run = try d.createRun(longSpec(name: "long", everySteps: 200))
+        try d.waitFor(run, states: ["running"])
+        let (pc, paused, pErr) = try nnctl(["pause", run], env: env)
+        XCTAssertEqual(pc, 0, pErr)
+        XCTAssertEqual(paused, "\(run): pause → paused\n")
+        XCTAssertEqual(try d.state(run), "paused")
+        XCTAssertEqual(try nnctl(["resume", run], env: env).0, 0)
+        try d.waitFor(run, states: ["running"])
+        let (sc, stopped, sErr) = try nnctl(["stop", run], env: env)
+        XCTAssertEqual(sc, 0, sErr)
+        XCTAssertTrue(stopped.hasSuffix("stop → stopped\n") || stopped.hasSuffix("stop → completed\n"), stopped)
+        XCTAssertNotEqual(try d.state(run), "running")
+
+        // A run that fails while followed: exit 4 with the reason.
+        let specPath = "\(d.dir)/diverge.yaml"
+        try smallSpec(name: "diverge", trainLimit: 2000, epochs: 2).write(toFile: specPath, atomically: true, encoding: .utf8)
+        let (wc, _, failed) = try nnctl(["start", specPath, "--wait", "--set", "training.learning_rate=1e9"], env: env)
+        XCTAssertEqual(wc, 4, failed)
+        XCTAssertTrue(failed.contains("ended failed") && failed.contains("diverged"), failed)
+    }
+
+    /// 405 with Allow for a known path, HEAD wherever GET works, YAML specs, 415 for other types.
+    func testHTTPManners() throws {
+        let d = DaemonProcess()
+        try d.start()
+        let delete = try d.client.request("DELETE", "/v1/health")
+        XCTAssertEqual(delete.status, 405, delete.text)
+        XCTAssertEqual(delete.headers["allow"], "GET, HEAD")
+        XCTAssertTrue(delete.text.contains("\"method_not_allowed\""), delete.text)
+        let options = try d.client.request("OPTIONS", "/v1/runs")
+        XCTAssertEqual(options.status, 405)
+        XCTAssertEqual(options.headers["allow"], "GET, HEAD, POST")
+        XCTAssertEqual(try d.client.request("GET", "/v1/nothing").status, 404)
+        XCTAssertEqual(try d.client.request("PUT", "/v1/runs/some-run/pause").headers["allow"], "POST")
+
+        let head = try d.client.request("HEAD", "/v1/health")
+        XCTAssertEqual(head.status, 200)
+        XCTAssertTrue(head.body.isEmpty)
+        XCTAssertEqual(try d.client.request("HEAD", "/metrics").status, 200)
+
+        let yaml = smallSpec(name: "from-yaml", trainLimit: 500, epochs: 1)
+        let created = try d.client.request(
+            "POST", "/v1/runs?name=yaml-run", body: Array(yaml.utf8), contentType: "application/yaml")
+        XCTAssertEqual(created.status, 201, created.text)
+        let record = try APIJSON.decoder.decode(RunRecord.self, from: created.body.data)
+        XCTAssertEqual(record.name, "yaml-run")
+        XCTAssertEqual(record.spec.training.epochs, 1)
+        let badYAML = try d.client.request("POST", "/v1/runs", body: Array("model: [".utf8), contentType: "text/yaml")
+        XCTAssertEqual(badYAML.status, 422, badYAML.text)
+        XCTAssertTrue(badYAML.text.contains("invalid_spec"), badYAML.text)
+
+        let plain = try d.client.request("POST", "/v1/runs", body: Array("x".utf8), contentType: "text/plain")
+        XCTAssertEqual(plain.status, 415, plain.text)
+        let unsupported = try APIJSON.decoder.decode(ErrorBody.self, from: plain.body.data).error
+        XCTAssertEqual(unsupported.code, "unsupported_media_type")
+        XCTAssertTrue(unsupported.message.contains("application/json or application/yaml"), unsupported.message)
+        let wrongType = try d.client.request("POST", "/v1/runs", json: Array(#"{"spec_yaml": 5}"#.utf8))
+        XCTAssertEqual(wrongType.status, 422)
+        let error = try APIJSON.decoder.decode(ErrorBody.self, from: wrongType.body.data).error
+        XCTAssertEqual(error.field, "spec_yaml")
+        XCTAssertEqual(error.message, "spec_yaml must be a string")
+    }
+}
+
+extension Array where Element == UInt8 {
+    var data: Data { Data(self) }
+}
