@@ -1,3 +1,4 @@
+import Foundation
 import NNAPI
 import NNNumerics
 
@@ -34,17 +35,24 @@ func update(
     start: Int, end: Int, learningRate: Float, lambda: Float, records: Int, adamStep: Int,
     gradient: (Int) -> Float
 ) {
+    // n records in the step; weights decay by λ/n (biases are not regularised).
     let invN = 1 / Float(records)
     let decay = isWeight ? lambda * invN : 0
     switch config.kind {
     case .sgd:
         let a = learningRate * invN, ad = learningRate * decay
-        for i in start..<end { params[i] = params[i] - a * gradient(i) - ad * params[i] }
+        for i in start..<end {
+            // θ ← θ − (α/n)·Σg − (α·λ/n)·θ   (the seed's rule)
+            params[i] = params[i] - a * gradient(i) - ad * params[i]
+        }
     case .momentum:
         let v = state1!, mu = config.momentum
         for i in start..<end {
+            // ĝ = Σg/n + (λ/n)·θ
             let g = gradient(i) * invN + decay * params[i]
+            // v ← μ·v + ĝ
             v[i] = mu * v[i] + g
+            // θ ← θ − α·v
             params[i] -= learningRate * v[i]
         }
     case .adam:
@@ -53,9 +61,13 @@ func update(
         let c1 = 1 - Float.pow(b1, t), c2 = 1 - Float.pow(b2, t)
         let stepSize = learningRate / c1, invC2 = 1 / c2
         for i in start..<end {
+            // ĝ = Σg/n + (λ/n)·θ
             let g = gradient(i) * invN + decay * params[i]
+            // m ← β₁·m + (1 − β₁)·ĝ
             m[i] = b1 * m[i] + (1 - b1) * g
+            // v ← β₂·v + (1 − β₂)·ĝ²
             v[i] = b2 * v[i] + (1 - b2) * g * g
+            // θ ← θ − α·m̂ / (√v̂ + ε), m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ)
             params[i] -= stepSize * m[i] / ((v[i] * invC2).squareRoot() + eps)
         }
     }
@@ -64,4 +76,47 @@ func update(
 extension Float {
     @inline(__always) static func pow(_ x: Float, _ y: Float) -> Float { Float(Foundation.pow(Double(x), Double(y))) }
 }
-import Foundation
+
+// MARK: - The engine's update of its gradient slices
+
+extension DataParallelEngine {
+    /// The seed's SGD update of slice `slice` straight from the batch, for a step that fits the
+    /// buffers: θ ← (1 − α·λ/n)·θ − (α/n)·δᵀ·A_prev is one GEMM with β = 1 − α·λ/n and α' = −α/n
+    /// writing the parameters, and b ← b − (α/n)·Σδ. Same rule as `update` (to float rounding);
+    /// it saves writing the slice's gradient and reading it back — per step, for the first
+    /// layer, more bytes than the GEMM's own inputs.
+    @inline(__always)
+    func sgdUpdateFromBatch(slice: Int, rows: Int, learningRate: Float) {
+        let scale = learningRate / Float(rows)
+        for s in gradientSlices[slice] {
+            sliceGEMM(s, rows: rows, alpha: -scale, beta: 1 - scale * lambda, into: parameters.pointer)
+            biasGradient(s, rows: rows, accumulate: false)
+            let b = parameters.pointer + layout.biasOffsets[s.layer - 1], gb = gradient.pointer + layout.biasOffsets[s.layer - 1]
+            for j in s.rows { b[j] -= scale * gb[j] }
+        }
+    }
+
+    /// The optimiser update of slice `slice`'s parameters from their summed gradient.
+    @inline(__always)
+    func applyUpdate(slice: Int, records: Int, learningRate: Float, adamStep: Int) {
+        let g = gradient.pointer
+        let s1 = optimizerState.first?.pointer
+        let s2 = optimizerState.count > 1 ? optimizerState[1].pointer : nil
+        func apply(_ seg: NetworkLayout.Segment) {
+            update(config: optimizer, isWeight: seg.isWeight, params: parameters.pointer, state1: s1, state2: s2,
+                   start: seg.start, end: seg.end, learningRate: learningRate, lambda: lambda, records: records,
+                   adamStep: adamStep) { g[$0] }
+        }
+        for s in gradientSlices[slice] {
+            let (weights, biases) = segments(of: s)
+            apply(weights); apply(biases)
+        }
+    }
+
+    /// The slice's weight rows and biases as ranges of the flat buffers.
+    func segments(of s: GradientSlice) -> (weights: NetworkLayout.Segment, biases: NetworkLayout.Segment) {
+        let nIn = layout.sizes[s.layer - 1], w = layout.weightOffsets[s.layer - 1], b = layout.biasOffsets[s.layer - 1]
+        return (.init(start: w + s.rows.lowerBound * nIn, end: w + s.rows.upperBound * nIn, isWeight: true),
+                .init(start: b + s.rows.lowerBound, end: b + s.rows.upperBound, isWeight: false))
+    }
+}

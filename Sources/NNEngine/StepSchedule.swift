@@ -1,0 +1,179 @@
+import Dispatch
+import Foundation
+import NNData
+import Synchronization
+
+// The step's schedule: which iteration of the `concurrentPerform` does what, in which order,
+// and how the phases wait for each other (atomics only, no locks, no allocation). The layer
+// math the phases call is in LayerMath.swift; the updates in Optimizer.swift.
+
+/// The part of the weight gradient and update one `concurrentPerform` iteration owns after
+/// the barrier: output units `rows` of layer `layer` (weight rows and their biases).
+struct GradientSlice: Sendable, Equatable {
+    var layer: Int   // 1-based, as in `layout.sizes`
+    var rows: Range<Int>
+}
+
+extension DataParallelEngine {
+    /// Cost and accuracy of round r, summed over its shards (valid once they are finished).
+    @inline(__always)
+    func roundTotal(_ r: Int) -> PassResult {
+        var total = PassResult.zero
+        for s in 0..<workerCount { total.add(roundResults[r * workerCount + s]) }
+        return total
+    }
+
+    /// The phases of one step (or chunk) on batch rows 0..<rows, run by every iteration of the
+    /// `concurrentPerform`: gather, first layer, shards, gradient slices with — when `update`
+    /// gives the step's record count — the optimiser update. Each phase claims pieces of round
+    /// `round` and waits only for pieces already claimed (see `WorkQueue`).
+    @inline(__always)
+    func runRound(_ round: Int, iteration: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, rows c: Int,
+                  accumulate: Bool, update n: Int?, learningRate: Float, adamStep: Int) {
+        let W = workerCount, splitFirstLayer = !firstLayerUnits.isEmpty
+        var t = phaseTimes.now()
+        while let s = schedule.gather.claim(below: W, round: round) {
+            placer.bindCurrentThread(toNode: placements[s].node)
+            gatherInputs(data: data, indices: indices, row: c * s / W, rows: c * (s + 1) / W - c * s / W)
+            schedule.gather.finish()
+        }
+        schedule.gather.waitForAll(W, round: round)
+        phaseTimes.add(.input, index: iteration, since: &t)
+        if splitFirstLayer {
+            while let w = schedule.firstLayer.claim(below: W, round: round) {
+                firstLayerSlice(w, rows: c)
+                schedule.firstLayer.finish()
+            }
+            schedule.firstLayer.waitForAll(W, round: round)
+        }
+        phaseTimes.add(.firstLayer, index: iteration, since: &t)
+        while let s = schedule.shards.claim(below: W, round: round) {
+            let lo = c * s / W, hi = c * (s + 1) / W
+            roundResults[round * W + s] = runShard(s, data: data, indices: indices, row: lo, rows: hi - lo,
+                                                   fromLayer: splitFirstLayer ? 2 : 1)
+            // Before `finish`, so the next round's claimer of shard s writes its slot after this.
+            phaseTimes.add(.shard, index: s, since: &t)
+            schedule.shards.finish()
+        }
+        schedule.shards.waitForAll(W, round: round)
+        phaseTimes.add(.wait, index: iteration, since: &t)
+        while let slice = schedule.slices.claim(below: W, round: round) {
+            // A round that is a whole step (never an accumulating chunk) can fuse the SGD update.
+            if optimizer.kind == .sgd, let n, n == c {
+                sgdUpdateFromBatch(slice: slice, rows: c, learningRate: learningRate)
+            } else {
+                weightGradient(slice: slice, rows: c, accumulate: accumulate)
+                if let n { applyUpdate(slice: slice, records: n, learningRate: learningRate, adamStep: adamStep) }
+            }
+            schedule.slices.finish()
+        }
+        phaseTimes.add(.gradient, index: iteration, since: &t)
+    }
+}
+
+/// A pointer handed to the worker closures of `concurrentPerform`.
+/// `@unchecked Sendable`: each worker reads shared input (the shuffle order) or writes
+/// only its own disjoint range, and `concurrentPerform` joins every worker before returning,
+/// so the memory outlives every access and no two threads write the same element.
+struct SharedPointer<T>: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<T>
+    init(_ pointer: UnsafeMutablePointer<T>) { self.pointer = pointer }
+}
+
+
+/// One phase of a step: pieces claimed one at a time, and a count of finished ones to wait on.
+/// Atomics only. The counters only grow during one `concurrentPerform`: round r's pieces are
+/// claims r·count ..< (r+1)·count, and a claim never takes a number past its round's end, so
+/// consecutive steps need no reset (which would need every thread stopped). The wait spins
+/// (yielding the CPU) on pieces that running threads have already claimed, so it always ends —
+/// a thread claims before it waits, so if the pool runs the iterations one after another, the
+/// first one does every piece itself.
+final class WorkQueue: Sendable {
+    private let next = Atomic<Int>(0)
+    private let done = Atomic<Int>(0)
+
+    /// Called between `concurrentPerform`s, when no worker runs.
+    func reset() {
+        next.store(0, ordering: .relaxed)
+        done.store(0, ordering: .relaxed)
+    }
+
+    /// A piece 0..<count of round `round`, or nil when all are taken.
+    func claim(below count: Int, round: Int) -> Int? {
+        let end = (round + 1) * count
+        var v = next.load(ordering: .relaxed)
+        while v < end {
+            let (exchanged, original) = next.compareExchange(expected: v, desired: v + 1, ordering: .relaxed)
+            if exchanged { return v - round * count }
+            v = original
+        }
+        return nil
+    }
+
+    /// Publishes the piece's writes (release) to the threads of the next phase.
+    func finish() { done.wrappingAdd(1, ordering: .releasing) }
+
+    /// Returns once all `count` pieces of round `round` are finished; their writes are visible (acquire).
+    func waitForAll(_ count: Int, round: Int) {
+        let end = (round + 1) * count
+        while done.load(ordering: .acquiring) < end { sched_yield() }
+    }
+}
+
+/// The phases of one step, in order: input gather, first layer by units, shards, gradient slices.
+final class StepSchedule: Sendable {
+    let gather = WorkQueue()
+    let firstLayer = WorkQueue()
+    let shards = WorkQueue()
+    let slices = WorkQueue()
+
+    func reset() { gather.reset(); firstLayer.reset(); shards.reset(); slices.reset() }
+}
+
+/// Per-phase time of the steps, for `nnd bench`: the input gather and the first layer (each
+/// with its barrier), each shard's forward + backward, the time threads wait at the barrier for the
+/// slowest shard, and the gradient slices with their update. Off by default, then
+/// every call is one predictable branch. Recording neither allocates nor locks.
+///
+/// `@unchecked Sendable`: the counters are plain memory allocated in `init`, and every slot has
+/// one writer per step — shard s's slot the thread that claimed shard s (written before the
+/// shard is published as finished, so ordered before the next step's claimer writes it), the
+/// other slots the `concurrentPerform` iteration that owns them — and `concurrentPerform` joins
+/// all writers before `takeMeans` (called between engine calls) reads them.
+public final class PhaseTimes: @unchecked Sendable {
+    public enum Phase: Int, Sendable { case shard = 0, wait = 1, gradient = 2, input = 3, firstLayer = 4 }
+    static let count = 5
+    let enabled: Bool
+    let workers: Int
+    private let slots: UnsafeMutablePointer<UInt64>   // [phase * workers + index]
+    private var steps: UInt64 = 0
+
+    init(workers: Int, enabled: Bool) {
+        self.enabled = enabled; self.workers = workers
+        slots = .allocate(capacity: Self.count * workers)
+        slots.initialize(repeating: 0, count: Self.count * workers)
+    }
+    deinit { slots.deallocate() }
+
+    @inline(__always) func now() -> UInt64 { enabled ? DispatchTime.now().uptimeNanoseconds : 0 }
+
+    /// Adds the time since `t` to (phase, index) and moves `t` to now.
+    @inline(__always) func add(_ phase: Phase, index: Int, since t: inout UInt64) {
+        guard enabled else { return }
+        let n = DispatchTime.now().uptimeNanoseconds
+        slots[phase.rawValue * workers + index] &+= n &- t
+        t = n
+    }
+
+    @inline(__always) func countStep() { if enabled { steps &+= 1 } }
+
+    /// Mean microseconds per step since the last call — per shard; the other phases summed
+    /// over the threads — then starts over.
+    public func takeMeans() -> (input: Double, firstLayer: Double, shards: [Double], wait: Double, gradient: Double) {
+        let k = Double(max(1, steps)) * 1000
+        func sum(_ p: Phase) -> Double { (0..<workers).reduce(0.0) { $0 + Double(slots[p.rawValue * workers + $1]) } / k }
+        let result = (sum(.input), sum(.firstLayer), (0..<workers).map { Double(slots[$0]) / k }, sum(.wait), sum(.gradient))
+        slots.update(repeating: 0, count: Self.count * workers); steps = 0
+        return result
+    }
+}
