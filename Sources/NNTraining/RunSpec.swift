@@ -12,23 +12,32 @@ public struct SpecError: Error, CustomStringConvertible, Equatable, Sendable {
 }
 
 extension RunSpec {
-    static var defaults: [String: Any] { [
-        "name": "run",
-        "model": ["layers": [784, 200, 100, 50, 10], "activation": "logistic", "init": "xavier"] as [String: Any],
-        "training": ["mode": "minibatch", "batch_size": 64, "epochs": 50, "learning_rate": 0.1, "lambda": 0.01,
-                     "anneal": true, "optimizer": "sgd", "momentum": 0.9, "seed": 1, "evaluate_every_epoch": true] as [String: Any],
-        "data": [String: Any](),
-        "checkpoint": ["every_steps": 0, "every_seconds": 60, "keep": 3] as [String: Any],
-    ] }
+    /// Every field of a spec with its default: the one place defaults live. `null` marks an
+    /// optional field (absent unless given); `promotion` is used only when the spec has that
+    /// section. The allowed keys are these keys.
+    static var defaults: [String: [String: Any]] {
+        [
+            "model": ["layers": [784, 200, 100, 50, 10], "activation": "logistic", "init": "xavier"],
+            "training": [
+                "mode": "minibatch", "batch_size": 64, "epochs": 50, "learning_rate": 0.1, "lambda": 0.01,
+                "anneal": true, "optimizer": "sgd", "momentum": 0.9, "seed": 1, "evaluate_every_epoch": true,
+            ],
+            "data": [
+                "dir": NSNull(), "train_csv": NSNull(), "test_csv": NSNull(), "train_limit": NSNull(),
+                "test_limit": NSNull(),
+            ],
+            "checkpoint": ["every_steps": 0, "every_seconds": 60, "keep": 3],
+            "promotion": ["model": NSNull(), "margin": 0.1, "warm_start": false],
+        ]
+    }
+    static let defaultName = "run"
 
-    static let allowedKeys: [String: Set<String>] = [
-        "": ["name", "model", "training", "data", "checkpoint", "promotion"],
-        "promotion": ["model", "margin", "warm_start"],
-        "model": ["layers", "activation", "init"],
-        "training": ["mode", "batch_size", "epochs", "learning_rate", "lambda", "anneal", "optimizer", "momentum", "seed", "evaluate_every_epoch"],
-        "data": ["dir", "train_csv", "test_csv", "train_limit", "test_limit"],
-        "checkpoint": ["every_steps", "every_seconds", "keep"],
-    ]
+    /// Section → its keys; "" → the top-level keys.
+    static var allowedKeys: [String: Set<String>] {
+        var keys = defaults.mapValues { Set($0.keys) }
+        keys[""] = Set(defaults.keys).union(["name"])
+        return keys
+    }
 
     /// Parses YAML or JSON text; `overrides` are `section.field=value` pairs applied first
     /// (the value is read as a YAML scalar, so `training.epochs=3` is a number).
@@ -63,8 +72,8 @@ extension RunSpec {
             }
         }
         // Fill defaults, then decode through JSON (typed, with field paths in errors).
-        var merged = defaults
-        if root["promotion"] != nil { merged["promotion"] = promotionDefaults }
+        var merged: [String: Any] = defaults.filter { $0.key != "promotion" || root["promotion"] != nil }
+        merged["name"] = defaultName
         for (k, v) in root {
             if let section = v as? [String: Any], var base = merged[k] as? [String: Any] {
                 for (sk, sv) in section { base[sk] = sv }
@@ -93,7 +102,6 @@ extension RunSpec {
     }
 
     /// Yams gives Date/NSNull etc.; JSONSerialization needs plain JSON types.
-    static var promotionDefaults: [String: Any] { ["margin": 0.1, "warm_start": false] }
 
     static func normalise(_ v: Any) -> Any {
         switch v {

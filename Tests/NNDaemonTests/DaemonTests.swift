@@ -298,19 +298,52 @@ final class DaemonTests: XCTestCase {
             return (p.terminationStatus, text)
         }
         let yaml = "\(dir)/nnd.yaml"
-        let cases: [(String, [String: String], [String])] = [
-            ("control_nice: 25\n", [:], [yaml, "control_nice", "'25'", "0 to 19"]),
-            ("workers: two\n", [:], [yaml, "workers", "'two'"]),
-            ("color: blue\n", [:], [yaml, "color", "unknown setting"]),
-            ("", ["NND_CONTROL_NICE": "-3"], ["NND_CONTROL_NICE", "control_nice", "'-3'"]),
-            ("", ["NND_REQUEST_TIMEOUT_SECONDS": "0"], ["NND_REQUEST_TIMEOUT_SECONDS", "'0'"]),
+        let cases: [(String, [String: String], [String], [String])] = [
+            ("control_nice: 25\n", [:], [yaml, "control_nice", "'25'", "0 to 19"], []),
+            ("workers: two\n", [:], [yaml, "workers", "'two'"], []),
+            ("color: blue\n", [:], [yaml, "color", "unknown setting"], []),
+            ("", ["NND_CONTROL_NICE": "-3"], ["NND_CONTROL_NICE", "control_nice", "'-3'"], []),
+            ("", ["NND_REQUEST_TIMEOUT_SECONDS": "0"], ["NND_REQUEST_TIMEOUT_SECONDS", "'0'"], []),
+            // Flags come from the same table as the file's keys and the variables.
+            ("", [:], ["--control-nice", "control_nice", "'20'"], ["--control-nice", "20"]),
+            ("", [:], ["--max-request-bytes", "'1'", "1024"], ["--max-request-bytes=1"]),
+            ("", [:], ["--colour", "unknown option", "--metrics-listen"], ["--colour", "red"]),
         ]
-        for (text, env, expected) in cases {
+        for (text, env, expected, flags) in cases {
             try text.write(toFile: yaml, atomically: true, encoding: .utf8)
-            let (code, err) = try serve(["--config", yaml], env: env)
+            let (code, err) = try serve(["--config", yaml] + flags, env: env)
             XCTAssertEqual(code, 2, err)
             for word in expected { XCTAssertTrue(err.contains(word), "\(word) missing from: \(err)") }
             XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/state"), "state dir created despite bad settings")
         }
+    }
+
+    /// etc/nnd/nnd.yaml is what the settings table generates, so a setting added, renamed or
+    /// re-documented in Sources/NNDaemon/DaemonSettings.swift cannot leave the shipped file behind;
+    /// and the daemon accepts the file as it ships.
+    func testShippedSettingsFileIsTheGeneratedOne() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "\(binDir)/nnd")
+        p.arguments = ["settings", "--yaml"]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let generated = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        let shipped = try String(contentsOfFile: "\(repoRoot)/etc/nnd/nnd.yaml", encoding: .utf8)
+        XCTAssertEqual(shipped, generated, "regenerate with: .build/debug/nnd settings --yaml > etc/nnd/nnd.yaml")
+        // Every setting is in the file, with its variable and flag named.
+        for key in ["socket", "state_dir", "workers", "control_nice", "metrics_listen", "request_timeout_seconds"] {
+            XCTAssertTrue(shipped.contains("\n\(key): "), key)
+            XCTAssertTrue(shipped.contains("NND_\(key.uppercased()), --\(key.replacingOccurrences(of: "_", with: "-"))."), key)
+        }
+        // The daemon reads it (with paths of its own in place of the service's).
+        let d = DaemonProcess()
+        let config = "\(d.dir)/nnd.yaml"
+        try shipped.replacingOccurrences(of: "socket_group: nnd", with: "socket_group: \"\"")
+            .replacingOccurrences(of: "/var/lib/nnd/datasets/mnist", with: sharedMNIST)
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        try d.start(args: ["--config", config])
+        XCTAssertEqual(try d.get("/v1/health").0, 200)
     }
 }

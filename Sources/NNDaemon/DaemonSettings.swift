@@ -1,0 +1,277 @@
+import Foundation
+import Yams
+
+/// The daemon's settings, resolved: built-in defaults, then the YAML file (`--config`, e.g.
+/// /etc/nnd/nnd.yaml), then `NND_*` environment variables, then command-line flags. Every
+/// setting is declared once, in `DaemonSetting.all`: its YAML key, environment variable and
+/// flag are derived from its name, and its parser gives the validation message.
+public struct DaemonConfig: Sendable, Equatable {
+    public var socketPath: String
+    public var socketMode: Int
+    public var socketGroup: String?
+    public var stateDirectory: String
+    public var workers: Int
+    public var maxConcurrentRuns: Int
+    public var maxRequestBytes: Int
+    public var logLevel: String
+    public var dataDirectory: String?
+    /// `host:port` for a TCP listener serving only /metrics; nil = off (the default).
+    public var metricsListen: String?
+    public var requestTimeoutSeconds: Int
+    public var controlNice: Int
+
+    /// Defaults for an unprivileged user: `$XDG_RUNTIME_DIR/nnd/nnd.sock` (or
+    /// `/tmp/nnd-$UID/nnd.sock`) and `$XDG_STATE_HOME/nnd` (or `~/.local/state/nnd`).
+    public static func userDefaults(environment env: [String: String] = ProcessInfo.processInfo.environment)
+        -> DaemonConfig
+    {
+        func nonEmpty(_ key: String) -> String? { env[key].flatMap { $0.isEmpty ? nil : $0 } }
+        let runtime = nonEmpty("XDG_RUNTIME_DIR").map { "\($0)/nnd" } ?? "/tmp/nnd-\(getuid())"
+        let home = nonEmpty("HOME") ?? NSHomeDirectory()
+        let state = nonEmpty("XDG_STATE_HOME").map { "\($0)/nnd" } ?? "\(home)/.local/state/nnd"
+        return DaemonConfig(
+            socketPath: "\(runtime)/nnd.sock", socketMode: 0o660, socketGroup: nil, stateDirectory: state,
+            workers: ProcessInfo.processInfo.activeProcessorCount, maxConcurrentRuns: 1, maxRequestBytes: 1 << 20,
+            logLevel: "info", dataDirectory: nil, metricsListen: nil, requestTimeoutSeconds: 30, controlNice: 10)
+    }
+
+    /// A bad setting, naming where it came from (file, variable or flag), the setting and the value.
+    public struct ConfigError: Error, CustomStringConvertible, Sendable {
+        public var source: String
+        public var field: String
+        public var message: String
+        public init(source: String, field: String, message: String) {
+            self.source = source
+            self.field = field
+            self.message = message
+        }
+        public var description: String { "\(source): \(field): \(message)" }
+    }
+
+    /// Applies a YAML settings file; unknown keys are refused (a misspelt setting must not be
+    /// silently ignored).
+    public mutating func apply(yaml text: String, source: String) throws {
+        let loaded: Any?
+        do { loaded = try Yams.load(yaml: text) } catch {
+            throw ConfigError(source: source, field: "-", message: "not valid YAML: \(error)")
+        }
+        guard let map = (loaded ?? [String: Any]()) as? [String: Any] else {
+            throw ConfigError(source: source, field: "-", message: "must be a mapping of settings")
+        }
+        for (key, value) in map.sorted(by: { $0.key < $1.key }) {
+            guard let setting = DaemonSetting.named(key) else {
+                throw ConfigError(
+                    source: source, field: key,
+                    message: "unknown setting (known: \(DaemonSetting.all.map(\.key).joined(separator: ", ")))")
+            }
+            if value is NSNull { continue }
+            try setting.apply(String(describing: value), to: &self, source: source)
+        }
+    }
+
+    /// Applies every `NND_*` variable of a setting that is set and not empty.
+    public mutating func apply(environment: [String: String]) throws {
+        for setting in DaemonSetting.all {
+            if let value = environment[setting.environmentVariable], !value.isEmpty {
+                try setting.apply(value, to: &self, source: "environment \(setting.environmentVariable)")
+            }
+        }
+    }
+
+    /// Applies `--key value` / `--key=value` pairs (`nnd serve`'s setting flags).
+    public mutating func apply(flags arguments: [String]) throws {
+        var rest = arguments[...]
+        while let first = rest.popFirst() {
+            let parts = first.split(separator: "=", maxSplits: 1).map(String.init)
+            guard let setting = DaemonSetting.all.first(where: { $0.flag == parts[0] }) else {
+                throw ConfigError(
+                    source: "command line", field: first,
+                    message: "unknown option (settings: \(DaemonSetting.all.map(\.flag).joined(separator: ", ")))")
+            }
+            let value: String
+            if parts.count == 2 {
+                value = parts[1]
+            } else if let next = rest.popFirst() {
+                value = next
+            } else {
+                throw ConfigError(source: setting.flag, field: setting.key, message: "needs a value")
+            }
+            try setting.apply(value, to: &self, source: setting.flag)
+        }
+    }
+
+    public var metricsAddress: (host: String, port: Int)? {
+        guard let listen = metricsListen, let colon = listen.lastIndex(of: ":"),
+            let port = Int(listen[listen.index(after: colon)...])
+        else { return nil }
+        return (String(listen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port)
+    }
+}
+
+/// One daemon setting: its name (the YAML key; `NND_` + upper case is its environment
+/// variable, `--` + dashes its flag), what it means, the value the systemd service uses, and
+/// how a value is checked and stored.
+public struct DaemonSetting: Sendable {
+    public let key: String
+    /// One line: `nnd serve --help` and the first comment line in etc/nnd/nnd.yaml.
+    public let summary: String
+    /// Further comment lines for etc/nnd/nnd.yaml.
+    public let details: [String]
+    /// What `etc/nnd/nnd.yaml` sets it to (the systemd service's value).
+    public let serviceValue: String
+    /// The default when nothing sets it, in words.
+    public let defaultValue: String
+    let store: @Sendable (String, inout DaemonConfig) throws(Problem) -> Void
+
+    /// Why a value was refused; the setting and its source are added by `apply`.
+    struct Problem: Error { var message: String }
+
+    public var environmentVariable: String { "NND_" + key.uppercased() }
+    public var flag: String { "--" + key.replacingOccurrences(of: "_", with: "-") }
+
+    public static func named(_ key: String) -> DaemonSetting? { all.first { $0.key == key } }
+
+    /// Checks `value` and stores it; a refusal names the source, the setting and the value.
+    public func apply(_ value: String, to config: inout DaemonConfig, source: String) throws {
+        do { try store(value, &config) } catch {
+            throw DaemonConfig.ConfigError(source: source, field: key, message: "'\(value)' \(error.message)")
+        }
+    }
+
+    public static let all: [DaemonSetting] = [
+        DaemonSetting(
+            key: "socket", summary: "Control socket (HTTP/1.1 + JSON).",
+            details: [], serviceValue: "/run/nnd/nnd.sock",
+            defaultValue: "$XDG_RUNTIME_DIR/nnd/nnd.sock, else /tmp/nnd-$UID/nnd.sock"
+        ) { value, config throws(Problem) in
+            guard value.hasPrefix("/"), value.utf8.count < 100 else {
+                throw Problem(message: "must be an absolute path shorter than 100 bytes")
+            }
+            config.socketPath = value
+        },
+        DaemonSetting(
+            key: "socket_mode", summary: "Socket file mode (octal): owner and group may connect, nobody else.",
+            details: [], serviceValue: "\"0660\"", defaultValue: "0660"
+        ) { value, config throws(Problem) in
+            guard let mode = Int(value, radix: 8), mode >= 0, mode <= 0o777 else {
+                throw Problem(message: "must be an octal mode such as 0660")
+            }
+            config.socketMode = mode
+        },
+        DaemonSetting(
+            key: "socket_group", summary: "Group given the socket: its members may drive nnd with nnctl.",
+            details: [], serviceValue: "nnd", defaultValue: "the daemon's own group; empty means that too"
+        ) { value, config throws(Problem) in
+            config.socketGroup = value.isEmpty ? nil : value
+        },
+        DaemonSetting(
+            key: "state_dir", summary: "Runs, checkpoints and models live here.",
+            details: [], serviceValue: "/var/lib/nnd", defaultValue: "$XDG_STATE_HOME/nnd, else ~/.local/state/nnd"
+        ) { value, config throws(Problem) in
+            guard value.hasPrefix("/") else { throw Problem(message: "must be an absolute path") }
+            config.stateDirectory = value
+        },
+        DaemonSetting(
+            key: "workers", summary: "Worker threads per run (data-parallel shards).",
+            details: [], serviceValue: "2", defaultValue: "online CPUs"
+        ) { value, config throws(Problem) in
+            config.workers = try integer(value, 1, 1024)
+        },
+        DaemonSetting(
+            key: "max_concurrent_runs", summary: "Runs that train at once; the rest wait in the queue.",
+            details: [], serviceValue: "1", defaultValue: "1"
+        ) { value, config throws(Problem) in
+            config.maxConcurrentRuns = try integer(value, 1, 64)
+        },
+        DaemonSetting(
+            key: "max_request_bytes", summary: "Largest request body accepted, in bytes (specs are small).",
+            details: [], serviceValue: "1048576", defaultValue: "1048576"
+        ) { value, config throws(Problem) in
+            config.maxRequestBytes = try integer(value, 1024, 64 << 20)
+        },
+        DaemonSetting(
+            key: "request_timeout_seconds", summary: "Seconds a client has to send a complete request.",
+            details: ["An idle or trickling connection is closed; a body still arriving after this gets 408."],
+            serviceValue: "30", defaultValue: "30"
+        ) { value, config throws(Problem) in
+            config.requestTimeoutSeconds = try integer(value, 1, 3600)
+        },
+        DaemonSetting(
+            key: "control_nice", summary: "Nice value (0-19) of the control plane's threads.",
+            details: [
+                "Socket I/O, HTTP and request handling take the moments training leaves idle instead of",
+                "preempting a worker. 0: same priority as training.",
+            ],
+            serviceValue: "10", defaultValue: "10"
+        ) { value, config throws(Problem) in
+            config.controlNice = try integer(value, 0, 19)
+        },
+        DaemonSetting(
+            key: "log_level", summary: "trace | debug | info | notice | warning | error | critical.",
+            details: [], serviceValue: "info", defaultValue: "info"
+        ) { value, config throws(Problem) in
+            let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+            guard levels.contains(value) else {
+                throw Problem(message: "is not a log level (\(levels.joined(separator: ", ")))")
+            }
+            config.logLevel = value
+        },
+        DaemonSetting(
+            key: "data_dir", summary: "MNIST directory for run specs whose data.dir is null.",
+            details: [], serviceValue: "/var/lib/nnd/datasets/mnist",
+            defaultValue: "~/.local/share/nnd/datasets/mnist, else ../shared/datasets/mnist"
+        ) { value, config throws(Problem) in
+            config.dataDirectory = value.isEmpty ? nil : value
+        },
+        DaemonSetting(
+            key: "metrics_listen", summary: "Also serve GET /metrics on this TCP address, e.g. 127.0.0.1:9464.",
+            details: [
+                "Off by default: /metrics is always on the control socket. Under systemd this needs the",
+                "drop-in that lets the service use IP sockets (see docs/api.md).",
+            ],
+            serviceValue: "null", defaultValue: "off"
+        ) { value, config throws(Problem) in
+            if value.isEmpty {
+                config.metricsListen = nil
+                return
+            }
+            guard let colon = value.lastIndex(of: ":"), let port = Int(value[value.index(after: colon)...]),
+                port > 0, port < 65536, !value[..<colon].isEmpty
+            else { throw Problem(message: "must be host:port, e.g. 127.0.0.1:9464") }
+            config.metricsListen = value
+        },
+    ]
+
+    static func integer(_ value: String, _ low: Int, _ high: Int) throws(Problem) -> Int {
+        guard let number = Int(value), number >= low, number <= high else {
+            throw Problem(message: "must be an integer from \(low) to \(high)")
+        }
+        return number
+    }
+
+    /// The commented settings file (etc/nnd/nnd.yaml is this text; a test keeps them equal).
+    public static var exampleFile: String {
+        var lines = [
+            "# nnd daemon settings. Precedence: built-in defaults < this file < NND_* environment < flags.",
+            "# Every setting is shown with the value the systemd service uses. Generated by",
+            "# `nnd settings --yaml` from Sources/NNDaemon/DaemonSettings.swift: change it there.",
+        ]
+        for setting in all {
+            lines.append("")
+            lines.append("# \(setting.summary)")
+            lines += setting.details.map { "# \($0)" }
+            lines.append("# Default: \(setting.defaultValue). \(setting.environmentVariable), \(setting.flag).")
+            lines.append("\(setting.key): \(setting.serviceValue)")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The settings as a list, for `nnd serve --help` and `nnd settings`: flag and variable,
+    /// then what it means. In the settings file each is `name: value` (the flag's name with
+    /// underscores).
+    public static var helpText: String {
+        all.map { setting in
+            "\(setting.flag), \(setting.environmentVariable)\n  \(setting.summary) Default: \(setting.defaultValue)."
+        }.joined(separator: "\n")
+    }
+}
