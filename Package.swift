@@ -47,35 +47,43 @@ let package = Package(
         // checkpoints: safetensors + resume state, atomic writes, retention.
         .target(name: "NNCheckpoint", dependencies: ["NNAPI", "NNEngine", "NNNumerics"]),
         // training: run specs (YAML), the epoch loop the daemon drives, evaluation, benchmark.
-        .target(name: "NNTraining", dependencies: [
-            "NNAPI", "NNEngine", "NNData", "NNCheckpoint",
-            .product(name: "Yams", package: "Yams"),
-        ]),
+        .target(
+            name: "NNTraining",
+            dependencies: [
+                "NNAPI", "NNEngine", "NNData", "NNCheckpoint",
+                .product(name: "Yams", package: "Yams"),
+            ]),
         // daemon: RunManager and the HTTP/JSON control API on a Unix socket.
-        .target(name: "NNDaemon", dependencies: [
-            "NNAPI", "NNTraining",
-            .product(name: "Hummingbird", package: "hummingbird"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "Yams", package: "Yams"),
-            .product(name: "Metrics", package: "swift-metrics"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
-        ]),
+        .target(
+            name: "NNDaemon",
+            dependencies: [
+                "NNAPI", "NNTraining",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
         // fuzzing: what the libFuzzer harness (Fuzz/) and the regression tests feed the file readers.
         .target(name: "NNFuzzing", dependencies: ["NNAPI", "NNData", "NNCheckpoint", "NNEngine"]),
         // control client: HTTP/1.1 over a Unix socket, used by nnctl.
         .target(name: "NNControl", dependencies: []),
 
-        .executableTarget(name: "nnd", dependencies: [
-            "NNDaemon", "NNTraining",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Logging", package: "swift-log"),
-        ]),
-        .executableTarget(name: "nnctl", dependencies: [
-            "NNAPI", "NNControl",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
+        .executableTarget(
+            name: "nnd",
+            dependencies: [
+                "NNDaemon", "NNTraining",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(
+            name: "nnctl",
+            dependencies: [
+                "NNAPI", "NNControl",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
 
         .testTarget(name: "NNNumericsTests", dependencies: ["NNNumerics"]),
         .testTarget(name: "NNDataTests", dependencies: ["NNData", "NNFuzzing"]),

@@ -10,6 +10,7 @@ let package = Package(
     dependencies: [.package(name: "nnd", path: "..")],
     targets: [
         .target(name: "CFuzzerDriver"),
-        .executableTarget(name: "nnd-fuzz", dependencies: ["CFuzzerDriver", .product(name: "NNFuzzing", package: "nnd")]),
+        .executableTarget(
+            name: "nnd-fuzz", dependencies: ["CFuzzerDriver", .product(name: "NNFuzzing", package: "nnd")]),
     ]
 )

@@ -27,7 +27,10 @@ public struct RunSpec: Codable, Sendable, Equatable {
         public var layers: [Int]
         public var activation: Activation
         public var initialisation: Initialisation
-        enum CodingKeys: String, CodingKey { case layers, activation, initialisation = "init" }
+        enum CodingKeys: String, CodingKey {
+            case layers, activation
+            case initialisation = "init"
+        }
     }
 
     public enum Mode: String, WireEnum { case stochastic, batch, minibatch }
@@ -57,7 +60,10 @@ public struct RunSpec: Codable, Sendable, Equatable {
         public var testLimit: Int?
         // camelCase raw values: see `APIJSON` (on the wire: train_csv, test_csv).
         enum CodingKeys: String, CodingKey {
-            case dir, trainCSV = "trainCsv", testCSV = "testCsv", trainLimit, testLimit
+            case dir
+            case trainCSV = "trainCsv"
+            case testCSV = "testCsv"
+            case trainLimit, testLimit
         }
     }
 

@@ -101,7 +101,11 @@ public struct CreateRunRequest: Codable, Sendable {
         self.overrides = overrides
     }
     // camelCase raw value: see `APIJSON` (on the wire: spec_yaml).
-    enum CodingKeys: String, CodingKey { case spec, specYAML = "specYaml", name, overrides }
+    enum CodingKeys: String, CodingKey {
+        case spec
+        case specYAML = "specYaml"
+        case name, overrides
+    }
 }
 
 /// `POST /v1/runs/{id}/eval`; an empty body means `{"data": "test"}`.

@@ -27,13 +27,25 @@ public struct ResumeState: Codable, Sendable, Equatable {
     public var dataHash: String
     public var finished: Bool
 
-    public init(epoch: Int = 0, stepInEpoch: Int = 0, epochRNGState: [UInt64], learningRate: Float, epochCostSum: Double = 0,
-                epochCorrect: Int = 0, epochRecords: Int = 0, epochSeconds: Double = 0, updateCount: Int = 0,
-                history: [EpochRecord] = [], trainingSeconds: Double = 0, workers: Int, dataHash: String, finished: Bool = false) {
-        self.epoch = epoch; self.stepInEpoch = stepInEpoch; self.epochRNGState = epochRNGState; self.learningRate = learningRate
-        self.epochCostSum = epochCostSum; self.epochCorrect = epochCorrect; self.epochRecords = epochRecords
-        self.epochSeconds = epochSeconds; self.updateCount = updateCount; self.history = history
-        self.trainingSeconds = trainingSeconds; self.workers = workers; self.dataHash = dataHash; self.finished = finished
+    public init(
+        epoch: Int = 0, stepInEpoch: Int = 0, epochRNGState: [UInt64], learningRate: Float, epochCostSum: Double = 0,
+        epochCorrect: Int = 0, epochRecords: Int = 0, epochSeconds: Double = 0, updateCount: Int = 0,
+        history: [EpochRecord] = [], trainingSeconds: Double = 0, workers: Int, dataHash: String, finished: Bool = false
+    ) {
+        self.epoch = epoch
+        self.stepInEpoch = stepInEpoch
+        self.epochRNGState = epochRNGState
+        self.learningRate = learningRate
+        self.epochCostSum = epochCostSum
+        self.epochCorrect = epochCorrect
+        self.epochRecords = epochRecords
+        self.epochSeconds = epochSeconds
+        self.updateCount = updateCount
+        self.history = history
+        self.trainingSeconds = trainingSeconds
+        self.workers = workers
+        self.dataHash = dataHash
+        self.finished = finished
     }
 
     public var bestTestAccuracy: Double? { history.compactMap(\.testAccuracy).max() }
@@ -48,7 +60,10 @@ public struct Checkpoint: Sendable, Equatable {
     public var state: ResumeState
 
     public init(layers: [Int], parameters: [Float], optimizerState: [[Float]], state: ResumeState) {
-        self.layers = layers; self.parameters = parameters; self.optimizerState = optimizerState; self.state = state
+        self.layers = layers
+        self.parameters = parameters
+        self.optimizerState = optimizerState
+        self.state = state
     }
 
     public init(engine: DataParallelEngine, state: ResumeState) {
@@ -61,23 +76,32 @@ public struct Checkpoint: Sendable, Equatable {
     /// Copies parameters and optimiser state into an engine with the same layout.
     public func restore(into engine: DataParallelEngine) throws {
         guard engine.layout.sizes == layers, parameters.count == engine.parameters.count,
-              optimizerState.count == engine.optimizerState.count else {
-            throw CheckpointError.mismatch("checkpoint is for layers \(layers) with \(optimizerState.count) optimiser buffers; the run has \(engine.layout.sizes) with \(engine.optimizerState.count)")
+            optimizerState.count == engine.optimizerState.count
+        else {
+            throw CheckpointError.mismatch(
+                "checkpoint is for layers \(layers) with \(optimizerState.count) optimiser buffers; the run has \(engine.layout.sizes) with \(engine.optimizerState.count)"
+            )
         }
         engine.parameters.load(parameters)
         for (b, v) in zip(engine.optimizerState, optimizerState) { b.load(v) }
         engine.updateCount = state.updateCount
     }
 
-    public var allFinite: Bool { parameters.allSatisfy(\.isFinite) && optimizerState.allSatisfy { $0.allSatisfy(\.isFinite) } }
+    public var allFinite: Bool {
+        parameters.allSatisfy(\.isFinite) && optimizerState.allSatisfy { $0.allSatisfy(\.isFinite) }
+    }
 
     /// Per-layer tensors in the seed's names and shapes (`theta_l` is [out, in], `bias_l` is [out]).
     public func layerTensors(from flat: [Float], prefix: String = "") -> [SafeTensors.Tensor] {
         let layout = NetworkLayout(sizes: layers)
         var out: [SafeTensors.Tensor] = []
         for l in 1..<layers.count {
-            let w = layout.weightOffsets[l - 1], b = layout.biasOffsets[l - 1]
-            out.append(.init(name: "\(prefix)theta_\(l)", shape: [layers[l], layers[l - 1]], values: Array(flat[w..<(w + layers[l] * layers[l - 1])])))
+            let w = layout.weightOffsets[l - 1]
+            let b = layout.biasOffsets[l - 1]
+            out.append(
+                .init(
+                    name: "\(prefix)theta_\(l)", shape: [layers[l], layers[l - 1]],
+                    values: Array(flat[w..<(w + layers[l] * layers[l - 1])])))
             out.append(.init(name: "\(prefix)bias_\(l)", shape: [layers[l]], values: Array(flat[b..<(b + layers[l])])))
         }
         return out
@@ -86,22 +110,28 @@ public struct Checkpoint: Sendable, Equatable {
     static func flat(from file: SafeTensors.File, layers: [Int], prefix: String, path: String) throws -> [Float] {
         // Shapes first: only tensors that exist (and so fit in the file) size the allocation,
         // never the metadata's layer list alone.
-        var weights: [SafeTensors.Tensor] = [], biases: [SafeTensors.Tensor] = []
+        var weights: [SafeTensors.Tensor] = []
+        var biases: [SafeTensors.Tensor] = []
         for l in 1..<layers.count {
             guard let t = file.tensor("\(prefix)theta_\(l)"), t.shape == [layers[l], layers[l - 1]] else {
-                throw CheckpointError.corrupt(path, "tensor \(prefix)theta_\(l) missing or not [\(layers[l]), \(layers[l - 1])]")
+                throw CheckpointError.corrupt(
+                    path, "tensor \(prefix)theta_\(l) missing or not [\(layers[l]), \(layers[l - 1])]")
             }
             guard let b = file.tensor("\(prefix)bias_\(l)"), b.shape == [layers[l]] else {
                 throw CheckpointError.corrupt(path, "tensor \(prefix)bias_\(l) missing or not [\(layers[l])]")
             }
-            weights.append(t); biases.append(b)
+            weights.append(t)
+            biases.append(b)
         }
         let layout = NetworkLayout(sizes: layers)
         var flat = [Float](repeating: 0, count: layout.parameterCount)
         for l in 1..<layers.count {
-            let t = weights[l - 1], b = biases[l - 1]
-            flat.replaceSubrange(layout.weightOffsets[l - 1]..<(layout.weightOffsets[l - 1] + t.values.count), with: t.values)
-            flat.replaceSubrange(layout.biasOffsets[l - 1]..<(layout.biasOffsets[l - 1] + b.values.count), with: b.values)
+            let t = weights[l - 1]
+            let b = biases[l - 1]
+            flat.replaceSubrange(
+                layout.weightOffsets[l - 1]..<(layout.weightOffsets[l - 1] + t.values.count), with: t.values)
+            flat.replaceSubrange(
+                layout.biasOffsets[l - 1]..<(layout.biasOffsets[l - 1] + b.values.count), with: b.values)
         }
         return flat
     }
@@ -112,8 +142,10 @@ public struct Checkpoint: Sendable, Equatable {
         var tensors = layerTensors(from: parameters)
         for (i, s) in optimizerState.enumerated() { tensors += layerTensors(from: s, prefix: "optimizer.\(i).") }
         let stateJSON = String(decoding: try! JSONEncoder().encode(state), as: UTF8.self)
-        var meta: [String: String] = ["format": "pt", "nnd.layers": layers.map(String.init).joined(separator: ","),
-                                      "nnd.optimizer_buffers": String(optimizerState.count), "nnd.state": stateJSON]
+        var meta: [String: String] = [
+            "format": "pt", "nnd.layers": layers.map(String.init).joined(separator: ","),
+            "nnd.optimizer_buffers": String(optimizerState.count), "nnd.state": stateJSON,
+        ]
         meta["nnd.sha256"] = Self.contentHash(tensors: tensors, metadata: meta)
         return SafeTensors.encode(.init(tensors: tensors, metadata: meta))
     }
@@ -138,17 +170,23 @@ public struct Checkpoint: Sendable, Equatable {
         do { file = try SafeTensors.decode(bytes, file: path) } catch let e as SafeTensors.FormatError {
             throw CheckpointError.corrupt(path, e.problem)
         }
-        guard let stored = file.metadata["nnd.sha256"] else { throw CheckpointError.corrupt(path, "no nnd.sha256 in metadata") }
+        guard let stored = file.metadata["nnd.sha256"] else {
+            throw CheckpointError.corrupt(path, "no nnd.sha256 in metadata")
+        }
         let actual = contentHash(tensors: file.tensors, metadata: file.metadata)
-        guard stored == actual else { throw CheckpointError.corrupt(path, "content hash \(actual) does not match the stored \(stored)") }
+        guard stored == actual else {
+            throw CheckpointError.corrupt(path, "content hash \(actual) does not match the stored \(stored)")
+        }
         guard let layersText = file.metadata["nnd.layers"], let stateText = file.metadata["nnd.state"],
-              let nbuf = file.metadata["nnd.optimizer_buffers"].flatMap(Int.init) else {
+            let nbuf = file.metadata["nnd.optimizer_buffers"].flatMap(Int.init)
+        else {
             throw CheckpointError.corrupt(path, "metadata lacks nnd.layers, nnd.state or nnd.optimizer_buffers")
         }
         let layers = layersText.split(separator: ",", omittingEmptySubsequences: false).map { Int($0) ?? 0 }
         // Found by the fuzzer: a zero or negative size reached NetworkLayout's precondition.
         guard layers.count >= 2, layers.allSatisfy({ $0 > 0 }) else {
-            throw CheckpointError.corrupt(path, "nnd.layers '\(layersText.prefix(100))' is not a list of at least two positive sizes")
+            throw CheckpointError.corrupt(
+                path, "nnd.layers '\(layersText.prefix(100))' is not a list of at least two positive sizes")
         }
         let state: ResumeState
         do { state = try JSONDecoder().decode(ResumeState.self, from: Data(stateText.utf8)) } catch {

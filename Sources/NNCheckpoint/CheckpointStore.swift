@@ -16,10 +16,15 @@ public struct CheckpointStore: Sendable {
     public init(directory: String, keep: Int) {
         self.directory = directory
         self.keep = max(1, keep)
-        self.writeDelayMilliseconds = Int(ProcessInfo.processInfo.environment["NND_TEST_CHECKPOINT_WRITE_DELAY_MS"] ?? "") ?? 0
+        self.writeDelayMilliseconds =
+            Int(ProcessInfo.processInfo.environment["NND_TEST_CHECKPOINT_WRITE_DELAY_MS"] ?? "") ?? 0
     }
 
-    public struct Written: Sendable { public var path: String; public var bytes: Int; public var seconds: Double }
+    public struct Written: Sendable {
+        public var path: String
+        public var bytes: Int
+        public var seconds: Double
+    }
 
     /// Writes a checkpoint, updates `best` if `isBest`, prunes old ones.
     @discardableResult
@@ -41,7 +46,9 @@ public struct CheckpointStore: Sendable {
     /// Checkpoint files, newest first.
     public func list() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.filter { $0.hasPrefix("step-") && $0.hasSuffix(".safetensors") }.sorted(by: >).map { "\(directory)/\($0)" }
+        return names.filter { $0.hasPrefix("step-") && $0.hasSuffix(".safetensors") }.sorted(by: >).map {
+            "\(directory)/\($0)"
+        }
     }
 
     func prune() {
@@ -56,7 +63,9 @@ public struct CheckpointStore: Sendable {
         var skipped: [String] = []
         for path in list() {
             do {
-                guard let data = FileManager.default.contents(atPath: path) else { throw CheckpointError.io(path, "cannot read") }
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    throw CheckpointError.io(path, "cannot read")
+                }
                 let c = try Checkpoint.decode([UInt8](data), path: path)
                 return (c, path, skipped)
             } catch {
@@ -67,7 +76,9 @@ public struct CheckpointStore: Sendable {
     }
 
     public func load(_ path: String) throws -> Checkpoint {
-        guard let data = FileManager.default.contents(atPath: path) else { throw CheckpointError.io(path, "cannot read") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CheckpointError.io(path, "cannot read")
+        }
         return try Checkpoint.decode([UInt8](data), path: path)
     }
 
@@ -78,14 +89,22 @@ public struct CheckpointStore: Sendable {
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o640)
         guard fd >= 0 else { throw error(errno, path) }
         var ok = false
-        defer { if !ok { close(fd); unlink(tmp) } }
+        defer {
+            if !ok {
+                close(fd)
+                unlink(tmp)
+            }
+        }
         try bytes.withUnsafeBytes { buf in
             var off = 0
             let half = buf.count / 2
             while off < buf.count {
                 let end = (delayMilliseconds > 0 && off < half) ? half : buf.count
                 let n = Foundation.write(fd, buf.baseAddress! + off, end - off)
-                if n < 0 { if errno == EINTR { continue }; throw error(errno, path) }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw error(errno, path)
+                }
                 off += n
                 if delayMilliseconds > 0 && off == half { usleep(UInt32(delayMilliseconds) * 1000) }
             }
@@ -93,9 +112,16 @@ public struct CheckpointStore: Sendable {
         guard fsync(fd) == 0 else { throw error(errno, path) }
         close(fd)
         ok = true
-        guard rename(tmp, path) == 0 else { let e = errno; unlink(tmp); throw error(e, path) }
+        guard rename(tmp, path) == 0 else {
+            let e = errno
+            unlink(tmp)
+            throw error(e, path)
+        }
         let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 { fsync(dfd); close(dfd) }
+        if dfd >= 0 {
+            fsync(dfd)
+            close(dfd)
+        }
     }
 
     static func error(_ code: Int32, _ path: String) -> CheckpointError {

@@ -9,20 +9,28 @@ public struct ModelRegistry: Sendable {
     public init(root: String) { self.root = root }
 
     public enum RegistryError: Error, CustomStringConvertible {
-        case notFound(String), conflict(String), io(String)
+        case notFound(String)
+        case conflict(String)
+        case io(String)
         public var description: String {
-            switch self { case .notFound(let m), .conflict(let m), .io(let m): m }
+            switch self {
+            case .notFound(let m), .conflict(let m), .io(let m): m
+            }
         }
     }
 
     func dir(_ model: String) -> String { "\(root)/\(model)" }
 
     /// Stores a checkpoint as a new (not yet current) version.
-    public func add(model: String, run: String, checkpointBytes: [UInt8], testAccuracy: Double, trainAccuracy: Double,
-                    layers: [Int], activation: Activation) throws -> ModelVersion {
+    public func add(
+        model: String, run: String, checkpointBytes: [UInt8], testAccuracy: Double, trainAccuracy: Double,
+        layers: [Int], activation: Activation
+    ) throws -> ModelVersion {
         let stamp = ISO8601DateFormatter.compact.string(from: Date())
-        let v = ModelVersion(version: "\(stamp)-\(run.suffix(12))", run: run, testAccuracy: testAccuracy, trainAccuracy: trainAccuracy, createdAt: Date(),
-                        layers: layers, activation: activation)
+        let v = ModelVersion(
+            version: "\(stamp)-\(run.suffix(12))", run: run, testAccuracy: testAccuracy, trainAccuracy: trainAccuracy,
+            createdAt: Date(),
+            layers: layers, activation: activation)
         let vdir = "\(dir(model))/\(v.version)"
         do {
             try FileManager.default.createDirectory(atPath: vdir, withIntermediateDirectories: true)
@@ -33,7 +41,9 @@ public struct ModelRegistry: Sendable {
     }
 
     public func current(_ model: String) -> ModelVersion? {
-        guard let name = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(dir(model))/current") else { return nil }
+        guard let name = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(dir(model))/current") else {
+            return nil
+        }
         return version(model, (name as NSString).lastPathComponent)
     }
 
@@ -46,14 +56,18 @@ public struct ModelRegistry: Sendable {
 
     public func load(_ model: String, _ version: String) throws -> Checkpoint {
         let path = modelPath(model, version)
-        guard let d = FileManager.default.contents(atPath: path) else { throw RegistryError.notFound("\(path) is missing") }
+        guard let d = FileManager.default.contents(atPath: path) else {
+            throw RegistryError.notFound("\(path) is missing")
+        }
         return try Checkpoint.decode([UInt8](d), path: path)
     }
 
     public func list() -> [ModelInfo] {
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).sorted()
         return names.map { name in
-            let entries = ((try? FileManager.default.contentsOfDirectory(atPath: dir(name))) ?? []).filter { $0 != "current" && !$0.hasPrefix(".") }
+            let entries = ((try? FileManager.default.contentsOfDirectory(atPath: dir(name))) ?? []).filter {
+                $0 != "current" && !$0.hasPrefix(".")
+            }
             let versions = entries.sorted().compactMap { version(name, $0) }
             return ModelInfo(name: name, current: current(name)?.version, versions: versions)
         }
@@ -66,7 +80,9 @@ public struct ModelRegistry: Sendable {
 
     /// Makes `version` current.
     public func promote(model: String, version: String) throws {
-        guard self.version(model, version) != nil else { throw RegistryError.notFound("model \(model) has no version \(version)") }
+        guard self.version(model, version) != nil else {
+            throw RegistryError.notFound("model \(model) has no version \(version)")
+        }
         var s = stack(model)
         if s.last != version { s.append(version) }
         try point(model: model, to: version, stack: s)
@@ -76,7 +92,9 @@ public struct ModelRegistry: Sendable {
     @discardableResult
     public func rollback(model: String) throws -> String {
         var s = stack(model)
-        guard s.count >= 2 else { throw RegistryError.conflict("model \(model) has no earlier version to roll back to") }
+        guard s.count >= 2 else {
+            throw RegistryError.conflict("model \(model) has no earlier version to roll back to")
+        }
         s.removeLast()
         try point(model: model, to: s.last!, stack: s)
         return s.last!
@@ -88,10 +106,18 @@ public struct ModelRegistry: Sendable {
             try CheckpointStore.atomicWrite([UInt8](JSONEncoder().encode(stack)), to: "\(d)/promotions.json")
             let tmp = "\(d)/.current-\(UUID().uuidString.prefix(8))"
             try FileManager.default.createSymbolicLink(atPath: tmp, withDestinationPath: version)
-            guard rename(tmp, "\(d)/current") == 0 else { unlink(tmp); throw RegistryError.io("rename: \(String(cString: strerror(errno)))") }
+            guard rename(tmp, "\(d)/current") == 0 else {
+                unlink(tmp)
+                throw RegistryError.io("rename: \(String(cString: strerror(errno)))")
+            }
             let fd = open(d, O_RDONLY | O_DIRECTORY)
-            if fd >= 0 { fsync(fd); close(fd) }
-        } catch let e as RegistryError { throw e } catch { throw RegistryError.io("cannot switch \(model) to \(version): \(error)") }
+            if fd >= 0 {
+                fsync(fd)
+                close(fd)
+            }
+        } catch let e as RegistryError { throw e } catch {
+            throw RegistryError.io("cannot switch \(model) to \(version): \(error)")
+        }
     }
 
     static var encoder: JSONEncoder { APIJSON.prettyEncoder }

@@ -22,12 +22,15 @@ public enum NPZ {
     }
 
     static func npy(_ a: Array) -> [UInt8] {
-        let (descr, shape, body): (String, [Int], [UInt8]) = switch a {
-        case .float32(let s, let v): ("<f4", s, v.withUnsafeBytes { [UInt8]($0) })
-        case .float64Scalar(let d): ("<f8", [], withUnsafeBytes(of: d.bitPattern.littleEndian) { [UInt8]($0) })
-        case .int64(let s, let v): ("<i8", s, v.map(\.littleEndian).withUnsafeBytes { [UInt8]($0) })
-        }
-        let shapeText = shape.isEmpty ? "()" : shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
+        let (descr, shape, body): (String, [Int], [UInt8]) =
+            switch a {
+            case .float32(let s, let v): ("<f4", s, v.withUnsafeBytes { [UInt8]($0) })
+            case .float64Scalar(let d): ("<f8", [], withUnsafeBytes(of: d.bitPattern.littleEndian) { [UInt8]($0) })
+            case .int64(let s, let v): ("<i8", s, v.map(\.littleEndian).withUnsafeBytes { [UInt8]($0) })
+            }
+        let shapeText =
+            shape.isEmpty
+            ? "()" : shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
         var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }"
         while (10 + header.count + 1) % 64 != 0 { header += " " }
         header += "\n"
@@ -38,17 +41,23 @@ public enum NPZ {
     }
 
     public static func encode(_ arrays: [(String, Array)]) -> [UInt8] {
-        var out: [UInt8] = [], central: [UInt8] = []
+        var out: [UInt8] = []
+        var central: [UInt8] = []
         func le16(_ v: Int) -> [UInt8] { [UInt8(v & 0xff), UInt8(v >> 8 & 0xff)] }
         func le32(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8(v >> (8 * UInt32($0)) & 0xff) } }
         for (name, a) in arrays {
-            let data = npy(a), fname = Swift.Array("\(name).npy".utf8)
-            let crc = CRC32.checksum(data), offset = UInt32(out.count)
+            let data = npy(a)
+            let fname = Swift.Array("\(name).npy".utf8)
+            let crc = CRC32.checksum(data)
+            let offset = UInt32(out.count)
             // local file header, stored (method 0), no data descriptor
             out += le32(0x0403_4b50) + le16(20) + le16(0) + le16(0) + le16(0) + le16(0x21)
-            out += le32(crc) + le32(UInt32(data.count)) + le32(UInt32(data.count)) + le16(fname.count) + le16(0) + fname + data
+            out +=
+                le32(crc) + le32(UInt32(data.count)) + le32(UInt32(data.count)) + le16(fname.count) + le16(0) + fname
+                + data
             central += le32(0x0201_4b50) + le16(20) + le16(20) + le16(0) + le16(0) + le16(0) + le16(0x21)
-            central += le32(crc) + le32(UInt32(data.count)) + le32(UInt32(data.count)) + le16(fname.count) + le16(0) + le16(0)
+            central +=
+                le32(crc) + le32(UInt32(data.count)) + le32(UInt32(data.count)) + le16(fname.count) + le16(0) + le16(0)
             central += le16(0) + le16(0) + le32(0) + le32(offset) + fname
         }
         let cdOffset = UInt32(out.count)

@@ -6,7 +6,10 @@ public struct UnixHTTPClient: Sendable {
     public let socketPath: String
     public var timeoutSeconds: Int
 
-    public init(socketPath: String, timeoutSeconds: Int = 120) { self.socketPath = socketPath; self.timeoutSeconds = timeoutSeconds }
+    public init(socketPath: String, timeoutSeconds: Int = 120) {
+        self.socketPath = socketPath
+        self.timeoutSeconds = timeoutSeconds
+    }
 
     public struct Response: Sendable {
         public var status: Int
@@ -27,7 +30,9 @@ public struct UnixHTTPClient: Sendable {
     }
 
     /// Default socket, the same rule as `nnd serve`: `$XDG_RUNTIME_DIR/nnd/nnd.sock`, else `/tmp/nnd-$UID/nnd.sock`.
-    public static func defaultSocketPath(environment env: [String: String] = ProcessInfo.processInfo.environment) -> String {
+    public static func defaultSocketPath(environment env: [String: String] = ProcessInfo.processInfo.environment)
+        -> String
+    {
         if let s = env["NND_SOCKET"], !s.isEmpty { return s }
         if let r = env["XDG_RUNTIME_DIR"], !r.isEmpty { return "\(r)/nnd/nnd.sock" }
         return "/tmp/nnd-\(getuid())/nnd.sock"
@@ -41,10 +46,21 @@ public struct UnixHTTPClient: Sendable {
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(socketPath.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { close(fd); throw ClientError.unreachable(socketPath, "path too long") }
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            close(fd)
+            throw ClientError.unreachable(socketPath, "path too long")
+        }
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
-        if rc != 0 { let e = errno; close(fd); throw ClientError.unreachable(socketPath, String(cString: strerror(e))) }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        if rc != 0 {
+            let e = errno
+            close(fd)
+            throw ClientError.unreachable(socketPath, String(cString: strerror(e)))
+        }
         var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         return fd
@@ -59,51 +75,78 @@ public struct UnixHTTPClient: Sendable {
         while off < all.count {
             // MSG_NOSIGNAL: a daemon that closes early (body too large) must not kill us with SIGPIPE;
             // its answer is read below all the same.
-            let n = all.withUnsafeBytes { Foundation.send(fd, $0.baseAddress! + off, all.count - off, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { if errno == EPIPE || errno == ECONNRESET { return }; throw ClientError.protocolError("write failed: \(String(cString: strerror(errno)))") }
+            let n = all.withUnsafeBytes {
+                Foundation.send(fd, $0.baseAddress! + off, all.count - off, Int32(MSG_NOSIGNAL))
+            }
+            if n <= 0 {
+                if errno == EPIPE || errno == ECONNRESET { return }
+                throw ClientError.protocolError("write failed: \(String(cString: strerror(errno)))")
+            }
             off += n
         }
     }
 
     /// Reads a response head, then hands body bytes to `onBody` as they arrive (de-chunked).
-    func receive(_ fd: Int32, bodyExpected: Bool = true, onBody: ([UInt8]) throws -> Void) throws -> (Int, [String: String]) {
+    func receive(_ fd: Int32, bodyExpected: Bool = true, onBody: ([UInt8]) throws -> Void) throws -> (
+        Int, [String: String]
+    ) {
         var buffer = [UInt8]()
         var chunk = [UInt8](repeating: 0, count: 65536)
         func fill() throws -> Bool {
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-            if n < 0 { throw ClientError.protocolError(errno == EAGAIN ? "timed out" : String(cString: strerror(errno))) }
+            if n < 0 {
+                throw ClientError.protocolError(errno == EAGAIN ? "timed out" : String(cString: strerror(errno)))
+            }
             if n == 0 { return false }
             buffer.append(contentsOf: chunk[0..<n])
             return true
         }
         var headerEnd: Int?
         while headerEnd == nil {
-            if let r = find(buffer, [13, 10, 13, 10]) { headerEnd = r; break }
+            if let r = find(buffer, [13, 10, 13, 10]) {
+                headerEnd = r
+                break
+            }
             guard try fill() else { throw ClientError.protocolError("connection closed before the response headers") }
         }
         let headText = String(decoding: buffer[0..<headerEnd!], as: UTF8.self)
         buffer.removeFirst(headerEnd! + 4)
         let lines = headText.components(separatedBy: "\r\n")
         let parts = lines[0].split(separator: " ")
-        guard parts.count >= 2, let status = Int(parts[1]) else { throw ClientError.protocolError("status line '\(lines[0])'") }
+        guard parts.count >= 2, let status = Int(parts[1]) else {
+            throw ClientError.protocolError("status line '\(lines[0])'")
+        }
         var headers: [String: String] = [:]
-        for l in lines.dropFirst() { if let c = l.firstIndex(of: ":") { headers[l[..<c].lowercased()] = l[l.index(after: c)...].trimmingCharacters(in: .whitespaces) } }
+        for l in lines.dropFirst() {
+            if let c = l.firstIndex(of: ":") {
+                headers[l[..<c].lowercased()] = l[l.index(after: c)...].trimmingCharacters(in: .whitespaces)
+            }
+        }
         if !bodyExpected {
             // HEAD: the headers describe a body that is not sent.
         } else if headers["transfer-encoding"]?.lowercased() == "chunked" {
             while true {
                 var lineEnd = find(buffer, [13, 10])
-                while lineEnd == nil { guard try fill() else { throw ClientError.protocolError("truncated chunked body") }; lineEnd = find(buffer, [13, 10]) }
+                while lineEnd == nil {
+                    guard try fill() else { throw ClientError.protocolError("truncated chunked body") }
+                    lineEnd = find(buffer, [13, 10])
+                }
                 let sizeText = String(decoding: buffer[0..<lineEnd!], as: UTF8.self).split(separator: ";")[0]
-                guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16) else { throw ClientError.protocolError("bad chunk size") }
+                guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16) else {
+                    throw ClientError.protocolError("bad chunk size")
+                }
                 buffer.removeFirst(lineEnd! + 2)
                 if size == 0 { break }
-                while buffer.count < size + 2 { guard try fill() else { throw ClientError.protocolError("truncated chunk") } }
+                while buffer.count < size + 2 {
+                    guard try fill() else { throw ClientError.protocolError("truncated chunk") }
+                }
                 try onBody(Array(buffer[0..<size]))
                 buffer.removeFirst(size + 2)
             }
         } else if let len = headers["content-length"].flatMap(Int.init) {
-            while buffer.count < len { guard try fill() else { throw ClientError.protocolError("body shorter than Content-Length") } }
+            while buffer.count < len {
+                guard try fill() else { throw ClientError.protocolError("body shorter than Content-Length") }
+            }
             try onBody(Array(buffer[0..<len]))
         } else {
             while try fill() {}
@@ -114,7 +157,8 @@ public struct UnixHTTPClient: Sendable {
 
     func find(_ hay: [UInt8], _ needle: [UInt8]) -> Int? {
         guard hay.count >= needle.count else { return nil }
-        for i in 0...(hay.count - needle.count) where hay[i] == needle[0] && Array(hay[i..<(i + needle.count)]) == needle { return i }
+        for i in 0...(hay.count - needle.count)
+        where hay[i] == needle[0] && Array(hay[i..<(i + needle.count)]) == needle { return i }
         return nil
     }
 
@@ -136,7 +180,7 @@ public struct UnixHTTPClient: Sendable {
     public func stream(_ path: String, onLine: (String) throws -> Void) throws -> Int {
         let fd = try connectSocket()
         defer { close(fd) }
-        var tv = timeval(tv_sec: 0, tv_usec: 0) // streams may be quiet for long; the daemon sends heartbeats
+        var tv = timeval(tv_sec: 0, tv_usec: 0)  // streams may be quiet for long; the daemon sends heartbeats
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         try send(fd, method: "GET", path: path, body: nil, contentType: "application/json")
         var pending = [UInt8]()

@@ -1,9 +1,9 @@
 import Foundation
 import Hummingbird
 import Logging
-import NNAPI
 import NIOCore
 import NIOPosix
+import NNAPI
 import ServiceLifecycle
 
 /// `nnd serve`: the long-running process. Wires the `RunManager`, the control API on the
@@ -16,7 +16,7 @@ public enum Daemon {
     }
 
     /// Whether `prepareProcess` moved Swift concurrency onto NIO's event loops.
-    nonisolated(unsafe) static var asyncOnEventLoops = false // written once, before any concurrency runs
+    nonisolated(unsafe) static var asyncOnEventLoops = false  // written once, before any concurrency runs
 
     /// Call first thing in `nnd serve`, before any Swift concurrency code has run.
     ///
@@ -39,7 +39,7 @@ public enum Daemon {
             return l
         }()
 
-        _ = TrainingThreadLauncher.shared // normally done by `prepareProcess`; must precede any lowering
+        _ = TrainingThreadLauncher.shared  // normally done by `prepareProcess`; must precede any lowering
 
         try prepareDirectory(config.stateDirectory, mode: 0o750)
         try prepareDirectory("\(config.stateDirectory)/runs", mode: 0o750)
@@ -51,9 +51,12 @@ public enum Daemon {
         let manager = RunManager(config: config, logger: logger, notifier: notifier)
         await manager.recover()
 
-        let api = ControlAPI(manager: manager, maxRequestBytes: config.maxRequestBytes,
-                             requestTimeout: .seconds(config.requestTimeoutSeconds), version: version)
-        let socketPath = config.socketPath, mode = config.socketMode, socketGroup = config.socketGroup
+        let api = ControlAPI(
+            manager: manager, maxRequestBytes: config.maxRequestBytes,
+            requestTimeout: .seconds(config.requestTimeoutSeconds), version: version)
+        let socketPath = config.socketPath
+        let mode = config.socketMode
+        let socketGroup = config.socketGroup
         let app = Application(
             router: api.router(),
             server: .http1(configuration: .init(idleTimeout: .seconds(Int64(config.requestTimeoutSeconds)))),
@@ -61,8 +64,12 @@ public enum Daemon {
             onServerRunning: { _ in
                 chmod(socketPath, mode_t(mode))
                 if let socketGroup, let gr = getgrnam(socketGroup) { chown(socketPath, getuid(), gr.pointee.gr_gid) }
-                logger.info("serving", metadata: ["socket": "\(socketPath)", "state_dir": "\(config.stateDirectory)",
-                                                  "workers": "\(config.workers)", "max_concurrent_runs": "\(config.maxConcurrentRuns)"])
+                logger.info(
+                    "serving",
+                    metadata: [
+                        "socket": "\(socketPath)", "state_dir": "\(config.stateDirectory)",
+                        "workers": "\(config.workers)", "max_concurrent_runs": "\(config.maxConcurrentRuns)",
+                    ])
                 notifier?.ready(status: "serving on \(socketPath)")
             },
             logger: logger
@@ -70,18 +77,24 @@ public enum Daemon {
         // The event loops do the control plane's socket I/O and HTTP parsing and — after
         // `prepareProcess` — run its async code: lower their priority (see `ThreadPriority`).
         let nice = Int32(config.controlNice)
-        for loop in app.eventLoopGroup.makeIterator() { loop.execute { ThreadPriority.lowerCurrentThread(toNice: nice) } }
+        for loop in app.eventLoopGroup.makeIterator() {
+            loop.execute { ThreadPriority.lowerCurrentThread(toNice: nice) }
+        }
         if !asyncOnEventLoops {
-            logger.warning("Swift concurrency runs on Dispatch's pool, not on the event loops: request handling competes with training at full priority")
+            logger.warning(
+                "Swift concurrency runs on Dispatch's pool, not on the event loops: request handling competes with training at full priority"
+            )
         }
         let lifecycle = ManagerService(manager: manager, notifier: notifier, logger: logger)
         // Services shut down in reverse order: the manager first (runs checkpoint and are
         // marked to resume), then the HTTP server closes the socket.
         var all: [any Service] = [app, lifecycle]
         if let (host, port) = config.metricsAddress {
-            all.insert(Application(router: ControlAPI.metricsOnlyRouter(manager: manager, version: version),
-                                   configuration: .init(address: .hostname(host, port: port), serverName: "nnd/\(version)"),
-                                   logger: logger), at: 0)
+            all.insert(
+                Application(
+                    router: ControlAPI.metricsOnlyRouter(manager: manager, version: version),
+                    configuration: .init(address: .hostname(host, port: port), serverName: "nnd/\(version)"),
+                    logger: logger), at: 0)
         }
         let services = ServiceGroup(services: all, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await services.run()
@@ -92,7 +105,10 @@ public enum Daemon {
     static func prepareDirectory(_ path: String, mode: mode_t) throws {
         var isDir: ObjCBool = false
         if !FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
-            do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: Int(mode)]) } catch {
+            do {
+                try FileManager.default.createDirectory(
+                    atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: Int(mode)])
+            } catch {
                 throw StartupError(description: "cannot create directory \(path): \(error.localizedDescription)")
             }
         } else if !isDir.boolValue {
@@ -108,8 +124,15 @@ public enum Daemon {
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() where i < raw.count - 1 { raw[i] = b } }
-        let connected = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } } == 0
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() where i < raw.count - 1 { raw[i] = b }
+        }
+        let connected =
+            withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            } == 0
         if connected { throw StartupError(description: "another nnd is already serving on \(path)") }
         unlink(path)
     }

@@ -38,7 +38,10 @@ public final class EventHub: Sendable {
             if closeStreams { s.byRun[run] = nil }
             return all
         }
-        for c in cs { c.yield(line); if closeStreams { c.finish() } }
+        for c in cs {
+            c.yield(line)
+            if closeStreams { c.finish() }
+        }
     }
 
     public func latestEvent(run: String) -> TrainingEvent? { latest.withLock { $0[run] } }

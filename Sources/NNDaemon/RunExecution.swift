@@ -2,6 +2,8 @@ import Foundation
 import Logging
 import NNAPI
 import NNCheckpoint
+import NNData
+import NNEngine
 import NNTraining
 
 /// One run training on its own thread (training blocks; it must not sit on the Swift
@@ -20,9 +22,20 @@ final class RunExecution: Sendable {
     let dataDir: String?
     let logger: Logger
 
-    init(record: RunRecord, runDirectory: String, models: ModelRegistry, workers: Int, manager: RunManager, hub: EventHub, metrics: DaemonMetrics, datasets: DatasetCache, dataDir: String?, logger: Logger) {
-        self.record = record; self.runDirectory = runDirectory; self.models = models; self.workers = workers; self.manager = manager
-        self.hub = hub; self.metrics = metrics; self.datasets = datasets; self.dataDir = dataDir; self.logger = logger
+    init(
+        record: RunRecord, runDirectory: String, models: ModelRegistry, workers: Int, manager: RunManager,
+        hub: EventHub, metrics: DaemonMetrics, datasets: DatasetCache, dataDir: String?, logger: Logger
+    ) {
+        self.record = record
+        self.runDirectory = runDirectory
+        self.models = models
+        self.workers = workers
+        self.manager = manager
+        self.hub = hub
+        self.metrics = metrics
+        self.datasets = datasets
+        self.dataDir = dataDir
+        self.logger = logger
     }
 
     func start() {
@@ -32,55 +45,79 @@ final class RunExecution: Sendable {
     }
 
     private func main() {
-        let id = record.id, spec = record.spec
+        let id = record.id
+        let spec = record.spec
         let store = CheckpointStore(directory: "\(runDirectory)/checkpoints", keep: spec.checkpoint.keep)
         var history: [EpochRecord] = record.history
         do {
             let data = try datasets.load(spec: spec, dataDir: dataDir)
             let (checkpoint, path, skipped) = store.loadLatestValid()
             var notes: [String] = skipped.map { "skipped unreadable checkpoint: \($0)" }
-            if let path { notes.append("resuming from \((path as NSString).lastPathComponent) (epoch \(checkpoint!.state.epoch + 1), step \(checkpoint!.state.stepInEpoch))") }
+            if let path {
+                notes.append(
+                    "resuming from \((path as NSString).lastPathComponent) (epoch \(checkpoint!.state.epoch + 1), step \(checkpoint!.state.stepInEpoch))"
+                )
+            }
             for n in notes { logger.warning("\(n)", metadata: ["run": "\(id)"]) }
             if let recorded = record.dataHash, recorded != data.contentHash {
                 let changed = data.files.filter { record.dataFiles?[$0] != data.fileHashes[$0] }
-                throw TrainingError.data("data changed since the run started: \((changed.isEmpty ? data.files : changed).joined(separator: ", ")) (content hash differs from the one recorded at start); refusing to continue, checkpoints left as they are")
+                throw TrainingError.data(
+                    "data changed since the run started: \((changed.isEmpty ? data.files : changed).joined(separator: ", ")) (content hash differs from the one recorded at start); refusing to continue, checkpoints left as they are"
+                )
             }
-            Task { await manager.noted(id, notes.joined(separator: "; "), dataHash: data.contentHash, dataFiles: data.fileHashes) }
+            Task {
+                await manager.noted(
+                    id, notes.joined(separator: "; "), dataHash: data.contentHash, dataFiles: data.fileHashes)
+            }
             var warm: [Float]?
             if checkpoint == nil, let p = spec.promotion, p.warmStart, let cur = models.current(p.model) {
                 warm = try models.load(p.model, cur.version).parameters
-                Task { await manager.noted(id, "warm start from model \(p.model) version \(cur.version)", dataHash: nil) }
+                Task {
+                    await manager.noted(id, "warm start from model \(p.model) version \(cur.version)", dataHash: nil)
+                }
             }
-            let trainer = try Trainer(spec: spec, train: data.train, test: data.test, workers: workers, dataHash: data.contentHash,
-                                      resume: checkpoint, warmStart: warm)
+            let trainer = try Trainer(
+                spec: spec, train: data.train, test: data.test, workers: workers, dataHash: data.contentHash,
+                resume: checkpoint, warmStart: warm)
             history = trainer.state.history
-            if trainer.state.finished { // completed before a crash; only the bookkeeping was lost
+            if trainer.state.finished {  // completed before a crash; only the bookkeeping was lost
                 let acc = (trainer.evaluate(data.train).accuracy, trainer.evaluate(data.test).accuracy)
-                Task { await manager.executionEnded(id, result: .success(.completed), history: history, accuracies: acc) }
+                Task {
+                    await manager.executionEnded(id, result: .success(.completed), history: history, accuracies: acc)
+                }
                 return
             }
-            let outcome = try trainer.run(control: flag, checkpointSink: { c, best in
-                let w = try store.write(c, isBest: best)
-                self.metrics.checkpointWritten(bytes: w.bytes, seconds: w.seconds)
-                let path = w.path
-                Task { await self.manager.checkpointWritten(id, path: path) }
-            }, onEvent: { e in
-                self.hub.publish(run: id, event: e)
-                if e.kind == .epoch {
-                    let h = trainer.state.history
-                    Task { await self.manager.epochFinished(id, event: e, history: h) }
-                }
-            })
+            let outcome = try trainer.run(
+                control: flag,
+                checkpointSink: { c, best in
+                    let w = try store.write(c, isBest: best)
+                    self.metrics.checkpointWritten(bytes: w.bytes, seconds: w.seconds)
+                    let path = w.path
+                    Task { await self.manager.checkpointWritten(id, path: path) }
+                },
+                onEvent: { e in
+                    self.hub.publish(run: id, event: e)
+                    if e.kind == .epoch {
+                        let h = trainer.state.history
+                        Task { await self.manager.epochFinished(id, event: e, history: h) }
+                    }
+                })
             history = trainer.state.history
             var acc: (Double, Double)?
             var promotion: PromotionOutcome?
             if outcome == .completed {
                 acc = (trainer.evaluate(data.train).accuracy, trainer.evaluate(data.test).accuracy)
-                if let p = spec.promotion { promotion = try promote(p, trainer: trainer, test: data.test, accuracies: acc!) }
+                if let p = spec.promotion {
+                    promotion = try promote(p, trainer: trainer, test: data.test, accuracies: acc!)
+                }
             }
             let result: Result<TrainingOutcome, Error> = .success(outcome)
-            let finalAcc = acc, finalPromotion = promotion
-            Task { await manager.executionEnded(id, result: result, history: history, accuracies: finalAcc, promotion: finalPromotion) }
+            let finalAcc = acc
+            let finalPromotion = promotion
+            Task {
+                await manager.executionEnded(
+                    id, result: result, history: history, accuracies: finalAcc, promotion: finalPromotion)
+            }
         } catch {
             let h = history
             Task { await manager.executionEnded(id, result: .failure(error), history: h, accuracies: nil) }
@@ -89,32 +126,42 @@ final class RunExecution: Sendable {
 
     /// The promotion gate: evaluates the current model on the same held-out set and promotes
     /// the new one unless it is worse by more than the margin.
-    private func promote(_ p: RunSpec.Promotion, trainer: Trainer, test: NNData.Dataset, accuracies: (Double, Double)) throws -> PromotionOutcome {
+    private func promote(_ p: RunSpec.Promotion, trainer: Trainer, test: NNData.Dataset, accuracies: (Double, Double))
+        throws -> PromotionOutcome
+    {
         let newAcc = accuracies.1
         var currentAcc: Double?
         let current = models.current(p.model)
         if let cur = current {
             let c = try models.load(p.model, cur.version)
-            currentAcc = try Inference(checkpoint: c, activation: cur.activation, inputs: test.featureCount, workers: workers)
-                .evaluate(test, which: .test, run: cur.run).accuracy
+            currentAcc = try Inference(
+                checkpoint: c, activation: cur.activation, inputs: test.featureCount, workers: workers
+            )
+            .evaluate(test, which: .test, run: cur.run).accuracy
         }
-        let version = try models.add(model: p.model, run: record.id, checkpointBytes: trainer.checkpoint().encode(),
-                                     testAccuracy: newAcc, trainAccuracy: accuracies.0, layers: record.spec.model.layers,
-                                     activation: record.spec.model.activation)
+        let version = try models.add(
+            model: p.model, run: record.id, checkpointBytes: trainer.checkpoint().encode(),
+            testAccuracy: newAcc, trainAccuracy: accuracies.0, layers: record.spec.model.layers,
+            activation: record.spec.model.activation)
         let promote = currentAcc.map { newAcc >= $0 - p.margin } ?? true
         if promote { try models.promote(model: p.model, version: version.version) }
         let message: String
         if let currentAcc, let current {
-            message = promote
-                ? String(format: "promoted %@ version %@: test %.2f%% vs current %.2f%% (%@), margin %.2f", p.model, version.version, newAcc, currentAcc, current.version, p.margin)
-                : String(format: "kept current %@ version %@: new test %.2f%% is below current %.2f%% by more than the margin %.2f; new version %@ stored, not promoted", p.model, current.version, newAcc, currentAcc, p.margin, version.version)
+            message =
+                promote
+                ? String(
+                    format: "promoted %@ version %@: test %.2f%% vs current %.2f%% (%@), margin %.2f", p.model,
+                    version.version, newAcc, currentAcc, current.version, p.margin)
+                : String(
+                    format:
+                        "kept current %@ version %@: new test %.2f%% is below current %.2f%% by more than the margin %.2f; new version %@ stored, not promoted",
+                    p.model, current.version, newAcc, currentAcc, p.margin, version.version)
         } else {
-            message = String(format: "promoted %@ version %@ (first model): test %.2f%%", p.model, version.version, newAcc)
+            message = String(
+                format: "promoted %@ version %@ (first model): test %.2f%%", p.model, version.version, newAcc)
         }
-        return PromotionOutcome(model: p.model, version: version.version, promoted: promote, newTestAccuracy: newAcc,
-                                currentVersion: current?.version, currentTestAccuracy: currentAcc, margin: p.margin, message: message)
+        return PromotionOutcome(
+            model: p.model, version: version.version, promoted: promote, newTestAccuracy: newAcc,
+            currentVersion: current?.version, currentTestAccuracy: currentAcc, margin: p.margin, message: message)
     }
 }
-
-import NNData
-import NNEngine

@@ -30,7 +30,9 @@ public actor RunManager {
 
     public let metrics: DaemonMetrics
 
-    public init(config: DaemonConfig, logger: Logger, notifier: SystemdNotifier? = nil, version: String = Daemon.version) {
+    public init(
+        config: DaemonConfig, logger: Logger, notifier: SystemdNotifier? = nil, version: String = Daemon.version
+    ) {
         self.metrics = DaemonMetrics(workers: config.workers, version: version)
         self.config = config
         self.logger = logger
@@ -53,7 +55,11 @@ public actor RunManager {
             do {
                 var r = try Self.storeDecoder.decode(RunRecord.self, from: data)
                 if r.state == .running || r.resumeOnStart || r.state == .queued {
-                    if r.state == .running && !r.resumeOnStart { r.notes.append("\(Self.timestamp()): daemon restarted after an unclean exit; resuming from the last good checkpoint") }
+                    if r.state == .running && !r.resumeOnStart {
+                        r.notes.append(
+                            "\(Self.timestamp()): daemon restarted after an unclean exit; resuming from the last good checkpoint"
+                        )
+                    }
                     r.state = .queued
                     r.resumeOnStart = false
                     persist(r)
@@ -73,7 +79,9 @@ public actor RunManager {
         guard !shuttingDown else { throw APIError(503, "shutting_down", "the daemon is shutting down") }
         let id = Self.newID(name: spec.name)
         let r = RunRecord(id: id, spec: spec, workers: config.workers)
-        do { try FileManager.default.createDirectory(atPath: runDirectory(id), withIntermediateDirectories: true) } catch {
+        do {
+            try FileManager.default.createDirectory(atPath: runDirectory(id), withIntermediateDirectories: true)
+        } catch {
             throw APIError(507, "storage", "cannot create \(runDirectory(id)): \(error.localizedDescription)")
         }
         records[id] = r
@@ -98,7 +106,7 @@ public actor RunManager {
             throw APIError(500, "internal", "cannot encode run \(r.id): \(error)")
         }
         json.append(0x0A)
-        if encodedStatus.count >= 64 { encodedStatus.removeAll(keepingCapacity: true) } // bounded: polled runs only
+        if encodedStatus.count >= 64 { encodedStatus.removeAll(keepingCapacity: true) }  // bounded: polled runs only
         encodedStatus[r.id] = (revision, live, json)
         return json
     }
@@ -119,7 +127,9 @@ public actor RunManager {
         var r = try find(key)
         switch r.state {
         case .running: executions[r.id]?.flag.request(.pause)
-        case .queued: r.state = .paused; update(r, closeStreams: false)
+        case .queued:
+            r.state = .paused
+            update(r, closeStreams: false)
         default: throw APIError.conflict("cannot pause run \(r.id): it is \(r.state.rawValue)")
         }
         return withLiveProgress(records[r.id]!)
@@ -129,7 +139,10 @@ public actor RunManager {
         var r = try find(key)
         switch r.state {
         case .running: executions[r.id]?.flag.request(.stop)
-        case .queued, .paused: r.state = .stopped; r.finishedAt = Date(); update(r, closeStreams: true)
+        case .queued, .paused:
+            r.state = .stopped
+            r.finishedAt = Date()
+            update(r, closeStreams: true)
         default: throw APIError.conflict("cannot stop run \(r.id): it is \(r.state.rawValue)")
         }
         return withLiveProgress(records[r.id]!)
@@ -140,7 +153,9 @@ public actor RunManager {
         switch r.state {
         case .paused, .stopped, .failed:
             guard !shuttingDown else { throw APIError(503, "shutting_down", "the daemon is shutting down") }
-            r.state = .queued; r.reason = nil; r.finishedAt = nil
+            r.state = .queued
+            r.reason = nil
+            r.finishedAt = nil
             update(r, closeStreams: false)
             schedule()
         case .running where executions[r.id]?.flag.decision() == .pause:
@@ -154,7 +169,9 @@ public actor RunManager {
     public func latestCheckpoint(_ key: String) throws(APIError) -> (RunRecord, Checkpoint) {
         let r = try find(key)
         let store = CheckpointStore(directory: "\(runDirectory(r.id))/checkpoints", keep: r.spec.checkpoint.keep)
-        guard let c = store.loadLatestValid().checkpoint else { throw APIError(409, "no_checkpoint", "run \(r.id) has no checkpoint yet") }
+        guard let c = store.loadLatestValid().checkpoint else {
+            throw APIError(409, "no_checkpoint", "run \(r.id) has no checkpoint yet")
+        }
         return (r, c)
     }
 
@@ -163,7 +180,8 @@ public actor RunManager {
     func schedule() {
         guard !shuttingDown else { return }
         while executions.count < config.maxConcurrentRuns,
-              let next = records.values.filter({ $0.state == .queued }).min(by: { $0.createdAt < $1.createdAt }) {
+            let next = records.values.filter({ $0.state == .queued }).min(by: { $0.createdAt < $1.createdAt })
+        {
             start(next)
         }
     }
@@ -174,8 +192,10 @@ public actor RunManager {
         if r.startedAt == nil { r.startedAt = Date() }
         r.workers = config.workers
         update(r, closeStreams: false)
-        let exec = RunExecution(record: r, runDirectory: runDirectory(r.id), models: models, workers: config.workers, manager: self, hub: hub, metrics: metrics, datasets: datasets,
-                                dataDir: config.dataDirectory, logger: logger)
+        let exec = RunExecution(
+            record: r, runDirectory: runDirectory(r.id), models: models, workers: config.workers, manager: self,
+            hub: hub, metrics: metrics, datasets: datasets,
+            dataDir: config.dataDirectory, logger: logger)
         executions[r.id] = exec
         logger.info("run started", metadata: ["run": "\(r.id)", "workers": "\(config.workers)"])
         exec.start()
@@ -189,13 +209,19 @@ public actor RunManager {
         r.history = history
         persist(r)
         records[id] = r
-        let status = String(format: "run %@: epoch %d/%d, cost %.4f%@", r.name, event.epoch, event.epochs, event.cost ?? .nan,
-                            event.testAccuracy.map { String(format: ", test %.2f%%", $0) } ?? "")
+        let status = String(
+            format: "run %@: epoch %d/%d, cost %.4f%@", r.name, event.epoch, event.epochs, event.cost ?? .nan,
+            event.testAccuracy.map { String(format: ", test %.2f%%", $0) } ?? "")
         notifier?.status(status)
-        logger.info("epoch", metadata: ["run": "\(id)", "epoch": "\(event.epoch)/\(event.epochs)", "cost": "\(String(format: "%.6f", event.cost ?? .nan))",
-                                        "lr": "\(event.learningRate)", "seconds": "\(String(format: "%.3f", event.seconds))",
-                                        "samples_per_s": "\(Int(event.samplesPerSecond))",
-                                        "test_accuracy": "\(event.testAccuracy.map { String(format: "%.2f", $0) } ?? "-")"])
+        logger.info(
+            "epoch",
+            metadata: [
+                "run": "\(id)", "epoch": "\(event.epoch)/\(event.epochs)",
+                "cost": "\(String(format: "%.6f", event.cost ?? .nan))",
+                "lr": "\(event.learningRate)", "seconds": "\(String(format: "%.3f", event.seconds))",
+                "samples_per_s": "\(Int(event.samplesPerSecond))",
+                "test_accuracy": "\(event.testAccuracy.map { String(format: "%.2f", $0) } ?? "-")",
+            ])
     }
 
     func checkpointWritten(_ id: String, path: String) {
@@ -214,29 +240,49 @@ public actor RunManager {
         persist(r)
     }
 
-    func executionEnded(_ id: String, result: Result<TrainingOutcome, Error>, history: [EpochRecord], accuracies: (Double, Double)?,
-                        promotion: PromotionOutcome? = nil) {
+    func executionEnded(
+        _ id: String, result: Result<TrainingOutcome, Error>, history: [EpochRecord], accuracies: (Double, Double)?,
+        promotion: PromotionOutcome? = nil
+    ) {
         executions[id] = nil
         guard var r = records[id] else { return }
         r.history = history
         if let e = hub.latestEvent(run: id) { r.progress = e }
         switch result {
         case .success(.completed):
-            r.state = .completed; r.finishedAt = Date()
-            if let (tr, te) = accuracies { r.trainAccuracy = tr; r.testAccuracy = te }
+            r.state = .completed
+            r.finishedAt = Date()
+            if let (tr, te) = accuracies {
+                r.trainAccuracy = tr
+                r.testAccuracy = te
+            }
             if let promotion {
                 r.promotion = promotion
                 r.notes.append("\(Self.timestamp()): \(promotion.message)")
-                logger.notice("\(promotion.promoted ? "model promoted" : "model kept")", metadata: ["run": "\(id)", "model": "\(promotion.model)",
-                    "version": "\(promotion.version)", "new_test_accuracy": "\(String(format: "%.2f", promotion.newTestAccuracy))",
-                    "current_test_accuracy": "\(promotion.currentTestAccuracy.map { String(format: "%.2f", $0) } ?? "-")"])
+                logger.notice(
+                    "\(promotion.promoted ? "model promoted" : "model kept")",
+                    metadata: [
+                        "run": "\(id)", "model": "\(promotion.model)",
+                        "version": "\(promotion.version)",
+                        "new_test_accuracy": "\(String(format: "%.2f", promotion.newTestAccuracy))",
+                        "current_test_accuracy":
+                            "\(promotion.currentTestAccuracy.map { String(format: "%.2f", $0) } ?? "-")",
+                    ])
             }
         case .success(.paused): r.state = .paused
         case .success(.stopped):
-            if shuttingDown { r.state = .queued; r.resumeOnStart = true; r.reason = "interrupted by daemon shutdown; resumes on next start" }
-            else { r.state = .stopped; r.finishedAt = Date() }
+            if shuttingDown {
+                r.state = .queued
+                r.resumeOnStart = true
+                r.reason = "interrupted by daemon shutdown; resumes on next start"
+            } else {
+                r.state = .stopped
+                r.finishedAt = Date()
+            }
         case .failure(let error):
-            r.state = .failed; r.finishedAt = Date(); r.reason = "\(error)"
+            r.state = .failed
+            r.finishedAt = Date()
+            r.reason = "\(error)"
             logger.error("run failed", metadata: ["run": "\(id)", "reason": "\(error)"])
         }
         logger.info("run \(r.state.rawValue)", metadata: ["run": "\(id)"])
@@ -268,13 +314,19 @@ public actor RunManager {
         for e in executions.values { e.flag.request(.stop) }
         let deadline = Date().addingTimeInterval(timeout)
         while !executions.isEmpty && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
-        for id in executions.keys { // did not stop in time: the last periodic checkpoint is what resumes
-            if var r = records[id] { r.resumeOnStart = true; r.state = .queued; persist(r) }
+        for id in executions.keys {  // did not stop in time: the last periodic checkpoint is what resumes
+            if var r = records[id] {
+                r.resumeOnStart = true
+                r.state = .queued
+                persist(r)
+            }
         }
     }
 
     public func metricsText() -> String {
-        metrics.render(runs: records.values.sorted { $0.createdAt < $1.createdAt }, counts: counts()) { hub.latestEvent(run: $0) }
+        metrics.render(runs: records.values.sorted { $0.createdAt < $1.createdAt }, counts: counts()) {
+            hub.latestEvent(run: $0)
+        }
     }
 
     public func counts() -> [RunState: Int] {
@@ -286,7 +338,8 @@ public actor RunManager {
     // MARK: - Helpers
 
     static func isValidID(_ s: String) -> Bool {
-        !s.isEmpty && s.count <= 100 && !s.hasPrefix(".") && s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") }
+        !s.isEmpty && s.count <= 100 && !s.hasPrefix(".")
+            && s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") }
     }
 
     static func newID(name: String) -> String {

@@ -8,14 +8,20 @@ public struct StderrLogHandler: LogHandler {
     public var logLevel: Logger.Level
     let label: String
 
-    public init(label: String, level: Logger.Level) { self.label = label; self.logLevel = level }
+    public init(label: String, level: Logger.Level) {
+        self.label = label
+        self.logLevel = level
+    }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
-    public func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+    public func log(
+        level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String, file: String,
+        function: String, line: UInt
+    ) {
         var all = self.metadata
         if let explicit { all.merge(explicit) { $1 } }
         var text = "\(level.rawValue.uppercased()) "

@@ -12,9 +12,12 @@ public final class SystemdNotifier: Sendable {
         guard let path = env["NOTIFY_SOCKET"], !path.isEmpty else { return nil }
         socketPath = path
         if let usec = env["WATCHDOG_USEC"].flatMap(UInt64.init), usec > 0,
-           env["WATCHDOG_PID"].flatMap(Int32.init).map({ $0 == getpid() }) ?? true {
+            env["WATCHDOG_PID"].flatMap(Int32.init).map({ $0 == getpid() }) ?? true
+        {
             watchdogInterval = .microseconds(Int64(usec / 2))
-        } else { watchdogInterval = nil }
+        } else {
+            watchdogInterval = nil
+        }
     }
 
     @discardableResult

@@ -1,7 +1,8 @@
 import Foundation
 import Synchronization
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// CPU priority of the daemon's threads.
@@ -41,7 +42,11 @@ public enum ThreadPriority {
 public final class TrainingThreadLauncher: Sendable {
     public static let shared = TrainingThreadLauncher()
 
-    private struct Job { var name: String; var stackSize: Int; var body: @Sendable () -> Void }
+    private struct Job {
+        var name: String
+        var stackSize: Int
+        var body: @Sendable () -> Void
+    }
     private let jobs = Mutex<[Job]>([])
     private let pending = DispatchSemaphore(value: 0)
 

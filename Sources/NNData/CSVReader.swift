@@ -4,12 +4,17 @@ import NNNumerics
 /// Reads the seed's CSV layout: one record per line, `label,pixel0,...,pixelN` with
 /// integer pixels 0–255 (scaled by 1/255). A header line starting with "label" is skipped.
 public enum CSVReader {
-    public static func load(_ path: String, featureCount: Int = 784, classCount: Int = 10, limit: Int? = nil) throws -> Dataset {
-        try parse(IDXReader.readFile(path), file: path, featureCount: featureCount, classCount: classCount, limit: limit)
+    public static func load(_ path: String, featureCount: Int = 784, classCount: Int = 10, limit: Int? = nil) throws
+        -> Dataset
+    {
+        try parse(
+            IDXReader.readFile(path), file: path, featureCount: featureCount, classCount: classCount, limit: limit)
     }
 
     /// Parses CSV bytes; `file` names them in errors.
-    public static func parse(_ raw: [UInt8], file path: String, featureCount: Int = 784, classCount: Int = 10, limit: Int? = nil) throws -> Dataset {
+    public static func parse(
+        _ raw: [UInt8], file path: String, featureCount: Int = 784, classCount: Int = 10, limit: Int? = nil
+    ) throws -> Dataset {
         var labels: [Int32] = []
         var values: [Float] = []
         var lineNo = 0
@@ -24,18 +29,29 @@ public enum CSVReader {
             }
             let fields = trimmed.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false)
             guard fields.count == featureCount + 1 else {
-                throw DataError(file: path, "line \(lineNo): \(fields.count) columns, expected \(featureCount + 1) (label + \(featureCount) pixels)")
+                throw DataError(
+                    file: path,
+                    "line \(lineNo): \(fields.count) columns, expected \(featureCount + 1) (label + \(featureCount) pixels)"
+                )
             }
             for (col, f) in fields.enumerated() {
                 guard !f.isEmpty, f.count <= 4, f.allSatisfy({ (48...57).contains($0) }) else {
-                    throw DataError(file: path, "line \(lineNo), column \(col + 1): '\(String(decoding: f.prefix(20), as: UTF8.self))' is not a non-negative integer")
+                    throw DataError(
+                        file: path,
+                        "line \(lineNo), column \(col + 1): '\(String(decoding: f.prefix(20), as: UTF8.self))' is not a non-negative integer"
+                    )
                 }
                 let v = f.reduce(0) { $0 * 10 + Int($1 - 48) }
                 if col == 0 {
-                    guard v < classCount else { throw DataError(file: path, "line \(lineNo): label \(v) is outside the class range 0..<\(classCount)") }
+                    guard v < classCount else {
+                        throw DataError(
+                            file: path, "line \(lineNo): label \(v) is outside the class range 0..<\(classCount)")
+                    }
                     labels.append(Int32(v))
                 } else {
-                    guard v <= 255 else { throw DataError(file: path, "line \(lineNo), column \(col + 1): pixel \(v) is outside 0...255") }
+                    guard v <= 255 else {
+                        throw DataError(file: path, "line \(lineNo), column \(col + 1): pixel \(v) is outside 0...255")
+                    }
                     values.append(Float(v) / 255)
                 }
             }
@@ -49,6 +65,7 @@ public enum CSVReader {
         guard !labels.isEmpty else { throw DataError(file: path, "contains no records") }
         let buf = FloatBuffer(count: values.count)
         buf.load(values)
-        return Dataset(features: buf, labels: labels, featureCount: featureCount, classCount: classCount, sources: [path])
+        return Dataset(
+            features: buf, labels: labels, featureCount: featureCount, classCount: classCount, sources: [path])
     }
 }

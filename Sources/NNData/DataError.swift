@@ -2,6 +2,9 @@
 public struct DataError: Error, CustomStringConvertible, Equatable, Sendable {
     public var file: String
     public var problem: String
-    public init(file: String, _ problem: String) { self.file = file; self.problem = problem }
+    public init(file: String, _ problem: String) {
+        self.file = file
+        self.problem = problem
+    }
     public var description: String { "\(file): \(problem)" }
 }

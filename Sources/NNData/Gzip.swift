@@ -31,7 +31,8 @@ public enum Gzip {
         }
         switch status {
         case Z_STREAM_END: return output
-        case Z_OK, Z_BUF_ERROR: throw DataError(file: file, "gzip stream is truncated (ended after \(output.count) decompressed bytes)")
+        case Z_OK, Z_BUF_ERROR:
+            throw DataError(file: file, "gzip stream is truncated (ended after \(output.count) decompressed bytes)")
         default:
             let msg = stream.msg.map { String(cString: $0) } ?? "code \(status)"
             throw DataError(file: file, "gzip stream is corrupt: \(msg)")

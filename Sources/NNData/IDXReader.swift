@@ -4,13 +4,17 @@ import NNNumerics
 /// Reads IDX files (LeCun's MNIST format), plain or gzip-compressed.
 /// Refuses anything malformed with a `DataError` naming the file and the problem.
 public enum IDXReader {
-    public struct Array3: Sendable { public var dims: [Int]; public var bytes: [UInt8] }
+    public struct Array3: Sendable {
+        public var dims: [Int]
+        public var bytes: [UInt8]
+    }
 
     static func readFile(_ path: String) throws -> [UInt8] {
         guard let data = FileManager.default.contents(atPath: path) else {
             var isDir: ObjCBool = false
             if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
-                throw DataError(file: path, isDir.boolValue ? "is a directory, not a file" : "cannot be read (permission denied?)")
+                throw DataError(
+                    file: path, isDir.boolValue ? "is a directory, not a file" : "cannot be read (permission denied?)")
             }
             throw DataError(file: path, "no such file")
         }
@@ -29,16 +33,26 @@ public enum IDXReader {
         let magic = raw[0..<4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
         let expectedMagic = UInt32(0x0800) | UInt32(expectedDims)
         guard raw[0] == 0, raw[1] == 0 else {
-            throw DataError(file: file, String(format: "wrong magic 0x%08X, expected 0x%08X (not an IDX file)", magic, expectedMagic))
+            throw DataError(
+                file: file,
+                String(format: "wrong magic 0x%08X, expected 0x%08X (not an IDX file)", magic, expectedMagic))
         }
         guard raw[2] == 0x08 else {
-            throw DataError(file: file, String(format: "wrong magic 0x%08X: element type 0x%02X is not unsigned byte (0x08)", magic, raw[2]))
+            throw DataError(
+                file: file,
+                String(format: "wrong magic 0x%08X: element type 0x%02X is not unsigned byte (0x08)", magic, raw[2]))
         }
         guard Int(raw[3]) == expectedDims else {
-            throw DataError(file: file, String(format: "wrong magic 0x%08X, expected 0x%08X (%d dimensions, expected %d)", magic, expectedMagic, raw[3], expectedDims))
+            throw DataError(
+                file: file,
+                String(
+                    format: "wrong magic 0x%08X, expected 0x%08X (%d dimensions, expected %d)", magic, expectedMagic,
+                    raw[3], expectedDims))
         }
         let headerSize = 4 + 4 * expectedDims
-        guard raw.count >= headerSize else { throw DataError(file: file, "header truncated: \(raw.count) bytes, need \(headerSize)") }
+        guard raw.count >= headerSize else {
+            throw DataError(file: file, "header truncated: \(raw.count) bytes, need \(headerSize)")
+        }
         var dims: [Int] = []
         var total = 1
         for d in 0..<expectedDims {
@@ -50,16 +64,24 @@ public enum IDXReader {
         }
         let body = raw.count - headerSize
         if body < total {
-            throw DataError(file: file, "truncated body: dims \(dims.map(String.init).joined(separator: "x")) need \(total) bytes, file has \(body)")
+            throw DataError(
+                file: file,
+                "truncated body: dims \(dims.map(String.init).joined(separator: "x")) need \(total) bytes, file has \(body)"
+            )
         }
         if body > total {
-            throw DataError(file: file, "dims \(dims.map(String.init).joined(separator: "x")) need \(total) bytes but the file has \(body) (\(body - total) extra)")
+            throw DataError(
+                file: file,
+                "dims \(dims.map(String.init).joined(separator: "x")) need \(total) bytes but the file has \(body) (\(body - total) extra)"
+            )
         }
         return Array3(dims: dims, bytes: Array(raw[headerSize...]))
     }
 
     /// Loads an images file and its labels file into a `Dataset`, pixels scaled by 1/255.
-    public static func loadPair(images: String, labels: String, classCount: Int = 10, limit: Int? = nil) throws -> Dataset {
+    public static func loadPair(images: String, labels: String, classCount: Int = 10, limit: Int? = nil) throws
+        -> Dataset
+    {
         let img = try read(images, expectedDims: 3)
         let lab = try read(labels, expectedDims: 1)
         let n = img.dims[0]
@@ -75,7 +97,8 @@ public enum IDXReader {
         img.bytes.withUnsafeBufferPointer { src in
             for i in 0..<(k * features) { buf.pointer[i] = Float(src[i]) / 255 }
         }
-        return Dataset(features: buf, labels: lab.bytes[0..<k].map { Int32($0) }, featureCount: features,
-                       classCount: classCount, sources: [images, labels])
+        return Dataset(
+            features: buf, labels: lab.bytes[0..<k].map { Int32($0) }, featureCount: features,
+            classCount: classCount, sources: [images, labels])
     }
 }

@@ -1,12 +1,15 @@
 import Foundation
 import NNNumerics
+
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 
 /// The MNIST files, their pinned content hashes, and where to find them.
 public enum MNIST {
-    public static let files = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    public static let files = [
+        "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+    ]
 
     /// SHA-256 of the decompressed content. Mirrors serve differently compressed .gz files of
     /// the same content, so the content is what is pinned.
@@ -24,7 +27,8 @@ public enum MNIST {
 
     /// Path of one file in `dir`, preferring the plain file over the .gz.
     public static func path(_ name: String, in dir: String) -> String? {
-        for candidate in ["\(dir)/\(name)", "\(dir)/\(name).gz"] where FileManager.default.fileExists(atPath: candidate) {
+        for candidate in ["\(dir)/\(name)", "\(dir)/\(name).gz"] where FileManager.default.fileExists(atPath: candidate)
+        {
             return candidate
         }
         return nil
@@ -32,9 +36,14 @@ public enum MNIST {
 
     public static func load(from dir: String, train: Bool, limit: Int? = nil) throws -> Dataset {
         let prefix = train ? "train" : "t10k"
-        let img = "\(prefix)-images-idx3-ubyte", lab = "\(prefix)-labels-idx1-ubyte"
-        guard let imgPath = path(img, in: dir) else { throw DataError(file: "\(dir)/\(img)[.gz]", "no such file (run `nnd dataset fetch mnist --into \(dir)`)") }
-        guard let labPath = path(lab, in: dir) else { throw DataError(file: "\(dir)/\(lab)[.gz]", "no such file (run `nnd dataset fetch mnist --into \(dir)`)") }
+        let img = "\(prefix)-images-idx3-ubyte"
+        let lab = "\(prefix)-labels-idx1-ubyte"
+        guard let imgPath = path(img, in: dir) else {
+            throw DataError(file: "\(dir)/\(img)[.gz]", "no such file (run `nnd dataset fetch mnist --into \(dir)`)")
+        }
+        guard let labPath = path(lab, in: dir) else {
+            throw DataError(file: "\(dir)/\(lab)[.gz]", "no such file (run `nnd dataset fetch mnist --into \(dir)`)")
+        }
         return try IDXReader.loadPair(images: imgPath, labels: labPath, limit: limit)
     }
 
@@ -63,7 +72,8 @@ public enum MNIST {
         let content = try IDXReader.readFile(path)
         let got = SHA256.hex(content)
         guard got == contentSHA256[name] else {
-            throw DataError(file: path, "content SHA-256 \(got) does not match the pinned \(contentSHA256[name] ?? "?")")
+            throw DataError(
+                file: path, "content SHA-256 \(got) does not match the pinned \(contentSHA256[name] ?? "?")")
         }
     }
 
@@ -73,7 +83,9 @@ public enum MNIST {
         try FileManager.default.createDirectory(atPath: into, withIntermediateDirectories: true)
         var sources: [String] = []
         if let explicit { sources.append(explicit) }
-        if let env = ProcessInfo.processInfo.environment["NND_DATASET_MIRROR"], !env.isEmpty, env != explicit { sources.append(env) }
+        if let env = ProcessInfo.processInfo.environment["NND_DATASET_MIRROR"], !env.isEmpty, env != explicit {
+            sources.append(env)
+        }
         if let shared = sharedCopy() { sources.append(shared) }
         sources += publicMirrors
         var failures: [String] = []
@@ -86,13 +98,21 @@ public enum MNIST {
                     if source.hasPrefix("https://") || source.hasPrefix("http://") {
                         try download(URL(string: source + name + ".gz")!, to: tmp)
                     } else {
-                        guard let src = path(name, in: source) else { throw DataError(file: "\(source)/\(name)[.gz]", "no such file") }
+                        guard let src = path(name, in: source) else {
+                            throw DataError(file: "\(source)/\(name)[.gz]", "no such file")
+                        }
                         try? FileManager.default.removeItem(atPath: tmp)
                         try FileManager.default.copyItem(atPath: src, toPath: tmp)
                     }
-                    do { try verify(name, at: tmp) } catch { try? FileManager.default.removeItem(atPath: tmp); throw error }
+                    do { try verify(name, at: tmp) } catch {
+                        try? FileManager.default.removeItem(atPath: tmp)
+                        throw error
+                    }
                     // IDXReader reads both plain and gzip files, so the name keeps .gz only when it is one.
-                    let isGz = (try? FileHandle(forReadingFrom: URL(fileURLWithPath: tmp)).readData(ofLength: 2)).map { [UInt8]($0) == [0x1f, 0x8b] } ?? false
+                    let isGz =
+                        (try? FileHandle(forReadingFrom: URL(fileURLWithPath: tmp)).readData(ofLength: 2)).map {
+                            [UInt8]($0) == [0x1f, 0x8b]
+                        } ?? false
                     let final = isGz ? dest : "\(into)/\(name)"
                     try? FileManager.default.removeItem(atPath: final)
                     try FileManager.default.moveItem(atPath: tmp, toPath: final)
@@ -108,15 +128,22 @@ public enum MNIST {
     }
 
     static func download(_ url: URL, to path: String) throws {
-        final class Box: @unchecked Sendable { var data: Data?; var error: Error? } // written once before the semaphore signals
+        final class Box: @unchecked Sendable {
+            var data: Data?
+            var error: Error?
+        }  // written once before the semaphore signals
         let box = Box()
         let sem = DispatchSemaphore(value: 0)
         var req = URLRequest(url: url)
         req.timeoutInterval = 20
         URLSession.shared.dataTask(with: req) { data, response, error in
-            if let error { box.error = error }
-            else if let http = response as? HTTPURLResponse, http.statusCode != 200 { box.error = DataError(file: url.absoluteString, "HTTP \(http.statusCode)") }
-            else { box.data = data }
+            if let error {
+                box.error = error
+            } else if let http = response as? HTTPURLResponse, http.statusCode != 200 {
+                box.error = DataError(file: url.absoluteString, "HTTP \(http.statusCode)")
+            } else {
+                box.data = data
+            }
             sem.signal()
         }.resume()
         sem.wait()

@@ -23,21 +23,35 @@ final class BatchBuffers {
     /// Float offsets of the matrices and then of the workers' blocks inside `memory`, and each
     /// worker's band of bytes in them.
     static func plan(sizes: [Int], workers: Int, maxRows: Int, blockFloats: Int = 0)
-        -> (offsets: [Int], blockOffsets: [Int], total: Int, bands: [[MemoryBand.Range]]) {
+        -> (offsets: [Int], blockOffsets: [Int], total: Int, bands: [[MemoryBand.Range]])
+    {
         func align(_ x: Int) -> Int { (x + 15) / 16 * 16 }
-        var offsets: [Int] = [], total = 0
-        for s in sizes + sizes { offsets.append(total); total += align(workers * maxRows * s) }
+        var offsets: [Int] = []
+        var total = 0
+        for s in sizes + sizes {
+            offsets.append(total)
+            total += align(workers * maxRows * s)
+        }
         var blockOffsets: [Int] = []
-        for _ in 0..<workers { blockOffsets.append(total); total += align(blockFloats) }
+        for _ in 0..<workers {
+            blockOffsets.append(total)
+            total += align(blockFloats)
+        }
         let f = MemoryLayout<Float>.stride
         let bands = (0..<workers).map { w in
-            zip(offsets, sizes + sizes).map { off, s in MemoryBand.Range(byteOffset: (off + w * maxRows * s) * f, byteCount: maxRows * s * f) }
-                + (blockFloats > 0 ? [MemoryBand.Range(byteOffset: blockOffsets[w] * f, byteCount: blockFloats * f)] : [])
+            zip(offsets, sizes + sizes).map { off, s in
+                MemoryBand.Range(byteOffset: (off + w * maxRows * s) * f, byteCount: maxRows * s * f)
+            }
+                + (blockFloats > 0
+                    ? [MemoryBand.Range(byteOffset: blockOffsets[w] * f, byteCount: blockFloats * f)] : [])
         }
         return (offsets, blockOffsets, total, bands)
     }
 
-    init(sizes: [Int], workers: Int, maxRows: Int, blockFloats: Int, placements: [WorkerPlacement], placer: any MemoryPlacer) {
+    init(
+        sizes: [Int], workers: Int, maxRows: Int, blockFloats: Int, placements: [WorkerPlacement],
+        placer: any MemoryPlacer
+    ) {
         let plan = Self.plan(sizes: sizes, workers: workers, maxRows: maxRows, blockFloats: blockFloats)
         let bands = placements.map { p in MemoryBand(node: p.node, ranges: plan.bands[p.worker]) }
         let memory = FloatBuffer(count: plan.total, allocator: placer.allocator(bands: bands))

@@ -16,7 +16,9 @@ public struct PassResult: Sendable, Equatable {
     static let zero = PassResult(costSum: 0, correct: 0, records: 0)
 
     mutating func add(_ other: PassResult) {
-        costSum += other.costSum; correct += other.correct; records += other.records
+        costSum += other.costSum
+        correct += other.correct
+        records += other.records
     }
 }
 
@@ -91,26 +93,36 @@ public final class DataParallelEngine: @unchecked Sendable {
     /// Where a step's time goes (off unless `recordPhaseTimes`; `nnd bench` turns it on).
     public let phaseTimes: PhaseTimes
 
-    public init(layout: NetworkLayout, activation: Activation, optimizer: OptimizerConfig, lambda: Float,
-                workers: Int, maxBatch: Int, placer: any MemoryPlacer = LibNUMAPlacer(), recordPhaseTimes: Bool = false) {
+    public init(
+        layout: NetworkLayout, activation: Activation, optimizer: OptimizerConfig, lambda: Float,
+        workers: Int, maxBatch: Int, placer: any MemoryPlacer = LibNUMAPlacer(), recordPhaseTimes: Bool = false
+    ) {
         precondition(workers >= 1 && maxBatch >= 1)
         phaseTimes = PhaseTimes(workers: workers, enabled: recordPhaseTimes)
-        self.layout = layout; self.activation = activation; self.optimizer = optimizer; self.lambda = lambda
-        self.workerCount = workers; self.maxBatch = maxBatch; self.placer = placer
+        self.layout = layout
+        self.activation = activation
+        self.optimizer = optimizer
+        self.lambda = lambda
+        self.workerCount = workers
+        self.maxBatch = maxBatch
+        self.placer = placer
         let placements = placer.plan(workers: workers)
         self.placements = placements
         let shared = placer.sharedAllocator(nodes: placements.map(\.node))
         parameters = FloatBuffer(count: layout.parameterCount, allocator: shared)
         gradient = FloatBuffer(count: layout.parameterCount, allocator: shared)
-        optimizerState = (0..<optimizer.stateBuffers).map { _ in FloatBuffer(count: layout.parameterCount, allocator: shared) }
+        optimizerState = (0..<optimizer.stateBuffers).map { _ in
+            FloatBuffer(count: layout.parameterCount, allocator: shared)
+        }
         let maxRows = (maxBatch + workers - 1) / workers
         self.maxRows = maxRows
         let sizes = layout.sizes
         let split = (0..<workers).map { Self.unitSlice(units: sizes[1], workers: workers, slice: $0) }
         firstLayerUnits = sizes.count > 2 ? split : []
-        batch = BatchBuffers(sizes: sizes, workers: workers, maxRows: maxRows,
-                             blockFloats: sizes.count > 2 ? maxBatch * split.map(\.count).max()! : 0,
-                             placements: placements, placer: placer)
+        batch = BatchBuffers(
+            sizes: sizes, workers: workers, maxRows: maxRows,
+            blockFloats: sizes.count > 2 ? maxBatch * split.map(\.count).max()! : 0,
+            placements: placements, placer: placer)
         roundResults = .allocate(capacity: Self.maxStepsPerCall * workers)
         roundResults.initialize(repeating: .zero, count: Self.maxStepsPerCall * workers)
         gradientSlices = (0..<workers).map { w in
@@ -144,8 +156,9 @@ public final class DataParallelEngine: @unchecked Sendable {
         var result = PassResult.zero
         if n <= maxBatch {
             _ = withUnsafeMutablePointer(to: &result) { r in
-                steps(data: data, indices: indices, stepSize: n, records: n, learningRate: learningRate,
-                      results: UnsafeMutableBufferPointer(start: r, count: 1))
+                steps(
+                    data: data, indices: indices, stepSize: n, records: n, learningRate: learningRate,
+                    results: UnsafeMutableBufferPointer(start: r, count: 1))
             }
             return result
         }
@@ -156,12 +169,15 @@ public final class DataParallelEngine: @unchecked Sendable {
         let adamStep = updateCount
         var chunkStart = 0
         while chunkStart < n {
-            let c = min(maxBatch, n - chunkStart), base = chunkStart
-            let accumulate = chunkStart > 0, lastChunk = chunkStart + c == n
+            let c = min(maxBatch, n - chunkStart)
+            let base = chunkStart
+            let accumulate = chunkStart > 0
+            let lastChunk = chunkStart + c == n
             schedule.reset()
             DispatchQueue.concurrentPerform(iterations: W) { iteration in
-                runRound(0, iteration: iteration, data: data, indices: indices.pointer + base, rows: c,
-                         accumulate: accumulate, update: lastChunk ? n : nil, learningRate: learningRate, adamStep: adamStep)
+                runRound(
+                    0, iteration: iteration, data: data, indices: indices.pointer + base, rows: c,
+                    accumulate: accumulate, update: lastChunk ? n : nil, learningRate: learningRate, adamStep: adamStep)
             }
             result.add(roundTotal(0))
             chunkStart += c
@@ -181,8 +197,10 @@ public final class DataParallelEngine: @unchecked Sendable {
     /// begins with a wait for round r − 1's gradient slices (its gather overwrites what they
     /// read); so nothing waits on a thread that has not started, and if the pool runs the
     /// iterations one after another the first one runs every step.
-    public func steps(data: Dataset, indices: UnsafePointer<Int32>, stepSize: Int, records: Int, learningRate: Float,
-                      results: UnsafeMutableBufferPointer<PassResult>) -> Int {
+    public func steps(
+        data: Dataset, indices: UnsafePointer<Int32>, stepSize: Int, records: Int, learningRate: Float,
+        results: UnsafeMutableBufferPointer<PassResult>
+    ) -> Int {
         precondition(stepSize >= 1 && stepSize <= maxBatch && records >= 1, "bad step group")
         let k = (records + stepSize - 1) / stepSize
         precondition(k <= Self.maxStepsPerCall && k <= results.count, "too many steps for one call")
@@ -193,9 +211,11 @@ public final class DataParallelEngine: @unchecked Sendable {
         DispatchQueue.concurrentPerform(iterations: W) { iteration in
             for r in 0..<k {
                 if r > 0 { schedule.slices.waitForAll(W, round: r - 1) }
-                let lo = r * stepSize, n = min(stepSize, records - lo)
-                runRound(r, iteration: iteration, data: data, indices: indices.pointer + lo, rows: n,
-                         accumulate: false, update: n, learningRate: learningRate, adamStep: firstUpdate + r)
+                let lo = r * stepSize
+                let n = min(stepSize, records - lo)
+                runRound(
+                    r, iteration: iteration, data: data, indices: indices.pointer + lo, rows: n,
+                    accumulate: false, update: n, learningRate: learningRate, adamStep: firstUpdate + r)
                 // Every thread reads the same finished shard results, so all stop at the same step.
                 if !roundTotal(r).costSum.isFinite { break }
             }
@@ -216,7 +236,9 @@ public final class DataParallelEngine: @unchecked Sendable {
 
     /// Forward pass over a whole dataset (in parallel, no parameter change): cost and accuracy.
     public func evaluate(_ data: Dataset) -> PassResult {
-        let W = workerCount, chunk = maxRows, inSize = layout.inputSize
+        let W = workerCount
+        let chunk = maxRows
+        let inSize = layout.inputSize
         var total = PassResult.zero
         var start = 0
         while start < data.count {
@@ -225,7 +247,9 @@ public final class DataParallelEngine: @unchecked Sendable {
             let base = start
             DispatchQueue.concurrentPerform(iterations: W) { w in
                 placer.bindCurrentThread(toNode: placements[w].node)
-                let lo = n * w / W, hi = n * (w + 1) / W, rows = hi - lo
+                let lo = n * w / W
+                let hi = n * (w + 1) / W
+                let rows = hi - lo
                 roundResults[w] = .zero
                 if rows == 0 { return }
                 // Worker w's own band of the batch buffers.

@@ -16,7 +16,9 @@ extension DataParallelEngine {
     /// (run by the shard that owns the rows, so the copy lands on its node).
     @inline(__always)
     func gatherInputs(data: Dataset, indices: UnsafeMutablePointer<Int32>, row: Int, rows: Int) {
-        let inSize = layout.inputSize, features = data.features.pointer, input = batch.activations[0]
+        let inSize = layout.inputSize
+        let features = data.features.pointer
+        let input = batch.activations[0]
         for r in row..<(row + rows) {
             memcpy(input + r * inSize, features + Int(indices[r]) * inSize, inSize * MemoryLayout<Float>.stride)
         }
@@ -26,7 +28,9 @@ extension DataParallelEngine {
     /// `row..<row + rows` (records indices[row...]), on behalf of worker `shard`; the layers
     /// below `fromLayer` are already computed for these rows. Returns the rows' cost and accuracy.
     @inline(__always)
-    func runShard(_ shard: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, row: Int, rows: Int, fromLayer: Int) -> PassResult {
+    func runShard(
+        _ shard: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, row: Int, rows: Int, fromLayer: Int
+    ) -> PassResult {
         if rows == 0 { return .zero }
         placer.bindCurrentThread(toNode: placements[shard].node)
         let inSize = layout.sizes[fromLayer - 1]
@@ -58,11 +62,16 @@ extension DataParallelEngine {
     /// cores on each of the GEMM's passes; copied, once per step.
     @inline(__always)
     func firstLayerSlice(_ w: Int, rows: Int) {
-        let units = firstLayerUnits[w], nIn = layout.sizes[0], nOut = layout.sizes[1], lo = units.lowerBound
+        let units = firstLayerUnits[w]
+        let nIn = layout.sizes[0]
+        let nOut = layout.sizes[1]
+        let lo = units.lowerBound
         if units.isEmpty { return }
-        let z = batch.firstLayerBlocks[w], u = units.count
-        BLAS.sgemm(transA: false, transB: true, m: rows, n: u, k: nIn, alpha: 1, a: batch.activations[0], lda: nIn,
-                   b: parameters.pointer + layout.weightOffsets[0] + lo * nIn, ldb: nIn, beta: 0, c: z, ldc: u)
+        let z = batch.firstLayerBlocks[w]
+        let u = units.count
+        BLAS.sgemm(
+            transA: false, transB: true, m: rows, n: u, k: nIn, alpha: 1, a: batch.activations[0], lda: nIn,
+            b: parameters.pointer + layout.weightOffsets[0] + lo * nIn, ldb: nIn, beta: 0, c: z, ldc: u)
         activate(z, bias: parameters.pointer + layout.biasOffsets[0] + lo, rows: rows, cols: u)
         let a1 = batch.activations[1]
         for r in 0..<rows { memcpy(a1 + r * nOut + lo, z + r * u, u * MemoryLayout<Float>.stride) }
@@ -72,13 +81,15 @@ extension DataParallelEngine {
     /// rows (rows × n_{l−1}); g is the hidden activation, softmax on the output layer.
     @inline(__always)
     func forwardLayer(_ l: Int, input: UnsafePointer<Float>, row: Int, rows: Int) {
-        let nIn = layout.sizes[l - 1], nOut = layout.sizes[l]
+        let nIn = layout.sizes[l - 1]
+        let nOut = layout.sizes[l]
         let z = batch.activations[l] + row * nOut
         let w = UnsafePointer(parameters.pointer + layout.weightOffsets[l - 1])
         let b = UnsafePointer(parameters.pointer + layout.biasOffsets[l - 1])
         // Z_l (rows × n_l) = A_{l−1} (rows × n_{l−1}) · W_lᵀ (n_{l−1} × n_l)
-        BLAS.sgemm(transA: false, transB: true, m: rows, n: nOut, k: nIn, alpha: 1, a: input, lda: nIn,
-                   b: w, ldb: nIn, beta: 0, c: z, ldc: nOut)
+        BLAS.sgemm(
+            transA: false, transB: true, m: rows, n: nOut, k: nIn, alpha: 1, a: input, lda: nIn,
+            b: w, ldb: nIn, beta: 0, c: z, ldc: nOut)
         if l == layout.sizes.count - 1 {
             VectorKernels.softmax(z, bias: b, rows: rows, cols: nOut)
         } else {
@@ -92,7 +103,10 @@ extension DataParallelEngine {
         case .logistic:
             VectorKernels.logistic(z, bias: bias, rows: rows, cols: cols)
         case .tanh:
-            for r in 0..<rows { let row = z + r * cols; for j in 0..<cols { row[j] = tanhf(row[j] + bias[j]) } }
+            for r in 0..<rows {
+                let row = z + r * cols
+                for j in 0..<cols { row[j] = tanhf(row[j] + bias[j]) }
+            }
         case .relu:
             VectorKernels.relu(z, bias: bias, rows: rows, cols: cols)
         }
@@ -103,12 +117,16 @@ extension DataParallelEngine {
     /// the records whose largest probability is their label.
     @inline(__always)
     func lossAndOutputDelta(row: Int, rows: Int, label: (Int) -> Int32) -> (cost: Double, correct: Int) {
-        let L = layout.sizes.count, k = layout.outputSize
-        let yhat = batch.activations[L - 1] + row * k, delta = batch.deltas[L - 1] + row * k
-        var cost = 0.0, correct = 0
+        let L = layout.sizes.count
+        let k = layout.outputSize
+        let yhat = batch.activations[L - 1] + row * k
+        let delta = batch.deltas[L - 1] + row * k
+        var cost = 0.0
+        var correct = 0
         for r in 0..<rows {
             let y = Int(label(r))
-            let p = yhat + r * k, d = delta + r * k
+            let p = yhat + r * k
+            let d = delta + r * k
             var best = 0
             for j in 0..<k {
                 d[j] = p[j]
@@ -133,13 +151,15 @@ extension DataParallelEngine {
         let sizes = layout.sizes
         var l = sizes.count - 1
         while l > 1 {
-            let nIn = sizes[l - 1], nOut = sizes[l]
+            let nIn = sizes[l - 1]
+            let nOut = sizes[l]
             let delta = UnsafePointer(batch.deltas[l] + row * nOut)
             let a = UnsafePointer(batch.activations[l - 1] + row * nIn)
             let w = UnsafePointer(parameters.pointer + layout.weightOffsets[l - 1])
             let dPrev = batch.deltas[l - 1] + row * nIn
-            BLAS.sgemm(transA: false, transB: false, m: rows, n: nIn, k: nOut, alpha: 1, a: delta, lda: nOut,
-                       b: w, ldb: nIn, beta: 0, c: dPrev, ldc: nIn)
+            BLAS.sgemm(
+                transA: false, transB: false, m: rows, n: nIn, k: nOut, alpha: 1, a: delta, lda: nOut,
+                b: w, ldb: nIn, beta: 0, c: dPrev, ldc: nIn)
             let count = rows * nIn
             switch activation {
             case .logistic: VectorKernels.logisticBackward(dPrev, output: a, count: count)
@@ -168,20 +188,27 @@ extension DataParallelEngine {
     /// the parameters themselves (fused SGD, Optimizer.swift).
     @inline(__always)
     func sliceGEMM(_ s: GradientSlice, rows: Int, alpha: Float, beta: Float, into base: UnsafeMutablePointer<Float>) {
-        let nIn = layout.sizes[s.layer - 1], nOut = layout.sizes[s.layer], lo = s.rows.lowerBound
-        BLAS.sgemm(transA: true, transB: false, m: s.rows.count, n: nIn, k: rows, alpha: alpha,
-                   a: UnsafePointer(batch.deltas[s.layer] + lo), lda: nOut,
-                   b: UnsafePointer(batch.activations[s.layer - 1]), ldb: nIn,
-                   beta: beta, c: base + layout.weightOffsets[s.layer - 1] + lo * nIn, ldc: nIn)
+        let nIn = layout.sizes[s.layer - 1]
+        let nOut = layout.sizes[s.layer]
+        let lo = s.rows.lowerBound
+        BLAS.sgemm(
+            transA: true, transB: false, m: s.rows.count, n: nIn, k: rows, alpha: alpha,
+            a: UnsafePointer(batch.deltas[s.layer] + lo), lda: nOut,
+            b: UnsafePointer(batch.activations[s.layer - 1]), ldb: nIn,
+            beta: beta, c: base + layout.weightOffsets[s.layer - 1] + lo * nIn, ldc: nIn)
     }
 
     /// ∂J/∂b_l[units] = Σ over the batch's rows of δ_l[:, units] (in row order, so reproducible),
     /// into `gradient`.
     @inline(__always)
     func biasGradient(_ s: GradientSlice, rows: Int, accumulate: Bool) {
-        let nOut = layout.sizes[s.layer], delta = batch.deltas[s.layer]
+        let nOut = layout.sizes[s.layer]
+        let delta = batch.deltas[s.layer]
         let gb = gradient.pointer + layout.biasOffsets[s.layer - 1]
         if !accumulate { for j in s.rows { gb[j] = 0 } }
-        for r in 0..<rows { let d = delta + r * nOut; for j in s.rows { gb[j] += d[j] } }
+        for r in 0..<rows {
+            let d = delta + r * nOut
+            for j in s.rows { gb[j] += d[j] }
+        }
     }
 }

@@ -5,12 +5,18 @@ import NNNumerics
 /// The machine's NUMA layout: which CPUs belong to which node. An injected value, so
 /// placement can be tested on a fake multi-node topology on a one-node machine.
 public struct NUMATopology: Sendable, Equatable, CustomStringConvertible {
-    public struct Node: Sendable, Equatable { public var id: Int; public var cpus: [Int] }
+    public struct Node: Sendable, Equatable {
+        public var id: Int
+        public var cpus: [Int]
+    }
     public var nodes: [Node]
     /// Whether libnuma works here (false means: allocate without node binding).
     public var numaAvailable: Bool
 
-    public init(nodes: [Node], numaAvailable: Bool) { self.nodes = nodes; self.numaAvailable = numaAvailable }
+    public init(nodes: [Node], numaAvailable: Bool) {
+        self.nodes = nodes
+        self.numaAvailable = numaAvailable
+    }
 
     /// Reads the topology through libnuma; one node with every online CPU when libnuma is unavailable.
     public static func detect() -> NUMATopology {
@@ -31,7 +37,8 @@ public struct NUMATopology: Sendable, Equatable, CustomStringConvertible {
     public static func onlineCPUs() -> [Int] {
         // Cpus_allowed_list honours taskset/cgroup limits (e.g. "0-1" or "0,2-3").
         if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }) {
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") })
+        {
             let list = line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces)
             if let cpus = parseCPUList(list), !cpus.isEmpty { return cpus }
         }
@@ -43,16 +50,22 @@ public struct NUMATopology: Sendable, Equatable, CustomStringConvertible {
         var out: [Int] = []
         for part in text.split(separator: ",") {
             let ends = part.split(separator: "-").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-            if ends.count == 1, let a = ends[0] { out.append(a) }
-            else if ends.count == 2, let a = ends[0], let b = ends[1], a <= b { out += Array(a...b) }
-            else { return nil }
+            if ends.count == 1, let a = ends[0] {
+                out.append(a)
+            } else if ends.count == 2, let a = ends[0], let b = ends[1], a <= b {
+                out += Array(a...b)
+            } else {
+                return nil
+            }
         }
         return out
     }
 
     public var cpus: [Int] { nodes.flatMap(\.cpus) }
     public func node(ofCPU cpu: Int) -> Int { nodes.first { $0.cpus.contains(cpu) }?.id ?? nodes.first?.id ?? 0 }
-    public var description: String { nodes.map { "node \($0.id): cpus \($0.cpus.map(String.init).joined(separator: ","))" }.joined(separator: "; ") }
+    public var description: String {
+        nodes.map { "node \($0.id): cpus \($0.cpus.map(String.init).joined(separator: ","))" }.joined(separator: "; ")
+    }
 }
 
 /// Which CPU and node each worker belongs to.
@@ -94,7 +107,10 @@ public struct MemoryBand: Sendable, Equatable {
     public struct Range: Sendable, Equatable { public var byteOffset: Int, byteCount: Int }
     public var node: Int
     public var ranges: [Range]
-    public init(node: Int, ranges: [Range]) { self.node = node; self.ranges = ranges }
+    public init(node: Int, ranges: [Range]) {
+        self.node = node
+        self.ranges = ranges
+    }
 }
 
 extension MemoryPlacer {
@@ -134,8 +150,10 @@ public struct NodeAllocator: BufferAllocator {
     public let node: Int
     public func allocate(bytes: Int) -> UnsafeMutableRawPointer {
         let size = max(bytes, 64)
-        guard let p = numa_alloc_onnode(size, Int32(node)) else { fatalError("numa_alloc_onnode(\(size), \(node)) failed") }
-        memset(p, 0, size) // first touch, on the right node
+        guard let p = numa_alloc_onnode(size, Int32(node)) else {
+            fatalError("numa_alloc_onnode(\(size), \(node)) failed")
+        }
+        memset(p, 0, size)  // first touch, on the right node
         return p
     }
     public func deallocate(_ pointer: UnsafeMutableRawPointer, bytes: Int) { numa_free(pointer, max(bytes, 64)) }
@@ -150,7 +168,9 @@ public struct InterleavedAllocator: BufferAllocator {
         guard let mask = numa_allocate_nodemask() else { fatalError("numa_allocate_nodemask failed") }
         defer { numa_bitmask_free(mask) }
         for n in nodes { numa_bitmask_setbit(mask, UInt32(n)) }
-        guard let p = numa_alloc_interleaved_subset(size, mask) else { fatalError("numa_alloc_interleaved_subset(\(size)) failed") }
+        guard let p = numa_alloc_interleaved_subset(size, mask) else {
+            fatalError("numa_alloc_interleaved_subset(\(size)) failed")
+        }
         memset(p, 0, size)
         return p
     }
@@ -164,13 +184,15 @@ public struct InterleavedAllocator: BufferAllocator {
 public struct BandedAllocator: BufferAllocator {
     public let bands: [MemoryBand]
     public func allocate(bytes: Int) -> UnsafeMutableRawPointer {
-        let size = max(bytes, 64), page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let size = max(bytes, 64)
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         guard let p = numa_alloc(size) else { fatalError("numa_alloc(\(size)) failed") }
         func pageUp(_ x: Int) -> Int { min(size, (x + page - 1) / page * page) }
         for band in bands {
             for r in band.ranges {
                 // Pages whose first byte lies in the range.
-                let lo = pageUp(r.byteOffset), hi = pageUp(r.byteOffset + r.byteCount)
+                let lo = pageUp(r.byteOffset)
+                let hi = pageUp(r.byteOffset + r.byteCount)
                 if lo < hi { numa_tonode_memory(p + lo, hi - lo, Int32(band.node)) }
             }
         }
@@ -181,7 +203,8 @@ public struct BandedAllocator: BufferAllocator {
     /// The node each page of `pointer..<pointer+bytes` is on now (`move_pages` without moving),
     /// negative where a page is not resident; for tests and diagnostics.
     public static func nodesOfPages(_ pointer: UnsafeMutableRawPointer, bytes: Int) -> [Int] {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE))), count = (bytes + page - 1) / page
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let count = (bytes + page - 1) / page
         var pages: [UnsafeMutableRawPointer?] = (0..<count).map { pointer + $0 * page }
         var status = [Int32](repeating: -1, count: count)
         guard numa_move_pages(0, UInt(count), &pages, nil, &status, 0) == 0 else { return [] }

@@ -20,15 +20,23 @@ public struct NetworkLayout: Sendable, Equatable {
     public init(sizes: [Int]) {
         precondition(sizes.count >= 2 && sizes.allSatisfy { $0 > 0 })
         self.sizes = sizes
-        var off = 0, w: [Int] = [], b: [Int] = [], segs: [Segment] = []
+        var off = 0
+        var w: [Int] = []
+        var b: [Int] = []
+        var segs: [Segment] = []
         func align(_ x: Int) -> Int { (x + 15) / 16 * 16 }
         for l in 1..<sizes.count {
-            w.append(off); segs.append(Segment(start: off, end: off + sizes[l] * sizes[l - 1], isWeight: true))
+            w.append(off)
+            segs.append(Segment(start: off, end: off + sizes[l] * sizes[l - 1], isWeight: true))
             off = align(off + sizes[l] * sizes[l - 1])
-            b.append(off); segs.append(Segment(start: off, end: off + sizes[l], isWeight: false))
+            b.append(off)
+            segs.append(Segment(start: off, end: off + sizes[l], isWeight: false))
             off = align(off + sizes[l])
         }
-        weightOffsets = w; biasOffsets = b; parameterCount = off; segments = segs
+        weightOffsets = w
+        biasOffsets = b
+        parameterCount = off
+        segments = segs
     }
 
     public var layerCount: Int { sizes.count }
@@ -42,7 +50,8 @@ public struct NetworkLayout: Sendable, Equatable {
         var f = 0.0
         for l in 1..<sizes.count {
             let mac = Double(sizes[l] * sizes[l - 1])
-            f += 2 * mac /* forward */ + 2 * mac /* weight gradient */ + (l > 1 ? 2 * mac : 0) /* delta */
+            // forward, weight gradient, and (below the first layer) the delta: 2 FLOPs per multiply-add each
+            f += 2 * mac + 2 * mac + (l > 1 ? 2 * mac : 0)
         }
         return f
     }
@@ -51,7 +60,8 @@ public struct NetworkLayout: Sendable, Equatable {
     public func initialise(_ params: FloatBuffer, scheme: Initialisation, rng: inout DeterministicRNG) {
         params.zero()
         for l in 1..<sizes.count {
-            let nIn = Double(sizes[l - 1]), nOut = Double(sizes[l])
+            let nIn = Double(sizes[l - 1])
+            let nOut = Double(sizes[l])
             let w = params.pointer + weightOffsets[l - 1]
             for i in 0..<(sizes[l] * sizes[l - 1]) {
                 switch scheme {
@@ -71,7 +81,10 @@ public struct NetworkLayout: Sendable, Equatable {
     public func sumSquaredWeights(_ params: FloatBuffer) -> Double {
         var s = 0.0
         for seg in segments where seg.isWeight {
-            for i in seg.start..<seg.end { let v = Double(params.pointer[i]); s += v * v }
+            for i in seg.start..<seg.end {
+                let v = Double(params.pointer[i])
+                s += v * v
+            }
         }
         return s
     }

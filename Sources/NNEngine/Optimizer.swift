@@ -15,13 +15,24 @@ public struct OptimizerConfig: Codable, Sendable, Equatable {
     public var beta2: Float
     public var epsilon: Float
 
-    public init(kind: OptimizerKind = .sgd, momentum: Float = 0.9, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8) {
-        self.kind = kind; self.momentum = momentum; self.beta1 = beta1; self.beta2 = beta2; self.epsilon = epsilon
+    public init(
+        kind: OptimizerKind = .sgd, momentum: Float = 0.9, beta1: Float = 0.9, beta2: Float = 0.999,
+        epsilon: Float = 1e-8
+    ) {
+        self.kind = kind
+        self.momentum = momentum
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
     }
 
     /// How many parameter-sized state buffers the optimiser keeps.
     public var stateBuffers: Int {
-        switch kind { case .sgd: 0; case .momentum: 1; case .adam: 2 }
+        switch kind {
+        case .sgd: 0
+        case .momentum: 1
+        case .adam: 2
+        }
     }
 }
 
@@ -40,13 +51,15 @@ func update(
     let decay = isWeight ? lambda * invN : 0
     switch config.kind {
     case .sgd:
-        let a = learningRate * invN, ad = learningRate * decay
+        let a = learningRate * invN
+        let ad = learningRate * decay
         for i in start..<end {
             // θ ← θ − (α/n)·Σg − (α·λ/n)·θ   (the seed's rule)
             params[i] = params[i] - a * gradient(i) - ad * params[i]
         }
     case .momentum:
-        let v = state1!, mu = config.momentum
+        let v = state1!
+        let mu = config.momentum
         for i in start..<end {
             // ĝ = Σg/n + (λ/n)·θ
             let g = gradient(i) * invN + decay * params[i]
@@ -56,10 +69,16 @@ func update(
             params[i] -= learningRate * v[i]
         }
     case .adam:
-        let m = state1!, v = state2!, b1 = config.beta1, b2 = config.beta2, eps = config.epsilon
+        let m = state1!
+        let v = state2!
+        let b1 = config.beta1
+        let b2 = config.beta2
+        let eps = config.epsilon
         let t = Float(adamStep)
-        let c1 = 1 - Float.pow(b1, t), c2 = 1 - Float.pow(b2, t)
-        let stepSize = learningRate / c1, invC2 = 1 / c2
+        let c1 = 1 - Float.pow(b1, t)
+        let c2 = 1 - Float.pow(b2, t)
+        let stepSize = learningRate / c1
+        let invC2 = 1 / c2
         for i in start..<end {
             // ĝ = Σg/n + (λ/n)·θ
             let g = gradient(i) * invN + decay * params[i]
@@ -91,7 +110,8 @@ extension DataParallelEngine {
         for s in gradientSlices[slice] {
             sliceGEMM(s, rows: rows, alpha: -scale, beta: 1 - scale * lambda, into: parameters.pointer)
             biasGradient(s, rows: rows, accumulate: false)
-            let b = parameters.pointer + layout.biasOffsets[s.layer - 1], gb = gradient.pointer + layout.biasOffsets[s.layer - 1]
+            let b = parameters.pointer + layout.biasOffsets[s.layer - 1]
+            let gb = gradient.pointer + layout.biasOffsets[s.layer - 1]
             for j in s.rows { b[j] -= scale * gb[j] }
         }
     }
@@ -103,20 +123,27 @@ extension DataParallelEngine {
         let s1 = optimizerState.first?.pointer
         let s2 = optimizerState.count > 1 ? optimizerState[1].pointer : nil
         func apply(_ seg: NetworkLayout.Segment) {
-            update(config: optimizer, isWeight: seg.isWeight, params: parameters.pointer, state1: s1, state2: s2,
-                   start: seg.start, end: seg.end, learningRate: learningRate, lambda: lambda, records: records,
-                   adamStep: adamStep) { g[$0] }
+            update(
+                config: optimizer, isWeight: seg.isWeight, params: parameters.pointer, state1: s1, state2: s2,
+                start: seg.start, end: seg.end, learningRate: learningRate, lambda: lambda, records: records,
+                adamStep: adamStep
+            ) { g[$0] }
         }
         for s in gradientSlices[slice] {
             let (weights, biases) = segments(of: s)
-            apply(weights); apply(biases)
+            apply(weights)
+            apply(biases)
         }
     }
 
     /// The slice's weight rows and biases as ranges of the flat buffers.
     func segments(of s: GradientSlice) -> (weights: NetworkLayout.Segment, biases: NetworkLayout.Segment) {
-        let nIn = layout.sizes[s.layer - 1], w = layout.weightOffsets[s.layer - 1], b = layout.biasOffsets[s.layer - 1]
-        return (.init(start: w + s.rows.lowerBound * nIn, end: w + s.rows.upperBound * nIn, isWeight: true),
-                .init(start: b + s.rows.lowerBound, end: b + s.rows.upperBound, isWeight: false))
+        let nIn = layout.sizes[s.layer - 1]
+        let w = layout.weightOffsets[s.layer - 1]
+        let b = layout.biasOffsets[s.layer - 1]
+        return (
+            .init(start: w + s.rows.lowerBound * nIn, end: w + s.rows.upperBound * nIn, isWeight: true),
+            .init(start: b + s.rows.lowerBound, end: b + s.rows.upperBound, isWeight: false)
+        )
     }
 }

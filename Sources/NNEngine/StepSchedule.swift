@@ -10,7 +10,7 @@ import Synchronization
 /// The part of the weight gradient and update one `concurrentPerform` iteration owns after
 /// the barrier: output units `rows` of layer `layer` (weight rows and their biases).
 struct GradientSlice: Sendable, Equatable {
-    var layer: Int   // 1-based, as in `layout.sizes`
+    var layer: Int  // 1-based, as in `layout.sizes`
     var rows: Range<Int>
 }
 
@@ -28,9 +28,12 @@ extension DataParallelEngine {
     /// gives the step's record count — the optimiser update. Each phase claims pieces of round
     /// `round` and waits only for pieces already claimed (see `WorkQueue`).
     @inline(__always)
-    func runRound(_ round: Int, iteration: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, rows c: Int,
-                  accumulate: Bool, update n: Int?, learningRate: Float, adamStep: Int) {
-        let W = workerCount, splitFirstLayer = !firstLayerUnits.isEmpty
+    func runRound(
+        _ round: Int, iteration: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, rows c: Int,
+        accumulate: Bool, update n: Int?, learningRate: Float, adamStep: Int
+    ) {
+        let W = workerCount
+        let splitFirstLayer = !firstLayerUnits.isEmpty
         var t = phaseTimes.now()
         while let s = schedule.gather.claim(below: W, round: round) {
             placer.bindCurrentThread(toNode: placements[s].node)
@@ -48,9 +51,11 @@ extension DataParallelEngine {
         }
         phaseTimes.add(.firstLayer, index: iteration, since: &t)
         while let s = schedule.shards.claim(below: W, round: round) {
-            let lo = c * s / W, hi = c * (s + 1) / W
-            roundResults[round * W + s] = runShard(s, data: data, indices: indices, row: lo, rows: hi - lo,
-                                                   fromLayer: splitFirstLayer ? 2 : 1)
+            let lo = c * s / W
+            let hi = c * (s + 1) / W
+            roundResults[round * W + s] = runShard(
+                s, data: data, indices: indices, row: lo, rows: hi - lo,
+                fromLayer: splitFirstLayer ? 2 : 1)
             // Before `finish`, so the next round's claimer of shard s writes its slot after this.
             phaseTimes.add(.shard, index: s, since: &t)
             schedule.shards.finish()
@@ -79,7 +84,6 @@ struct SharedPointer<T>: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<T>
     init(_ pointer: UnsafeMutablePointer<T>) { self.pointer = pointer }
 }
-
 
 /// One phase of a step: pieces claimed one at a time, and a count of finished ones to wait on.
 /// Atomics only. The counters only grow during one `concurrentPerform`: round r's pieces are
@@ -127,7 +131,12 @@ final class StepSchedule: Sendable {
     let shards = WorkQueue()
     let slices = WorkQueue()
 
-    func reset() { gather.reset(); firstLayer.reset(); shards.reset(); slices.reset() }
+    func reset() {
+        gather.reset()
+        firstLayer.reset()
+        shards.reset()
+        slices.reset()
+    }
 }
 
 /// Per-phase time of the steps, for `nnd bench`: the input gather and the first layer (each
@@ -141,15 +150,22 @@ final class StepSchedule: Sendable {
 /// other slots the `concurrentPerform` iteration that owns them — and `concurrentPerform` joins
 /// all writers before `takeMeans` (called between engine calls) reads them.
 public final class PhaseTimes: @unchecked Sendable {
-    public enum Phase: Int, Sendable { case shard = 0, wait = 1, gradient = 2, input = 3, firstLayer = 4 }
+    public enum Phase: Int, Sendable {
+        case shard = 0
+        case wait = 1
+        case gradient = 2
+        case input = 3
+        case firstLayer = 4
+    }
     static let count = 5
     let enabled: Bool
     let workers: Int
-    private let slots: UnsafeMutablePointer<UInt64>   // [phase * workers + index]
+    private let slots: UnsafeMutablePointer<UInt64>  // [phase * workers + index]
     private var steps: UInt64 = 0
 
     init(workers: Int, enabled: Bool) {
-        self.enabled = enabled; self.workers = workers
+        self.enabled = enabled
+        self.workers = workers
         slots = .allocate(capacity: Self.count * workers)
         slots.initialize(repeating: 0, count: Self.count * workers)
     }
@@ -171,9 +187,14 @@ public final class PhaseTimes: @unchecked Sendable {
     /// over the threads — then starts over.
     public func takeMeans() -> (input: Double, firstLayer: Double, shards: [Double], wait: Double, gradient: Double) {
         let k = Double(max(1, steps)) * 1000
-        func sum(_ p: Phase) -> Double { (0..<workers).reduce(0.0) { $0 + Double(slots[p.rawValue * workers + $1]) } / k }
-        let result = (sum(.input), sum(.firstLayer), (0..<workers).map { Double(slots[$0]) / k }, sum(.wait), sum(.gradient))
-        slots.update(repeating: 0, count: Self.count * workers); steps = 0
+        func sum(_ p: Phase) -> Double {
+            (0..<workers).reduce(0.0) { $0 + Double(slots[p.rawValue * workers + $1]) } / k
+        }
+        let result = (
+            sum(.input), sum(.firstLayer), (0..<workers).map { Double(slots[$0]) / k }, sum(.wait), sum(.gradient)
+        )
+        slots.update(repeating: 0, count: Self.count * workers)
+        steps = 0
         return result
     }
 }

@@ -68,7 +68,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// Valid inputs to start from: real MNIST files (cut small) and a checkpoint of a small network.
     public func seeds(mnistDirectory dir: String) throws -> [[UInt8]] {
         func file(_ name: String) throws -> [UInt8] {
-            guard let d = FileManager.default.contents(atPath: "\(dir)/\(name)") else { throw DataError(file: "\(dir)/\(name)", "no such file") }
+            guard let d = FileManager.default.contents(atPath: "\(dir)/\(name)") else {
+                throw DataError(file: "\(dir)/\(name)", "no such file")
+            }
             return [UInt8](d)
         }
         switch self {
@@ -77,19 +79,35 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .idx:
             let labels = try Gzip.decompress(file("t10k-labels-idx1-ubyte.gz"), file: "labels")
             let images = try Gzip.decompress(file("t10k-images-idx3-ubyte.gz"), file: "images")
-            var fewLabels = Array(labels[0..<8]); fewLabels[4...7] = [0, 0, 0, 20]; fewLabels += labels[8..<28]
-            var fewImages = Array(images[0..<16]); fewImages[4...7] = [0, 0, 0, 2]; fewImages += images[16..<(16 + 2 * 784)]
+            var fewLabels = Array(labels[0..<8])
+            fewLabels[4...7] = [0, 0, 0, 20]
+            fewLabels += labels[8..<28]
+            var fewImages = Array(images[0..<16])
+            fewImages[4...7] = [0, 0, 0, 2]
+            fewImages += images[16..<(16 + 2 * 784)]
             return [fewLabels, fewImages]
         case .csv:
-            let rows = (0..<4).map { r in ([String(r % 10)] + (0..<Self.csvFeatures).map { String(($0 * 37 + r * 11) % 256) }).joined(separator: ",") }
-            return [Array(("label," + (0..<Self.csvFeatures).map { "p\($0)" }.joined(separator: ",") + "\n" + rows.joined(separator: "\n") + "\n").utf8)]
+            let rows = (0..<4).map { r in
+                ([String(r % 10)] + (0..<Self.csvFeatures).map { String(($0 * 37 + r * 11) % 256) }).joined(
+                    separator: ",")
+            }
+            return [
+                Array(
+                    ("label," + (0..<Self.csvFeatures).map { "p\($0)" }.joined(separator: ",") + "\n"
+                        + rows.joined(separator: "\n") + "\n").utf8)
+            ]
         case .checkpoint:
             let layers = [4, 3, 2]
             let layout = NetworkLayout(sizes: layers)
             let params = (0..<layout.parameterCount).map { Float($0) * 0.01 - 0.05 }
-            let state = ResumeState(epoch: 1, stepInEpoch: 2, epochRNGState: [1, 2, 3, 4], learningRate: 0.1,
-                                    history: [EpochRecord(epoch: 1, cost: 0.5, learningRate: 0.1, trainAccuracy: 90, testAccuracy: 89, seconds: 1, annealed: false)],
-                                    workers: 2, dataHash: "abc")
+            let state = ResumeState(
+                epoch: 1, stepInEpoch: 2, epochRNGState: [1, 2, 3, 4], learningRate: 0.1,
+                history: [
+                    EpochRecord(
+                        epoch: 1, cost: 0.5, learningRate: 0.1, trainAccuracy: 90, testAccuracy: 89, seconds: 1,
+                        annealed: false)
+                ],
+                workers: 2, dataHash: "abc")
             return [Checkpoint(layers: layers, parameters: params, optimizerState: [params], state: state).encode()]
         }
     }

@@ -12,8 +12,9 @@ public enum BLAS {
         b: UnsafePointer<Float>, ldb: Int,
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        cblas_sgemm(
+            CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
     /// The OpenBLAS kernel family the library chose when it loaded ("Haswell", "Prescott", ...).
@@ -88,8 +89,12 @@ public enum BLASKernelSelector {
     public static func verifyOrFallBack(shapes: [(m: Int, n: Int, k: Int)]) -> GEMMSelfCheck.Result {
         let result = GEMMSelfCheck.run(shapes: shapes)
         if !result.passed && BLAS.kernelName.lowercased() != safeKernel.lowercased()
-            && ProcessInfo.processInfo.environment[markerKey] != "fallback" {
-            FileHandle.standardError.write(Data("nnd: GEMM self-check failed with kernel \(BLAS.kernelName) (\(result.detail)); falling back to \(safeKernel)\n".utf8))
+            && ProcessInfo.processInfo.environment[markerKey] != "fallback"
+        {
+            FileHandle.standardError.write(
+                Data(
+                    "nnd: GEMM self-check failed with kernel \(BLAS.kernelName) (\(result.detail)); falling back to \(safeKernel)\n"
+                        .utf8))
             reexec(with: safeKernel, reason: "fallback")
         }
         return result
@@ -113,14 +118,21 @@ public enum GEMMSelfCheck {
                 let a = (0..<(s.m * s.k)).map { _ in Float(rng.nextUnit() - 0.5) }
                 let b = (0..<(s.k * s.n)).map { _ in Float(rng.nextUnit() - 0.5) }
                 var c = [Float](repeating: 0, count: s.m * s.n)
-                let lda = ta ? s.m : s.k, ldb = tb ? s.k : s.n
-                a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
-                    BLAS.sgemm(transA: ta, transB: tb, m: s.m, n: s.n, k: s.k, alpha: 1, a: ap.baseAddress!, lda: lda,
-                               b: bp.baseAddress!, ldb: ldb, beta: 0, c: cp.baseAddress!, ldc: s.n)
-                }}}
+                let lda = ta ? s.m : s.k
+                let ldb = tb ? s.k : s.n
+                a.withUnsafeBufferPointer { ap in
+                    b.withUnsafeBufferPointer { bp in
+                        c.withUnsafeMutableBufferPointer { cp in
+                            BLAS.sgemm(
+                                transA: ta, transB: tb, m: s.m, n: s.n, k: s.k, alpha: 1, a: ap.baseAddress!, lda: lda,
+                                b: bp.baseAddress!, ldb: ldb, beta: 0, c: cp.baseAddress!, ldc: s.n)
+                        }
+                    }
+                }
                 for i in 0..<s.m {
                     for j in 0..<s.n {
-                        var ref = 0.0, mag = 0.0
+                        var ref = 0.0
+                        var mag = 0.0
                         for p in 0..<s.k {
                             let av = Double(ta ? a[p * lda + i] : a[i * lda + p])
                             let bv = Double(tb ? b[j * ldb + p] : b[p * ldb + j])
@@ -129,8 +141,11 @@ public enum GEMMSelfCheck {
                         }
                         let err = abs(Double(c[i * s.n + j]) - ref) / max(mag, 1e-6)
                         if !(err <= tolerance) {
-                            return Result(passed: false, maxRelativeError: err.isNaN ? .infinity : err,
-                                          detail: "shape \(s.m)x\(s.n)x\(s.k) transA=\(ta) transB=\(tb) at (\(i),\(j)): got \(c[i * s.n + j]), want \(ref)")
+                            return Result(
+                                passed: false, maxRelativeError: err.isNaN ? .infinity : err,
+                                detail:
+                                    "shape \(s.m)x\(s.n)x\(s.k) transA=\(ta) transB=\(tb) at (\(i),\(j)): got \(c[i * s.n + j]), want \(ref)"
+                            )
                         }
                         worst = max(worst, err)
                     }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// xoshiro256** seeded through SplitMix64: fast, good quality, and its whole state is four
 /// words, so a checkpoint can store it and a resumed run draws exactly the same numbers.
 public struct DeterministicRNG: RandomNumberGenerator, Sendable, Equatable {
@@ -14,12 +16,18 @@ public struct DeterministicRNG: RandomNumberGenerator, Sendable, Equatable {
             z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
             return z ^ (z >> 31)
         }
-        s0 = splitmix(); s1 = splitmix(); s2 = splitmix(); s3 = splitmix()
+        s0 = splitmix()
+        s1 = splitmix()
+        s2 = splitmix()
+        s3 = splitmix()
     }
 
     public init(state: [UInt64]) {
         precondition(state.count == 4)
-        s0 = state[0]; s1 = state[1]; s2 = state[2]; s3 = state[3]
+        s0 = state[0]
+        s1 = state[1]
+        s2 = state[2]
+        s3 = state[3]
     }
 
     @inline(__always) static func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
@@ -73,6 +81,5 @@ public struct DeterministicRNG: RandomNumberGenerator, Sendable, Equatable {
     }
 }
 
-import Foundation
 @inline(__always) func _log(_ x: Double) -> Double { Foundation.log(x) }
 @inline(__always) func _cos(_ x: Double) -> Double { Foundation.cos(x) }

@@ -20,7 +20,9 @@ public struct SHA256: Sendable {
     public init() {}
 
     public static func hex(_ bytes: UnsafeRawBufferPointer) -> String {
-        var s = SHA256(); s.update(bytes); return s.finalizeHex()
+        var s = SHA256()
+        s.update(bytes)
+        return s.finalizeHex()
     }
 
     public static func hex<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
@@ -32,7 +34,10 @@ public struct SHA256: Sendable {
         length &+= UInt64(data.count)
         var i = 0
         if !pending.isEmpty {
-            while i < data.count && pending.count < 64 { pending.append(data[i]); i += 1 }
+            while i < data.count && pending.count < 64 {
+                pending.append(data[i])
+                i += 1
+            }
             if pending.count == 64 {
                 pending.withUnsafeBytes { compress($0.baseAddress!) }
                 pending.removeAll(keepingCapacity: true)
@@ -42,7 +47,10 @@ public struct SHA256: Sendable {
             compress(data.baseAddress! + i)
             i += 64
         }
-        while i < data.count { pending.append(data[i]); i += 1 }
+        while i < data.count {
+            pending.append(data[i])
+            i += 1
+        }
     }
 
     public mutating func finalizeHex() -> String {
@@ -53,7 +61,10 @@ public struct SHA256: Sendable {
         for s in stride(from: 56, through: 0, by: -8) { tail.append(UInt8(truncatingIfNeeded: bitLength >> UInt64(s))) }
         tail.withUnsafeBytes { buf in
             var off = 0
-            while off < buf.count { compress(buf.baseAddress! + off); off += 64 }
+            while off < buf.count {
+                compress(buf.baseAddress! + off)
+                off += 64
+            }
         }
         let words = [h.0, h.1, h.2, h.3, h.4, h.5, h.6, h.7]
         let digits = Array("0123456789abcdef")
@@ -73,8 +84,11 @@ public struct SHA256: Sendable {
     private mutating func compress(_ p: UnsafeRawPointer, _ w: UnsafeMutableBufferPointer<UInt32>) {
         for t in 0..<16 {
             let b = p + t * 4
-            w[t] = UInt32(b.load(fromByteOffset: 0, as: UInt8.self)) << 24 | UInt32(b.load(fromByteOffset: 1, as: UInt8.self)) << 16
-                | UInt32(b.load(fromByteOffset: 2, as: UInt8.self)) << 8 | UInt32(b.load(fromByteOffset: 3, as: UInt8.self))
+            w[t] =
+                UInt32(b.load(fromByteOffset: 0, as: UInt8.self)) << 24 | UInt32(
+                    b.load(fromByteOffset: 1, as: UInt8.self)) << 16
+                | UInt32(b.load(fromByteOffset: 2, as: UInt8.self)) << 8
+                | UInt32(b.load(fromByteOffset: 3, as: UInt8.self))
         }
         for t in 16..<64 {
             let s0 = Self.rotr(w[t - 15], 7) ^ Self.rotr(w[t - 15], 18) ^ (w[t - 15] >> 3)
@@ -89,7 +103,14 @@ public struct SHA256: Sendable {
             let S0 = Self.rotr(a, 2) ^ Self.rotr(a, 13) ^ Self.rotr(a, 22)
             let maj = (a & b) ^ (a & c) ^ (b & c)
             let t2 = S0 &+ maj
-            hh = g; g = f; f = e; e = d &+ t1; d = c; c = b; b = a; a = t1 &+ t2
+            hh = g
+            g = f
+            f = e
+            e = d &+ t1
+            d = c
+            c = b
+            b = a
+            a = t1 &+ t2
         }
         h = (h.0 &+ a, h.1 &+ b, h.2 &+ c, h.3 &+ d, h.4 &+ e, h.5 &+ f, h.6 &+ g, h.7 &+ hh)
     }

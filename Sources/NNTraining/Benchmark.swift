@@ -51,25 +51,40 @@ public enum Benchmark {
         let threads: Int, n: Int
         let buffers: [(FloatBuffer, FloatBuffer, FloatBuffer)]
         init(threads: Int, n: Int = 1536) {
-            self.threads = threads; self.n = n
-            buffers = (0..<threads).map { _ in (FloatBuffer(count: n * n), FloatBuffer(count: n * n), FloatBuffer(count: n * n)) }
-            for (a, b, _) in buffers { for i in 0..<(n * n) { a[i] = Float(i % 7) * 0.1; b[i] = Float(i % 5) * 0.1 } }
+            self.threads = threads
+            self.n = n
+            buffers = (0..<threads).map { _ in
+                (FloatBuffer(count: n * n), FloatBuffer(count: n * n), FloatBuffer(count: n * n))
+            }
+            for (a, b, _) in buffers {
+                for i in 0..<(n * n) {
+                    a[i] = Float(i % 7) * 0.1
+                    b[i] = Float(i % 5) * 0.1
+                }
+            }
             _ = measure(seconds: 0)
         }
         private func run(_ reps: Int) {
-            let n = n, buffers = buffers
+            let n = n
+            let buffers = buffers
             DispatchQueue.concurrentPerform(iterations: threads) { t in
                 let (a, b, c) = buffers[t]
                 for _ in 0..<reps {
-                    BLAS.sgemm(transA: false, transB: false, m: n, n: n, k: n, alpha: 1, a: a.pointer, lda: n, b: b.pointer, ldb: n, beta: 0, c: c.pointer, ldc: n)
+                    BLAS.sgemm(
+                        transA: false, transB: false, m: n, n: n, k: n, alpha: 1, a: a.pointer, lda: n, b: b.pointer,
+                        ldb: n, beta: 0, c: c.pointer, ldc: n)
                 }
             }
         }
         /// GFLOP/s over about `seconds`.
         func measure(seconds: Double) -> Double {
-            let t0 = Date(); run(1); let one = Date().timeIntervalSince(t0)
+            let t0 = Date()
+            run(1)
+            let one = Date().timeIntervalSince(t0)
             let reps = max(1, Int(seconds / max(one, 1e-6)))
-            let t1 = Date(); run(reps); let dt = Date().timeIntervalSince(t1)
+            let t1 = Date()
+            run(reps)
+            let dt = Date().timeIntervalSince(t1)
             return Double(threads * reps) * 2 * pow(Double(n), 3) / dt / 1e9
         }
     }
@@ -88,36 +103,53 @@ public enum Benchmark {
             var rng = DeterministicRNG(seed: 7)
             for i in 0..<features.count { features[i] = Float(rng.nextUnit()) }
             let labels = (0..<records).map { _ in Int32(rng.nextIndex(below: layers.last!)) }
-            data = Dataset(features: features, labels: labels, featureCount: layers[0], classCount: layers.last!, sources: ["synthetic"])
-            engine = DataParallelEngine(layout: NetworkLayout(sizes: layers), activation: .logistic, optimizer: OptimizerConfig(),
-                                        lambda: 0.01, workers: workers, maxBatch: batch, recordPhaseTimes: true)
+            data = Dataset(
+                features: features, labels: labels, featureCount: layers[0], classCount: layers.last!,
+                sources: ["synthetic"])
+            engine = DataParallelEngine(
+                layout: NetworkLayout(sizes: layers), activation: .logistic, optimizer: OptimizerConfig(),
+                lambda: 0.01, workers: workers, maxBatch: batch, recordPhaseTimes: true)
             engine.layout.initialise(engine.parameters, scheme: .xavier, rng: &rng)
             order = .allocate(capacity: records)
             for i in 0..<records { order[i] = Int32(i) }
             rng.shuffle(order)
             steps(50)
         }
-        deinit { order.deallocate(); results.deallocate() }
+        deinit {
+            order.deallocate()
+            results.deallocate()
+        }
         /// `k` steps, handed to the engine in groups as the trainer does.
         private func steps(_ k: Int) {
             var left = k
             while left > 0 {
                 let g = min(left, DataParallelEngine.maxStepsPerCall)
                 if position + g * batch > records { position = 0 }
-                _ = engine.steps(data: data, indices: order.baseAddress! + position, stepSize: batch, records: g * batch,
-                                 learningRate: 0.01, results: results)
-                position += g * batch; left -= g
+                _ = engine.steps(
+                    data: data, indices: order.baseAddress! + position, stepSize: batch, records: g * batch,
+                    learningRate: 0.01, results: results)
+                position += g * batch
+                left -= g
             }
         }
         /// Samples/s over about `seconds`, and where the steps' time went.
         func measure(seconds: Double) -> (samplesPerSecond: Double, phases: StepPhases) {
-            let t0 = Date(); steps(20); let probe = Date().timeIntervalSince(t0) / 20
+            let t0 = Date()
+            steps(20)
+            let probe = Date().timeIntervalSince(t0) / 20
             let k = max(50, Int(seconds / max(probe, 1e-7)))
             _ = engine.phaseTimes.takeMeans()
-            let t1 = Date(); steps(k); let dt = Date().timeIntervalSince(t1)
+            let t1 = Date()
+            steps(k)
+            let dt = Date().timeIntervalSince(t1)
             let p = engine.phaseTimes.takeMeans()
-            return (Double(k * batch) / dt, StepPhases(stepMicroseconds: dt / Double(k) * 1e6, inputGatherMicroseconds: p.input, firstLayerMicroseconds: p.firstLayer, shardMicroseconds: p.shards,
-                                                       barrierWaitMicroseconds: p.wait, gradientMicroseconds: p.gradient))
+            return (
+                Double(k * batch) / dt,
+                StepPhases(
+                    stepMicroseconds: dt / Double(k) * 1e6, inputGatherMicroseconds: p.input,
+                    firstLayerMicroseconds: p.firstLayer, shardMicroseconds: p.shards,
+                    barrierWaitMicroseconds: p.wait, gradientMicroseconds: p.gradient)
+            )
         }
     }
 
@@ -129,26 +161,45 @@ public enum Benchmark {
     public static func run(workers: Int, batch: Int, rounds: Int = 5, log: (String) -> Void = { _ in }) -> Result {
         let flops = NetworkLayout(sizes: [784, 200, 100, 50, 10]).trainingFlopsPerRecord
         log("preparing (GEMM \(1536)³ on 1 and \(workers) threads, steps on 1 and \(workers) workers)…")
-        let gemm1 = GEMMProbe(threads: 1), gemmAll = GEMMProbe(threads: workers)
-        let step1 = StepProbe(workers: 1, batch: batch), stepAll = StepProbe(workers: workers, batch: batch)
-        var g1: [Double] = [], gA: [Double] = [], s1: [Double] = [], sA: [Double] = [], phases: [StepPhases] = []
+        let gemm1 = GEMMProbe(threads: 1)
+        let gemmAll = GEMMProbe(threads: workers)
+        let step1 = StepProbe(workers: 1, batch: batch)
+        let stepAll = StepProbe(workers: workers, batch: batch)
+        var g1: [Double] = []
+        var gA: [Double] = []
+        var s1: [Double] = []
+        var sA: [Double] = []
+        var phases: [StepPhases] = []
         for r in 1...max(1, rounds) {
-            g1.append(gemm1.measure(seconds: 0.6)); gA.append(gemmAll.measure(seconds: 0.6))
+            g1.append(gemm1.measure(seconds: 0.6))
+            gA.append(gemmAll.measure(seconds: 0.6))
             s1.append(step1.measure(seconds: 1).samplesPerSecond)
             let all = stepAll.measure(seconds: 1)
-            sA.append(all.samplesPerSecond); phases.append(all.phases)
-            log(String(format: "round %d/%d: GEMM %.1f / %.1f GFLOP/s, step %.0f / %.0f samples/s", r, rounds, g1.last!, gA.last!, s1.last!, sA.last!))
+            sA.append(all.samplesPerSecond)
+            phases.append(all.phases)
+            log(
+                String(
+                    format: "round %d/%d: GEMM %.1f / %.1f GFLOP/s, step %.0f / %.0f samples/s", r, rounds, g1.last!,
+                    gA.last!, s1.last!, sA.last!))
         }
-        func median(_ x: [Double]) -> Double { let s = x.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
-        let bestG1 = g1.max()!, bestGA = gA.max()!, bestS1 = s1.max()!, bestSA = sA.max()!
-        return Result(blasKernel: BLAS.kernelName, vectorKernels: VectorKernels.instructionSet, workers: workers, batch: batch, rounds: g1.count,
-                      gemmGflopsOneCore: bestG1, gemmGflopsAllCores: bestGA,
-                      stepSamplesPerSecondOneWorker: bestS1, stepSamplesPerSecondAllWorkers: bestSA,
-                      stepGflopsOneWorker: bestS1 * flops / 1e9, stepGflopsAllWorkers: bestSA * flops / 1e9,
-                      ratioOneWorkerToGemm: bestS1 * flops / 1e9 / bestG1, ratioAllWorkersToGemm: bestSA * flops / 1e9 / bestGA,
-                      speedup: bestSA / bestS1, gemmSpeedup: bestGA / bestG1, secondsPerMNISTEpoch: 60000 / bestSA,
-                      medianRatioAllWorkersToGemm: median(zip(sA, gA).map { $0 * flops / 1e9 / $1 }),
-                      medianSpeedup: median(zip(sA, s1).map { $0 / $1 }),
-                      phasesOfBestRound: phases[sA.firstIndex(of: bestSA)!])
+        func median(_ x: [Double]) -> Double {
+            let s = x.sorted()
+            return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+        }
+        let bestG1 = g1.max()!
+        let bestGA = gA.max()!
+        let bestS1 = s1.max()!
+        let bestSA = sA.max()!
+        return Result(
+            blasKernel: BLAS.kernelName, vectorKernels: VectorKernels.instructionSet, workers: workers, batch: batch,
+            rounds: g1.count,
+            gemmGflopsOneCore: bestG1, gemmGflopsAllCores: bestGA,
+            stepSamplesPerSecondOneWorker: bestS1, stepSamplesPerSecondAllWorkers: bestSA,
+            stepGflopsOneWorker: bestS1 * flops / 1e9, stepGflopsAllWorkers: bestSA * flops / 1e9,
+            ratioOneWorkerToGemm: bestS1 * flops / 1e9 / bestG1, ratioAllWorkersToGemm: bestSA * flops / 1e9 / bestGA,
+            speedup: bestSA / bestS1, gemmSpeedup: bestGA / bestG1, secondsPerMNISTEpoch: 60000 / bestSA,
+            medianRatioAllWorkersToGemm: median(zip(sA, gA).map { $0 * flops / 1e9 / $1 }),
+            medianSpeedup: median(zip(sA, s1).map { $0 / $1 }),
+            phasesOfBestRound: phases[sA.firstIndex(of: bestSA)!])
     }
 }

@@ -9,6 +9,10 @@ public final class ControlFlag: TrainingControl, Sendable {
         value.store(d == .proceed ? 0 : d == .pause ? 1 : 2, ordering: .releasing)
     }
     public func decision() -> ControlDecision {
-        switch value.load(ordering: .acquiring) { case 1: .pause; case 2: .stop; default: .proceed }
+        switch value.load(ordering: .acquiring) {
+        case 1: .pause
+        case 2: .stop
+        default: .proceed
+        }
     }
 }

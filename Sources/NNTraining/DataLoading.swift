@@ -17,7 +17,9 @@ public enum DataLoading {
 
     public static func defaultFetchDirectory() -> String {
         let env = ProcessInfo.processInfo.environment
-        let base = env["XDG_DATA_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? "\(env["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory())/.local/share"
+        let base =
+            env["XDG_DATA_HOME"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? "\(env["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory())/.local/share"
         return "\(base)/nnd/datasets/mnist"
     }
 
@@ -33,14 +35,23 @@ public enum DataLoading {
 
     /// `dataDirOverride` beats the spec's `data.dir` (`nnd train --data`); `fallbackDataDir`
     /// is used only when the spec names none (the daemon's `data_dir`).
-    public static func load(spec: RunSpec, dataDirOverride: String? = nil, fallbackDataDir: String? = nil) throws -> Loaded {
-        let train: Dataset, test: Dataset
+    public static func load(spec: RunSpec, dataDirOverride: String? = nil, fallbackDataDir: String? = nil) throws
+        -> Loaded
+    {
+        let train: Dataset
+        let test: Dataset
         if let trainCSV = spec.data.trainCSV, let testCSV = spec.data.testCSV {
-            train = try CSVReader.load(trainCSV, featureCount: spec.model.layers.first!, classCount: spec.model.layers.last!, limit: spec.data.trainLimit)
-            test = try CSVReader.load(testCSV, featureCount: spec.model.layers.first!, classCount: spec.model.layers.last!, limit: spec.data.testLimit)
+            train = try CSVReader.load(
+                trainCSV, featureCount: spec.model.layers.first!, classCount: spec.model.layers.last!,
+                limit: spec.data.trainLimit)
+            test = try CSVReader.load(
+                testCSV, featureCount: spec.model.layers.first!, classCount: spec.model.layers.last!,
+                limit: spec.data.testLimit)
         } else {
             guard let dir = dataDirOverride ?? spec.data.dir ?? fallbackDataDir ?? defaultMNISTDirectory() else {
-                throw DataError(file: defaultFetchDirectory(), "no MNIST data found; run `nnd dataset fetch mnist` or set data.dir in the spec")
+                throw DataError(
+                    file: defaultFetchDirectory(),
+                    "no MNIST data found; run `nnd dataset fetch mnist` or set data.dir in the spec")
             }
             train = try MNIST.load(from: dir, train: true, limit: spec.data.trainLimit)
             test = try MNIST.load(from: dir, train: false, limit: spec.data.testLimit)
@@ -53,7 +64,9 @@ public enum DataLoading {
     public static func hashFiles(_ files: [String]) throws -> [String: String] {
         var out: [String: String] = [:]
         for f in files {
-            guard let d = FileManager.default.contents(atPath: f) else { throw DataError(file: f, "no such file (it was there when the run started?)") }
+            guard let d = FileManager.default.contents(atPath: f) else {
+                throw DataError(file: f, "no such file (it was there when the run started?)")
+            }
             out[f] = d.withUnsafeBytes { SHA256.hex($0) }
         }
         return out

@@ -63,7 +63,8 @@ public struct Inference: Sendable {
             cores: ProcessInfo.processInfo.activeProcessorCount, numaNodes: NUMATopology.detect().nodes.count,
             blasKernel: BLAS.kernelName, workers: run.workers)
         return TrainingReport(
-            runID: run.id, spec: run.spec, state: run.state.rawValue, history: run.history, machine: machine, test: test,
+            runID: run.id, spec: run.spec, state: run.state.rawValue, history: run.history, machine: machine,
+            test: test,
             predictions: labels, trueClassProbability: trueClass, checkpointEpoch: checkpoint.state.epoch
         ).html()
     }

@@ -7,7 +7,10 @@ import Yams
 public struct SpecError: Error, CustomStringConvertible, Equatable, Sendable {
     public var field: String
     public var message: String
-    public init(field: String, _ message: String) { self.field = field; self.message = message }
+    public init(field: String, _ message: String) {
+        self.field = field
+        self.message = message
+    }
     public var description: String { field.isEmpty ? message : "\(field): \(message)" }
 }
 
@@ -47,15 +50,22 @@ extension RunSpec {
             throw SpecError(field: "", "\(source): not valid YAML/JSON: \(error)")
         }
         guard var root = (loaded ?? [String: Any]()) as? [String: Any] else {
-            throw SpecError(field: "", "\(source): the spec must be a mapping of sections (name, model, training, data, checkpoint)")
+            throw SpecError(
+                field: "", "\(source): the spec must be a mapping of sections (name, model, training, data, checkpoint)"
+            )
         }
         for o in overrides {
-            guard let eq = o.firstIndex(of: "=") else { throw SpecError(field: o, "override must be key=value, e.g. training.epochs=5") }
-            let key = String(o[..<eq]), raw = String(o[o.index(after: eq)...])
+            guard let eq = o.firstIndex(of: "=") else {
+                throw SpecError(field: o, "override must be key=value, e.g. training.epochs=5")
+            }
+            let key = String(o[..<eq])
+            let raw = String(o[o.index(after: eq)...])
             let path = key.split(separator: ".").map(String.init)
             let value: Any = (try? Yams.load(yaml: raw)).flatMap { $0 } ?? raw
             guard path.count == 1 || path.count == 2 else { throw SpecError(field: key, "unknown field") }
-            if path.count == 1 { root[path[0]] = value } else {
+            if path.count == 1 {
+                root[path[0]] = value
+            } else {
                 var section = root[path[0]] as? [String: Any] ?? [:]
                 section[path[1]] = value
                 root[path[0]] = section
@@ -63,11 +73,17 @@ extension RunSpec {
         }
         // Unknown keys anywhere are errors.
         for (k, v) in root {
-            guard allowedKeys[""]!.contains(k) else { throw SpecError(field: k, "unknown field (allowed: \(allowedKeys[""]!.sorted().joined(separator: ", ")))") }
+            guard allowedKeys[""]!.contains(k) else {
+                throw SpecError(
+                    field: k, "unknown field (allowed: \(allowedKeys[""]!.sorted().joined(separator: ", ")))")
+            }
             if let allowed = allowedKeys[k] {
-                guard let section = v as? [String: Any] else { throw SpecError(field: k, "must be a mapping, got '\(v)'") }
+                guard let section = v as? [String: Any] else {
+                    throw SpecError(field: k, "must be a mapping, got '\(v)'")
+                }
                 for sk in section.keys where !allowed.contains(sk) {
-                    throw SpecError(field: "\(k).\(sk)", "unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
+                    throw SpecError(
+                        field: "\(k).\(sk)", "unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
                 }
             }
         }
@@ -78,7 +94,9 @@ extension RunSpec {
             if let section = v as? [String: Any], var base = merged[k] as? [String: Any] {
                 for (sk, sv) in section { base[sk] = sv }
                 merged[k] = base
-            } else { merged[k] = v }
+            } else {
+                merged[k] = v
+            }
         }
         let json: Data
         do { json = try JSONSerialization.data(withJSONObject: normalise(merged)) } catch {
@@ -93,7 +111,8 @@ extension RunSpec {
     }
 
     public static func load(path: String, overrides: [String] = []) throws -> RunSpec {
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8)
+        else {
             throw SpecError(field: "", "\(path): cannot read run spec")
         }
         do { return try parse(text, overrides: overrides, source: path) } catch let e as SpecError {
@@ -119,50 +138,90 @@ extension RunSpec {
 
     public func validate() throws {
         func bad(_ f: String, _ v: Any, _ why: String) -> SpecError { SpecError(field: f, "\(v) \(why)") }
-        let nameOK = !name.isEmpty && name.count <= 64 && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") } && !name.hasPrefix(".")
-        guard nameOK else { throw bad("name", "'\(name)'", "is not a valid run name (1-64 of A-Z a-z 0-9 - _ ., not starting with '.')") }
-        guard model.layers.count >= 2 else { throw bad("model.layers", model.layers, "needs at least an input and an output size") }
-        guard model.layers.allSatisfy({ $0 >= 1 && $0 <= 100_000 }) else { throw bad("model.layers", model.layers, "sizes must be between 1 and 100000") }
-        guard model.layers.last! >= 2 else { throw bad("model.layers", model.layers, "output layer needs at least 2 classes") }
-        guard training.epochs >= 1 && training.epochs <= 100_000 else { throw bad("training.epochs", training.epochs, "must be between 1 and 100000") }
-        guard training.batchSize >= 1 && training.batchSize <= 1_000_000 else { throw bad("training.batch_size", training.batchSize, "must be between 1 and 1000000") }
-        guard training.learningRate.isFinite && training.learningRate > 0 else { throw bad("training.learning_rate", training.learningRate, "must be a positive number") }
-        guard training.lambda.isFinite && training.lambda >= 0 else { throw bad("training.lambda", training.lambda, "must be ≥ 0") }
-        guard training.momentum.isFinite && training.momentum >= 0 && training.momentum < 1 else { throw bad("training.momentum", training.momentum, "must be in [0, 1)") }
+        let nameOK =
+            !name.isEmpty && name.count <= 64
+            && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") }
+            && !name.hasPrefix(".")
+        guard nameOK else {
+            throw bad("name", "'\(name)'", "is not a valid run name (1-64 of A-Z a-z 0-9 - _ ., not starting with '.')")
+        }
+        guard model.layers.count >= 2 else {
+            throw bad("model.layers", model.layers, "needs at least an input and an output size")
+        }
+        guard model.layers.allSatisfy({ $0 >= 1 && $0 <= 100_000 }) else {
+            throw bad("model.layers", model.layers, "sizes must be between 1 and 100000")
+        }
+        guard model.layers.last! >= 2 else {
+            throw bad("model.layers", model.layers, "output layer needs at least 2 classes")
+        }
+        guard training.epochs >= 1 && training.epochs <= 100_000 else {
+            throw bad("training.epochs", training.epochs, "must be between 1 and 100000")
+        }
+        guard training.batchSize >= 1 && training.batchSize <= 1_000_000 else {
+            throw bad("training.batch_size", training.batchSize, "must be between 1 and 1000000")
+        }
+        guard training.learningRate.isFinite && training.learningRate > 0 else {
+            throw bad("training.learning_rate", training.learningRate, "must be a positive number")
+        }
+        guard training.lambda.isFinite && training.lambda >= 0 else {
+            throw bad("training.lambda", training.lambda, "must be ≥ 0")
+        }
+        guard training.momentum.isFinite && training.momentum >= 0 && training.momentum < 1 else {
+            throw bad("training.momentum", training.momentum, "must be in [0, 1)")
+        }
         if let l = data.trainLimit, l < 1 { throw bad("data.train_limit", l, "must be ≥ 1") }
         if let l = data.testLimit, l < 1 { throw bad("data.test_limit", l, "must be ≥ 1") }
-        if (data.trainCSV == nil) != (data.testCSV == nil) { throw SpecError(field: "data.train_csv", "train_csv and test_csv go together") }
-        guard checkpoint.everySteps >= 0 else { throw bad("checkpoint.every_steps", checkpoint.everySteps, "must be ≥ 0") }
-        guard checkpoint.everySeconds.isFinite && checkpoint.everySeconds >= 0 else { throw bad("checkpoint.every_seconds", checkpoint.everySeconds, "must be ≥ 0") }
+        if (data.trainCSV == nil) != (data.testCSV == nil) {
+            throw SpecError(field: "data.train_csv", "train_csv and test_csv go together")
+        }
+        guard checkpoint.everySteps >= 0 else {
+            throw bad("checkpoint.every_steps", checkpoint.everySteps, "must be ≥ 0")
+        }
+        guard checkpoint.everySeconds.isFinite && checkpoint.everySeconds >= 0 else {
+            throw bad("checkpoint.every_seconds", checkpoint.everySeconds, "must be ≥ 0")
+        }
         if let p = promotion {
             guard !p.model.isEmpty, p.model.count <= 64, !p.model.hasPrefix("."),
-                  p.model.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") }) else {
+                p.model.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") }
+                )
+            else {
                 throw bad("promotion.model", "'\(p.model)'", "is not a valid model name (1-64 of A-Z a-z 0-9 - _ .)")
             }
-            guard p.margin.isFinite && p.margin >= 0 && p.margin <= 100 else { throw bad("promotion.margin", p.margin, "must be between 0 and 100 (percentage points)") }
+            guard p.margin.isFinite && p.margin >= 0 && p.margin <= 100 else {
+                throw bad("promotion.margin", p.margin, "must be between 0 and 100 (percentage points)")
+            }
         }
-        guard checkpoint.keep >= 1 && checkpoint.keep <= 1000 else { throw bad("checkpoint.keep", checkpoint.keep, "must be between 1 and 1000") }
+        guard checkpoint.keep >= 1 && checkpoint.keep <= 1000 else {
+            throw bad("checkpoint.keep", checkpoint.keep, "must be between 1 and 1000")
+        }
     }
 }
 
 extension SpecError {
     static func from(_ e: DecodingError, root: [String: Any]) -> SpecError {
         func path(_ ctx: DecodingError.Context) -> String {
-            ctx.codingPath.map { $0.intValue.map { "[\($0)]" } ?? APIJSON.snakeCase($0.stringValue) }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+            ctx.codingPath.map { $0.intValue.map { "[\($0)]" } ?? APIJSON.snakeCase($0.stringValue) }.joined(
+                separator: "."
+            ).replacingOccurrences(of: ".[", with: "[")
         }
         func value(_ ctx: DecodingError.Context) -> String {
             if ctx.codingPath.isEmpty { return "the spec" }
             var cur: Any? = root
             for k in ctx.codingPath {
-                if let i = k.intValue { cur = (cur as? [Any]).flatMap { i < $0.count ? $0[i] : nil } }
-                else { cur = (cur as? [String: Any])?[APIJSON.snakeCase(k.stringValue)] }
+                if let i = k.intValue {
+                    cur = (cur as? [Any]).flatMap { i < $0.count ? $0[i] : nil }
+                } else {
+                    cur = (cur as? [String: Any])?[APIJSON.snakeCase(k.stringValue)]
+                }
             }
             return cur.map { "'\($0)'" } ?? "missing"
         }
         switch e {
         case .typeMismatch(let t, let ctx): return SpecError(field: path(ctx), "\(value(ctx)) is not a valid \(t)")
         case .valueNotFound(let t, let ctx): return SpecError(field: path(ctx), "missing value, expected \(t)")
-        case .keyNotFound(let k, let ctx): return SpecError(field: (path(ctx).isEmpty ? "" : path(ctx) + ".") + APIJSON.snakeCase(k.stringValue), "is required")
+        case .keyNotFound(let k, let ctx):
+            return SpecError(
+                field: (path(ctx).isEmpty ? "" : path(ctx) + ".") + APIJSON.snakeCase(k.stringValue), "is required")
         case .dataCorrupted(let ctx):
             return SpecError(field: path(ctx), "\(value(ctx)) is not valid: \(ctx.debugDescription)")
         @unknown default: return SpecError(field: "", "\(e)")

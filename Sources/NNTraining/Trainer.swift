@@ -23,7 +23,9 @@ public struct RunToCompletion: TrainingControl {
 /// A step-duration histogram filled by the training thread without locks or allocation
 /// (fixed buckets, counts updated in place); copied into progress events for /metrics.
 public struct StepDurations: Sendable {
-    public static let bounds: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]
+    public static let bounds: [Double] = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
+    ]
     public private(set) var counts = [Int](repeating: 0, count: bounds.count + 1)
     public private(set) var sum = 0.0
     @inline(__always) mutating func record(_ seconds: Double) {
@@ -33,7 +35,13 @@ public struct StepDurations: Sendable {
         sum += seconds
     }
     /// Cumulative counts, as Prometheus buckets want them.
-    public var cumulative: [Int] { var c = 0; return counts.map { c += $0; return c } }
+    public var cumulative: [Int] {
+        var c = 0
+        return counts.map {
+            c += $0
+            return c
+        }
+    }
 }
 
 public enum TrainingOutcome: Sendable, Equatable { case completed, paused, stopped }
@@ -45,7 +53,8 @@ public enum TrainingError: Error, CustomStringConvertible, Sendable {
 
     public var description: String {
         switch self {
-        case .diverged(let e, let s, let c): "cost became \(c) at epoch \(e) step \(s): training diverged (lower training.learning_rate); checkpoints hold the last finite parameters"
+        case .diverged(let e, let s, let c):
+            "cost became \(c) at epoch \(e) step \(s): training diverged (lower training.learning_rate); checkpoints hold the last finite parameters"
         case .data(let m): m
         case .checkpoint(let m): m
         }
@@ -75,13 +84,19 @@ public final class Trainer {
 
     /// Builds the engine and either initialises the parameters from the spec's seed or
     /// restores `resume`.
-    public init(spec: RunSpec, train: Dataset, test: Dataset?, workers: Int, placer: any MemoryPlacer = LibNUMAPlacer(),
-                dataHash: String = "", resume: Checkpoint? = nil, warmStart: [Float]? = nil) throws {
+    public init(
+        spec: RunSpec, train: Dataset, test: Dataset?, workers: Int, placer: any MemoryPlacer = LibNUMAPlacer(),
+        dataHash: String = "", resume: Checkpoint? = nil, warmStart: [Float]? = nil
+    ) throws {
         guard train.featureCount == spec.model.layers.first else {
-            throw TrainingError.data("model.layers starts with \(spec.model.layers.first!) inputs but the training data has \(train.featureCount) features per record")
+            throw TrainingError.data(
+                "model.layers starts with \(spec.model.layers.first!) inputs but the training data has \(train.featureCount) features per record"
+            )
         }
         guard train.classCount <= spec.model.layers.last! else {
-            throw TrainingError.data("model.layers ends with \(spec.model.layers.last!) outputs but the data has \(train.classCount) classes")
+            throw TrainingError.data(
+                "model.layers ends with \(spec.model.layers.last!) outputs but the data has \(train.classCount) classes"
+            )
         }
         self.spec = spec
         self.train = train
@@ -91,31 +106,41 @@ public final class Trainer {
         let opt = OptimizerConfig(kind: spec.training.optimizer, momentum: Float(spec.training.momentum))
         // Batch mode can be the whole training set; the engine processes a step in chunks of at
         // most 1024 records and accumulates, so its buffers stay small.
-        engine = DataParallelEngine(layout: NetworkLayout(sizes: spec.model.layers), activation: spec.model.activation,
-                                    optimizer: opt, lambda: Float(spec.training.lambda), workers: workers,
-                                    maxBatch: min(stepSize, max(1024, workers)), placer: placer)
+        engine = DataParallelEngine(
+            layout: NetworkLayout(sizes: spec.model.layers), activation: spec.model.activation,
+            optimizer: opt, lambda: Float(spec.training.lambda), workers: workers,
+            maxBatch: min(stepSize, max(1024, workers)), placer: placer)
         order = .allocate(capacity: train.count)
         rng = DeterministicRNG(seed: spec.training.seed)
         if let resume {
             try resume.restore(into: engine)
             state = resume.state
             if !dataHash.isEmpty && !state.dataHash.isEmpty && dataHash != state.dataHash {
-                throw TrainingError.data("the training data changed since the run started (content hash \(dataHash.prefix(12))…, recorded \(state.dataHash.prefix(12))…)")
+                throw TrainingError.data(
+                    "the training data changed since the run started (content hash \(dataHash.prefix(12))…, recorded \(state.dataHash.prefix(12))…)"
+                )
             }
             state.workers = workers
         } else {
             engine.layout.initialise(engine.parameters, scheme: spec.model.initialisation, rng: &rng)
             if let warmStart {
                 guard warmStart.count == engine.parameters.count else {
-                    throw TrainingError.data("warm start: the current model has \(warmStart.count) parameters, the spec's network \(engine.parameters.count)")
+                    throw TrainingError.data(
+                        "warm start: the current model has \(warmStart.count) parameters, the spec's network \(engine.parameters.count)"
+                    )
                 }
                 engine.parameters.load(warmStart)
             }
-            state = ResumeState(epochRNGState: rng.state, learningRate: Float(spec.training.learningRate), workers: workers, dataHash: dataHash)
+            state = ResumeState(
+                epochRNGState: rng.state, learningRate: Float(spec.training.learningRate), workers: workers,
+                dataHash: dataHash)
         }
     }
 
-    deinit { order.deallocate(); stepResults.deallocate() }
+    deinit {
+        order.deallocate()
+        stepResults.deallocate()
+    }
 
     public func checkpoint() -> Checkpoint { Checkpoint(engine: engine, state: state) }
 
@@ -129,11 +154,15 @@ public final class Trainer {
     /// Trains until done, or until `control` says pause/stop (returns after a checkpoint).
     /// `checkpointSink` receives checkpoints when they are due (`isBest` when test accuracy
     /// is the best so far); it may throw (disk full), which ends the run with that error.
-    public func run(control: any TrainingControl = RunToCompletion(),
-                    checkpointSink: ((Checkpoint, _ isBest: Bool) throws -> Void)? = nil,
-                    onEvent: (TrainingEvent) -> Void = { _ in }) throws -> TrainingOutcome {
-        let m = train.count, epochs = spec.training.epochs
-        let everySteps = spec.checkpoint.everySteps, everySeconds = spec.checkpoint.everySeconds
+    public func run(
+        control: any TrainingControl = RunToCompletion(),
+        checkpointSink: ((Checkpoint, _ isBest: Bool) throws -> Void)? = nil,
+        onEvent: (TrainingEvent) -> Void = { _ in }
+    ) throws -> TrainingOutcome {
+        let m = train.count
+        let epochs = spec.training.epochs
+        let everySteps = spec.checkpoint.everySteps
+        let everySeconds = spec.checkpoint.everySeconds
         var lastCheckpoint = Date()
         var lastEvent = Date.distantPast
         func save(best: Bool = false) throws {
@@ -170,10 +199,12 @@ public final class Trainer {
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 let done: Int
                 if grouped {
-                    done = engine.steps(data: train, indices: order.baseAddress! + lo, stepSize: stepSize, records: records,
-                                        learningRate: state.learningRate, results: stepResults)
+                    done = engine.steps(
+                        data: train, indices: order.baseAddress! + lo, stepSize: stepSize, records: records,
+                        learningRate: state.learningRate, results: stepResults)
                 } else {
-                    stepResults[0] = engine.step(data: train, indices: order.baseAddress! + lo, count: records, learningRate: state.learningRate)
+                    stepResults[0] = engine.step(
+                        data: train, indices: order.baseAddress! + lo, count: records, learningRate: state.learningRate)
                     done = 1
                 }
                 let perStep = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 / Double(done)
@@ -181,7 +212,8 @@ public final class Trainer {
                     let r = stepResults[i]
                     stepDurations.record(perStep)
                     guard r.costSum.isFinite else {
-                        throw TrainingError.diverged(epoch: state.epoch + 1, step: state.stepInEpoch + 1, cost: r.costSum)
+                        throw TrainingError.diverged(
+                            epoch: state.epoch + 1, step: state.stepInEpoch + 1, cost: r.costSum)
                     }
                     state.epochCostSum += r.costSum
                     state.epochCorrect += r.correct
@@ -206,25 +238,37 @@ public final class Trainer {
             }
             // End of epoch: the seed's cost J = ΣJ_i/m + (λ/m)·Σθ², then annealing.
             let seconds = Date().timeIntervalSince(epochStart)
-            let j = state.epochCostSum / Double(m) + spec.training.lambda / Double(m) * engine.layout.sumSquaredWeights(engine.parameters)
-            guard j.isFinite else { throw TrainingError.diverged(epoch: state.epoch + 1, step: state.stepInEpoch, cost: j) }
+            let j =
+                state.epochCostSum / Double(m) + spec.training.lambda / Double(m)
+                * engine.layout.sumSquaredWeights(engine.parameters)
+            guard j.isFinite else {
+                throw TrainingError.diverged(epoch: state.epoch + 1, step: state.stepInEpoch, cost: j)
+            }
             let lrUsed = state.learningRate
             // The seed anneals only once it has two earlier costs (`len(costs) > 1`); kept as is.
             let annealed = spec.training.anneal && state.history.count > 1 && j > state.history.last!.cost
             if annealed { state.learningRate = state.learningRate * 0.9 }
             let testAcc = spec.training.evaluateEveryEpoch ? test.map { engine.evaluate($0).accuracy * 100 } : nil
             let trainAcc = Double(state.epochCorrect) / Double(max(state.epochRecords, 1)) * 100
-            state.history.append(EpochRecord(epoch: state.epoch + 1, cost: j, learningRate: lrUsed, trainAccuracy: trainAcc,
-                                             testAccuracy: testAcc, seconds: seconds, annealed: annealed))
+            state.history.append(
+                EpochRecord(
+                    epoch: state.epoch + 1, cost: j, learningRate: lrUsed, trainAccuracy: trainAcc,
+                    testAccuracy: testAcc, seconds: seconds, annealed: annealed))
             state.trainingSeconds += seconds
             state.epoch += 1
             state.stepInEpoch = 0
-            state.epochCostSum = 0; state.epochCorrect = 0; state.epochRecords = 0; state.epochSeconds = 0
-            state.epochRNGState = rng.state // the next epoch's shuffle continues this stream
+            state.epochCostSum = 0
+            state.epochCorrect = 0
+            state.epochRecords = 0
+            state.epochSeconds = 0
+            state.epochRNGState = rng.state  // the next epoch's shuffle continues this stream
             var e = event(.epoch, seconds: seconds, sps: Double(m) / max(seconds, 1e-9))
             e.epoch = state.epoch
             e.step = stepsPerEpoch
-            e.cost = j; e.learningRate = lrUsed; e.trainAccuracy = trainAcc; e.testAccuracy = testAcc
+            e.cost = j
+            e.learningRate = lrUsed
+            e.trainAccuracy = trainAcc
+            e.testAccuracy = testAcc
             if annealed { e.message = "cost rose: learning rate annealed to \(state.learningRate)" }
             onEvent(e)
             let isBest = testAcc != nil && testAcc == state.bestTestAccuracy
@@ -233,21 +277,27 @@ public final class Trainer {
             epochStart = Date()
         }
         state.finished = true
-        try save(best: state.history.last?.testAccuracy != nil && state.history.last?.testAccuracy == state.bestTestAccuracy)
-        onEvent(event(.finished, seconds: state.trainingSeconds, sps: Double(m * epochs) / max(state.trainingSeconds, 1e-9)))
+        try save(
+            best: state.history.last?.testAccuracy != nil && state.history.last?.testAccuracy == state.bestTestAccuracy)
+        onEvent(
+            event(.finished, seconds: state.trainingSeconds, sps: Double(m * epochs) / max(state.trainingSeconds, 1e-9))
+        )
         return .completed
     }
 
     func event(_ kind: TrainingEvent.Kind, seconds: Double, sps: Double) -> TrainingEvent {
         let epochs = spec.training.epochs
         let done = Double(state.epoch) + Double(state.stepInEpoch) / Double(stepsPerEpoch)
-        let perEpoch = state.history.isEmpty ? (state.stepInEpoch > 0 ? seconds * Double(stepsPerEpoch) / Double(state.stepInEpoch) : nil)
+        let perEpoch =
+            state.history.isEmpty
+            ? (state.stepInEpoch > 0 ? seconds * Double(stepsPerEpoch) / Double(state.stepInEpoch) : nil)
             : state.trainingSeconds / Double(state.history.count)
-        return TrainingEvent(kind: kind, epoch: min(state.epoch + 1, epochs), epochs: epochs, step: state.stepInEpoch,
-                             stepsPerEpoch: stepsPerEpoch, cost: state.history.last?.cost, learningRate: state.learningRate,
-                             samplesPerSecond: sps, seconds: seconds, trainAccuracy: nil, testAccuracy: state.history.last?.testAccuracy,
-                             etaSeconds: perEpoch.map { $0 * (Double(epochs) - done) }, message: nil,
-                             stepDurationBuckets: stepDurations.cumulative, stepDurationSum: stepDurations.sum)
+        return TrainingEvent(
+            kind: kind, epoch: min(state.epoch + 1, epochs), epochs: epochs, step: state.stepInEpoch,
+            stepsPerEpoch: stepsPerEpoch, cost: state.history.last?.cost, learningRate: state.learningRate,
+            samplesPerSecond: sps, seconds: seconds, trainAccuracy: nil, testAccuracy: state.history.last?.testAccuracy,
+            etaSeconds: perEpoch.map { $0 * (Double(epochs) - done) }, message: nil,
+            stepDurationBuckets: stepDurations.cumulative, stepDurationSum: stepDurations.sum)
     }
 
     /// Accuracy (percent) and mean cross-entropy on a dataset with the current parameters.

@@ -12,11 +12,16 @@ struct NNCtl: ParsableCommand {
         abstract: "Control nnd, the training daemon, over its Unix socket.",
         discussion: """
             Start a run from a spec and watch it to the end:
+
               nnctl start etc/nnd/runs/mnist-seed.yaml --wait
+
             See what the daemon is doing, and one run in detail:
+
               nnctl status
               nnctl status RUN
+
             Talk to the system service (as root or a member of group nnd):
+
               nnctl --socket /run/nnd/nnd.sock list
 
             The socket is --socket, else $NND_SOCKET, else your own daemon's \

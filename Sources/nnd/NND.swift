@@ -2,8 +2,8 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import NNAPI
-import NNData
 import NNDaemon
+import NNData
 import NNEngine
 import NNNumerics
 import NNTraining
@@ -24,7 +24,11 @@ struct NND: AsyncParsableCommand {
         BLASKernelSelector.verifyOrFallBack(shapes: [(32, 200, 784), (32, 100, 200), (32, 10, 50), (200, 784, 32)])
         do {
             var command = try parseAsRoot()
-            if var asyncCommand = command as? AsyncParsableCommand { try await asyncCommand.run() } else { try command.run() }
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
         } catch {
             exit(withError: error)
         }

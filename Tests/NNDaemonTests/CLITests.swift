@@ -19,7 +19,8 @@ final class CLITests: XCTestCase {
         let (code, out, err) = try nnctl(["--socket", d.socket, "retrain", spec])
         XCTAssertEqual(code, 0, out + err)
 
-        let models = try APIJSON.decoder.decode(ModelList.self, from: try d.client.request("GET", "/v1/models").body.data)
+        let models = try APIJSON.decoder.decode(
+            ModelList.self, from: try d.client.request("GET", "/v1/models").body.data)
         let version = try XCTUnwrap(models.models.first?.versions.first)
         let (mc, table, _) = try nnctl(["--socket", d.socket, "models"])
         XCTAssertEqual(mc, 0)
@@ -31,12 +32,14 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(row.contains(version.run), String(row))
         XCTAssertFalse(row.contains(" - "), "a column printed '-': \(row)")
 
-        let run = try APIJSON.decoder.decode(RunRecord.self, from: try d.client.request("GET", "/v1/runs/\(version.run)").body.data)
+        let run = try APIJSON.decoder.decode(
+            RunRecord.self, from: try d.client.request("GET", "/v1/runs/\(version.run)").body.data)
         let test = String(format: "%.2f", try XCTUnwrap(run.testAccuracy))
         let (lc, list, _) = try nnctl(["list", "--socket", d.socket])
         XCTAssertEqual(lc, 0)
         let listRow = try XCTUnwrap(list.split(separator: "\n").first { $0.contains(run.id) }, list)
-        XCTAssertTrue(listRow.contains("completed") && listRow.contains("2/2") && listRow.contains(test), String(listRow))
+        XCTAssertTrue(
+            listRow.contains("completed") && listRow.contains("2/2") && listRow.contains(test), String(listRow))
 
         let (sc, status, _) = try nnctl(["status", run.id, "--socket", d.socket])
         XCTAssertEqual(sc, 0)
@@ -50,7 +53,8 @@ final class CLITests: XCTestCase {
         let (ec, eval, _) = try nnctl(["eval", run.id, "--socket", d.socket])
         XCTAssertEqual(ec, 0)
         XCTAssertTrue(
-            eval.contains("test accuracy \(String(format: "%.2f", evaluation.accuracy))% (\(evaluation.records) records"),
+            eval.contains(
+                "test accuracy \(String(format: "%.2f", evaluation.accuracy))% (\(evaluation.records) records"),
             eval)
 
         let (hc, daemon, _) = try nnctl(["status", "--socket", d.socket])
@@ -61,7 +65,8 @@ final class CLITests: XCTestCase {
         // --json anywhere prints the daemon's answer, which decodes as the contract's type.
         let (jc, json, _) = try nnctl(["--json", "--socket=\(d.socket)", "models"])
         XCTAssertEqual(jc, 0)
-        XCTAssertEqual(try APIJSON.decoder.decode(ModelList.self, from: Data(json.utf8)).models.first?.current, version.version)
+        XCTAssertEqual(
+            try APIJSON.decoder.decode(ModelList.self, from: Data(json.utf8)).models.first?.current, version.version)
     }
 
     /// --version, the default socket, enum options, pause/stop that wait, and exit code 4.
@@ -87,7 +92,9 @@ final class CLITests: XCTestCase {
         }
 
         // Enum options list their values.
-        let (fc, _, formatError) = try nnctl(["export", "x", "--format", "onnx", "-o", "/dev/null", "--socket", d.socket])
+        let (fc, _, formatError) = try nnctl([
+            "export", "x", "--format", "onnx", "-o", "/dev/null", "--socket", d.socket,
+        ])
         XCTAssertEqual(fc, 2)
         XCTAssertTrue(formatError.contains("safetensors") && formatError.contains("npz"), formatError)
         let (hc, help, _) = try nnctl(["eval", "--help"])
@@ -111,7 +118,8 @@ final class CLITests: XCTestCase {
 
         // A run that fails while followed: exit 4 with the reason.
         let specPath = "\(d.dir)/diverge.yaml"
-        try smallSpec(name: "diverge", trainLimit: 2000, epochs: 2).write(toFile: specPath, atomically: true, encoding: .utf8)
+        try smallSpec(name: "diverge", trainLimit: 2000, epochs: 2).write(
+            toFile: specPath, atomically: true, encoding: .utf8)
         let (wc, _, failed) = try nnctl(["start", specPath, "--wait", "--set", "training.learning_rate=1e9"], env: env)
         XCTAssertEqual(wc, 4, failed)
         XCTAssertTrue(failed.contains("ended failed") && failed.contains("diverged"), failed)

@@ -4,12 +4,15 @@ import NNCheckpoint
 import NNControl
 import XCTest
 
-let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().path
 let sharedMNIST = URL(fileURLWithPath: repoRoot + "/../shared/datasets/mnist").standardized.path
 
 /// The built `nnd` and `nnctl` sit next to the test bundle.
 let binDir: String = {
-    for b in Bundle.allBundles where b.bundlePath.hasSuffix(".xctest") { return (b.bundlePath as NSString).deletingLastPathComponent }
+    for b in Bundle.allBundles where b.bundlePath.hasSuffix(".xctest") {
+        return (b.bundlePath as NSString).deletingLastPathComponent
+    }
     return (CommandLine.arguments[0] as NSString).deletingLastPathComponent
 }()
 
@@ -31,11 +34,14 @@ final class DaemonProcess {
     func start(args: [String] = [], file: StaticString = #filePath, line: UInt = #line) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "\(binDir)/nnd")
-        p.arguments = ["serve", "--socket", socket, "--state-dir", stateDir, "--workers", "2", "--data-dir", sharedMNIST] + args
+        p.arguments =
+            ["serve", "--socket", socket, "--state-dir", stateDir, "--workers", "2", "--data-dir", sharedMNIST] + args
         var env = ProcessInfo.processInfo.environment
         for (k, v) in extraEnv { env[k] = v }
         p.environment = env
-        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        if !FileManager.default.fileExists(atPath: logPath) {
+            FileManager.default.createFile(atPath: logPath, contents: nil)
+        }
         let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         logHandle.seekToEndOfFile()
         p.standardOutput = logHandle
@@ -74,7 +80,10 @@ final class DaemonProcess {
     }
 
     deinit {
-        if let p = process, p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        if let p = process, p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
         try? FileManager.default.removeItem(atPath: dir)
     }
 
@@ -134,17 +143,23 @@ func nnctl(_ args: [String], env: [String: String] = [:]) throws -> (Int32, Stri
     var e = ProcessInfo.processInfo.environment
     for (k, v) in env { e[k] = v }
     p.environment = e
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out; p.standardError = err
+    let out = Pipe()
+    let err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
     try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile(), r = err.fileHandleForReading.readDataToEndOfFile()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let r = err.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
     return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: r, as: UTF8.self))
 }
 
 /// A small real-MNIST spec: long enough to interrupt, short enough for CI.
-func smallSpec(name: String, trainLimit: Int = 3000, epochs: Int = 3, batch: Int = 32, everySteps: Int = 20, optimizer: String = "momentum",
-               layers: String = "[784, 64, 32, 10]") -> String {
+func smallSpec(
+    name: String, trainLimit: Int = 3000, epochs: Int = 3, batch: Int = 32, everySteps: Int = 20,
+    optimizer: String = "momentum",
+    layers: String = "[784, 64, 32, 10]"
+) -> String {
     """
     name: \(name)
     model: {layers: \(layers), activation: relu, init: he}
@@ -156,5 +171,6 @@ func smallSpec(name: String, trainLimit: Int = 3000, epochs: Int = 3, batch: Int
 
 /// A run that lasts several seconds, so that kills and signals land in the middle of it.
 func longSpec(name: String, everySteps: Int) -> String {
-    smallSpec(name: name, trainLimit: 20000, epochs: 3, batch: 8, everySteps: everySteps, layers: "[784, 200, 100, 50, 10]")
+    smallSpec(
+        name: name, trainLimit: 20000, epochs: 3, batch: 8, everySteps: everySteps, layers: "[784, 200, 100, 50, 10]")
 }

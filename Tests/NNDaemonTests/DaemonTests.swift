@@ -10,7 +10,8 @@ final class DaemonTests: XCTestCase {
         let d = DaemonProcess()
         try d.start()
         let specPath = "\(d.dir)/spec.yaml"
-        try smallSpec(name: "cli", trainLimit: 2000, epochs: 2).write(toFile: specPath, atomically: true, encoding: .utf8)
+        try smallSpec(name: "cli", trainLimit: 2000, epochs: 2).write(
+            toFile: specPath, atomically: true, encoding: .utf8)
         let env = ["NND_SOCKET": d.socket]
         let (code, out, err) = try nnctl(["start", specPath, "--wait"], env: env)
         XCTAssertEqual(code, 0, out + err)
@@ -18,7 +19,8 @@ final class DaemonTests: XCTestCase {
         XCTAssertTrue(out.contains("state: completed"), out)
         XCTAssertTrue(out.contains("test accuracy"), out)
         let (lc, list, _) = try nnctl(["list"], env: env)
-        XCTAssertEqual(lc, 0); XCTAssertTrue(list.contains("cli") && list.contains("completed"), list)
+        XCTAssertEqual(lc, 0)
+        XCTAssertTrue(list.contains("cli") && list.contains("completed"), list)
         let (sc, status, _) = try nnctl(["status", "cli", "--json"], env: env)
         XCTAssertEqual(sc, 0)
         let obj = try JSONSerialization.jsonObject(with: Data(status.utf8)) as! [String: Any]
@@ -26,9 +28,11 @@ final class DaemonTests: XCTestCase {
         XCTAssertGreaterThan(obj["test_accuracy"] as! Double, 50)
         XCTAssertEqual((obj["history"] as! [Any]).count, 2)
         // Socket 0660 in a 0750 directory; state dir 0750.
-        let sockMode = (try FileManager.default.attributesOfItem(atPath: d.socket)[.posixPermissions] as! NSNumber).intValue
+        let sockMode = (try FileManager.default.attributesOfItem(atPath: d.socket)[.posixPermissions] as! NSNumber)
+            .intValue
         XCTAssertEqual(sockMode & 0o777, 0o660)
-        let stateMode = (try FileManager.default.attributesOfItem(atPath: d.stateDir)[.posixPermissions] as! NSNumber).intValue
+        let stateMode = (try FileManager.default.attributesOfItem(atPath: d.stateDir)[.posixPermissions] as! NSNumber)
+            .intValue
         XCTAssertEqual(stateMode & 0o777, 0o750)
         // Exit codes: refused 1, usage 2, unreachable 3.
         XCTAssertEqual(try nnctl(["resume", "cli"], env: env).0, 1)
@@ -59,7 +63,9 @@ final class DaemonTests: XCTestCase {
             XCTAssertEqual(try d.post("/v1/runs/\(run)/resume").0, 200)
         }
         let done = try d.waitFor(run, states: ["completed"])
-        XCTAssertEqual(try d.parameters(run), reference, "parameters after pause/resume/stop/resume differ from the uninterrupted run")
+        XCTAssertEqual(
+            try d.parameters(run), reference,
+            "parameters after pause/resume/stop/resume differ from the uninterrupted run")
         XCTAssertEqual((done["history"] as? [Any])?.count, 3)
     }
 
@@ -67,7 +73,9 @@ final class DaemonTests: XCTestCase {
     /// run completes with the parameters of an uninterrupted run, bit for bit.
     func testKill9AndRestartResumesExactly() throws {
         let spec = longSpec(name: "crash", everySteps: 200)
-            .replacingOccurrences(of: "epochs: 3", with: "epochs: \((Int(ProcessInfo.processInfo.environment["NND_KILLS"] ?? "") ?? 5) > 5 ? 8 : 3)")
+            .replacingOccurrences(
+                of: "epochs: 3",
+                with: "epochs: \((Int(ProcessInfo.processInfo.environment["NND_KILLS"] ?? "") ?? 5) > 5 ? 8 : 3)")
         let refDaemon = DaemonProcess()
         try refDaemon.start()
         let reference = try refDaemon.referenceParameters(spec)
@@ -78,11 +86,12 @@ final class DaemonTests: XCTestCase {
         let run = try d.createRun(spec)
         var kills = 0
         var rng = SystemRandomNumberGenerator()
-        let wanted = Int(ProcessInfo.processInfo.environment["NND_KILLS"] ?? "") ?? 5 // README reports a 20-kill run
+        let wanted = Int(ProcessInfo.processInfo.environment["NND_KILLS"] ?? "") ?? 5  // README reports a 20-kill run
         while kills < wanted {
             if try d.state(run) == "completed" { break }
             usleep(UInt32.random(in: 200_000...900_000, using: &rng))
-            d.kill9(); kills += 1
+            d.kill9()
+            kills += 1
             // No checkpoint file is ever unreadable.
             let store = CheckpointStore(directory: "\(d.stateDir)/runs/\(run)/checkpoints", keep: 3)
             for path in store.list() { XCTAssertNoThrow(try store.load(path), "unreadable after kill -9: \(path)") }
@@ -90,9 +99,13 @@ final class DaemonTests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(kills, 3, "the run finished too fast to be interrupted")
         let done = try d.waitFor(run, states: ["completed"], timeout: 300)
-        XCTAssertEqual(try d.parameters(run), reference, "parameters after \(kills) kill -9 differ from the uninterrupted run")
-        print("crash test: \(kills) kill -9, \(kills) restarts resumed, final parameters bitwise equal: \(try d.parameters(run) == reference)")
-        XCTAssertTrue(((done["notes"] as? [String]) ?? []).contains { $0.contains("unclean exit") }, "\(done["notes"] ?? "")")
+        XCTAssertEqual(
+            try d.parameters(run), reference, "parameters after \(kills) kill -9 differ from the uninterrupted run")
+        print(
+            "crash test: \(kills) kill -9, \(kills) restarts resumed, final parameters bitwise equal: \(try d.parameters(run) == reference)"
+        )
+        XCTAssertTrue(
+            ((done["notes"] as? [String]) ?? []).contains { $0.contains("unclean exit") }, "\(done["notes"] ?? "")")
     }
 
     /// SIGTERM: exits 0 within seconds after checkpointing; the run resumes on the next start.
@@ -113,14 +126,19 @@ final class DaemonTests: XCTestCase {
         try d.start()
         let done = try d.waitFor(run, states: ["completed"])
         XCTAssertEqual(try d.parameters(run), reference)
-        XCTAssertTrue(((done["notes"] as? [String]) ?? []).contains { $0.contains("resuming from step-") }, "\(done["notes"] ?? "")")
+        XCTAssertTrue(
+            ((done["notes"] as? [String]) ?? []).contains { $0.contains("resuming from step-") },
+            "\(done["notes"] ?? "")")
     }
 
     /// Every error path of the API answers with the right status and a clear JSON error, and the daemon keeps serving.
     func testAPIErrorPaths() throws {
         let d = DaemonProcess()
         try d.start(args: ["--max-concurrent-runs", "1"])
-        func expect(_ method: String, _ path: String, _ body: [UInt8]?, _ status: Int, _ code: String, _ text: String, line: UInt = #line) throws {
+        func expect(
+            _ method: String, _ path: String, _ body: [UInt8]?, _ status: Int, _ code: String, _ text: String,
+            line: UInt = #line
+        ) throws {
             let r = try d.client.request(method, path, json: body)
             XCTAssertEqual(r.status, status, r.text, line: line)
             let obj = try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any]
@@ -132,13 +150,22 @@ final class DaemonTests: XCTestCase {
         try expect("POST", "/v1/runs", b("{not json"), 400, "malformed_json", "not valid JSON")
         try expect("POST", "/v1/runs", b("[1,2]"), 400, "malformed_json", "JSON object")
         try expect("POST", "/v1/runs", b("{\"spec\": {}, \"colour\": 1}"), 422, "unknown_field", "colour")
-        try expect("POST", "/v1/runs", b("{\"spec\": {\"training\": {\"epochs\": 0}}}"), 422, "invalid_spec", "training.epochs")
-        try expect("POST", "/v1/runs", b("{\"spec\": {\"training\": {\"epochz\": 3}}}"), 422, "invalid_spec", "training.epochz")
-        try expect("POST", "/v1/runs", b("{\"spec\": {\"model\": {\"activation\": \"swish\"}}}"), 422, "invalid_spec", "swish")
+        try expect(
+            "POST", "/v1/runs", b("{\"spec\": {\"training\": {\"epochs\": 0}}}"), 422, "invalid_spec", "training.epochs"
+        )
+        try expect(
+            "POST", "/v1/runs", b("{\"spec\": {\"training\": {\"epochz\": 3}}}"), 422, "invalid_spec", "training.epochz"
+        )
+        try expect(
+            "POST", "/v1/runs", b("{\"spec\": {\"model\": {\"activation\": \"swish\"}}}"), 422, "invalid_spec", "swish")
         try expect("POST", "/v1/runs", b("{\"spec\": \"x\"}"), 422, "invalid_value", "spec must be")
-        try expect("POST", "/v1/runs", b("{\"spec\": {\"name\": \"../../etc/passwd\"}}"), 422, "invalid_spec", "not a valid run name")
+        try expect(
+            "POST", "/v1/runs", b("{\"spec\": {\"name\": \"../../etc/passwd\"}}"), 422, "invalid_spec",
+            "not a valid run name")
         try expect("POST", "/v1/runs", b("{}"), 422, "invalid_request", "spec")
-        try expect("POST", "/v1/runs", b("{\"spec_yaml\": \"name: a\", \"overrides\": [\"training.epochs=1e99\"]}"), 422, "invalid_spec", "training.epochs")
+        try expect(
+            "POST", "/v1/runs", b("{\"spec_yaml\": \"name: a\", \"overrides\": [\"training.epochs=1e99\"]}"), 422,
+            "invalid_spec", "training.epochs")
         try expect("POST", "/v1/runs", [UInt8](repeating: 0x20, count: 2 << 20), 413, "body_too_large", "limit")
         try expect("GET", "/v1/runs/nope", nil, 404, "not_found", "nope")
         try expect("POST", "/v1/runs/nope/pause", nil, 404, "not_found", "nope")
@@ -174,29 +201,30 @@ final class DaemonTests: XCTestCase {
         let npz = "\(d.dir)/w.npz"
         XCTAssertEqual(try nnctl(["export", run, "--format", "npz", "-o", npz], env: env).0, 0)
         let script = """
-        import gzip, sys, numpy as np
-        z = np.load(sys.argv[1])
-        n_layers = len(z['n_nodes'])
-        thetas = {l: z['theta_%d' % l] for l in range(1, n_layers)}
-        biases = {l: z['bias_%d' % l] for l in range(1, n_layers)}
-        assert thetas[1].shape == (64, 784) and biases[1].shape == (1, 64), (thetas[1].shape, biases[1].shape)
-        lr, lam = float(z['lr']), float(z['lam'])
-        def idx(p):
-            d = gzip.open(p).read(); nd = d[3]
-            dims = [int.from_bytes(d[4+4*i:8+4*i], 'big') for i in range(nd)]
-            return np.frombuffer(d[4+4*nd:], dtype=np.uint8).reshape(dims)
-        x = idx(sys.argv[2] + '/t10k-images-idx3-ubyte.gz')[:1000].reshape(1000, -1) / 255.
-        y = idx(sys.argv[2] + '/t10k-labels-idx1-ubyte.gz')[:1000]
-        a = x
-        for l in range(1, n_layers):
-            a = a @ thetas[l].T + biases[l]
-            if l < n_layers - 1: a = np.maximum(a, 0)
-        print((a.argmax(1) == y).mean() * 100)
-        """
+            import gzip, sys, numpy as np
+            z = np.load(sys.argv[1])
+            n_layers = len(z['n_nodes'])
+            thetas = {l: z['theta_%d' % l] for l in range(1, n_layers)}
+            biases = {l: z['bias_%d' % l] for l in range(1, n_layers)}
+            assert thetas[1].shape == (64, 784) and biases[1].shape == (1, 64), (thetas[1].shape, biases[1].shape)
+            lr, lam = float(z['lr']), float(z['lam'])
+            def idx(p):
+                d = gzip.open(p).read(); nd = d[3]
+                dims = [int.from_bytes(d[4+4*i:8+4*i], 'big') for i in range(nd)]
+                return np.frombuffer(d[4+4*nd:], dtype=np.uint8).reshape(dims)
+            x = idx(sys.argv[2] + '/t10k-images-idx3-ubyte.gz')[:1000].reshape(1000, -1) / 255.
+            y = idx(sys.argv[2] + '/t10k-labels-idx1-ubyte.gz')[:1000]
+            a = x
+            for l in range(1, n_layers):
+                a = a @ thetas[l].T + biases[l]
+                if l < n_layers - 1: a = np.maximum(a, 0)
+            print((a.argmax(1) == y).mean() * 100)
+            """
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = ["python3", "-c", script, npz, sharedMNIST]
-        let out = Pipe(); p.standardOutput = out
+        let out = Pipe()
+        p.standardOutput = out
         try p.run()
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
@@ -212,21 +240,32 @@ final class DaemonTests: XCTestCase {
         let path = "\(dir)/notify.sock"
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
         defer { close(fd) }
-        var addr = sockaddr_un(); addr.sun_family = sa_family_t(AF_UNIX)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
-        XCTAssertEqual(withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }, 0)
+        XCTAssertEqual(
+            withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }, 0)
         var tv = timeval(tv_sec: 0, tv_usec: 200_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         // Read continuously, as systemd does (the socket queue holds only a few datagrams).
-        final class Inbox: @unchecked Sendable { // guarded by `lock`
-            let lock = NSLock(); var messages: [String] = []; var done = false
+        final class Inbox: @unchecked Sendable {  // guarded by `lock`
+            let lock = NSLock()
+            var messages: [String] = []
+            var done = false
         }
         let inbox = Inbox()
         let reader = Thread {
             var buf = [UInt8](repeating: 0, count: 4096)
             while !inbox.lock.withLock({ inbox.done }) {
                 let n = recv(fd, &buf, buf.count, 0)
-                if n > 0 { let m = String(decoding: buf[0..<n], as: UTF8.self); inbox.lock.withLock { inbox.messages.append(m) } }
+                if n > 0 {
+                    let m = String(decoding: buf[0..<n], as: UTF8.self)
+                    inbox.lock.withLock { inbox.messages.append(m) }
+                }
             }
         }
         reader.start()
@@ -236,7 +275,10 @@ final class DaemonTests: XCTestCase {
         try d.waitFor(run, states: ["completed"])
         _ = d.terminate()
         usleep(500_000)
-        let messages = inbox.lock.withLock { inbox.done = true; return inbox.messages }
+        let messages = inbox.lock.withLock {
+            inbox.done = true
+            return inbox.messages
+        }
         usleep(300_000)
         XCTAssertTrue(messages.contains { $0.contains("READY=1") }, "\(messages)")
         XCTAssertTrue(messages.contains { $0.contains("WATCHDOG=1") }, "\(messages)")
@@ -249,9 +291,12 @@ final class DaemonTests: XCTestCase {
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
         return tasks.compactMap { tid in
             guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/stat", encoding: .utf8),
-                  let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")") else { return nil }
-            let f = stat[stat.index(after: close)...].split(separator: " ") // f[0] is field 3 (state)
-            return (String(stat[stat.index(after: open)..<close]), Int(f[16]) ?? 0, (Int(f[11]) ?? 0) + (Int(f[12]) ?? 0))
+                let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")")
+            else { return nil }
+            let f = stat[stat.index(after: close)...].split(separator: " ")  // f[0] is field 3 (state)
+            return (
+                String(stat[stat.index(after: open)..<close]), Int(f[16]) ?? 0, (Int(f[11]) ?? 0) + (Int(f[12]) ?? 0)
+            )
         }
     }
 
@@ -261,9 +306,13 @@ final class DaemonTests: XCTestCase {
     func testControlPlaneRunsBelowTrainingPriority() throws {
         let d = DaemonProcess(extraEnv: ["NND_CONTROL_NICE": "12"])
         try d.start()
-        let run = try d.createRun(smallSpec(name: "prio", trainLimit: 20000, epochs: 100, batch: 64, everySteps: 0, optimizer: "sgd"))
+        let run = try d.createRun(
+            smallSpec(name: "prio", trainLimit: 20000, epochs: 100, batch: 64, everySteps: 0, optimizer: "sgd"))
         _ = try d.waitFor(run, states: ["running"])
-        for _ in 0..<50 { XCTAssertEqual(try d.get("/v1/runs/\(run)").0, 200); usleep(20_000) }
+        for _ in 0..<50 {
+            XCTAssertEqual(try d.get("/v1/runs/\(run)").0, 200)
+            usleep(20_000)
+        }
         let pid = d.process!.processIdentifier
         let base = threads(of: pid).first { $0.name == "nnd" || $0.name == "exe" }?.nice ?? 0
         let all = threads(of: pid)
@@ -291,7 +340,8 @@ final class DaemonTests: XCTestCase {
             for (k, v) in env { e[k] = v }
             p.environment = e
             let err = Pipe()
-            p.standardError = err; p.standardOutput = Pipe()
+            p.standardError = err
+            p.standardOutput = Pipe()
             try p.run()
             let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             p.waitUntilExit()
@@ -314,7 +364,8 @@ final class DaemonTests: XCTestCase {
             let (code, err) = try serve(["--config", yaml] + flags, env: env)
             XCTAssertEqual(code, 2, err)
             for word in expected { XCTAssertTrue(err.contains(word), "\(word) missing from: \(err)") }
-            XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/state"), "state dir created despite bad settings")
+            XCTAssertFalse(
+                FileManager.default.fileExists(atPath: "\(dir)/state"), "state dir created despite bad settings")
         }
     }
 
@@ -335,7 +386,8 @@ final class DaemonTests: XCTestCase {
         // Every setting is in the file, with its variable and flag named.
         for key in ["socket", "state_dir", "workers", "control_nice", "metrics_listen", "request_timeout_seconds"] {
             XCTAssertTrue(shipped.contains("\n\(key): "), key)
-            XCTAssertTrue(shipped.contains("NND_\(key.uppercased()), --\(key.replacingOccurrences(of: "_", with: "-"))."), key)
+            XCTAssertTrue(
+                shipped.contains("NND_\(key.uppercased()), --\(key.replacingOccurrences(of: "_", with: "-"))."), key)
         }
         // The daemon reads it (with paths of its own in place of the service's).
         let d = DaemonProcess()

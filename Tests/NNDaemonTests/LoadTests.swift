@@ -30,12 +30,16 @@ final class LoadTests: XCTestCase {
         let windows = max(1, Int(env["NND_LOAD_WINDOWS"] ?? "") ?? max(2, Int(seconds / 10)))
         let clientNice = Int32(env["NND_LOAD_CLIENT_NICE"] ?? "") ?? 0
         // On Linux the nice value is per thread; `who` 0 is the calling thread.
-        @Sendable func niceClientThread() { if clientNice > 0 { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, clientNice) } }
+        @Sendable func niceClientThread() {
+            if clientNice > 0 { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, clientNice) }
+        }
         let window = seconds / Double(windows)
         let d = DaemonProcess()
         try d.start()
         let batch = 64
-        let spec = smallSpec(name: "loaded", trainLimit: 60000, epochs: 1000, batch: batch, everySteps: 0, optimizer: "sgd", layers: "[784, 200, 100, 50, 10]")
+        let spec = smallSpec(
+            name: "loaded", trainLimit: 60000, epochs: 1000, batch: batch, everySteps: 0, optimizer: "sgd",
+            layers: "[784, 200, 100, 50, 10]")
         let run = try d.createRun(spec)
         try d.waitFor(run, states: ["running"])
 
@@ -50,8 +54,14 @@ final class LoadTests: XCTestCase {
             let b = try stepClock()
             return Double((b.count - a.count) * batch) / max(b.sum - a.sum, 1e-9)
         }
-        final class Tally: @unchecked Sendable { // every field guarded by `lock`
-            let lock = NSLock(); var ok = 0; var failed = 0; var latencies: [Double] = []; var lines = 0; var active = false; var done = false
+        final class Tally: @unchecked Sendable {  // every field guarded by `lock`
+            let lock = NSLock()
+            var ok = 0
+            var failed = 0
+            var latencies: [Double] = []
+            var lines = 0
+            var active = false
+            var done = false
         }
         let tally = Tally()
         let client = d.client
@@ -60,13 +70,19 @@ final class LoadTests: XCTestCase {
         let group = DispatchGroup()
         for i in 0..<clients {
             group.enter()
-            if i % 5 == 0 { // every fifth client also streams events while active
+            if i % 5 == 0 {  // every fifth client also streams events while active
                 Thread {
                     niceClientThread()
                     while !tally.lock.withLock({ tally.done }) {
-                        guard tally.lock.withLock({ tally.active }) else { usleep(20_000); continue }
+                        guard tally.lock.withLock({ tally.active }) else {
+                            usleep(20_000)
+                            continue
+                        }
                         _ = try? client.stream("/v1/runs/\(run)/events") { _ in
-                            let go = tally.lock.withLock { tally.lines += 1; return tally.active }
+                            let go = tally.lock.withLock {
+                                tally.lines += 1
+                                return tally.active
+                            }
                             if !go { throw CancellationError() }
                         }
                     }
@@ -75,22 +91,33 @@ final class LoadTests: XCTestCase {
             Thread {
                 niceClientThread()
                 while !tally.lock.withLock({ tally.done }) {
-                    guard tally.lock.withLock({ tally.active }) else { usleep(20_000); continue }
+                    guard tally.lock.withLock({ tally.active }) else {
+                        usleep(20_000)
+                        continue
+                    }
                     let t0 = Date()
                     let ok = (try? client.request("GET", "/v1/runs/\(run)"))?.status == 200
                     let dt = Date().timeIntervalSince(t0)
-                    tally.lock.withLock { if ok { tally.ok += 1; tally.latencies.append(dt) } else { tally.failed += 1 } }
+                    tally.lock.withLock {
+                        if ok {
+                            tally.ok += 1
+                            tally.latencies.append(dt)
+                        } else {
+                            tally.failed += 1
+                        }
+                    }
                     usleep(pollMicroseconds)
                 }
                 group.leave()
             }.start()
         }
-        usleep(1_000_000) // warm-up
-        var quiet: [Double] = [], loaded: [Double] = []
+        usleep(1_000_000)  // warm-up
+        var quiet: [Double] = []
+        var loaded: [Double] = []
         for _ in 0..<windows {
             quiet.append(try rate(over: window))
             tally.lock.withLock { tally.active = true }
-            usleep(500_000) // let the clients connect before the window opens
+            usleep(500_000)  // let the clients connect before the window opens
             loaded.append(try rate(over: window))
             tally.lock.withLock { tally.active = false }
             usleep(500_000)
@@ -98,17 +125,26 @@ final class LoadTests: XCTestCase {
         quiet.append(try rate(over: window))
         tally.lock.withLock { tally.done = true }
         group.wait()
-        func median(_ x: [Double]) -> Double { let s = x.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
+        func median(_ x: [Double]) -> Double {
+            let s = x.sorted()
+            return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+        }
         let sorted = tally.lock.withLock { tally.latencies.sorted() }
         let p99 = sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))]
         let p50 = sorted.isEmpty ? 0 : sorted[sorted.count / 2]
         XCTAssertEqual(tally.failed, 0)
         XCTAssertGreaterThan(tally.ok, clients)
         XCTAssertGreaterThan(tally.lines, 0)
-        let q = median(quiet), l = median(loaded)
-        print(String(format: "load test: %d clients (nice %d) polling every %.1f s for %.0f s (%d windows): %d status requests ok, %d failed, %d event lines; status latency p50 %.1f ms, p99 %.1f ms; step throughput median %.0f samples/s quiet vs %.0f under load (%+.1f%%); quiet windows %@, loaded %@",
-                     clients, clientNice, Double(pollMicroseconds) / 1e6, seconds, windows, tally.ok, tally.failed, tally.lines, p50 * 1000, p99 * 1000, q, l, (l / max(q, 1) - 1) * 100,
-                     quiet.map { String(Int($0)) }.joined(separator: ","), loaded.map { String(Int($0)) }.joined(separator: ",")))
+        let q = median(quiet)
+        let l = median(loaded)
+        print(
+            String(
+                format:
+                    "load test: %d clients (nice %d) polling every %.1f s for %.0f s (%d windows): %d status requests ok, %d failed, %d event lines; status latency p50 %.1f ms, p99 %.1f ms; step throughput median %.0f samples/s quiet vs %.0f under load (%+.1f%%); quiet windows %@, loaded %@",
+                clients, clientNice, Double(pollMicroseconds) / 1e6, seconds, windows, tally.ok, tally.failed,
+                tally.lines, p50 * 1000, p99 * 1000, q, l, (l / max(q, 1) - 1) * 100,
+                quiet.map { String(Int($0)) }.joined(separator: ","),
+                loaded.map { String(Int($0)) }.joined(separator: ",")))
         _ = try d.post("/v1/runs/\(run)/stop")
     }
 
@@ -120,21 +156,27 @@ final class LoadTests: XCTestCase {
         try d.start()
         let pid = d.process!.processIdentifier
         let spec = smallSpec(name: "many", trainLimit: 60000, epochs: 50, everySteps: 0)
-        var samples: [(Int, Double, Double, Int)] = [] // runs, create ms, list ms, RSS KiB
+        var samples: [(Int, Double, Double, Int)] = []  // runs, create ms, list ms, RSS KiB
         for i in 1...total {
             let t0 = Date()
             let id = try d.createRun(spec)
             let createMs = Date().timeIntervalSince(t0) * 1000
-            if i > 1 { XCTAssertEqual(try d.post("/v1/runs/\(id)/stop").0, 200) } // queued → stopped at once
+            if i > 1 { XCTAssertEqual(try d.post("/v1/runs/\(id)/stop").0, 200) }  // queued → stopped at once
             if i == 1 || i % (total / 4) == 0 {
                 let t1 = Date()
                 let (status, list) = try d.get("/v1/runs")
-                XCTAssertEqual(status, 200); XCTAssertEqual((list["runs"] as? [Any])?.count, i)
+                XCTAssertEqual(status, 200)
+                XCTAssertEqual((list["runs"] as? [Any])?.count, i)
                 samples.append((i, createMs, Date().timeIntervalSince(t1) * 1000, rssKiB(pid)))
             }
         }
-        for s in samples { print(String(format: "many runs: %4d runs: create %.1f ms, list %.1f ms, RSS %d MiB", s.0, s.1, s.2, s.3 / 1024)) }
-        let first = samples.first!, last = samples.last!
+        for s in samples {
+            print(
+                String(
+                    format: "many runs: %4d runs: create %.1f ms, list %.1f ms, RSS %d MiB", s.0, s.1, s.2, s.3 / 1024))
+        }
+        let first = samples.first!
+        let last = samples.last!
         XCTAssertLessThan(last.3 - first.3, 300 * 1024, "RSS grew by more than 300 MiB over \(total) runs")
         XCTAssertLessThan(last.2, 2000, "listing \(total) runs took \(last.2) ms")
         XCTAssertEqual(try d.get("/v1/health").0, 200)

@@ -4,7 +4,9 @@ import XCTest
 final class MetricsTests: XCTestCase {
     /// GET /metrics on the control socket and on the optional TCP listener, checked by promtool.
     func testMetricsExpositionPassesPromtool() throws {
-        let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
         let tool = try XCTUnwrap(promtool, "promtool missing: apt-get install prometheus (make deps / .ci/run do)")
         let port = Int.random(in: 20000...40000)
         let d = DaemonProcess()
@@ -20,18 +22,26 @@ final class MetricsTests: XCTestCase {
         XCTAssertEqual(try d.post("/v1/runs/\(run)/stop").0, 200)
         try d.waitFor(run, states: ["stopped"])
         let after = try d.client.request("GET", "/metrics").text
-        for needle in ["nnd_runs{state=\"stopped\"} 1", "nnd_run_epoch{run=\"\(run)\"", "nnd_run_samples_per_second{", "nnd_checkpoint_write_seconds_count",
-                       "nnd_checkpoints_written_total", "nnd_blas_info{kernel=", "nnd_workers 2", "nnd_uptime_seconds", "nnd_build_info{version="] {
+        for needle in [
+            "nnd_runs{state=\"stopped\"} 1", "nnd_run_epoch{run=\"\(run)\"", "nnd_run_samples_per_second{",
+            "nnd_checkpoint_write_seconds_count",
+            "nnd_checkpoints_written_total", "nnd_blas_info{kernel=", "nnd_workers 2", "nnd_uptime_seconds",
+            "nnd_build_info{version=",
+        ] {
             XCTAssertTrue(after.contains(needle), "missing \(needle) in:\n\(after)")
         }
         for text in [during.text, after] {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: tool)
             p.arguments = ["check", "metrics"]
-            let input = Pipe(), out = Pipe()
-            p.standardInput = input; p.standardOutput = out; p.standardError = out
+            let input = Pipe()
+            let out = Pipe()
+            p.standardInput = input
+            p.standardOutput = out
+            p.standardError = out
             try p.run()
-            input.fileHandleForWriting.write(Data(text.utf8)); try input.fileHandleForWriting.close()
+            input.fileHandleForWriting.write(Data(text.utf8))
+            try input.fileHandleForWriting.close()
             let msg = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             p.waitUntilExit()
             XCTAssertEqual(p.terminationStatus, 0, "promtool: \(msg)")

@@ -22,13 +22,15 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(files.count, 2)
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: files[0])))
         // Flip bytes in the tensor data (after the JSON header): only the stored SHA-256 can tell.
-        let header = 8 + Int(bytes[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+        let header =
+            8 + Int(bytes[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
         for i in stride(from: header + 100, to: bytes.count, by: 997) { bytes[i] ^= 0x5A }
         try Data(bytes).write(to: URL(fileURLWithPath: files[0]))
         try d.start()
         let done = try d.waitFor(run, states: ["completed"])
         let notes = (done["notes"] as? [String]) ?? []
-        XCTAssertTrue(notes.contains { $0.contains("skipped unreadable checkpoint") && $0.contains("content hash") }, "\(notes)")
+        XCTAssertTrue(
+            notes.contains { $0.contains("skipped unreadable checkpoint") && $0.contains("content hash") }, "\(notes)")
         XCTAssertTrue(d.log().contains("skipped unreadable checkpoint"))
         XCTAssertEqual(try d.parameters(run), reference)
     }
@@ -38,7 +40,9 @@ final class ReliabilityTests: XCTestCase {
     func testDivergenceFailsTheRunAndCheckpointsStayFinite() throws {
         let d = DaemonProcess()
         try d.start()
-        let run = try d.createRun(smallSpec(name: "diverge", trainLimit: 2000, epochs: 2, everySteps: 1), overrides: ["training.learning_rate=1e9"])
+        let run = try d.createRun(
+            smallSpec(name: "diverge", trainLimit: 2000, epochs: 2, everySteps: 1),
+            overrides: ["training.learning_rate=1e9"])
         let r = try d.waitFor(run, states: ["failed"])
         XCTAssertTrue((r["reason"] as? String ?? "").contains("diverged"), "\(r["reason"] ?? "")")
         let store = CheckpointStore(directory: "\(d.stateDir)/runs/\(run)/checkpoints", keep: 3)
@@ -53,7 +57,9 @@ final class ReliabilityTests: XCTestCase {
         try d.start()
         let data = "\(d.dir)/mnist"
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-        for f in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+        for f in [
+            "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+        ] {
             try FileManager.default.copyItem(atPath: "\(sharedMNIST)/\(f).gz", toPath: "\(data)/\(f).gz")
         }
         let run = try d.createRun(longSpec(name: "data", everySteps: 200), overrides: ["data.dir=\(data)"])
@@ -68,10 +74,19 @@ final class ReliabilityTests: XCTestCase {
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: labels + ".gz")))
         try FileManager.default.removeItem(atPath: labels + ".gz")
         bytes = try { () throws -> [UInt8] in
-            let p = Process(); p.executableURL = URL(fileURLWithPath: "/usr/bin/env"); p.arguments = ["gzip", "-dc"]
-            let i = Pipe(), o = Pipe(); p.standardInput = i; p.standardOutput = o
-            try p.run(); i.fileHandleForWriting.write(Data(bytes)); try i.fileHandleForWriting.close()
-            let out = o.fileHandleForReading.readDataToEndOfFile(); p.waitUntilExit(); return [UInt8](out)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["gzip", "-dc"]
+            let i = Pipe()
+            let o = Pipe()
+            p.standardInput = i
+            p.standardOutput = o
+            try p.run()
+            i.fileHandleForWriting.write(Data(bytes))
+            try i.fileHandleForWriting.close()
+            let out = o.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return [UInt8](out)
         }()
         bytes[bytes.count - 1] = bytes[bytes.count - 1] == 1 ? 2 : 1
         try Data(bytes).write(to: URL(fileURLWithPath: labels))
@@ -99,11 +114,13 @@ final class ReliabilityTests: XCTestCase {
         let client = d.client
         let streams = runs.map { run -> Thread in
             let t = Thread { _ = try? client.stream("/v1/runs/\(run)/events") { _ in } }
-            t.start(); return t
+            t.start()
+            return t
         }
         usleep(500_000)
         let (status, seconds) = d.terminate()
-        XCTAssertEqual(status, 0); XCTAssertLessThan(seconds, 10)
+        XCTAssertEqual(status, 0)
+        XCTAssertLessThan(seconds, 10)
         _ = streams
         try d.start(args: ["--max-concurrent-runs", "3"])
         for r in runs { try d.waitFor(r, states: ["completed"], timeout: 240) }
@@ -120,9 +137,14 @@ final class ReliabilityTests: XCTestCase {
         chmod(d.dir, 0o755)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-        p.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", "\(binDir)/nnctl", "list", "--socket", d.socket]
-        let err = Pipe(); p.standardError = err; p.standardOutput = FileHandle.nullDevice
-        try p.run(); p.waitUntilExit()
+        p.arguments = [
+            "--reuid=65534", "--regid=65534", "--clear-groups", "\(binDir)/nnctl", "list", "--socket", d.socket,
+        ]
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
         let msg = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         XCTAssertEqual(p.terminationStatus, 3, msg)
         XCTAssertTrue(msg.contains("Permission denied"), msg)

@@ -1,10 +1,12 @@
 import Foundation
 import XCTest
+
 @testable import NNData
 
 /// `../shared/datasets/mnist` relative to the package root.
 let mnistDir: String = {
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
     return root.appendingPathComponent("../shared/datasets/mnist").standardized.path
 }()
 
@@ -17,9 +19,13 @@ final class DataTests: XCTestCase {
     override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }
 
     func write(_ name: String, _ bytes: [UInt8]) -> String {
-        let p = "\(tmp!)/\(name)"; FileManager.default.createFile(atPath: p, contents: Data(bytes)); return p
+        let p = "\(tmp!)/\(name)"
+        FileManager.default.createFile(atPath: p, contents: Data(bytes))
+        return p
     }
-    func be32(_ v: Int) -> [UInt8] { [UInt8(v >> 24 & 255), UInt8(v >> 16 & 255), UInt8(v >> 8 & 255), UInt8(v & 255)] }
+    func be32(_ v: Int) -> [UInt8] {
+        [UInt8(v >> 24 & 255), UInt8(v >> 16 & 255), UInt8(v >> 8 & 255), UInt8(v & 255)]
+    }
     func images(_ n: Int, rows: Int = 2, cols: Int = 2, body: Int? = nil) -> [UInt8] {
         [0, 0, 8, 3] + be32(n) + be32(rows) + be32(cols) + [UInt8](repeating: 255, count: body ?? n * rows * cols)
     }
@@ -47,41 +53,80 @@ final class DataTests: XCTestCase {
 
     func testGoodSmallIDXPairLoads() throws {
         let d = try IDXReader.loadPair(images: write("i", images(3)), labels: write("l", labels([1, 2, 9])))
-        XCTAssertEqual(d.count, 3); XCTAssertEqual(d.featureCount, 4); XCTAssertEqual(d.labels, [1, 2, 9])
+        XCTAssertEqual(d.count, 3)
+        XCTAssertEqual(d.featureCount, 4)
+        XCTAssertEqual(d.labels, [1, 2, 9])
         XCTAssertEqual(d.features[0], 1)
     }
 
     func testMalformedIDXFilesAreRefusedNamingFileAndProblem() throws {
         let goodLabels = write("good-labels", labels([1, 2, 3]))
-        var wrongMagic = images(3); wrongMagic[2] = 0x0D
-        assertDataError({ _ = try IDXReader.loadPair(images: self.write("magic", wrongMagic), labels: goodLabels) }, file: "magic", contains: "magic")
-        assertDataError({ _ = try IDXReader.loadPair(images: self.write("notidx", Array("hello world, not idx".utf8)), labels: goodLabels) }, file: "notidx", contains: "wrong magic")
-        assertDataError({ _ = try IDXReader.loadPair(images: self.write("trunc", self.images(3, body: 7)), labels: goodLabels) }, file: "trunc", contains: "truncated body")
-        assertDataError({ _ = try IDXReader.loadPair(images: self.write("extra", self.images(3, body: 20)), labels: goodLabels) }, file: "extra", contains: "extra")
-        assertDataError({ _ = try IDXReader.loadPair(images: self.write("hdr", [0, 0, 8, 3, 0, 0]), labels: goodLabels) }, file: "hdr", contains: "header truncated")
-        assertDataError({ _ = try IDXReader.loadPair(images: self.write("img", self.images(3)), labels: self.write("fewer", self.labels([1, 2]))) }, file: "fewer", contains: "has 2 labels but")
-        assertDataError({ _ = try IDXReader.loadPair(images: self.write("img2", self.images(3)), labels: self.write("range", self.labels([1, 12, 3]))) }, file: "range", contains: "label 12 of record 1")
-        assertDataError({ _ = try IDXReader.loadPair(images: "\(self.tmp!)/missing", labels: goodLabels) }, file: "missing", contains: "no such file")
+        var wrongMagic = images(3)
+        wrongMagic[2] = 0x0D
+        assertDataError(
+            { _ = try IDXReader.loadPair(images: self.write("magic", wrongMagic), labels: goodLabels) }, file: "magic",
+            contains: "magic")
+        assertDataError(
+            {
+                _ = try IDXReader.loadPair(
+                    images: self.write("notidx", Array("hello world, not idx".utf8)), labels: goodLabels)
+            }, file: "notidx", contains: "wrong magic")
+        assertDataError(
+            { _ = try IDXReader.loadPair(images: self.write("trunc", self.images(3, body: 7)), labels: goodLabels) },
+            file: "trunc", contains: "truncated body")
+        assertDataError(
+            { _ = try IDXReader.loadPair(images: self.write("extra", self.images(3, body: 20)), labels: goodLabels) },
+            file: "extra", contains: "extra")
+        assertDataError(
+            { _ = try IDXReader.loadPair(images: self.write("hdr", [0, 0, 8, 3, 0, 0]), labels: goodLabels) },
+            file: "hdr", contains: "header truncated")
+        assertDataError(
+            {
+                _ = try IDXReader.loadPair(
+                    images: self.write("img", self.images(3)), labels: self.write("fewer", self.labels([1, 2])))
+            }, file: "fewer", contains: "has 2 labels but")
+        assertDataError(
+            {
+                _ = try IDXReader.loadPair(
+                    images: self.write("img2", self.images(3)), labels: self.write("range", self.labels([1, 12, 3])))
+            }, file: "range", contains: "label 12 of record 1")
+        assertDataError(
+            { _ = try IDXReader.loadPair(images: "\(self.tmp!)/missing", labels: goodLabels) }, file: "missing",
+            contains: "no such file")
     }
 
     func testTruncatedAndCorruptGzipAreRefused() throws {
         let gz = [UInt8](FileManager.default.contents(atPath: "\(mnistDir)/t10k-labels-idx1-ubyte.gz")!)
         let truncated = write("t.gz", Array(gz[0..<(gz.count / 2)]))
         assertDataError({ _ = try IDXReader.read(truncated, expectedDims: 1) }, file: "t.gz", contains: "truncated")
-        var corrupt = gz; for i in 20..<60 { corrupt[i] ^= 0x5A }
+        var corrupt = gz
+        for i in 20..<60 { corrupt[i] ^= 0x5A }
         let bad = write("c.gz", corrupt)
         assertDataError({ _ = try IDXReader.read(bad, expectedDims: 1) }, file: "c.gz", contains: "gzip")
     }
 
     func testCSVReaderAndItsErrors() throws {
         let row = (["7"] + (0..<4).map { String($0 * 60) }).joined(separator: ",")
-        let d = try CSVReader.load(write("ok.csv", Array("label,p0,p1,p2,p3\n\(row)\n\(row)\r\n".utf8)), featureCount: 4)
-        XCTAssertEqual(d.count, 2); XCTAssertEqual(d.labels, [7, 7]); XCTAssertEqual(d.features[3], 180 / 255)
-        assertDataError({ _ = try CSVReader.load(self.write("cols.csv", Array("\(row)\n1,2,3\n".utf8)), featureCount: 4) }, file: "cols.csv", contains: "line 2: 3 columns, expected 5")
-        assertDataError({ _ = try CSVReader.load(self.write("lab.csv", Array("11,0,0,0,0\n".utf8)), featureCount: 4) }, file: "lab.csv", contains: "label 11")
-        assertDataError({ _ = try CSVReader.load(self.write("px.csv", Array("1,0,300,0,0\n".utf8)), featureCount: 4) }, file: "px.csv", contains: "pixel 300")
-        assertDataError({ _ = try CSVReader.load(self.write("nan.csv", Array("1,0,x,0,0\n".utf8)), featureCount: 4) }, file: "nan.csv", contains: "column 3")
-        assertDataError({ _ = try CSVReader.load(self.write("empty.csv", []), featureCount: 4) }, file: "empty.csv", contains: "no records")
+        let d = try CSVReader.load(
+            write("ok.csv", Array("label,p0,p1,p2,p3\n\(row)\n\(row)\r\n".utf8)), featureCount: 4)
+        XCTAssertEqual(d.count, 2)
+        XCTAssertEqual(d.labels, [7, 7])
+        XCTAssertEqual(d.features[3], 180 / 255)
+        assertDataError(
+            { _ = try CSVReader.load(self.write("cols.csv", Array("\(row)\n1,2,3\n".utf8)), featureCount: 4) },
+            file: "cols.csv", contains: "line 2: 3 columns, expected 5")
+        assertDataError(
+            { _ = try CSVReader.load(self.write("lab.csv", Array("11,0,0,0,0\n".utf8)), featureCount: 4) },
+            file: "lab.csv", contains: "label 11")
+        assertDataError(
+            { _ = try CSVReader.load(self.write("px.csv", Array("1,0,300,0,0\n".utf8)), featureCount: 4) },
+            file: "px.csv", contains: "pixel 300")
+        assertDataError(
+            { _ = try CSVReader.load(self.write("nan.csv", Array("1,0,x,0,0\n".utf8)), featureCount: 4) },
+            file: "nan.csv", contains: "column 3")
+        assertDataError(
+            { _ = try CSVReader.load(self.write("empty.csv", []), featureCount: 4) }, file: "empty.csv",
+            contains: "no records")
     }
 
     func testFetchVerifiesContentAndReportsWhatItTried() throws {
@@ -92,7 +137,9 @@ final class DataTests: XCTestCase {
         // A mirror with a wrong file is refused; with no other source reachable the error lists what was tried.
         let badMirror = "\(tmp!)/bad"
         try FileManager.default.createDirectory(atPath: badMirror, withIntermediateDirectories: true)
-        for f in MNIST.files { try FileManager.default.copyItem(atPath: MNIST.path(f, in: mnistDir)!, toPath: "\(badMirror)/\(f).gz") }
+        for f in MNIST.files {
+            try FileManager.default.copyItem(atPath: MNIST.path(f, in: mnistDir)!, toPath: "\(badMirror)/\(f).gz")
+        }
         try FileManager.default.removeItem(atPath: "\(badMirror)/t10k-labels-idx1-ubyte.gz")
         try Data([UInt8](labels([1, 2]))).write(to: URL(fileURLWithPath: "\(badMirror)/t10k-labels-idx1-ubyte"))
         var messages: [String] = []
@@ -100,6 +147,7 @@ final class DataTests: XCTestCase {
         // The shared copy beside the checkout is the fallback, so this still succeeds, after saying the mirror failed.
         let used = try MNIST.fetch(into: dest2, from: badMirror) { messages.append($0) }
         XCTAssertNotEqual(used, badMirror)
-        XCTAssertTrue(messages.contains { $0.contains(badMirror) && $0.contains("does not match the pinned") }, "\(messages)")
+        XCTAssertTrue(
+            messages.contains { $0.contains(badMirror) && $0.contains("does not match the pinned") }, "\(messages)")
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import NNAPI
 import XCTest
+
 @testable import NNData
 @testable import NNEngine
 @testable import NNNumerics
@@ -31,8 +32,13 @@ struct RecordingPlacer: MemoryPlacer {
 final class EngineTests: XCTestCase {
     override class func setUp() { BLAS.useSingleThread() }
 
-    func makeEngine(_ sizes: [Int], _ act: Activation, workers: Int, batch: Int, opt: OptimizerConfig = .init(), lambda: Float = 0.01, seed: UInt64 = 3) -> DataParallelEngine {
-        let e = DataParallelEngine(layout: NetworkLayout(sizes: sizes), activation: act, optimizer: opt, lambda: lambda, workers: workers, maxBatch: batch)
+    func makeEngine(
+        _ sizes: [Int], _ act: Activation, workers: Int, batch: Int, opt: OptimizerConfig = .init(),
+        lambda: Float = 0.01, seed: UInt64 = 3
+    ) -> DataParallelEngine {
+        let e = DataParallelEngine(
+            layout: NetworkLayout(sizes: sizes), activation: act, optimizer: opt, lambda: lambda, workers: workers,
+            maxBatch: batch)
         var rng = DeterministicRNG(seed: seed)
         e.layout.initialise(e.parameters, scheme: act == .relu ? .he : .xavier, rng: &rng)
         return e
@@ -45,10 +51,16 @@ final class EngineTests: XCTestCase {
         let data = syntheticData(records: 8, features: 6, classes: 3, seed: 11)
         for act in Activation.allCases {
             let engine = makeEngine(sizes, act, workers: 2, batch: 8, lambda: 0)
-            if act == .relu { for i in 0..<engine.parameters.count { engine.parameters[i] += 0.05 } } // keep units away from the kink
+            // Keep ReLU units away from the kink.
+            if act == .relu { for i in 0..<engine.parameters.count { engine.parameters[i] += 0.05 } }
             let before = engine.parameters.toArray()
-            func cost(_ p: [Float]) -> Double { engine.parameters.load(p); let r = engine.evaluate(data); return r.costSum / Double(r.records) }
-            let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 8); defer { idx.deallocate() }
+            func cost(_ p: [Float]) -> Double {
+                engine.parameters.load(p)
+                let r = engine.evaluate(data)
+                return r.costSum / Double(r.records)
+            }
+            let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 8)
+            defer { idx.deallocate() }
             for i in 0..<8 { idx[i] = Int32(i) }
             engine.parameters.load(before)
             _ = engine.step(data: data, indices: idx.baseAddress!, count: 8, learningRate: 1)
@@ -58,8 +70,12 @@ final class EngineTests: XCTestCase {
                 for i in stride(from: seg.start, to: seg.end, by: max(1, (seg.end - seg.start) / 7)) {
                     let analytic = Double(before[i] - after[i])
                     let h: Float = 1e-2
-                    var p = before; p[i] += h; let up = cost(p)
-                    p = before; p[i] -= h; let down = cost(p)
+                    var p = before
+                    p[i] += h
+                    let up = cost(p)
+                    p = before
+                    p[i] -= h
+                    let down = cost(p)
                     let numeric = (up - down) / Double(2 * h)
                     XCTAssertEqual(analytic, numeric, accuracy: 2e-3 + 2e-2 * abs(numeric), "\(act) param \(i)")
                     checked += 1
@@ -72,7 +88,8 @@ final class EngineTests: XCTestCase {
     func runOneStep(workers: Int, opt: OptimizerConfig = .init(), sizes: [Int] = [20, 16, 8, 4]) -> [Float] {
         let data = syntheticData(records: 64, features: 20, classes: 4, seed: 5)
         let engine = makeEngine(sizes, .logistic, workers: workers, batch: 64, opt: opt)
-        let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 64); defer { idx.deallocate() }
+        let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 64)
+        defer { idx.deallocate() }
         for i in 0..<64 { idx[i] = Int32((i * 37) % 64) }
         for _ in 0..<3 { _ = engine.step(data: data, indices: idx.baseAddress!, count: 61, learningRate: 0.5) }
         return engine.parameters.toArray()
@@ -105,17 +122,20 @@ final class EngineTests: XCTestCase {
     /// recording changes nothing in the arithmetic.
     func testPhaseTimesCoverEveryShardWithoutChangingResults() {
         let data = syntheticData(records: 64, features: 20, classes: 4, seed: 5)
-        let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 64); defer { idx.deallocate() }
+        let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 64)
+        defer { idx.deallocate() }
         for i in 0..<64 { idx[i] = Int32(63 - i) }
         func engine(_ timed: Bool) -> DataParallelEngine {
-            let e = DataParallelEngine(layout: NetworkLayout(sizes: [20, 16, 4]), activation: .logistic, optimizer: .init(), lambda: 0.01,
-                                       workers: 3, maxBatch: 64, recordPhaseTimes: timed)
+            let e = DataParallelEngine(
+                layout: NetworkLayout(sizes: [20, 16, 4]), activation: .logistic, optimizer: .init(), lambda: 0.01,
+                workers: 3, maxBatch: 64, recordPhaseTimes: timed)
             var rng = DeterministicRNG(seed: 1)
             e.layout.initialise(e.parameters, scheme: .xavier, rng: &rng)
             for _ in 0..<5 { _ = e.step(data: data, indices: idx.baseAddress!, count: 64, learningRate: 0.1) }
             return e
         }
-        let timed = engine(true), plain = engine(false)
+        let timed = engine(true)
+        let plain = engine(false)
         XCTAssertEqual(timed.parameters.toArray(), plain.parameters.toArray())
         let m = timed.phaseTimes.takeMeans()
         XCTAssertEqual(m.shards.count, 3)
@@ -131,11 +151,13 @@ final class EngineTests: XCTestCase {
         let data = syntheticData(records: 100, features: 10, classes: 3, seed: 9)
         let small = makeEngine([10, 8, 3], .tanh, workers: 2, batch: 32)
         let big = makeEngine([10, 8, 3], .tanh, workers: 2, batch: 100)
-        let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 100); defer { idx.deallocate() }
+        let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 100)
+        defer { idx.deallocate() }
         for i in 0..<100 { idx[i] = Int32(i) }
         let a = small.step(data: data, indices: idx.baseAddress!, count: 100, learningRate: 0.3)
         let b = big.step(data: data, indices: idx.baseAddress!, count: 100, learningRate: 0.3)
-        XCTAssertEqual(a.records, 100); XCTAssertEqual(a.costSum, b.costSum, accuracy: 1e-3)
+        XCTAssertEqual(a.records, 100)
+        XCTAssertEqual(a.costSum, b.costSum, accuracy: 1e-3)
         XCTAssertLessThan(zip(small.parameters.toArray(), big.parameters.toArray()).map { abs($0 - $1) }.max()!, 1e-5)
     }
 
@@ -144,8 +166,9 @@ final class EngineTests: XCTestCase {
         let placer = RecordingPlacer(topology: topo)
         XCTAssertEqual(placer.plan(workers: 4).map(\.node), [0, 0, 1, 1])
         XCTAssertEqual(placer.plan(workers: 6).map(\.cpu), [0, 1, 2, 3, 0, 1])
-        let engine = DataParallelEngine(layout: NetworkLayout(sizes: [8, 4, 2]), activation: .logistic, optimizer: .init(), lambda: 0,
-                                        workers: 4, maxBatch: 16, placer: placer)
+        let engine = DataParallelEngine(
+            layout: NetworkLayout(sizes: [8, 4, 2]), activation: .logistic, optimizer: .init(), lambda: 0,
+            workers: 4, maxBatch: 16, placer: placer)
         XCTAssertEqual(engine.batchBufferPlacement, "bands [0, 0, 1, 1]")
         XCTAssertEqual(engine.parameterPlacement, "shared [0, 1]")
         // Worker w's band is rows [w·maxRows, (w+1)·maxRows) of every activation and delta matrix.
@@ -158,14 +181,22 @@ final class EngineTests: XCTestCase {
         XCTAssertLessThanOrEqual(plan.blockOffsets[3] + 16, plan.total)
         XCTAssertEqual(plan.bands[2][0], .init(byteOffset: 2 * 4 * 8 * 4, byteCount: 4 * 8 * 4))
         XCTAssertEqual(plan.bands[3][1], .init(byteOffset: (plan.offsets[1] + 3 * 4 * 4) * 4, byteCount: 4 * 4 * 4))
-        for m in 0..<6 { for w in 0..<3 { XCTAssertEqual(plan.bands[w][m].byteOffset + plan.bands[w][m].byteCount, plan.bands[w + 1][m].byteOffset) } }
+        for m in 0..<6 {
+            for w in 0..<3 {
+                XCTAssertEqual(
+                    plan.bands[w][m].byteOffset + plan.bands[w][m].byteCount, plan.bands[w + 1][m].byteOffset)
+            }
+        }
         // The real libnuma placer on a fake topology: interleaved shared memory over both nodes,
         // worker buffers bound per node; a single-node topology uses plain aligned memory.
         let real = LibNUMAPlacer(topology: topo)
         XCTAssertEqual(real.allocator(forNode: 1).placement, "numa node 1")
         XCTAssertEqual(real.sharedAllocator(nodes: [0, 1, 1]).placement, "interleaved over nodes 0,1")
-        XCTAssertEqual(real.allocator(bands: [.init(node: 0, ranges: []), .init(node: 1, ranges: [])]).placement, "bands on nodes 0,1")
-        XCTAssertEqual(real.allocator(bands: [.init(node: 1, ranges: []), .init(node: 1, ranges: [])]).placement, "numa node 1")
+        XCTAssertEqual(
+            real.allocator(bands: [.init(node: 0, ranges: []), .init(node: 1, ranges: [])]).placement,
+            "bands on nodes 0,1")
+        XCTAssertEqual(
+            real.allocator(bands: [.init(node: 1, ranges: []), .init(node: 1, ranges: [])]).placement, "numa node 1")
         let single = LibNUMAPlacer(topology: NUMATopology(nodes: [.init(id: 0, cpus: [0, 1])], numaAvailable: true))
         XCTAssertEqual(single.sharedAllocator(nodes: [0, 0]).placement, "aligned")
         let none = LibNUMAPlacer(topology: NUMATopology(nodes: [.init(id: 0, cpus: [0])], numaAvailable: false))
@@ -183,8 +214,10 @@ final class EngineTests: XCTestCase {
     func testBandedAllocatorPlacesPagesOnTheirNodes() throws {
         guard NUMATopology.detect().numaAvailable else { throw XCTSkip("libnuma unavailable here") }
         let page = 4096
-        let allocator = BandedAllocator(bands: [.init(node: 0, ranges: [.init(byteOffset: 0, byteCount: 2 * page + 100)]),
-                                                .init(node: 0, ranges: [.init(byteOffset: 2 * page + 100, byteCount: 3 * page)])])
+        let allocator = BandedAllocator(bands: [
+            .init(node: 0, ranges: [.init(byteOffset: 0, byteCount: 2 * page + 100)]),
+            .init(node: 0, ranges: [.init(byteOffset: 2 * page + 100, byteCount: 3 * page)]),
+        ])
         let p = allocator.allocate(bytes: 5 * page + 100)
         defer { allocator.deallocate(p, bytes: 5 * page + 100) }
         XCTAssertEqual(p.load(fromByteOffset: 3 * page, as: UInt32.self), 0, "zeroed")
@@ -195,7 +228,12 @@ final class EngineTests: XCTestCase {
         for (w, sizes) in [1, 2, 3, 7, 16].map({ ($0, [9, 7, 5, 3]) }) + [(2, [9, 200, 5, 3]), (3, [9, 100, 5, 3])] {
             let e = makeEngine(sizes, .logistic, workers: w, batch: 8)
             var seen = [Int](repeating: 0, count: e.layout.parameterCount)
-            for slice in e.gradientSlices { for g in slice { let (w, b) = e.segments(of: g); for s in [w, b] { for i in s.start..<s.end { seen[i] += 1 } } } }
+            for slice in e.gradientSlices {
+                for g in slice {
+                    let (w, b) = e.segments(of: g)
+                    for s in [w, b] { for i in s.start..<s.end { seen[i] += 1 } }
+                }
+            }
             for seg in e.layout.segments { for i in seg.start..<seg.end { XCTAssertEqual(seen[i], 1) } }
             XCTAssertEqual(seen.reduce(0, +), e.layout.trainableCount)
         }
@@ -205,7 +243,8 @@ final class EngineTests: XCTestCase {
     /// exactly what the same steps one by one give (a resumed run regroups its steps).
     func testStepGroupsEqualSingleStepsBitwise() {
         let data = syntheticData(records: 200, features: 20, classes: 4, seed: 11)
-        let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 200); defer { idx.deallocate() }
+        let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 200)
+        defer { idx.deallocate() }
         for i in 0..<200 { idx[i] = Int32((i * 73) % 200) }
         let results = UnsafeMutableBufferPointer<PassResult>.allocate(capacity: DataParallelEngine.maxStepsPerCall)
         defer { results.deallocate() }
@@ -213,13 +252,22 @@ final class EngineTests: XCTestCase {
             let single = makeEngine([20, 40, 8, 4], .logistic, workers: w, batch: 16, opt: opt)
             let grouped = makeEngine([20, 40, 8, 4], .logistic, workers: w, batch: 16, opt: opt)
             var singleResults: [PassResult] = []
-            for k in 0..<13 {   // 12 full steps of 16 and one of 8
-                singleResults.append(single.step(data: data, indices: idx.baseAddress! + 16 * k, count: min(16, 200 - 16 * k), learningRate: 0.3))
+            for k in 0..<13 {  // 12 full steps of 16 and one of 8
+                singleResults.append(
+                    single.step(
+                        data: data, indices: idx.baseAddress! + 16 * k, count: min(16, 200 - 16 * k), learningRate: 0.3)
+                )
             }
             // 5 + 8 steps: groups need not start at the epoch's start.
-            XCTAssertEqual(grouped.steps(data: data, indices: idx.baseAddress!, stepSize: 16, records: 80, learningRate: 0.3, results: results), 5)
+            XCTAssertEqual(
+                grouped.steps(
+                    data: data, indices: idx.baseAddress!, stepSize: 16, records: 80, learningRate: 0.3,
+                    results: results), 5)
             var groupedResults = Array(results.prefix(5))
-            XCTAssertEqual(grouped.steps(data: data, indices: idx.baseAddress! + 80, stepSize: 16, records: 120, learningRate: 0.3, results: results), 8)
+            XCTAssertEqual(
+                grouped.steps(
+                    data: data, indices: idx.baseAddress! + 80, stepSize: 16, records: 120, learningRate: 0.3,
+                    results: results), 8)
             groupedResults += results.prefix(8)
             XCTAssertEqual(grouped.parameters.toArray(), single.parameters.toArray(), "\(w) workers, \(opt.kind)")
             XCTAssertEqual(groupedResults, singleResults)
@@ -230,13 +278,17 @@ final class EngineTests: XCTestCase {
     /// A group stops after the first step whose cost is not finite, and says how many ran.
     func testStepGroupStopsAtFirstNonFiniteCost() {
         let data = syntheticData(records: 64, features: 20, classes: 4, seed: 12)
-        data.features[20 * 37 + 3] = .nan          // record 37 is in step 3 (records 32..<48)
-        let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 64); defer { idx.deallocate() }
+        data.features[20 * 37 + 3] = .nan  // record 37 is in step 3 (records 32..<48)
+        let idx = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 64)
+        defer { idx.deallocate() }
         for i in 0..<64 { idx[i] = Int32(i) }
         let results = UnsafeMutableBufferPointer<PassResult>.allocate(capacity: DataParallelEngine.maxStepsPerCall)
         defer { results.deallocate() }
         let e = makeEngine([20, 40, 8, 4], .logistic, workers: 2, batch: 16)
-        XCTAssertEqual(e.steps(data: data, indices: idx.baseAddress!, stepSize: 16, records: 64, learningRate: 0.1, results: results), 3)
+        XCTAssertEqual(
+            e.steps(
+                data: data, indices: idx.baseAddress!, stepSize: 16, records: 64, learningRate: 0.1, results: results),
+            3)
         XCTAssertTrue(results[0].costSum.isFinite && results[1].costSum.isFinite)
         XCTAssertTrue(results[2].costSum.isNaN)
         XCTAssertEqual(e.updateCount, 3)

@@ -1,13 +1,16 @@
 import Foundation
 import XCTest
+
 @testable import NNNumerics
 
 final class NumericsTests: XCTestCase {
     func testSHA256KnownVectors() {
         XCTAssertEqual(SHA256.hex(Array("".utf8)), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-        XCTAssertEqual(SHA256.hex(Array("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-        XCTAssertEqual(SHA256.hex(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)),
-                       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        XCTAssertEqual(
+            SHA256.hex(Array("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        XCTAssertEqual(
+            SHA256.hex(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
         // Incremental updates give the same digest as one update.
         var h = SHA256()
         let data = Array((0..<1000).map { UInt8($0 % 251) })
@@ -17,7 +20,8 @@ final class NumericsTests: XCTestCase {
     }
 
     func testRNGIsDeterministicAndRestorable() {
-        var a = DeterministicRNG(seed: 42), b = DeterministicRNG(seed: 42)
+        var a = DeterministicRNG(seed: 42)
+        var b = DeterministicRNG(seed: 42)
         for _ in 0..<10 { XCTAssertEqual(a.next(), b.next()) }
         let saved = a.state
         let x = (0..<5).map { _ in a.next() }
@@ -25,7 +29,8 @@ final class NumericsTests: XCTestCase {
         XCTAssertEqual(x, (0..<5).map { _ in c.next() })
         XCTAssertNotEqual(DeterministicRNG(seed: 1).state, DeterministicRNG(seed: 2).state)
         // Shuffle is a permutation.
-        let p = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 100); defer { p.deallocate() }
+        let p = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 100)
+        defer { p.deallocate() }
         for i in 0..<100 { p[i] = Int32(i) }
         a.shuffle(p)
         XCTAssertEqual(Set(p), Set(0..<100))
@@ -34,7 +39,10 @@ final class NumericsTests: XCTestCase {
 
     func testKernelSelectionFromCPUFlags() {
         XCTAssertEqual(BLASKernelSelector.bestKernel(cpuFlags: ["sse3", "avx", "avx2", "fma"]), "Haswell")
-        XCTAssertEqual(BLASKernelSelector.bestKernel(cpuFlags: ["avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"]), "SkylakeX")
+        XCTAssertEqual(
+            BLASKernelSelector.bestKernel(cpuFlags: [
+                "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq",
+            ]), "SkylakeX")
         XCTAssertEqual(BLASKernelSelector.bestKernel(cpuFlags: ["sse3", "avx"]), "Sandybridge")
         XCTAssertEqual(BLASKernelSelector.bestKernel(cpuFlags: ["sse3"]), "Prescott")
         let flags = BLASKernelSelector.cpuFlags(cpuinfo: "processor\t: 0\nflags\t\t: fpu sse3 avx2 fma\nbugs\t: x\n")
@@ -61,7 +69,8 @@ final class NumericsTests: XCTestCase {
     func testVectorKernelsMatchFloat64ReferenceAndPropagateNaN() {
         let n = 4001
         var z = (0..<n).map { Float(-100 + 200 * Double($0) / Double(n - 1)) }
-        let x = z, zeroBias = [Float](repeating: 0, count: n)
+        let x = z
+        let zeroBias = [Float](repeating: 0, count: n)
         VectorKernels.logistic(&z, bias: zeroBias, rows: 1, cols: n)
         var worst = 0.0
         for i in 0..<n {
@@ -80,9 +89,10 @@ final class NumericsTests: XCTestCase {
 
         var logits: [Float] = [1, 2, 3, 4, 1000, -1000, 0.5, 20]
         VectorKernels.softmax(&logits, bias: [0.5, 0, 0, -0.5], rows: 2, cols: 4)
-        let e = [1.5, 2, 3, 3.5].map { Foundation.exp($0 - 3.5) }, s = e.reduce(0, +)
+        let e = [1.5, 2, 3, 3.5].map { Foundation.exp($0 - 3.5) }
+        let s = e.reduce(0, +)
         for j in 0..<4 { XCTAssertEqual(logits[j], Float(e[j] / s), accuracy: 1e-6) }
-        XCTAssertEqual(logits[4], 1, accuracy: 1e-6)      // 1000 dominates without overflow
+        XCTAssertEqual(logits[4], 1, accuracy: 1e-6)  // 1000 dominates without overflow
         XCTAssertEqual(logits[5], 0, accuracy: 1e-30)
         XCTAssertEqual(logits[4..<8].reduce(0, +), 1, accuracy: 1e-6)
 
@@ -94,7 +104,10 @@ final class NumericsTests: XCTestCase {
         XCTAssertTrue(badRow.allSatisfy(\.isNaN), "a NaN logit must make the row NaN, not a valid distribution")
         var r: [Float] = [-1, 0.5, .nan, 2]
         VectorKernels.relu(&r, bias: [0.5, -1, 0, 0], rows: 1, cols: 4)
-        XCTAssertEqual(r[0], 0); XCTAssertEqual(r[1], 0); XCTAssertTrue(r[2].isNaN); XCTAssertEqual(r[3], 2)
+        XCTAssertEqual(r[0], 0)
+        XCTAssertEqual(r[1], 0)
+        XCTAssertTrue(r[2].isNaN)
+        XCTAssertEqual(r[3], 2)
         var d: [Float] = [1, 2, 3]
         VectorKernels.reluBackward(&d, output: [0, 0.1, -1], count: 3)
         XCTAssertEqual(d, [0, 2, 0])

@@ -1,28 +1,34 @@
 import Foundation
 import NNAPI
 import XCTest
+
 @testable import NNCheckpoint
 @testable import NNData
 @testable import NNEngine
 @testable import NNNumerics
 @testable import NNTraining
 
-let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().path
 let sharedMNIST = URL(fileURLWithPath: repoRoot + "/../shared/datasets/mnist").standardized.path
 
 /// Pauses after a given number of decisions (one per step).
 /// Proceeds `calls` times, then pauses. The trainer asks between engine calls, each of up to
 /// `DataParallelEngine.maxStepsPerCall` steps, ending at epoch ends.
-final class PauseAfter: TrainingControl, @unchecked Sendable { // used from the one training thread only
+final class PauseAfter: TrainingControl, @unchecked Sendable {  // used from the one training thread only
     var remaining: Int
     init(_ calls: Int) { remaining = calls }
-    func decision() -> ControlDecision { remaining -= 1; return remaining < 0 ? .pause : .proceed }
+    func decision() -> ControlDecision {
+        remaining -= 1
+        return remaining < 0 ? .pause : .proceed
+    }
 }
 
 final class TrainingTests: XCTestCase {
     override class func setUp() { BLAS.useSingleThread() }
 
-    func expectSpecError(_ yaml: String, field: String, contains: String, overrides: [String] = [], line: UInt = #line) {
+    func expectSpecError(_ yaml: String, field: String, contains: String, overrides: [String] = [], line: UInt = #line)
+    {
         XCTAssertThrowsError(try RunSpec.parse(yaml, overrides: overrides), line: line) { e in
             guard let s = e as? SpecError else { return XCTFail("\(e)", line: line) }
             XCTAssertEqual(s.field, field, "\(s)", line: line)
@@ -34,16 +40,21 @@ final class TrainingTests: XCTestCase {
         let seed = try RunSpec.load(path: repoRoot + "/etc/nnd/runs/mnist-seed.yaml")
         XCTAssertEqual(seed.model.layers, [784, 200, 100, 50, 10])
         XCTAssertEqual(seed.model.activation, .logistic)
-        XCTAssertEqual(seed.training.learningRate, 0.1); XCTAssertEqual(seed.training.lambda, 0.01)
-        XCTAssertEqual(seed.training.batchSize, 64); XCTAssertEqual(seed.training.epochs, 50)
+        XCTAssertEqual(seed.training.learningRate, 0.1)
+        XCTAssertEqual(seed.training.lambda, 0.01)
+        XCTAssertEqual(seed.training.batchSize, 64)
+        XCTAssertEqual(seed.training.epochs, 50)
         XCTAssertEqual(seed.training.optimizer, .sgd)
         let fast = try RunSpec.load(path: repoRoot + "/etc/nnd/runs/mnist-fast.yaml")
         XCTAssertNotEqual(fast.training.optimizer, .sgd)
         let retrain = try RunSpec.load(path: repoRoot + "/etc/nnd/runs/mnist-retrain.yaml")
-        XCTAssertEqual(retrain.promotion?.model, "mnist"); XCTAssertEqual(retrain.promotion?.margin, 0.1)
+        XCTAssertEqual(retrain.promotion?.model, "mnist")
+        XCTAssertEqual(retrain.promotion?.margin, 0.1)
         XCTAssertNil(seed.promotion)
-        let over = try RunSpec.load(path: repoRoot + "/etc/nnd/runs/mnist-seed.yaml", overrides: ["training.epochs=3", "name=x1"])
-        XCTAssertEqual(over.training.epochs, 3); XCTAssertEqual(over.name, "x1")
+        let over = try RunSpec.load(
+            path: repoRoot + "/etc/nnd/runs/mnist-seed.yaml", overrides: ["training.epochs=3", "name=x1"])
+        XCTAssertEqual(over.training.epochs, 3)
+        XCTAssertEqual(over.name, "x1")
     }
 
     func testSpecErrorsNameFieldAndValue() {
@@ -66,13 +77,19 @@ final class TrainingTests: XCTestCase {
     }
 
     func smallSpec(_ extra: [String]) throws -> RunSpec {
-        try RunSpec.parse("name: t\n", overrides: ["data.train_limit=1200", "data.test_limit=500", "training.epochs=3",
-                                                    "checkpoint.every_seconds=0"] + extra)
+        try RunSpec.parse(
+            "name: t\n",
+            overrides: [
+                "data.train_limit=1200", "data.test_limit=500", "training.epochs=3",
+                "checkpoint.every_seconds=0",
+            ] + extra)
     }
 
     func testShortRealMNISTRunLearns() throws {
-        let spec = try smallSpec(["data.train_limit=4000", "data.test_limit=1000", "training.optimizer=adam", "training.learning_rate=0.002",
-                                  "model.activation=relu", "model.init=he", "training.epochs=3"])
+        let spec = try smallSpec([
+            "data.train_limit=4000", "data.test_limit=1000", "training.optimizer=adam", "training.learning_rate=0.002",
+            "model.activation=relu", "model.init=he", "training.epochs=3",
+        ])
         let data = try DataLoading.load(spec: spec, dataDirOverride: sharedMNIST)
         let trainer = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2)
         var epochs: [TrainingEvent] = []
@@ -85,8 +102,11 @@ final class TrainingTests: XCTestCase {
 
     func testSeedRecipeLearnsOnASubset() throws {
         // The seed's own recipe (logistic, SGD, lr 0.1) is slow to start; on 6000 records it must still leave chance behind.
-        let spec = try RunSpec.load(path: repoRoot + "/etc/nnd/runs/mnist-seed.yaml",
-                                    overrides: ["data.train_limit=6000", "data.test_limit=1000", "training.epochs=6", "checkpoint.every_seconds=0"])
+        let spec = try RunSpec.load(
+            path: repoRoot + "/etc/nnd/runs/mnist-seed.yaml",
+            overrides: [
+                "data.train_limit=6000", "data.test_limit=1000", "training.epochs=6", "checkpoint.every_seconds=0",
+            ])
         let data = try DataLoading.load(spec: spec, dataDirOverride: sharedMNIST)
         let trainer = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2)
         _ = try trainer.run()
@@ -96,7 +116,9 @@ final class TrainingTests: XCTestCase {
     /// Pause at an arbitrary step, checkpoint to bytes, resume in a new trainer: bitwise equal to an uninterrupted run.
     func testResumeFromCheckpointIsBitwiseExact() throws {
         for opt in ["sgd", "adam"] {
-            let spec = try smallSpec(["training.optimizer=\(opt)", "training.learning_rate=\(opt == "adam" ? 0.001 : 0.1)"])
+            let spec = try smallSpec([
+                "training.optimizer=\(opt)", "training.learning_rate=\(opt == "adam" ? 0.001 : 0.1)",
+            ])
             let data = try DataLoading.load(spec: spec, dataDirOverride: sharedMNIST)
             let straight = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2)
             _ = try straight.run()
@@ -106,23 +128,31 @@ final class TrainingTests: XCTestCase {
             let outcome = try first.run(control: PauseAfter(3), checkpointSink: { c, _ in saved = c.encode() })
             XCTAssertEqual(outcome, .paused)
             let ckpt = try Checkpoint.decode(saved, path: "memory")
-            XCTAssertEqual(ckpt.state.epoch, 1); XCTAssertEqual(ckpt.state.stepInEpoch, 16)
+            XCTAssertEqual(ckpt.state.epoch, 1)
+            XCTAssertEqual(ckpt.state.stepInEpoch, 16)
             let resumed = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2, resume: ckpt)
             XCTAssertEqual(try resumed.run(), .completed)
-            XCTAssertEqual(resumed.engine.parameters.toArray(), straight.engine.parameters.toArray(), "\(opt): parameters differ after resume")
+            XCTAssertEqual(
+                resumed.engine.parameters.toArray(), straight.engine.parameters.toArray(),
+                "\(opt): parameters differ after resume")
             XCTAssertEqual(resumed.state.history.map(\.cost), straight.state.history.map(\.cost))
             XCTAssertEqual(resumed.state.learningRate, straight.state.learningRate)
         }
     }
 
     func testDivergenceStopsAtFirstBadStepAndCheckpointsHoldNoNaN() throws {
-        let spec = try smallSpec(["training.learning_rate=1e9", "checkpoint.every_steps=1", "model.activation=relu", "model.init=he"])
+        let spec = try smallSpec([
+            "training.learning_rate=1e9", "checkpoint.every_steps=1", "model.activation=relu", "model.init=he",
+        ])
         let data = try DataLoading.load(spec: spec, dataDirOverride: sharedMNIST)
         let trainer = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2)
         var written = 0
-        XCTAssertThrowsError(try trainer.run(checkpointSink: { c, _ in
-            XCTAssertTrue(c.allFinite); written += 1
-        })) { e in
+        XCTAssertThrowsError(
+            try trainer.run(checkpointSink: { c, _ in
+                XCTAssertTrue(c.allFinite)
+                written += 1
+            })
+        ) { e in
             guard case TrainingError.diverged = e else { return XCTFail("\(e)") }
             XCTAssertTrue("\(e)".contains("diverged"))
         }
@@ -137,9 +167,19 @@ final class TrainingTests: XCTestCase {
         let data = try DataLoading.load(spec: spec, dataDirOverride: sharedMNIST)
         let trainer = try Trainer(spec: spec, train: data.train, test: data.test, workers: 1)
         var states: [Int] = []
-        _ = try trainer.run(control: PauseAfter(5), checkpointSink: { c, best in try store.write(c, isBest: best); states.append(c.state.updateCount) })
+        _ = try trainer.run(
+            control: PauseAfter(5),
+            checkpointSink: { c, best in
+                try store.write(c, isBest: best)
+                states.append(c.state.updateCount)
+            })
         for k in 1...3 {
-            _ = try trainer.run(control: PauseAfter(k), checkpointSink: { c, best in try store.write(c, isBest: best); states.append(c.state.updateCount) })
+            _ = try trainer.run(
+                control: PauseAfter(k),
+                checkpointSink: { c, best in
+                    try store.write(c, isBest: best)
+                    states.append(c.state.updateCount)
+                })
         }
         XCTAssertEqual(store.list().count, 2)
         let newest = store.loadLatestValid()
@@ -162,7 +202,9 @@ final class TrainingTests: XCTestCase {
 
     func testSafetensorsFileReadsWithPythonLayout() throws {
         // Header layout per the format: u64 length, JSON, 8-byte aligned data; tensors in the seed's shapes.
-        let c = Checkpoint(layers: [3, 2], parameters: NetworkLayoutValues.params, optimizerState: [], state: ResumeState(epochRNGState: [1, 2, 3, 4], learningRate: 0.1, workers: 1, dataHash: ""))
+        let c = Checkpoint(
+            layers: [3, 2], parameters: NetworkLayoutValues.params, optimizerState: [],
+            state: ResumeState(epochRNGState: [1, 2, 3, 4], learningRate: 0.1, workers: 1, dataHash: ""))
         let bytes = c.encode()
         let n = Int(bytes[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
         XCTAssertEqual((8 + n) % 8, 0)
@@ -177,7 +219,8 @@ enum NetworkLayoutValues {
         let l = NetworkLayout(sizes: [3, 2])
         var p = [Float](repeating: 0, count: l.parameterCount)
         for i in 0..<6 { p[l.weightOffsets[0] + i] = Float(i) }
-        p[l.biasOffsets[0]] = 7; p[l.biasOffsets[0] + 1] = 8
+        p[l.biasOffsets[0]] = 7
+        p[l.biasOffsets[0] + 1] = 8
         return p
     }
 }
@@ -188,10 +231,11 @@ final class CheckpointFuzzTests: XCTestCase {
     func testMutatedCheckpointsAreRefused() throws {
         let layout = NetworkLayout(sizes: [20, 8, 4])
         var rng = DeterministicRNG(seed: 5)
-        var params = [Float](repeating: 0, count: layout.parameterCount) // padding between views stays zero
+        var params = [Float](repeating: 0, count: layout.parameterCount)  // padding between views stays zero
         for seg in layout.segments { for i in seg.start..<seg.end { params[i] = Float(rng.nextUnit()) } }
-        let c = Checkpoint(layers: [20, 8, 4], parameters: params, optimizerState: [params],
-                           state: ResumeState(epochRNGState: [1, 2, 3, 4], learningRate: 0.1, workers: 2, dataHash: "x"))
+        let c = Checkpoint(
+            layers: [20, 8, 4], parameters: params, optimizerState: [params],
+            state: ResumeState(epochRNGState: [1, 2, 3, 4], learningRate: 0.1, workers: 2, dataHash: "x"))
         let good = c.encode()
         XCTAssertTrue(try Checkpoint.decode(good, path: "good") == c)
         let iterations = Int(ProcessInfo.processInfo.environment["NND_FUZZ_ITERATIONS"] ?? "") ?? 3000
@@ -206,7 +250,8 @@ final class CheckpointFuzzTests: XCTestCase {
             }
             if let d = try? Checkpoint.decode(b, path: "fuzz") {
                 // Only a flip inside JSON padding/whitespace may still decode, and then to the same content.
-                XCTAssertTrue(d == c, "a mutated checkpoint decoded to different content"); accepted += 1
+                XCTAssertTrue(d == c, "a mutated checkpoint decoded to different content")
+                accepted += 1
             }
         }
         XCTAssertLessThan(accepted, iterations / 20)

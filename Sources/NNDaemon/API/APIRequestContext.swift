@@ -34,7 +34,9 @@ extension PromoteRequest: RequestBody {
 
 /// JSON bodies through `APIJSON.decoder`; every failure becomes an `APIError` naming the field.
 public struct APIRequestDecoder: RequestDecoder {
-    public func decode<T: Decodable>(_ type: T.Type, from request: Request, context: some RequestContext) async throws -> T {
+    public func decode<T: Decodable>(_ type: T.Type, from request: Request, context: some RequestContext) async throws
+        -> T
+    {
         try APIContentType.require(.json, of: request)
         let buffer = try await request.body.collect(upTo: .max)
         return try Self.decode(type, from: Data(buffer: buffer))
@@ -98,7 +100,8 @@ public struct APIRequestDecoder: RequestDecoder {
 
 /// Typed answers as `application/json`, one line, through `APIJSON.encoder`.
 public struct APIResponseEncoder: ResponseEncoder {
-    public func encode(_ value: some Encodable, from request: Request, context: some RequestContext) throws -> Response {
+    public func encode(_ value: some Encodable, from request: Request, context: some RequestContext) throws -> Response
+    {
         .json(try APIJSON.line(value))
     }
 }
@@ -151,7 +154,8 @@ enum APIContentType: String {
         let header = request.headers[.contentType] ?? ""
         throw APIError(
             415, "unsupported_media_type",
-            "Content-Type '\(header.prefix(80))' is not accepted here; send \(accepted.map(\.rawValue).joined(separator: " or "))")
+            "Content-Type '\(header.prefix(80))' is not accepted here; send \(accepted.map(\.rawValue).joined(separator: " or "))"
+        )
     }
 }
 
@@ -176,7 +180,8 @@ struct BodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     func collect(_ request: Request) async throws -> ByteBuffer {
-        let tooLarge = APIError(413, "body_too_large", "request body exceeds the limit of \(bytes) bytes (max_request_bytes)")
+        let tooLarge = APIError(
+            413, "body_too_large", "request body exceeds the limit of \(bytes) bytes (max_request_bytes)")
         let limit = bytes
         do {
             return try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
@@ -189,7 +194,8 @@ struct BodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
                 guard let body = try await group.next()! else {
                     throw APIError(
                         408, "request_timeout",
-                        "the request body did not arrive within \(timeout.components.seconds) s (request_timeout_seconds)")
+                        "the request body did not arrive within \(timeout.components.seconds) s (request_timeout_seconds)"
+                    )
                 }
                 return body
             }

@@ -9,17 +9,26 @@ final class APIRoutes {
 
     init(router: Router<APIRequestContext>) { self.router = router }
 
-    func get(_ path: String, use handler: @escaping @Sendable (Request, APIRequestContext) async throws -> some ResponseGenerator) {
+    func get(
+        _ path: String,
+        use handler: @escaping @Sendable (Request, APIRequestContext) async throws -> some ResponseGenerator
+    ) {
         entries.append((path, .get))
         router.get(RouterPath(path), use: handler)
     }
 
-    func post(_ path: String, use handler: @escaping @Sendable (Request, APIRequestContext) async throws -> some ResponseGenerator) {
+    func post(
+        _ path: String,
+        use handler: @escaping @Sendable (Request, APIRequestContext) async throws -> some ResponseGenerator
+    ) {
         entries.append((path, .post))
         router.post(RouterPath(path), use: handler)
     }
 
-    func delete(_ path: String, use handler: @escaping @Sendable (Request, APIRequestContext) async throws -> some ResponseGenerator) {
+    func delete(
+        _ path: String,
+        use handler: @escaping @Sendable (Request, APIRequestContext) async throws -> some ResponseGenerator
+    ) {
         entries.append((path, .delete))
         router.delete(RouterPath(path), use: handler)
     }

@@ -22,13 +22,17 @@ struct ModelsController {
         guard RunManager.isValidID(version) else {
             throw APIError(422, "invalid_value", "version must be one of the model's version names", field: "version")
         }
-        do { try registry.promote(model: model, version: version) } catch let error as ModelRegistry.RegistryError { throw error.api }
+        do { try registry.promote(model: model, version: version) } catch let error as ModelRegistry.RegistryError {
+            throw error.api
+        }
         return ModelPointer(model: model, current: version)
     }
 
     @Sendable func rollback(_ request: Request, context: APIRequestContext) async throws -> ModelPointer {
         let model = try context.name("name")
-        do { return ModelPointer(model: model, current: try registry.rollback(model: model)) } catch let error as ModelRegistry.RegistryError { throw error.api }
+        do { return ModelPointer(model: model, current: try registry.rollback(model: model)) } catch let error
+            as ModelRegistry.RegistryError
+        { throw error.api }
     }
 }
 

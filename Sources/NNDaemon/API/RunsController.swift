@@ -48,7 +48,8 @@ struct RunsController {
                 throw APIError(
                     422, "invalid_request", "the request needs 'spec' (a JSON object) or 'spec_yaml' (YAML text)",
                     field: "spec")
-            default: throw APIError(422, "invalid_request", "give either 'spec' or 'spec_yaml', not both", field: "spec")
+            default:
+                throw APIError(422, "invalid_request", "give either 'spec' or 'spec_yaml', not both", field: "spec")
             }
             if let spec = create.spec, !spec.json.hasPrefix("{") {
                 throw APIError(422, "invalid_value", "spec must be a JSON object", field: "spec")
@@ -126,7 +127,8 @@ struct RunsController {
         let empty = try await request.body.collect(upTo: .max).readableBytes == 0
         let which =
             empty
-            ? EvaluationData.test : (try await request.decode(as: EvaluationRequest.self, context: context).data ?? .test)
+            ? EvaluationData.test
+            : (try await request.decode(as: EvaluationRequest.self, context: context).data ?? .test)
         let (record, checkpoint) = try await manager.latestCheckpoint(try context.runKey())
         let datasets = manager.datasets
         let dataDir = manager.config.dataDirectory

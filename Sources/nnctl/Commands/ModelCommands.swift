@@ -4,7 +4,8 @@ import NNAPI
 
 struct Retrain: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train a spec, then promote the model unless it is worse than the current one by more than the margin.",
+        abstract:
+            "Train a spec, then promote the model unless it is worse than the current one by more than the margin.",
         discussion: """
             The run is evaluated on the held-out test set next to the current model; either way \
             the new version is stored (see nnctl models). Exit 0 when the run completed (promoted \
@@ -24,7 +25,8 @@ struct Retrain: ParsableCommand {
     @Flag(help: "Start from the current model's weights.")
     var warmStart = false
 
-    @Option(name: .customLong("set"), help: ArgumentHelp("Override a spec field (repeatable).", valueName: "field=value"))
+    @Option(
+        name: .customLong("set"), help: ArgumentHelp("Override a spec field (repeatable).", valueName: "field=value"))
     var overrides: [String] = []
 
     @OptionGroup var follow: FollowOptions

@@ -16,7 +16,8 @@ struct Start: ParsableCommand {
     @Option(help: "Run name (default: the spec's name).")
     var name: String?
 
-    @Option(name: .customLong("set"), help: ArgumentHelp("Override a spec field (repeatable).", valueName: "field=value"))
+    @Option(
+        name: .customLong("set"), help: ArgumentHelp("Override a spec field (repeatable).", valueName: "field=value"))
     var overrides: [String] = []
 
     @Flag(help: "Follow the run until it ends; exit 0 only if it completed.")

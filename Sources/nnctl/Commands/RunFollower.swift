@@ -38,12 +38,15 @@ struct RunFollower {
                 let since = lostSince ?? Date()
                 if lostSince == nil {
                     FileHandle.standardError.write(
-                        Data("nnctl: lost the daemon (\(error)); reconnecting for up to \(Int(options.reconnectTimeout)) s\n".utf8))
+                        Data(
+                            "nnctl: lost the daemon (\(error)); reconnecting for up to \(Int(options.reconnectTimeout)) s\n"
+                                .utf8))
                 }
                 lostSince = since
                 guard Date().timeIntervalSince(since) < options.reconnectTimeout else {
                     throw UnixHTTPClient.ClientError.unreachable(
-                        connection.client.socketPath, "gave up after \(Int(options.reconnectTimeout)) s of reconnecting")
+                        connection.client.socketPath, "gave up after \(Int(options.reconnectTimeout)) s of reconnecting"
+                    )
                 }
             }
             Thread.sleep(forTimeInterval: backoff)
@@ -59,7 +62,8 @@ struct RunFollower {
             }
             return record
         default:
-            throw RunEnded(message: "run \(record.id) ended \(record.state.rawValue)" + (record.reason.map { ": \($0)" } ?? ""))
+            throw RunEnded(
+                message: "run \(record.id) ended \(record.state.rawValue)" + (record.reason.map { ": \($0)" } ?? ""))
         }
     }
 

@@ -4,27 +4,53 @@ import NNEngine
 import NNTraining
 
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Measure GEMM reference and training-step speed (use a release build).")
+    static let configuration = CommandConfiguration(
+        abstract: "Measure GEMM reference and training-step speed (use a release build).")
     @Option(help: "Workers for the all-worker measurement (default: online CPUs)") var workers: Int?
     @Option(help: "Mini-batch size") var batch: Int = 64
     @Option(help: "Measurement rounds; each quantity keeps its best round") var rounds: Int = 5
     @Flag(help: "One JSON object") var json = false
     func run() throws {
         let w = workers ?? NUMATopology.detect().cpus.count
-        guard w >= 1, batch >= 1, rounds >= 1 else { stderrLine("nnd: --workers, --batch and --rounds must be ≥ 1"); throw ExitCode(2) }
+        guard w >= 1, batch >= 1, rounds >= 1 else {
+            stderrLine("nnd: --workers, --batch and --rounds must be ≥ 1")
+            throw ExitCode(2)
+        }
         let r = Benchmark.run(workers: w, batch: batch, rounds: rounds) { if !json { stderrLine("nnd bench: \($0)") } }
-        if json { print(jsonLine(r)); return }
+        if json {
+            print(jsonLine(r))
+            return
+        }
         print("BLAS kernel:                 \(r.blasKernel); element-wise kernels \(r.vectorKernels)")
         print("best of \(r.rounds) rounds:")
-        print(String(format: "GEMM reference:              %.1f GFLOP/s (1 core), %.1f GFLOP/s (%d cores)", r.gemmGflopsOneCore, r.gemmGflopsAllCores, w))
-        print(String(format: "step, 1 worker, batch %d:    %.0f samples/s, %.1f GFLOP/s = %.0f%% of 1-core GEMM", batch, r.stepSamplesPerSecondOneWorker, r.stepGflopsOneWorker, r.ratioOneWorkerToGemm * 100))
-        print(String(format: "step, %d workers, batch %d:   %.0f samples/s, %.1f GFLOP/s = %.0f%% of %d-core GEMM", w, batch, r.stepSamplesPerSecondAllWorkers, r.stepGflopsAllWorkers, r.ratioAllWorkersToGemm * 100, w))
-        print(String(format: "speedup %d workers / 1:       %.2fx (the GEMM reference's own %d-core / 1-core: %.2fx)", w, r.speedup, w, r.gemmSpeedup))
+        print(
+            String(
+                format: "GEMM reference:              %.1f GFLOP/s (1 core), %.1f GFLOP/s (%d cores)",
+                r.gemmGflopsOneCore, r.gemmGflopsAllCores, w))
+        print(
+            String(
+                format: "step, 1 worker, batch %d:    %.0f samples/s, %.1f GFLOP/s = %.0f%% of 1-core GEMM", batch,
+                r.stepSamplesPerSecondOneWorker, r.stepGflopsOneWorker, r.ratioOneWorkerToGemm * 100))
+        print(
+            String(
+                format: "step, %d workers, batch %d:   %.0f samples/s, %.1f GFLOP/s = %.0f%% of %d-core GEMM", w, batch,
+                r.stepSamplesPerSecondAllWorkers, r.stepGflopsAllWorkers, r.ratioAllWorkersToGemm * 100, w))
+        print(
+            String(
+                format: "speedup %d workers / 1:       %.2fx (the GEMM reference's own %d-core / 1-core: %.2fx)", w,
+                r.speedup, w, r.gemmSpeedup))
         print(String(format: "MNIST epoch (60000 records): %.3f s", r.secondsPerMNISTEpoch))
-        print(String(format: "median of rounds:            %.0f%% of %d-core GEMM, speedup %.2fx", r.medianRatioAllWorkersToGemm * 100, w, r.medianSpeedup))
+        print(
+            String(
+                format: "median of rounds:            %.0f%% of %d-core GEMM, speedup %.2fx",
+                r.medianRatioAllWorkersToGemm * 100, w, r.medianSpeedup))
         let p = r.phasesOfBestRound
-        print(String(format: "%d-worker step (best round): %.0f µs; input gather %.0f µs, first layer %.0f µs; shards %@ µs; waiting for shards %.0f µs, gradient slices + update %.0f µs (all but shards summed over threads)",
-                     w, p.stepMicroseconds, p.inputGatherMicroseconds, p.firstLayerMicroseconds, p.shardMicroseconds.map { String(format: "%.0f", $0) }.joined(separator: " / "),
-                     p.barrierWaitMicroseconds, p.gradientMicroseconds))
+        print(
+            String(
+                format:
+                    "%d-worker step (best round): %.0f µs; input gather %.0f µs, first layer %.0f µs; shards %@ µs; waiting for shards %.0f µs, gradient slices + update %.0f µs (all but shards summed over threads)",
+                w, p.stepMicroseconds, p.inputGatherMicroseconds, p.firstLayerMicroseconds,
+                p.shardMicroseconds.map { String(format: "%.0f", $0) }.joined(separator: " / "),
+                p.barrierWaitMicroseconds, p.gradientMicroseconds))
     }
 }

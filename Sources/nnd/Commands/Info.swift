@@ -4,7 +4,8 @@ import NNEngine
 import NNNumerics
 
 struct Info: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show the BLAS kernel, NUMA topology and workers nnd would use.")
+    static let configuration = CommandConfiguration(
+        abstract: "Show the BLAS kernel, NUMA topology and workers nnd would use.")
     func run() throws {
         let topo = NUMATopology.detect()
         print("blas kernel: \(BLAS.kernelName)")

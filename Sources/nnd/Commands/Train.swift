@@ -12,26 +12,42 @@ struct Train: ParsableCommand {
     @Option(help: "Directory with the MNIST IDX files (default: found automatically)") var data: String?
     @Option(help: "Override training.epochs") var epochs: Int?
     @Option(help: "Worker threads (default: online CPUs)") var workers: Int?
-    @Option(name: .customLong("set"), help: "Override a spec field, e.g. --set training.batch_size=128") var overrides: [String] = []
+    @Option(name: .customLong("set"), help: "Override a spec field, e.g. --set training.batch_size=128") var overrides:
+        [String] = []
     @Flag(help: "One JSON object per line") var json = false
 
     func run() throws {
         var ov = overrides
         if let epochs { ov.append("training.epochs=\(epochs)") }
         let spec: RunSpec
-        do { spec = try RunSpec.load(path: self.spec, overrides: ov) } catch { stderrLine("nnd: \(error)"); throw ExitCode(2) }
+        do { spec = try RunSpec.load(path: self.spec, overrides: ov) } catch {
+            stderrLine("nnd: \(error)")
+            throw ExitCode(2)
+        }
         let nWorkers = workers ?? NUMATopology.detect().cpus.count
-        guard nWorkers >= 1 && nWorkers <= 1024 else { stderrLine("nnd: --workers \(nWorkers) must be between 1 and 1024"); throw ExitCode(2) }
+        guard nWorkers >= 1 && nWorkers <= 1024 else {
+            stderrLine("nnd: --workers \(nWorkers) must be between 1 and 1024")
+            throw ExitCode(2)
+        }
         let loaded: DataLoading.Loaded
-        do { loaded = try DataLoading.load(spec: spec, dataDirOverride: data) } catch { stderrLine("nnd: \(error)"); throw ExitCode(1) }
-        let trainer = try Trainer(spec: spec, train: loaded.train, test: loaded.test, workers: nWorkers, dataHash: loaded.contentHash)
+        do { loaded = try DataLoading.load(spec: spec, dataDirOverride: data) } catch {
+            stderrLine("nnd: \(error)")
+            throw ExitCode(1)
+        }
+        let trainer = try Trainer(
+            spec: spec, train: loaded.train, test: loaded.test, workers: nWorkers, dataHash: loaded.contentHash)
         if !json {
-            print("nnd: \(spec.name): \(spec.model.layers.map(String.init).joined(separator: "-")) \(spec.model.activation.rawValue), \(spec.training.mode.rawValue) batch \(trainer.stepSize), \(spec.training.optimizer.rawValue) lr \(spec.training.learningRate), \(spec.training.epochs) epochs")
-            print("nnd: \(loaded.train.count) train / \(loaded.test.count) test records, \(nWorkers) workers, BLAS kernel \(BLAS.kernelName), params \(trainer.engine.parameterPlacement), batch buffers \(trainer.engine.batchBufferPlacement)")
+            print(
+                "nnd: \(spec.name): \(spec.model.layers.map(String.init).joined(separator: "-")) \(spec.model.activation.rawValue), \(spec.training.mode.rawValue) batch \(trainer.stepSize), \(spec.training.optimizer.rawValue) lr \(spec.training.learningRate), \(spec.training.epochs) epochs"
+            )
+            print(
+                "nnd: \(loaded.train.count) train / \(loaded.test.count) test records, \(nWorkers) workers, BLAS kernel \(BLAS.kernelName), params \(trainer.engine.parameterPlacement), batch buffers \(trainer.engine.batchBufferPlacement)"
+            )
         }
         // Ctrl-C / SIGTERM: stop between steps, report, exit.
         let flag = ControlFlag()
-        signal(SIGINT, SIG_IGN); signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
         var sources: [DispatchSourceSignal] = []
         for sig in [SIGINT, SIGTERM] {
             let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
@@ -39,27 +55,50 @@ struct Train: ParsableCommand {
             s.resume()
             sources.append(s)
         }
-        let outcome = try trainer.run(control: flag, onEvent: { e in
-            guard e.kind == .epoch else { return }
-            if json {
-                print(jsonLine(e)); fflush(nil)
-            } else {
-                print(String(format: "epoch %3d/%d  cost %.6f  lr %.5g  %.2fs  %.0f samples/s  train %.2f%%%@",
-                             e.epoch, e.epochs, e.cost ?? .nan, Double(e.learningRate), e.seconds, e.samplesPerSecond, e.trainAccuracy ?? 0,
-                             e.testAccuracy.map { String(format: "  test %.2f%%", $0) } ?? ""))
-                fflush(nil)
-            }
-        })
+        let outcome = try trainer.run(
+            control: flag,
+            onEvent: { e in
+                guard e.kind == .epoch else { return }
+                if json {
+                    print(jsonLine(e))
+                    fflush(nil)
+                } else {
+                    print(
+                        String(
+                            format: "epoch %3d/%d  cost %.6f  lr %.5g  %.2fs  %.0f samples/s  train %.2f%%%@",
+                            e.epoch, e.epochs, e.cost ?? .nan, Double(e.learningRate), e.seconds, e.samplesPerSecond,
+                            e.trainAccuracy ?? 0,
+                            e.testAccuracy.map { String(format: "  test %.2f%%", $0) } ?? ""))
+                    fflush(nil)
+                }
+            })
         _ = sources
         if outcome != .completed { stderrLine("nnd: interrupted after \(trainer.state.history.count) epochs") }
-        let trainAcc = trainer.evaluate(loaded.train).accuracy, testAcc = trainer.evaluate(loaded.test).accuracy
+        let trainAcc = trainer.evaluate(loaded.train).accuracy
+        let testAcc = trainer.evaluate(loaded.test).accuracy
         let secs = trainer.state.history.map(\.seconds)
         let perEpoch = secs.isEmpty ? 0 : secs.reduce(0, +) / Double(secs.count)
-        struct Final: Encodable { var kind = "result"; var trainAccuracy: Double; var testAccuracy: Double; var secondsPerEpoch: Double; var epochs: Int; var workers: Int; var blasKernel: String; var completed: Bool }
-        let f = Final(trainAccuracy: trainAcc, testAccuracy: testAcc, secondsPerEpoch: perEpoch, epochs: trainer.state.history.count,
-                      workers: nWorkers, blasKernel: BLAS.kernelName, completed: outcome == .completed)
-        if json { print(jsonLine(f)) } else {
-            print(String(format: "train accuracy %.2f%%  test accuracy %.2f%%  (%.3f s/epoch over %d epochs)", trainAcc, testAcc, perEpoch, secs.count))
+        struct Final: Encodable {
+            var kind = "result"
+            var trainAccuracy: Double
+            var testAccuracy: Double
+            var secondsPerEpoch: Double
+            var epochs: Int
+            var workers: Int
+            var blasKernel: String
+            var completed: Bool
+        }
+        let f = Final(
+            trainAccuracy: trainAcc, testAccuracy: testAcc, secondsPerEpoch: perEpoch,
+            epochs: trainer.state.history.count,
+            workers: nWorkers, blasKernel: BLAS.kernelName, completed: outcome == .completed)
+        if json {
+            print(jsonLine(f))
+        } else {
+            print(
+                String(
+                    format: "train accuracy %.2f%%  test accuracy %.2f%%  (%.3f s/epoch over %d epochs)", trainAcc,
+                    testAcc, perEpoch, secs.count))
         }
         if outcome != .completed { throw ExitCode(130) }
     }
