@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // C libraries from Debian, wrapped as system-library targets.
@@ -39,13 +40,16 @@ let package = Package(
         // one JSON configuration; shared by the daemon, the training layer and nnctl. Foundation only.
         .target(name: "NNAPI"),
         // numerics: aligned buffers, BLAS with kernel selection, vector kernels, RNG, SHA-256.
-        .target(name: "NNNumerics", dependencies: ["CBLAS", "CKernels"], swiftSettings: optimised),
+        .target(
+            name: "NNNumerics",
+            dependencies: ["CBLAS", "CKernels", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: optimised),
         // data: IDX/CSV readers, dataset fetch and verification.
         .target(name: "NNData", dependencies: ["NNNumerics", "CZlib"], swiftSettings: optimised),
         // parallel engine: flat parameters, forward/backward, data-parallel step, NUMA placement, optimisers.
         .target(name: "NNEngine", dependencies: ["NNAPI", "NNNumerics", "NNData", "CNUMA"], swiftSettings: optimised),
         // checkpoints: safetensors + resume state, atomic writes, retention.
-        .target(name: "NNCheckpoint", dependencies: ["NNAPI", "NNEngine", "NNNumerics"]),
+        .target(name: "NNCheckpoint", dependencies: ["CZlib", "NNAPI", "NNEngine", "NNNumerics"]),
         // training: run specs (YAML), the epoch loop the daemon drives, evaluation, benchmark.
         .target(
             name: "NNTraining",

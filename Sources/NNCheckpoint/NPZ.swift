@@ -1,3 +1,4 @@
+import CZlib
 import Foundation
 
 /// Writes `.npz` files (a zip of `.npy` arrays, stored uncompressed) in the seed's layout so
@@ -68,15 +69,9 @@ public enum NPZ {
     }
 }
 
+/// The ZIP container's CRC-32, from the zlib nnd already links for gzip.
 enum CRC32 {
-    static let table: [UInt32] = (0..<256).map { i -> UInt32 in
-        var c = UInt32(i)
-        for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
-        return c
-    }
     static func checksum(_ data: [UInt8]) -> UInt32 {
-        var c: UInt32 = 0xFFFF_FFFF
-        for b in data { c = table[Int((c ^ UInt32(b)) & 0xff)] ^ (c >> 8) }
-        return c ^ 0xFFFF_FFFF
+        UInt32(data.withUnsafeBufferPointer { crc32(0, $0.baseAddress, uInt($0.count)) })
     }
 }

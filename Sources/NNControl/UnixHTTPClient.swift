@@ -1,7 +1,10 @@
 import Foundation
 
-/// A small blocking HTTP/1.1 client over a Unix domain socket — all `nnctl` needs, without
-/// pulling an HTTP client stack into the CLI. One request per connection (`Connection: close`).
+/// A small blocking HTTP/1.1 client over a Unix domain socket — all `nnctl` needs. Hand-written
+/// on purpose: AsyncHTTPClient (or URLSession's FoundationNetworking) would link SwiftNIO's event
+/// loops, TLS and libcurl into a CLI that makes one local request and exits; this keeps nnctl
+/// small and its start-up in milliseconds, which matters for `watch -n1 nnctl status` and shell
+/// completion. One request per connection (`Connection: close`).
 public struct UnixHTTPClient: Sendable {
     public let socketPath: String
     public var timeoutSeconds: Int

@@ -1,117 +1,37 @@
-/// SHA-256 (FIPS 180-4), used to pin dataset content and to checksum checkpoints.
-/// Written here rather than pulling in swift-crypto for one hash function.
-public struct SHA256: Sendable {
-    private var h: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32) =
-        (0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19)
-    private var pending: [UInt8] = []
-    private var length: UInt64 = 0
+import Crypto
 
-    private static let k: [UInt32] = [
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-    ]
+/// SHA-256, which pins the dataset's content and checksums every checkpoint: swift-crypto's
+/// (BoringSSL, with the CPU's SHA extensions). It replaced a hand-written Swift version that
+/// hashed the 47 MB MNIST training images 6-10× slower (docs/performance.md); every run start
+/// and every resume hashes the data, so that time was the user's.
+public struct SHA256 {
+    private var hasher = Crypto.SHA256()
 
     public init() {}
 
     public static func hex(_ bytes: UnsafeRawBufferPointer) -> String {
-        var s = SHA256()
-        s.update(bytes)
-        return s.finalizeHex()
+        var sha = SHA256()
+        sha.update(bytes)
+        return sha.finalizeHex()
     }
 
     public static func hex<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
-        let a = Array(bytes)
-        return a.withUnsafeBytes { hex($0) }
+        Array(bytes).withUnsafeBytes { hex($0) }
     }
 
     public mutating func update(_ data: UnsafeRawBufferPointer) {
-        length &+= UInt64(data.count)
-        var i = 0
-        if !pending.isEmpty {
-            while i < data.count && pending.count < 64 {
-                pending.append(data[i])
-                i += 1
-            }
-            if pending.count == 64 {
-                pending.withUnsafeBytes { compress($0.baseAddress!) }
-                pending.removeAll(keepingCapacity: true)
-            }
-        }
-        while i + 64 <= data.count {
-            compress(data.baseAddress! + i)
-            i += 64
-        }
-        while i < data.count {
-            pending.append(data[i])
-            i += 1
-        }
+        hasher.update(bufferPointer: data)
     }
 
+    /// The digest as 64 lower-case hex digits.
     public mutating func finalizeHex() -> String {
-        let bitLength = length &* 8
-        var tail = pending
-        tail.append(0x80)
-        while tail.count % 64 != 56 { tail.append(0) }
-        for s in stride(from: 56, through: 0, by: -8) { tail.append(UInt8(truncatingIfNeeded: bitLength >> UInt64(s))) }
-        tail.withUnsafeBytes { buf in
-            var off = 0
-            while off < buf.count {
-                compress(buf.baseAddress! + off)
-                off += 64
-            }
+        let digits = Array("0123456789abcdef".utf8)
+        var text: [UInt8] = []
+        text.reserveCapacity(64)
+        for byte in hasher.finalize() {
+            text.append(digits[Int(byte >> 4)])
+            text.append(digits[Int(byte & 0x0f)])
         }
-        let words = [h.0, h.1, h.2, h.3, h.4, h.5, h.6, h.7]
-        let digits = Array("0123456789abcdef")
-        var out = ""
-        for w in words {
-            for s in stride(from: 28, through: 0, by: -4) { out.append(digits[Int((w >> UInt32(s)) & 0xf)]) }
-        }
-        return out
-    }
-
-    @inline(__always) private static func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
-
-    private mutating func compress(_ p: UnsafeRawPointer) {
-        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { w in compress(p, w) }
-    }
-
-    private mutating func compress(_ p: UnsafeRawPointer, _ w: UnsafeMutableBufferPointer<UInt32>) {
-        for t in 0..<16 {
-            let b = p + t * 4
-            w[t] =
-                UInt32(b.load(fromByteOffset: 0, as: UInt8.self)) << 24 | UInt32(
-                    b.load(fromByteOffset: 1, as: UInt8.self)) << 16
-                | UInt32(b.load(fromByteOffset: 2, as: UInt8.self)) << 8
-                | UInt32(b.load(fromByteOffset: 3, as: UInt8.self))
-        }
-        for t in 16..<64 {
-            let s0 = Self.rotr(w[t - 15], 7) ^ Self.rotr(w[t - 15], 18) ^ (w[t - 15] >> 3)
-            let s1 = Self.rotr(w[t - 2], 17) ^ Self.rotr(w[t - 2], 19) ^ (w[t - 2] >> 10)
-            w[t] = w[t - 16] &+ s0 &+ w[t - 7] &+ s1
-        }
-        var (a, b, c, d, e, f, g, hh) = h
-        for t in 0..<64 {
-            let S1 = Self.rotr(e, 6) ^ Self.rotr(e, 11) ^ Self.rotr(e, 25)
-            let ch = (e & f) ^ (~e & g)
-            let t1 = hh &+ S1 &+ ch &+ Self.k[t] &+ w[t]
-            let S0 = Self.rotr(a, 2) ^ Self.rotr(a, 13) ^ Self.rotr(a, 22)
-            let maj = (a & b) ^ (a & c) ^ (b & c)
-            let t2 = S0 &+ maj
-            hh = g
-            g = f
-            f = e
-            e = d &+ t1
-            d = c
-            c = b
-            b = a
-            a = t1 &+ t2
-        }
-        h = (h.0 &+ a, h.1 &+ b, h.2 &+ c, h.3 &+ d, h.4 &+ e, h.5 &+ f, h.6 &+ g, h.7 &+ hh)
+        return String(decoding: text, as: UTF8.self)
     }
 }
