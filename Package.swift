@@ -61,7 +61,7 @@ let package = Package(
         .target(
             name: "NNDaemon",
             dependencies: [
-                "NNAPI", "NNTraining",
+                "NNAPI", "NNControl", "NNTraining",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

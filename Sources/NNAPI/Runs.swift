@@ -36,6 +36,11 @@ public struct RunRecord: Codable, Sendable {
     public var dataFiles: [String: String]?
     /// For retraining runs: what happened to the model at the end.
     public var promotion: PromotionOutcome?
+    /// Estimated peak memory of the run, bytes (what admission compared with the budget).
+    public var memoryEstimateBytes: Int?
+    /// Times the daemon started this run since its last checkpoint (kept durably): a daemon
+    /// that dies this often while the run trains stops resuming it (`quarantine_after_crashes`).
+    public var startsSinceCheckpoint: Int?
 
     /// A new queued run.
     public init(id: String, spec: RunSpec, workers: Int, createdAt: Date = Date()) {

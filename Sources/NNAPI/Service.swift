@@ -7,12 +7,23 @@ public struct Health: Codable, Sendable {
     public var uptimeSeconds: Double
     /// Runs by state (`RunState` raw values).
     public var runs: [String: Int]
+    /// Bytes under the state directory (runs, checkpoints, models).
+    public var stateDirectoryBytes: Int
+    /// Memory the runs may hold together, and what the running ones hold (estimates).
+    public var memoryBudgetBytes: Int
+    public var memoryHeldBytes: Int
 
-    public init(status: String = "ok", version: String, uptimeSeconds: Double, runs: [String: Int]) {
+    public init(
+        status: String = "ok", version: String, uptimeSeconds: Double, runs: [String: Int], stateDirectoryBytes: Int,
+        memoryBudgetBytes: Int, memoryHeldBytes: Int
+    ) {
         self.status = status
         self.version = version
         self.uptimeSeconds = uptimeSeconds
         self.runs = runs
+        self.stateDirectoryBytes = stateDirectoryBytes
+        self.memoryBudgetBytes = memoryBudgetBytes
+        self.memoryHeldBytes = memoryHeldBytes
     }
 }
 

@@ -100,6 +100,29 @@ public struct ModelRegistry: Sendable {
         return s.last!
     }
 
+    /// Removes all but the newest `keep` versions of `model` (by creation time), never the
+    /// current one nor the one `rollback` would return to; removed versions also leave the
+    /// promotion stack, so a later rollback never points at a missing version. Returns the
+    /// removed versions.
+    @discardableResult
+    public func prune(model: String, keep: Int) throws -> [String] {
+        guard keep > 0, let info = list().first(where: { $0.name == model }) else { return [] }
+        let history = stack(model)
+        var protected = Set(history.suffix(2))
+        if let current = info.current { protected.insert(current) }
+        let newestFirst = info.versions.sorted { $0.createdAt > $1.createdAt }.map(\.version)
+        let removed = newestFirst.dropFirst(keep).filter { !protected.contains($0) }
+        guard !removed.isEmpty else { return [] }
+        do {
+            let remaining = history.filter { !removed.contains($0) }
+            if remaining != history {
+                try CheckpointStore.atomicWrite([UInt8](JSONEncoder().encode(remaining)), to: "\(dir(model))/promotions.json")
+            }
+            for version in removed { try FileManager.default.removeItem(atPath: "\(dir(model))/\(version)") }
+        } catch { throw RegistryError.io("cannot remove old versions of model \(model): \(error)") }
+        return Array(removed)
+    }
+
     func point(model: String, to version: String, stack: [String]) throws {
         let d = dir(model)
         do {

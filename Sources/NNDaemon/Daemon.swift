@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NNAPI
+import NNControl
 import ServiceLifecycle
 
 /// `nnd serve`: the long-running process. Wires the `RunManager`, the control API on the
@@ -12,6 +13,12 @@ public enum Daemon {
     public static let version = NNDVersion.current
 
     public struct StartupError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// The socket's directory could let another user take the socket over (exit 2: a setting
+    /// or environment to fix, not a failure of the daemon).
+    public struct UnsafeSocketDirectory: Error, CustomStringConvertible {
         public var description: String
     }
 
@@ -44,7 +51,7 @@ public enum Daemon {
         try prepareDirectory(config.stateDirectory, mode: 0o750)
         try prepareDirectory("\(config.stateDirectory)/runs", mode: 0o750)
         let socketDir = (config.socketPath as NSString).deletingLastPathComponent
-        try prepareDirectory(socketDir, mode: 0o750)
+        try prepareSocketDirectory(socketDir, groupAccess: config.socketGroup != nil)
         try removeStaleSocket(config.socketPath)
 
         let notifier = SystemdNotifier()
@@ -62,8 +69,10 @@ public enum Daemon {
             server: .http1(configuration: .init(idleTimeout: .seconds(Int64(config.requestTimeoutSeconds)))),
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "nnd/\(version)"),
             onServerRunning: { _ in
-                chmod(socketPath, mode_t(mode))
-                if let socketGroup, let gr = getgrnam(socketGroup) { chown(socketPath, getuid(), gr.pointee.gr_gid) }
+                if chmod(socketPath, mode_t(mode)) != 0 {
+                    logger.error("cannot set the socket's mode", metadata: ["socket": "\(socketPath)", "error": "\(errnoText())"])
+                }
+                if let socketGroup { setGroup(of: socketPath, to: socketGroup, logger: logger) }
                 logger.info(
                     "serving",
                     metadata: [
@@ -76,9 +85,17 @@ public enum Daemon {
         )
         // The event loops do the control plane's socket I/O and HTTP parsing and — after
         // `prepareProcess` — run its async code: lower their priority (see `ThreadPriority`).
-        let nice = Int32(config.controlNice)
+        var nice = Int32(config.controlNice)
+        if nice > 0 && !ThreadPriority.canReturnToNormalPriority() {
+            // Threads that Dispatch starts from a lowered thread would keep its nice value and
+            // later train at it (and libdispatch logs errno=13 trying to undo it).
+            logger.notice(
+                "control_nice not applied: lowering is one-way without root or RLIMIT_NICE (LimitNICE=+0 in the unit)",
+                metadata: ["control_nice": "\(nice)"])
+            nice = 0
+        }
         for loop in app.eventLoopGroup.makeIterator() {
-            loop.execute { ThreadPriority.lowerCurrentThread(toNice: nice) }
+            loop.execute { [nice] in ThreadPriority.lowerCurrentThread(toNice: nice) }
         }
         if !asyncOnEventLoops {
             logger.warning(
@@ -102,6 +119,23 @@ public enum Daemon {
         logger.info("stopped")
     }
 
+    /// Gives the socket to `group` (its members may connect). Nothing to do when it already
+    /// has it — under systemd the daemon's own group, where a chown could only fail (EPERM with
+    /// PrivateUsers=); a failure is logged with its reason, never ignored.
+    static func setGroup(of path: String, to group: String, logger: Logger) {
+        guard let entry = getgrnam(group) else {
+            logger.error("socket_group does not exist", metadata: ["socket_group": "\(group)"])
+            return
+        }
+        var info = stat()
+        if stat(path, &info) == 0, info.st_gid == entry.pointee.gr_gid { return }
+        if chown(path, getuid(), entry.pointee.gr_gid) != 0 {
+            logger.error(
+                "cannot give the socket to its group",
+                metadata: ["socket": "\(path)", "socket_group": "\(group)", "error": "\(errnoText())"])
+        }
+    }
+
     static func prepareDirectory(_ path: String, mode: mode_t) throws {
         var isDir: ObjCBool = false
         if !FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
@@ -113,6 +147,17 @@ public enum Daemon {
             }
         } else if !isDir.boolValue {
             throw StartupError(description: "\(path) exists and is not a directory")
+        }
+    }
+
+    /// The socket's directory, created 0700 (0750 when a `socket_group` may connect), and
+    /// refused when another user owns it or others may write to it: whoever can write there can
+    /// replace the socket with their own and read every nnctl request (`/tmp/nnd-$UID` is a
+    /// predictable name anyone can create first). Like tmux and ssh-agent.
+    static func prepareSocketDirectory(_ path: String, groupAccess: Bool) throws {
+        try prepareDirectory(path, mode: groupAccess ? 0o750 : 0o700)
+        if let problem = SocketDirectory.problem(path, owner: geteuid()) {
+            throw UnsafeSocketDirectory(description: problem)
         }
     }
 
@@ -145,15 +190,32 @@ struct ManagerService: Service {
     let notifier: SystemdNotifier?
     let logger: Logger
 
+    /// How often retention runs after the one at start.
+    static let retentionInterval: Duration = .seconds(3600)
+
     func run() async throws {
+        await manager.applyRetention()
         await withGracefulShutdownHandler {
-            if let interval = notifier?.watchdogInterval {
-                while !Task.isShuttingDownGracefully && !Task.isCancelled {
-                    notifier?.watchdog()
-                    try? await Task.sleep(for: interval)
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    // Every sleep ends when shutdown begins: `systemctl stop` must not wait for
+                    // the next tick (half of WatchdogSec) before runs are checkpointed.
+                    while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                        try? await cancelWhenGracefulShutdown { try await Task.sleep(for: Self.retentionInterval) }
+                        guard !Task.isShuttingDownGracefully else { break }
+                        await manager.applyRetention()
+                    }
                 }
-            } else {
-                try? await gracefulShutdown()
+                group.addTask {
+                    if let interval = notifier?.watchdogInterval {
+                        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                            notifier?.watchdog()
+                            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+                        }
+                    } else {
+                        try? await gracefulShutdown()
+                    }
+                }
             }
         } onGracefulShutdown: {
             notifier?.stopping()
@@ -161,4 +223,10 @@ struct ManagerService: Service {
         logger.info("shutting down: checkpointing running runs")
         await manager.shutdown()
     }
+}
+
+/// The current `errno` as text, e.g. "Operation not permitted (errno 1)".
+func errnoText() -> String {
+    let code = errno
+    return "\(String(cString: strerror(code))) (errno \(code))"
 }

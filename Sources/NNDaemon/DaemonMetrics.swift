@@ -56,30 +56,115 @@ public final class DaemonMetrics: Sendable {
         checkpointsWritten.increment()
     }
 
-    /// The exposition text: registry metrics refreshed from `runs`, then the step histograms.
-    func render(runs: [RunRecord], counts: [RunState: Int], latest: (String) -> TrainingEvent?) -> String {
-        uptime.set(to: Date().timeIntervalSince(startedAt))
-        for state in [RunState.queued, .running, .paused, .completed, .stopped, .failed] {
-            registry.makeGauge(descriptor: Self.name("nnd_runs", "Runs by state"), labels: [("state", state.rawValue)])
-                .set(to: Double(counts[state] ?? 0))
+    /// Counts a failed run by the kind of its reason (`nnd_runs_failed_total{reason}`).
+    func runFailed(reason: String) {
+        registry.makeCounter(
+            descriptor: Self.name("nnd_runs_failed_total", "Runs that failed, by kind of reason, since the daemon started"),
+            labels: [("reason", Self.failureKind(reason))]
+        ).increment()
+    }
+
+    /// The label of a failure reason: few fixed values, so alerts can name them.
+    static func failureKind(_ reason: String) -> String {
+        let text = reason.lowercased()
+        if text.contains("daemon exited") { return "quarantined" }
+        if text.contains("memory") { return "memory" }
+        if text.contains("diverged") || text.contains("not finite") || text.contains("nan") { return "diverged" }
+        if text.contains("no space") || text.contains("storage") || text.contains("cannot write") { return "storage" }
+        if text.contains("data") || text.contains("idx") || text.contains("csv") || text.contains("no such file") {
+            return "data"
         }
+        return "other"
+    }
+
+    /// Counts a promotion gate's decision (`nnd_model_promotions_total{model,decision}`).
+    func promotionDecided(_ outcome: PromotionOutcome) {
+        registry.makeCounter(
+            descriptor: Self.name(
+                "nnd_model_promotions_total", "Promotion gate decisions since the daemon started: promoted or kept"),
+            labels: [("model", outcome.model), ("decision", outcome.promoted ? "promoted" : "kept")]
+        ).increment()
+    }
+
+    /// What the scrape shows of the daemon's state beyond its counters.
+    struct Snapshot {
+        var runs: [RunRecord]
+        var counts: [RunState: Int]
+        var models: [ModelInfo]
+        var stateDirectoryBytes: Int
+        var memoryBudget: Int
+        var memoryHeld: Int
+    }
+
+    /// How long a finished run's series stay in /metrics (so the last value is scraped, then the
+    /// series end: per-run series stay bounded however many runs the state directory keeps).
+    static let finishedRunSeriesSeconds: Double = 3600
+
+    /// The exposition text: registry metrics refreshed, then series computed from the state.
+    func render(_ snapshot: Snapshot, now: Date = Date(), latest: (String) -> TrainingEvent?) -> String {
+        uptime.set(to: now.timeIntervalSince(startedAt))
+        for state in RunState.allCases {
+            registry.makeGauge(descriptor: Self.name("nnd_runs", "Runs by state"), labels: [("state", state.rawValue)])
+                .set(to: Double(snapshot.counts[state] ?? 0))
+        }
+        var out = Exposition()
+        out.gauge("nnd_state_directory_bytes", "Bytes under the state directory", [], Double(snapshot.stateDirectoryBytes))
+        out.gauge("nnd_memory_budget_bytes", "Memory the runs may hold together (memory_budget)", [], Double(snapshot.memoryBudget))
+        out.gauge("nnd_memory_held_bytes", "Estimated memory held by running runs", [], Double(snapshot.memoryHeld))
+
+        for model in snapshot.models {
+            guard let current = model.versions.first(where: { $0.version == model.current }) else { continue }
+            let labels = [("model", model.name), ("version", current.version)]
+            out.gauge(
+                "nnd_model_current_test_accuracy_percent", "Test accuracy of the model's current version", labels,
+                current.testAccuracy)
+            out.gauge(
+                "nnd_model_current_created_timestamp_seconds", "When the model's current version was stored", labels,
+                current.createdAt.timeIntervalSince1970)
+        }
+        // The newest retraining run of each model: when it finished, and whether it completed.
+        var lastRetrain: [String: RunRecord] = [:]
+        var lastSuccess: [String: Date] = [:]
+        for run in snapshot.runs {
+            guard let model = run.spec.promotion?.model, run.state.isSettled, run.state != .paused,
+                let finished = run.finishedAt
+            else { continue }
+            if (lastRetrain[model]?.finishedAt ?? .distantPast) < finished { lastRetrain[model] = run }
+            if run.state == .completed, (lastSuccess[model] ?? .distantPast) < finished { lastSuccess[model] = finished }
+        }
+        for (model, run) in lastRetrain.sorted(by: { $0.key < $1.key }) {
+            out.gauge(
+                "nnd_retrain_last_finished_timestamp_seconds", "When the model's newest retraining run ended",
+                [("model", model)], run.finishedAt!.timeIntervalSince1970)
+            out.gauge(
+                "nnd_retrain_last_success", "1 if the model's newest retraining run completed, 0 if it failed or stopped",
+                [("model", model)], run.state == .completed ? 1 : 0)
+        }
+        for (model, date) in lastSuccess.sorted(by: { $0.key < $1.key }) {
+            out.gauge(
+                "nnd_retrain_last_success_timestamp_seconds", "When a retraining run of the model last completed",
+                [("model", model)], date.timeIntervalSince1970)
+        }
+
         var histograms = ""
-        for r in runs {
+        for r in snapshot.runs {
+            if r.state.isSettled, r.state != .paused,
+                now.timeIntervalSince(r.finishedAt ?? r.createdAt) > Self.finishedRunSeriesSeconds
+            {
+                continue
+            }
             let labels = [("run", r.id), ("name", r.name)]
             let e = latest(r.id) ?? r.progress
-            func gauge(_ name: String, _ help: String, _ v: Double?) {
-                guard let v, v.isFinite else { return }
-                registry.makeGauge(descriptor: Self.name(name, help), labels: labels).set(to: v)
-            }
-            gauge("nnd_run_epoch", "Current epoch of the run (1-based)", e.map { Double($0.epoch) })
-            gauge("nnd_run_step", "Steps done in the current epoch", e.map { Double($0.step) })
-            gauge("nnd_run_cost", "Cost of the last completed epoch", r.history.last?.cost ?? e?.cost)
-            gauge("nnd_run_learning_rate", "Current learning rate", e.map { Double($0.learningRate) })
-            gauge("nnd_run_samples_per_second", "Training throughput of the current epoch", e?.samplesPerSecond)
-            gauge(
-                "nnd_run_test_accuracy_percent", "Test accuracy of the last evaluation",
+            out.gauge("nnd_run_epoch", "Current epoch of the run (1-based)", labels, e.map { Double($0.epoch) })
+            out.gauge("nnd_run_step", "Steps done in the current epoch", labels, e.map { Double($0.step) })
+            out.gauge("nnd_run_cost", "Cost of the last completed epoch", labels, r.history.last?.cost ?? e?.cost)
+            out.gauge("nnd_run_learning_rate", "Current learning rate", labels, e.map { Double($0.learningRate) })
+            out.gauge(
+                "nnd_run_samples_per_second", "Training throughput of the current epoch", labels, e?.samplesPerSecond)
+            out.gauge(
+                "nnd_run_test_accuracy_percent", "Test accuracy of the last evaluation", labels,
                 r.testAccuracy ?? r.history.last?.testAccuracy)
-            gauge("nnd_run_running", "1 while the run trains", r.state == .running ? 1 : 0)
+            out.gauge("nnd_run_running", "1 while the run trains", labels, r.state == .running ? 1 : 0)
             if let b = e?.stepDurationBuckets, let sum = e?.stepDurationSum, b.count == StepDurations.bounds.count + 1 {
                 let l = "run=\"\(escape(r.id))\",name=\"\(escape(r.name))\""
                 for (i, bound) in StepDurations.bounds.enumerated() {
@@ -90,10 +175,11 @@ public final class DaemonMetrics: Sendable {
                     "nnd_step_duration_seconds_sum{\(l)} \(sum)\nnnd_step_duration_seconds_count{\(l)} \(b.last!)\n"
             }
         }
-        var text = registry.emitToString()
+        var text = registry.emitToString() + out.text
         if !histograms.isEmpty {
             text +=
-                "# HELP nnd_step_duration_seconds Duration of one training step (forward, backward, reduction, update; steps run in one engine call count with its mean)\n"
+                "# HELP nnd_step_duration_seconds Duration of one training step (forward, backward, reduction, update; "
+                + "steps run in one engine call count with its mean)\n"
             text += "# TYPE nnd_step_duration_seconds histogram\n" + histograms
         }
         return text
@@ -114,5 +200,33 @@ extension MetricsSystem {
                 done = true
             }
         }
+    }
+}
+
+/// Gauges written as exposition text, each metric's HELP and TYPE once before its samples.
+struct Exposition {
+    private var samples: [String: [String]] = [:]
+    private var help: [String: String] = [:]
+    private var order: [String] = []
+
+    mutating func gauge(_ name: String, _ helpText: String, _ labels: [(String, String)], _ value: Double?) {
+        guard let value, value.isFinite else { return }
+        if help[name] == nil {
+            help[name] = helpText
+            order.append(name)
+        }
+        let rendered = labels.map { "\($0.0)=\"\(Self.escape($0.1))\"" }.joined(separator: ",")
+        samples[name, default: []].append(labels.isEmpty ? "\(name) \(value)" : "\(name){\(rendered)} \(value)")
+    }
+
+    var text: String {
+        order.map { name in
+            "# HELP \(name) \(help[name]!)\n# TYPE \(name) gauge\n" + samples[name]!.joined(separator: "\n") + "\n"
+        }.joined()
+    }
+
+    static func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
     }
 }

@@ -19,6 +19,19 @@ public struct DaemonConfig: Sendable, Equatable {
     public var metricsListen: String?
     public var requestTimeoutSeconds: Int
     public var controlNice: Int
+    /// Memory the daemon's runs may hold together; nil = what the machine (or the cgroup) can
+    /// give when the daemon starts. `memoryBudgetFraction` instead takes a share of that.
+    public var memoryBudget: Int?
+    public var memoryBudgetFraction: Double?
+    /// Daemon deaths in a row, while a run trains without writing a checkpoint, after which the
+    /// run is no longer resumed.
+    public var quarantineAfterCrashes: Int
+    /// Retention: finished runs older than this many days are removed (0 = no age limit) …
+    public var keepFinishedRunsDays: Int
+    /// … and of the rest only the newest this many are kept (0 = no count limit).
+    public var keepFinishedRuns: Int
+    /// Model versions kept per model besides the current one and the one rollback returns to.
+    public var keepModelVersions: Int
 
     /// Defaults for an unprivileged user: `$XDG_RUNTIME_DIR/nnd/nnd.sock` (or
     /// `/tmp/nnd-$UID/nnd.sock`) and `$XDG_STATE_HOME/nnd` (or `~/.local/state/nnd`).
@@ -32,7 +45,9 @@ public struct DaemonConfig: Sendable, Equatable {
         return DaemonConfig(
             socketPath: "\(runtime)/nnd.sock", socketMode: 0o660, socketGroup: nil, stateDirectory: state,
             workers: ProcessInfo.processInfo.activeProcessorCount, maxConcurrentRuns: 1, maxRequestBytes: 1 << 20,
-            logLevel: "info", dataDirectory: nil, metricsListen: nil, requestTimeoutSeconds: 30, controlNice: 10)
+            logLevel: "info", dataDirectory: nil, metricsListen: nil, requestTimeoutSeconds: 30, controlNice: 10,
+            memoryBudget: nil, memoryBudgetFraction: nil, quarantineAfterCrashes: 2, keepFinishedRunsDays: 30,
+            keepFinishedRuns: 0, keepModelVersions: 10)
     }
 
     /// A bad setting, naming where it came from (file, variable or flag), the setting and the value.
@@ -240,7 +255,79 @@ public struct DaemonSetting: Sendable {
             else { throw Problem(message: "must be host:port, e.g. 127.0.0.1:9464") }
             config.metricsListen = value
         },
+        DaemonSetting(
+            key: "memory_budget", summary: "Memory the daemon's runs may hold together: bytes (8GiB, 512MiB) or a share (75%).",
+            details: [
+                "A run whose estimated peak (parameters, gradients, optimiser state, batch buffers, data set)",
+                "does not fit is refused when created (422 insufficient_memory) and waits while running runs",
+                "hold the rest. auto: the smaller of the cgroup's memory.max (MemoryMax= in the unit) and",
+                "MemAvailable when the daemon starts.",
+            ],
+            serviceValue: "auto", defaultValue: "auto"
+        ) { value, config throws(Problem) in
+            let text = value.trimmingCharacters(in: .whitespaces)
+            if text == "auto" || text.isEmpty {
+                config.memoryBudget = nil
+                config.memoryBudgetFraction = nil
+            } else if text.hasSuffix("%"), let percent = Double(text.dropLast()), percent > 0, percent <= 100 {
+                config.memoryBudget = nil
+                config.memoryBudgetFraction = percent / 100
+            } else if let bytes = byteCount(text), bytes >= 1 << 20 {
+                config.memoryBudget = bytes
+                config.memoryBudgetFraction = nil
+            } else {
+                throw Problem(message: "must be auto, a size such as 8GiB or 512MiB (at least 1MiB), or a share such as 75%")
+            }
+        },
+        DaemonSetting(
+            key: "quarantine_after_crashes",
+            summary: "Daemon deaths in a row, while a run trains without a new checkpoint, before it is not resumed.",
+            details: [
+                "A run that kills the daemon (out of memory, a crash) would otherwise be resumed first on every",
+                "restart and kill it again. Such a run is marked failed with the reason; nnctl resume retries it.",
+            ],
+            serviceValue: "2", defaultValue: "2"
+        ) { value, config throws(Problem) in
+            config.quarantineAfterCrashes = try integer(value, 1, 100)
+        },
+        DaemonSetting(
+            key: "keep_finished_runs_days",
+            summary: "Finished runs (completed, stopped, failed) older than this many days are removed; 0 keeps them.",
+            details: ["Applied at start and hourly, logged; removing a run removes its checkpoints and metrics."],
+            serviceValue: "30", defaultValue: "30"
+        ) { value, config throws(Problem) in
+            config.keepFinishedRunsDays = try integer(value, 0, 36500)
+        },
+        DaemonSetting(
+            key: "keep_finished_runs", summary: "Of the finished runs, only the newest this many are kept; 0 keeps all.",
+            details: [], serviceValue: "0", defaultValue: "0"
+        ) { value, config throws(Problem) in
+            config.keepFinishedRuns = try integer(value, 0, 1_000_000)
+        },
+        DaemonSetting(
+            key: "keep_model_versions",
+            summary: "Versions kept per model, newest first; 0 keeps all.",
+            details: ["The current version and the one rollback would return to are never removed."],
+            serviceValue: "10", defaultValue: "10"
+        ) { value, config throws(Problem) in
+            config.keepModelVersions = try integer(value, 0, 100_000)
+        },
     ]
+
+    /// `8GiB`, `512MiB`, `2G`, `1048576`: bytes, or nil.
+    static func byteCount(_ text: String) -> Int? {
+        let units: [(String, Int)] = [
+            ("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("TiB", 1 << 40), ("K", 1 << 10), ("M", 1 << 20),
+            ("G", 1 << 30), ("T", 1 << 40), ("B", 1),
+        ]
+        for (suffix, scale) in units where text.hasSuffix(suffix) {
+            guard let number = Double(text.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)),
+                number >= 0, number * Double(scale) < 9e18
+            else { return nil }
+            return Int(number * Double(scale))
+        }
+        return Int(text)
+    }
 
     static func integer(_ value: String, _ low: Int, _ high: Int) throws(Problem) -> Int {
         guard let number = Int(value), number >= low, number <= high else {

@@ -24,6 +24,11 @@ public final class EventHub: Sendable {
         _ = subscribers.withLock { $0.byRun[run]?.removeValue(forKey: id) }
     }
 
+    /// Drops what the hub keeps of a removed run.
+    public func forget(run: String) {
+        _ = latest.withLock { $0.removeValue(forKey: run) }
+    }
+
     public func publish(run: String, event: TrainingEvent) {
         latest.withLock { $0[run] = event }
         let line = StreamLine(type: .progress, run: run, event: event)

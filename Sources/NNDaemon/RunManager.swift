@@ -29,11 +29,16 @@ public actor RunManager {
     public let startedAt = Date()
 
     public let metrics: DaemonMetrics
+    /// What the runs may hold together (`memory_budget`; by default the smaller of the cgroup's
+    /// memory.max and MemAvailable when the daemon started).
+    public let memoryBudget: Int
 
     public init(
         config: DaemonConfig, logger: Logger, notifier: SystemdNotifier? = nil, version: String = Daemon.version
     ) {
         self.metrics = DaemonMetrics(workers: config.workers, version: version)
+        let usable = MemoryLimits.usable() ?? Int.max / 2
+        self.memoryBudget = config.memoryBudget ?? Int(Double(usable) * (config.memoryBudgetFraction ?? 1))
         self.config = config
         self.logger = logger
         self.notifier = notifier
@@ -54,7 +59,10 @@ public actor RunManager {
             guard let data = FileManager.default.contents(atPath: path) else { continue }
             do {
                 var r = try Self.storeDecoder.decode(RunRecord.self, from: data)
-                if r.state == .running || r.resumeOnStart || r.state == .queued {
+                let crashes = r.startsSinceCheckpoint ?? 0
+                if r.state == .running && !r.resumeOnStart && crashes >= config.quarantineAfterCrashes {
+                    quarantine(&r, crashes: crashes)
+                } else if r.state == .running || r.resumeOnStart || r.state == .queued {
                     if r.state == .running && !r.resumeOnStart {
                         r.notes.append(
                             "\(Self.timestamp()): daemon restarted after an unclean exit; resuming from the last good checkpoint"
@@ -73,12 +81,38 @@ public actor RunManager {
         schedule()
     }
 
+    /// A run during which the daemon died `crashes` times in a row without a new checkpoint:
+    /// resuming it again would likely take the daemon (and every other run) down again.
+    func quarantine(_ r: inout RunRecord, crashes: Int) {
+        r.state = .failed
+        r.finishedAt = Date()
+        r.resumeOnStart = false
+        r.reason =
+            "the daemon exited \(crashes) times while this run trained, without a new checkpoint; "
+            + "not resumed — nnctl resume to try again"
+        r.notes.append("\(Self.timestamp()): \(r.reason!)")
+        persist(r)
+        metrics.runFailed(reason: r.reason!)
+        logger.error("run quarantined", metadata: ["run": "\(r.id)", "reason": "\(r.reason!)"])
+    }
+
     // MARK: - API operations
 
-    public func create(spec: RunSpec) throws(APIError) -> RunRecord {
+    /// A new queued run; refused when its estimated peak memory exceeds the whole budget
+    /// (it could never start), before anything is allocated.
+    public func create(spec: RunSpec, memory estimate: MemoryEstimate) throws(APIError) -> RunRecord {
         guard !shuttingDown else { throw APIError(503, "shutting_down", "the daemon is shutting down") }
+        guard estimate.bytes <= memoryBudget else {
+            throw APIError(
+                422, "insufficient_memory",
+                "model.layers \(spec.model.layers) needs ≈ \(estimate) (parameters, gradients, optimiser state, "
+                    + "batch buffers, data set); this daemon's budget is \(MemoryEstimate.format(memoryBudget)) "
+                    + "(memory_budget)",
+                field: "model.layers")
+        }
         let id = Self.newID(name: spec.name)
-        let r = RunRecord(id: id, spec: spec, workers: config.workers)
+        var r = RunRecord(id: id, spec: spec, workers: config.workers)
+        r.memoryEstimateBytes = estimate.bytes
         do {
             try FileManager.default.createDirectory(atPath: runDirectory(id), withIntermediateDirectories: true)
         } catch {
@@ -156,6 +190,7 @@ public actor RunManager {
             r.state = .queued
             r.reason = nil
             r.finishedAt = nil
+            r.startsSinceCheckpoint = 0
             update(r, closeStreams: false)
             schedule()
         case .running where executions[r.id]?.flag.decision() == .pause:
@@ -177,11 +212,29 @@ public actor RunManager {
 
     // MARK: - Scheduling
 
+    /// Memory the running runs hold (their estimates).
+    var memoryHeld: Int { executions.keys.compactMap { records[$0]?.memoryEstimateBytes }.reduce(0, +) }
+
+    /// Starts queued runs, oldest first, while slots and memory allow. A run that does not fit
+    /// next to the running ones waits for them; one that does not fit on its own fails.
     func schedule() {
         guard !shuttingDown else { return }
         while executions.count < config.maxConcurrentRuns,
-            let next = records.values.filter({ $0.state == .queued }).min(by: { $0.createdAt < $1.createdAt })
+            var next = records.values.filter({ $0.state == .queued }).min(by: { $0.createdAt < $1.createdAt })
         {
+            let need = next.memoryEstimateBytes ?? 0
+            if need > memoryBudget - memoryHeld {
+                if !executions.isEmpty { break }
+                next.state = .failed
+                next.finishedAt = Date()
+                next.reason =
+                    "needs ≈ \(MemoryEstimate.format(need)) of memory; this daemon's budget is "
+                    + "\(MemoryEstimate.format(memoryBudget)) (memory_budget)"
+                metrics.runFailed(reason: next.reason!)
+                logger.error("run refused", metadata: ["run": "\(next.id)", "reason": "\(next.reason!)"])
+                update(next, closeStreams: true)
+                continue
+            }
             start(next)
         }
     }
@@ -191,6 +244,9 @@ public actor RunManager {
         r.state = .running
         if r.startedAt == nil { r.startedAt = Date() }
         r.workers = config.workers
+        // Durable before training begins: if the daemon dies before the next checkpoint, the
+        // next start sees it (quarantine_after_crashes).
+        r.startsSinceCheckpoint = (r.startsSinceCheckpoint ?? 0) + 1
         update(r, closeStreams: false)
         let exec = RunExecution(
             record: r, runDirectory: runDirectory(r.id), models: models, workers: config.workers, manager: self,
@@ -228,6 +284,10 @@ public actor RunManager {
         guard var r = records[id] else { return }
         r.lastCheckpoint = path
         r.checkpointsWritten += 1
+        if r.startsSinceCheckpoint != 0 {
+            r.startsSinceCheckpoint = 0
+            persist(r)
+        }
         records[id] = r
     }
 
@@ -247,17 +307,20 @@ public actor RunManager {
         executions[id] = nil
         guard var r = records[id] else { return }
         r.history = history
+        r.startsSinceCheckpoint = 0
         if let e = hub.latestEvent(run: id) { r.progress = e }
         switch result {
         case .success(.completed):
             r.state = .completed
             r.finishedAt = Date()
+            r.reason = nil
             if let (tr, te) = accuracies {
                 r.trainAccuracy = tr
                 r.testAccuracy = te
             }
             if let promotion {
                 r.promotion = promotion
+                metrics.promotionDecided(promotion)
                 r.notes.append("\(Self.timestamp()): \(promotion.message)")
                 logger.notice(
                     "\(promotion.promoted ? "model promoted" : "model kept")",
@@ -269,7 +332,9 @@ public actor RunManager {
                             "\(promotion.currentTestAccuracy.map { String(format: "%.2f", $0) } ?? "-")",
                     ])
             }
-        case .success(.paused): r.state = .paused
+        case .success(.paused):
+            r.state = .paused
+            r.reason = nil
         case .success(.stopped):
             if shuttingDown {
                 r.state = .queued
@@ -283,6 +348,7 @@ public actor RunManager {
             r.state = .failed
             r.finishedAt = Date()
             r.reason = "\(error)"
+            metrics.runFailed(reason: r.reason!)
             logger.error("run failed", metadata: ["run": "\(id)", "reason": "\(error)"])
         }
         logger.info("run \(r.state.rawValue)", metadata: ["run": "\(id)"])
@@ -324,8 +390,108 @@ public actor RunManager {
     }
 
     public func metricsText() -> String {
-        metrics.render(runs: records.values.sorted { $0.createdAt < $1.createdAt }, counts: counts()) {
-            hub.latestEvent(run: $0)
+        let snapshot = DaemonMetrics.Snapshot(
+            runs: records.values.sorted { $0.createdAt < $1.createdAt }, counts: counts(), models: models.list(),
+            stateDirectoryBytes: stateDirectoryBytes(), memoryBudget: memoryBudget, memoryHeld: memoryHeld)
+        return metrics.render(snapshot) { hub.latestEvent(run: $0) }
+    }
+
+    /// What `GET /v1/health` reports.
+    public func health(version: String) -> Health {
+        Health(
+            version: version, uptimeSeconds: Date().timeIntervalSince(startedAt),
+            runs: Dictionary(uniqueKeysWithValues: counts().map { ($0.key.rawValue, $0.value) }),
+            stateDirectoryBytes: stateDirectoryBytes(), memoryBudgetBytes: memoryBudget, memoryHeldBytes: memoryHeld)
+    }
+
+    private var diskUsage: (measured: Date, bytes: Int)?
+
+    /// Bytes under the state directory, measured at most every 10 s (health polls and scrapes
+    /// must not walk the tree each time).
+    func stateDirectoryBytes() -> Int {
+        if let usage = diskUsage, Date().timeIntervalSince(usage.measured) < 10 { return usage.bytes }
+        var total = 0
+        if let walker = FileManager.default.enumerator(
+            at: URL(fileURLWithPath: config.stateDirectory), includingPropertiesForKeys: [.fileSizeKey])
+        {
+            for case let url as URL in walker {
+                total += (try? url.resourceValues(forKeys: [.fileSizeKey]).fileSize) ?? 0
+            }
+        }
+        diskUsage = (Date(), total)
+        return total
+    }
+
+    // MARK: - Removal and retention
+
+    /// Removes a finished run with its checkpoints and metric series (`DELETE /v1/runs/{id}`).
+    public func remove(_ key: String) throws(APIError) -> RunRecord {
+        let r = try find(key)
+        guard r.state == .completed || r.state == .stopped || r.state == .failed else {
+            throw APIError.conflict(
+                "cannot remove run \(r.id): it is \(r.state.rawValue); stop it first (nnctl stop \(r.id))")
+        }
+        try delete(r)
+        logger.notice("run removed", metadata: ["run": "\(r.id)"])
+        return r
+    }
+
+    private func delete(_ r: RunRecord) throws(APIError) {
+        let directory = runDirectory(r.id)
+        if FileManager.default.fileExists(atPath: directory) {
+            do { try FileManager.default.removeItem(atPath: directory) } catch {
+                throw APIError(507, "storage", "cannot remove \(directory): \(error.localizedDescription)")
+            }
+        }
+        records[r.id] = nil
+        encodedStatus[r.id] = nil
+        hub.forget(run: r.id)
+        diskUsage = nil
+    }
+
+    /// Removes finished runs past `keep_finished_runs_days` / `keep_finished_runs` and model
+    /// versions past `keep_model_versions` (never a current one or a rollback target). Run at
+    /// start and hourly; every removal is logged.
+    public func applyRetention(now: Date = Date()) {
+        let finished = records.values.filter { $0.state == .completed || $0.state == .stopped || $0.state == .failed }
+            .sorted { ($0.finishedAt ?? $0.createdAt) > ($1.finishedAt ?? $1.createdAt) }
+        var removed: [String] = []
+        for (index, run) in finished.enumerated() {
+            let age = now.timeIntervalSince(run.finishedAt ?? run.createdAt)
+            let tooOld = config.keepFinishedRunsDays > 0 && age > Double(config.keepFinishedRunsDays) * 86400
+            let beyondCount = config.keepFinishedRuns > 0 && index >= config.keepFinishedRuns
+            guard tooOld || beyondCount else { continue }
+            do {
+                try delete(run)
+                removed.append(run.id)
+            } catch {
+                logger.error("retention cannot remove run", metadata: ["run": "\(run.id)", "error": "\(error.message)"])
+            }
+        }
+        if !removed.isEmpty {
+            logger.notice(
+                "retention removed finished runs",
+                metadata: [
+                    "count": "\(removed.count)", "runs": "\(removed.joined(separator: ","))",
+                    "keep_finished_runs_days": "\(config.keepFinishedRunsDays)",
+                    "keep_finished_runs": "\(config.keepFinishedRuns)",
+                ])
+        }
+        for model in models.list() {
+            do {
+                let versions = try models.prune(model: model.name, keep: config.keepModelVersions)
+                if !versions.isEmpty {
+                    diskUsage = nil
+                    logger.notice(
+                        "retention removed model versions",
+                        metadata: [
+                            "model": "\(model.name)", "versions": "\(versions.joined(separator: ","))",
+                            "keep_model_versions": "\(config.keepModelVersions)",
+                        ])
+                }
+            } catch {
+                logger.error("retention cannot prune model", metadata: ["model": "\(model.name)", "error": "\(error)"])
+            }
         }
     }
 

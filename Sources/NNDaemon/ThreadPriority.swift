@@ -28,6 +28,18 @@ public enum ThreadPriority {
         return getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
     }
 
+    /// Whether a thread may set its nice value back to 0 once raised: as root (CAP_SYS_NICE) or
+    /// when RLIMIT_NICE allows it (systemd's `LimitNICE=+0`, which the shipped unit sets).
+    /// Without it a raised control plane would leak its priority into the threads it starts.
+    public static func canReturnToNormalPriority() -> Bool {
+        if geteuid() == 0 { return true }
+        var limit = rlimit()
+        // RLIMIT_NICE is 13 on Linux (not exported to Swift by Glibc's module map).
+        guard getrlimit(__rlimit_resource_t(13), &limit) == 0 else { return false }
+        // The lowest nice value allowed is 20 − rlim_cur.
+        return limit.rlim_cur >= 20  // RLIM_INFINITY is the largest value
+    }
+
     /// Raises the calling thread's nice value to `nice` (never lowers it).
     public static func lowerCurrentThread(toNice nice: Int32) {
         guard nice > 0, currentNice() < nice else { return }

@@ -1,3 +1,4 @@
+import CZlib
 import Foundation
 import NNNumerics
 
@@ -20,6 +21,16 @@ public enum IDXReader {
         }
         let bytes = [UInt8](data)
         return Gzip.isGzip(bytes) ? try Gzip.decompress(bytes, file: path) : bytes
+    }
+
+    /// The record count in an IDX file's header (plain or gzip), read without loading the file;
+    /// nil when the file is missing or has no valid header. For estimates before loading.
+    public static func headerCount(_ path: String) -> Int? {
+        guard let file = gzopen(path, "rb") else { return nil }
+        defer { gzclose(file) }
+        var header = [UInt8](repeating: 0, count: 8)
+        guard gzread(file, &header, 8) == 8, header[0] == 0, header[1] == 0, header[2] == 0x08 else { return nil }
+        return header[4..<8].reduce(0) { $0 << 8 | Int($1) }
     }
 
     /// Parses an unsigned-byte IDX file with the expected number of dimensions.

@@ -14,7 +14,23 @@ struct Connection: ParsableArguments {
     @Flag(help: "Print the daemon's JSON answer instead of a table.")
     var json = false
 
-    var client: UnixHTTPClient { UnixHTTPClient(socketPath: socket ?? Self.defaultSocket()) }
+    /// The client for the chosen socket, once its directory is found safe: nnctl sends specs and
+    /// reads answers through it, so a socket another user could have placed there is refused
+    /// (exit 2). The user's own default directory must be the user's; any other (the system
+    /// service's `/run/nnd`, a `--socket` path) must be writable by its owner alone.
+    var client: UnixHTTPClient {
+        get throws {
+            let path = socket ?? Self.defaultSocket()
+            let directory = (path as NSString).deletingLastPathComponent
+            let own = UnixHTTPClient.defaultSocketPath(environment: ProcessInfo.processInfo.environment) == path
+            if FileManager.default.fileExists(atPath: directory),
+                let problem = SocketDirectory.problem(directory, owner: own ? getuid() : nil)
+            {
+                throw UnsafeSocket(message: "refusing to connect: \(problem)")
+            }
+            return UnixHTTPClient(socketPath: path)
+        }
+    }
 
     /// `$NND_SOCKET`; else the user's own daemon (`nnd serve`'s default) when its socket
     /// exists; else the system service's; else the user's (named in the error).

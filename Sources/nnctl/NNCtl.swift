@@ -33,7 +33,7 @@ struct NNCtl: ParsableCommand {
             """,
         version: NNDVersion.current,
         subcommands: [
-            Start.self, Status.self, List.self, Watch.self, Pause.self, Resume.self, Stop.self,
+            Start.self, Status.self, List.self, Watch.self, Pause.self, Resume.self, Stop.self, Remove.self,
             Eval.self, Export.self, Report.self,
             Retrain.self, Models.self, Promote.self, Rollback.self,
         ])
@@ -46,6 +46,8 @@ struct NNCtl: ParsableCommand {
             fail(error.message, code: 1)
         } catch let error as RunEnded {
             fail(error.message, code: 4)
+        } catch let error as UnsafeSocket {
+            fail(error.message, code: 2)
         } catch let error as UnixHTTPClient.ClientError {
             if case .unreachable = error {
                 fail(
@@ -67,6 +69,9 @@ struct NNCtl: ParsableCommand {
 
 /// The daemon refused the request (exit 1).
 struct Refused: Error { var message: String }
+
+/// The socket's directory could be another user's (exit 2).
+struct UnsafeSocket: Error { var message: String }
 
 /// The run that nnctl was following ended failed or stopped (exit 4).
 struct RunEnded: Error { var message: String }

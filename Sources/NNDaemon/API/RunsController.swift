@@ -14,6 +14,7 @@ struct RunsController {
         routes.get("/v1/runs", use: list)
         routes.post("/v1/runs", use: create)
         routes.get("/v1/runs/:id", use: show)
+        routes.delete("/v1/runs/:id", use: remove)
         routes.post("/v1/runs/:id/pause", use: pause)
         routes.post("/v1/runs/:id/resume", use: resume)
         routes.post("/v1/runs/:id/stop", use: stop)
@@ -59,7 +60,11 @@ struct RunsController {
         do { spec = try RunSpec.parse(text, overrides: overrides, source: "spec") } catch let error as SpecError {
             throw APIError(422, "invalid_spec", error.description, field: error.field.isEmpty ? nil : error.field)
         }
-        return EditedResponse(status: .created, response: try await manager.create(spec: spec))
+        // Estimated from the spec and the data files' headers: nothing is allocated for a run
+        // that will not fit.
+        let estimate = MemoryEstimate.of(
+            spec: spec, fallbackDataDir: manager.config.dataDirectory, workers: manager.config.workers)
+        return EditedResponse(status: .created, response: try await manager.create(spec: spec, memory: estimate))
     }
 
     /// The most frequent request (status polls): served from the manager's encoded cache.
@@ -77,6 +82,11 @@ struct RunsController {
 
     @Sendable func stop(_ request: Request, context: APIRequestContext) async throws -> RunRecord {
         try await manager.stop(try context.runKey())
+    }
+
+    /// Removes a finished run with its checkpoints and metric series; 409 while it may still run.
+    @Sendable func remove(_ request: Request, context: APIRequestContext) async throws -> RunRecord {
+        try await manager.remove(try context.runKey())
     }
 
     /// NDJSON: the run's state first, then progress and state lines until it settles; a

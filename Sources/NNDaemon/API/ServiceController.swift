@@ -13,10 +13,7 @@ struct ServiceController {
     }
 
     @Sendable func health(_ request: Request, context: APIRequestContext) async throws -> Health {
-        let counts = await manager.counts()
-        return Health(
-            version: version, uptimeSeconds: Date().timeIntervalSince(manager.startedAt),
-            runs: Dictionary(uniqueKeysWithValues: counts.map { ($0.key.rawValue, $0.value) }))
+        await manager.health(version: version)
     }
 
     /// Prometheus text exposition format 0.0.4.

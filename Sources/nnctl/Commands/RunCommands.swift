@@ -157,3 +157,36 @@ struct Stop: ParsableCommand {
             .perform(target.run, wait: !noWait, connection: connection)
     }
 }
+
+struct Remove: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rm",
+        abstract: "Remove finished runs with their checkpoints and metrics.",
+        discussion: """
+            Only completed, stopped and failed runs can be removed (stop a run first). Model \
+            versions a run promoted stay in the model registry. The daemon also removes finished \
+            runs by itself: see keep_finished_runs_days in nnd.yaml.
+            """)
+
+    @Argument(help: ArgumentHelp("The runs' ids or names.", valueName: "run"))
+    var runs: [String]
+
+    @OptionGroup var connection: Connection
+
+    func validate() throws {
+        guard !runs.isEmpty else { throw ValidationError("name at least one run to remove") }
+    }
+
+    func run() throws {
+        var refused: [String] = []
+        for run in runs {
+            do {
+                let removed = try connection.call("DELETE", runPath(run), as: RunRecord.self)
+                if !connection.json { print("removed \(removed.id) (\(removed.state.rawValue))") }
+            } catch let error as Refused {
+                refused.append("\(run): \(error.message)")
+            }
+        }
+        if !refused.isEmpty { throw Refused(message: refused.joined(separator: "\nnnctl: ")) }
+    }
+}

@@ -42,7 +42,10 @@ struct Serve: AsyncParsableCommand {
             stderrLine("nnd: \(error)")
             throw ExitCode(2)
         }
-        do { try await Daemon.run(config: settings) } catch {
+        do { try await Daemon.run(config: settings) } catch let error as Daemon.UnsafeSocketDirectory {
+            stderrLine("nnd: \(error)")
+            throw ExitCode(2)
+        } catch {
             stderrLine("nnd: \(error)")
             throw ExitCode(1)
         }

@@ -29,6 +29,16 @@ struct Train: ParsableCommand {
             stderrLine("nnd: --workers \(nWorkers) must be between 1 and 1024")
             throw ExitCode(2)
         }
+        // Refuse a spec too big for this machine before allocating anything.
+        var dataSpec = spec
+        if let data { dataSpec.data.dir = data }
+        let estimate = MemoryEstimate.of(spec: dataSpec, fallbackDataDir: nil, workers: nWorkers)
+        if let usable = MemoryLimits.usable(), estimate.bytes > usable {
+            stderrLine(
+                "nnd: model.layers \(spec.model.layers) needs ≈ \(estimate) of memory; "
+                    + "this machine can give \(MemoryEstimate.format(usable)) (MemAvailable, cgroup memory.max)")
+            throw ExitCode(1)
+        }
         let loaded: DataLoading.Loaded
         do { loaded = try DataLoading.load(spec: spec, dataDirOverride: data) } catch {
             stderrLine("nnd: \(error)")
