@@ -61,13 +61,24 @@ fuzz:
 verify-units:
 	@command -v systemd-analyze >/dev/null || { echo "systemd-analyze missing (apt-get install systemd)"; exit 1; }
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
-	  mkdir -p $$tmp/usr/local/bin $$tmp/etc/systemd/system $$tmp/usr/lib/systemd; \
+	  mkdir -p $$tmp/usr/local/bin $$tmp/etc/systemd/system $$tmp/usr/lib/systemd $$tmp/bin; printf "" > $$tmp/bin/sh; chmod +x $$tmp/bin/sh; \
 	  printf '#!/bin/sh\n' > $$tmp/usr/local/bin/nnd; cp $$tmp/usr/local/bin/nnd $$tmp/usr/local/bin/nnctl; chmod +x $$tmp/usr/local/bin/*; \
 	  cp -r /lib/systemd/system $$tmp/usr/lib/systemd/; cp systemd/*.service systemd/*.timer $$tmp/etc/systemd/system/; \
-	  out=$$(systemd-analyze verify --root=$$tmp nnd.service nnd-retrain.service nnd-retrain.timer 2>&1); rc=$$?; \
+	  units="nnd.service nnd-retrain.service nnd-retrain.timer nnd-failure@nnd-retrain.service.service"; \
+	  out=$$(systemd-analyze verify --root=$$tmp $$units 2>&1); rc=$$?; \
 	  if [ $$rc -ne 0 ] || [ -n "$$out" ]; then echo "systemd-analyze verify failed:"; echo "$$out"; exit 1; fi; \
-	  echo "systemd-analyze verify: nnd.service nnd-retrain.service nnd-retrain.timer OK"; \
-	  systemd-analyze security --offline=yes --root=$$tmp nnd.service 2>&1 | tail -1
+	  echo "systemd-analyze verify: $$units OK"; \
+	  for unit in nnd.service nnd-retrain.service; do \
+	    score=$$(systemd-analyze security --offline=yes --root=$$tmp $$unit 2>&1 | sed -nE 's/.*exposure level for .*: ([0-9.]+).*/\1/p'); \
+	    echo "systemd-analyze security $$unit: $$score"; \
+	    awk -v s="$$score" 'BEGIN { exit !(s != "" && s <= 1.0) }' || { echo "$$unit: exposure $$score above 1.0"; exit 1; }; \
+	  done; \
+	  mkdir -p $$tmp/etc/systemd/system/nnd.service.d; cp systemd/nnd.service.d/metrics-tcp.conf $$tmp/etc/systemd/system/nnd.service.d/; \
+	  out=$$(systemd-analyze verify --root=$$tmp nnd.service 2>&1); \
+	  if [ -n "$$out" ]; then echo "with metrics-tcp.conf: $$out"; exit 1; fi; \
+	  score=$$(systemd-analyze security --offline=yes --root=$$tmp nnd.service 2>&1 | sed -nE 's/.*exposure level for .*: ([0-9.]+).*/\1/p'); \
+	  echo "systemd-analyze security nnd.service with metrics-tcp.conf: $$score"; \
+	  awk -v s="$$score" 'BEGIN { exit !(s != "" && s <= 2.0) }' || { echo "metrics drop-in: exposure $$score above 2.0"; exit 1; }
 
 deps:
 	@for p in libopenblas-dev libnuma-dev zlib1g-dev systemd prometheus chromium; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -79,7 +90,8 @@ check-install:
 	  $(MAKE) -s install-files DESTDIR=$$tmp CONFIG=debug >/dev/null; \
 	  for f in usr/local/bin/nnd usr/local/bin/nnctl etc/systemd/system/nnd.service etc/systemd/system/nnd-retrain.service \
 	           etc/systemd/system/nnd-retrain.timer etc/nnd/nnd.yaml etc/nnd/runs/mnist-seed.yaml etc/nnd/runs/mnist-fast.yaml \
-	           etc/nnd/runs/mnist-retrain.yaml usr/local/share/doc/nnd/README.md usr/local/share/doc/nnd/docs/api.md \
+	           etc/nnd/runs/mnist-retrain.yaml etc/nnd/prometheus/nnd-alerts.yml etc/systemd/system/nnd-failure@.service \
+	           usr/local/share/doc/nnd/examples/metrics-tcp.conf usr/local/share/doc/nnd/README.md usr/local/share/doc/nnd/docs/api.md \
 	           usr/local/share/man/man1/nnctl.1 usr/local/share/man/man1/nnd.1 \
 	           usr/local/share/bash-completion/completions/nnctl usr/local/share/zsh/site-functions/_nnctl \
 	           usr/local/share/fish/vendor_completions.d/nnctl.fish; do \
@@ -88,11 +100,11 @@ check-install:
 	  [ "$$($$tmp/usr/local/bin/nnctl --version)" = "$$($$tmp/usr/local/bin/nnd --version)" ] || { echo "nnctl and nnd versions differ"; exit 1; }; \
 	  grep -q "^.It Em retrain" $$tmp/usr/local/share/man/man1/nnctl.1 || { echo "nnctl.1 lacks its commands"; exit 1; }; \
 	  grep -q "_nnctl" $$tmp/usr/local/share/bash-completion/completions/nnctl || { echo "bash completion is not nnctl's"; exit 1; }; \
-	  mkdir -p $$tmp/usr/lib/systemd; cp -r /lib/systemd/system $$tmp/usr/lib/systemd/; \
-	  out=$$(systemd-analyze verify --root=$$tmp nnd.service nnd-retrain.service nnd-retrain.timer 2>&1); \
+	  mkdir -p $$tmp/usr/lib/systemd $$tmp/bin; printf "" > $$tmp/bin/sh; chmod +x $$tmp/bin/sh; cp -r /lib/systemd/system $$tmp/usr/lib/systemd/; \
+	  out=$$(systemd-analyze verify --root=$$tmp nnd.service nnd-retrain.service nnd-retrain.timer nnd-failure@x.service 2>&1); \
 	  if [ $$? -ne 0 ] || [ -n "$$out" ]; then echo "installed units do not verify:"; echo "$$out"; exit 1; fi; \
 	  $(MAKE) -s uninstall DESTDIR=$$tmp >/dev/null; \
-	  left=$$(find $$tmp -type f -not -path "$$tmp/usr/lib/systemd/*"); \
+	  left=$$(find $$tmp -type f -not -path "$$tmp/usr/lib/systemd/*" -not -path "$$tmp/bin/sh"); \
 	  [ -z "$$left" ] || { echo "make uninstall left: $$left"; exit 1; }; \
 	  echo "make install DESTDIR=…: tree complete (binaries, units, settings, docs, man pages, completions), units verify; make uninstall: removed"
 
@@ -104,11 +116,13 @@ install: build install-files
 	fi
 
 install-files: man
-	install -d $(BINDIR) $(UNITDIR) $(CONFDIR)/runs $(DOCDIR)/docs $(MANDIR) $(BASHCOMPDIR) $(ZSHCOMPDIR) $(FISHCOMPDIR)
+	install -d $(BINDIR) $(UNITDIR) $(CONFDIR)/runs $(CONFDIR)/prometheus $(DOCDIR)/docs $(DOCDIR)/examples $(MANDIR) $(BASHCOMPDIR) $(ZSHCOMPDIR) $(FISHCOMPDIR)
 	install -m 0755 .build/$(CONFIG)/nnd .build/$(CONFIG)/nnctl $(BINDIR)/
-	install -m 0644 systemd/nnd.service systemd/nnd-retrain.service systemd/nnd-retrain.timer $(UNITDIR)/
+	install -m 0644 systemd/nnd.service systemd/nnd-retrain.service systemd/nnd-retrain.timer systemd/nnd-failure@.service $(UNITDIR)/
 	install -m 0644 etc/nnd/nnd.yaml $(CONFDIR)/nnd.yaml
 	install -m 0644 etc/nnd/runs/*.yaml $(CONFDIR)/runs/
+	install -m 0644 etc/nnd/prometheus/nnd-alerts.yml $(CONFDIR)/prometheus/
+	install -m 0644 systemd/nnd.service.d/metrics-tcp.conf $(DOCDIR)/examples/
 	install -m 0644 README.md CONTRIBUTING.md $(DOCDIR)/
 	install -m 0644 docs/*.md $(DOCDIR)/docs/
 	install -m 0644 .build/plugins/GenerateManual/outputs/nnd/nnd.1 .build/plugins/GenerateManual/outputs/nnctl/nnctl.1 $(MANDIR)/
@@ -118,7 +132,7 @@ install-files: man
 
 uninstall:
 	rm -f $(BINDIR)/nnd $(BINDIR)/nnctl
-	rm -f $(UNITDIR)/nnd.service $(UNITDIR)/nnd-retrain.service $(UNITDIR)/nnd-retrain.timer
+	rm -f $(UNITDIR)/nnd.service $(UNITDIR)/nnd-retrain.service $(UNITDIR)/nnd-retrain.timer $(UNITDIR)/nnd-failure@.service
 	rm -f $(MANDIR)/nnd.1 $(MANDIR)/nnctl.1 $(BASHCOMPDIR)/nnctl $(ZSHCOMPDIR)/_nnctl $(FISHCOMPDIR)/nnctl.fish
 	rm -rf $(CONFDIR) $(DOCDIR)
 	@if [ -z "$(DESTDIR)" ]; then \

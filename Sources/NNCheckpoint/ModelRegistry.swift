@@ -116,7 +116,8 @@ public struct ModelRegistry: Sendable {
         do {
             let remaining = history.filter { !removed.contains($0) }
             if remaining != history {
-                try CheckpointStore.atomicWrite([UInt8](JSONEncoder().encode(remaining)), to: "\(dir(model))/promotions.json")
+                try CheckpointStore.atomicWrite(
+                    [UInt8](JSONEncoder().encode(remaining)), to: "\(dir(model))/promotions.json")
             }
             for version in removed { try FileManager.default.removeItem(atPath: "\(dir(model))/\(version)") }
         } catch { throw RegistryError.io("cannot remove old versions of model \(model): \(error)") }

@@ -20,7 +20,8 @@ public enum SocketDirectory {
                 + "another user could take the socket over; remove it or choose another socket"
         }
         if info.st_mode & (S_IWGRP | S_IWOTH) != 0 {
-            return "the socket directory \(path) is writable by others (mode \(String(info.st_mode & 0o777, radix: 8))): "
+            return
+                "the socket directory \(path) is writable by others (mode \(String(info.st_mode & 0o777, radix: 8))): "
                 + "another user could replace the socket; chmod go-w it or choose another socket"
         }
         return nil

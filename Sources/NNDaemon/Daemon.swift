@@ -70,7 +70,9 @@ public enum Daemon {
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "nnd/\(version)"),
             onServerRunning: { _ in
                 if chmod(socketPath, mode_t(mode)) != 0 {
-                    logger.error("cannot set the socket's mode", metadata: ["socket": "\(socketPath)", "error": "\(errnoText())"])
+                    logger.error(
+                        "cannot set the socket's mode",
+                        metadata: ["socket": "\(socketPath)", "error": "\(errnoText())"])
                 }
                 if let socketGroup { setGroup(of: socketPath, to: socketGroup, logger: logger) }
                 logger.info(

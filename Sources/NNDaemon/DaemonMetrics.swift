@@ -59,7 +59,8 @@ public final class DaemonMetrics: Sendable {
     /// Counts a failed run by the kind of its reason (`nnd_runs_failed_total{reason}`).
     func runFailed(reason: String) {
         registry.makeCounter(
-            descriptor: Self.name("nnd_runs_failed_total", "Runs that failed, by kind of reason, since the daemon started"),
+            descriptor: Self.name(
+                "nnd_runs_failed_total", "Runs that failed, by kind of reason, since the daemon started"),
             labels: [("reason", Self.failureKind(reason))]
         ).increment()
     }
@@ -108,8 +109,11 @@ public final class DaemonMetrics: Sendable {
                 .set(to: Double(snapshot.counts[state] ?? 0))
         }
         var out = Exposition()
-        out.gauge("nnd_state_directory_bytes", "Bytes under the state directory", [], Double(snapshot.stateDirectoryBytes))
-        out.gauge("nnd_memory_budget_bytes", "Memory the runs may hold together (memory_budget)", [], Double(snapshot.memoryBudget))
+        out.gauge(
+            "nnd_state_directory_bytes", "Bytes under the state directory", [], Double(snapshot.stateDirectoryBytes))
+        out.gauge(
+            "nnd_memory_budget_bytes", "Memory the runs may hold together (memory_budget)", [],
+            Double(snapshot.memoryBudget))
         out.gauge("nnd_memory_held_bytes", "Estimated memory held by running runs", [], Double(snapshot.memoryHeld))
 
         for model in snapshot.models {
@@ -130,14 +134,17 @@ public final class DaemonMetrics: Sendable {
                 let finished = run.finishedAt
             else { continue }
             if (lastRetrain[model]?.finishedAt ?? .distantPast) < finished { lastRetrain[model] = run }
-            if run.state == .completed, (lastSuccess[model] ?? .distantPast) < finished { lastSuccess[model] = finished }
+            if run.state == .completed, (lastSuccess[model] ?? .distantPast) < finished {
+                lastSuccess[model] = finished
+            }
         }
         for (model, run) in lastRetrain.sorted(by: { $0.key < $1.key }) {
             out.gauge(
                 "nnd_retrain_last_finished_timestamp_seconds", "When the model's newest retraining run ended",
                 [("model", model)], run.finishedAt!.timeIntervalSince1970)
             out.gauge(
-                "nnd_retrain_last_success", "1 if the model's newest retraining run completed, 0 if it failed or stopped",
+                "nnd_retrain_last_success",
+                "1 if the model's newest retraining run completed, 0 if it failed or stopped",
                 [("model", model)], run.state == .completed ? 1 : 0)
         }
         for (model, date) in lastSuccess.sorted(by: { $0.key < $1.key }) {

@@ -256,7 +256,8 @@ public struct DaemonSetting: Sendable {
             config.metricsListen = value
         },
         DaemonSetting(
-            key: "memory_budget", summary: "Memory the daemon's runs may hold together: bytes (8GiB, 512MiB) or a share (75%).",
+            key: "memory_budget",
+            summary: "Memory the daemon's runs may hold together: bytes (8GiB, 512MiB) or a share (75%).",
             details: [
                 "A run whose estimated peak (parameters, gradients, optimiser state, batch buffers, data set)",
                 "does not fit is refused when created (422 insufficient_memory) and waits while running runs",
@@ -276,7 +277,8 @@ public struct DaemonSetting: Sendable {
                 config.memoryBudget = bytes
                 config.memoryBudgetFraction = nil
             } else {
-                throw Problem(message: "must be auto, a size such as 8GiB or 512MiB (at least 1MiB), or a share such as 75%")
+                throw Problem(
+                    message: "must be auto, a size such as 8GiB or 512MiB (at least 1MiB), or a share such as 75%")
             }
         },
         DaemonSetting(
@@ -299,7 +301,8 @@ public struct DaemonSetting: Sendable {
             config.keepFinishedRunsDays = try integer(value, 0, 36500)
         },
         DaemonSetting(
-            key: "keep_finished_runs", summary: "Of the finished runs, only the newest this many are kept; 0 keeps all.",
+            key: "keep_finished_runs",
+            summary: "Of the finished runs, only the newest this many are kept; 0 keeps all.",
             details: [], serviceValue: "0", defaultValue: "0"
         ) { value, config throws(Problem) in
             config.keepFinishedRuns = try integer(value, 0, 1_000_000)

@@ -465,7 +465,8 @@ public actor RunManager {
                 try delete(run)
                 removed.append(run.id)
             } catch {
-                logger.error("retention cannot remove run", metadata: ["run": "\(run.id)", "error": "\(error.message)"])
+                logger.error(
+                    "retention cannot remove run", metadata: ["run": "\(run.id)", "error": "\(error.message)"])
             }
         }
         if !removed.isEmpty {

@@ -45,7 +45,8 @@ struct RunFollower {
                 lostSince = since
                 guard Date().timeIntervalSince(since) < options.reconnectTimeout else {
                     throw UnixHTTPClient.ClientError.unreachable(
-                        (try? connection.client.socketPath) ?? "the socket", "gave up after \(Int(options.reconnectTimeout)) s of reconnecting"
+                        (try? connection.client.socketPath) ?? "the socket",
+                        "gave up after \(Int(options.reconnectTimeout)) s of reconnecting"
                     )
                 }
             }
