@@ -137,8 +137,16 @@ final class DaemonProcess {
 
 /// Runs `nnctl` and returns (exit code, stdout, stderr).
 func nnctl(_ args: [String], env: [String: String] = [:]) throws -> (Int32, String, String) {
+    try runBuilt("nnctl", args, env: env)
+}
+
+/// Runs a built executable (`nnd`, `nnctl`) with extra environment; (exit code, stdout,
+/// stderr). Killed after `timeout` seconds.
+func runBuilt(_ tool: String, _ args: [String], env: [String: String] = [:], timeout: Double = 300) throws -> (
+    Int32, String, String
+) {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: "\(binDir)/nnctl")
+    p.executableURL = URL(fileURLWithPath: "\(binDir)/\(tool)")
     p.arguments = args
     var e = ProcessInfo.processInfo.environment
     for (k, v) in env { e[k] = v }
@@ -148,9 +156,12 @@ func nnctl(_ args: [String], env: [String: String] = [:]) throws -> (Int32, Stri
     p.standardOutput = out
     p.standardError = err
     try p.run()
+    let watchdog = DispatchWorkItem { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
     let o = out.fileHandleForReading.readDataToEndOfFile()
     let r = err.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
+    watchdog.cancel()
     return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: r, as: UTF8.self))
 }
 

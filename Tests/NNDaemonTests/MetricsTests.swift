@@ -4,10 +4,6 @@ import XCTest
 final class MetricsTests: XCTestCase {
     /// GET /metrics on the control socket and on the optional TCP listener, checked by promtool.
     func testMetricsExpositionPassesPromtool() throws {
-        let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first {
-            FileManager.default.isExecutableFile(atPath: $0)
-        }
-        let tool = try XCTUnwrap(promtool, "promtool missing: apt-get install prometheus (make deps / .ci/run do)")
         let port = Int.random(in: 20000...40000)
         let d = DaemonProcess()
         try d.start(args: ["--metrics-listen", "127.0.0.1:\(port)"])
@@ -31,20 +27,8 @@ final class MetricsTests: XCTestCase {
             XCTAssertTrue(after.contains(needle), "missing \(needle) in:\n\(after)")
         }
         for text in [during.text, after] {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: tool)
-            p.arguments = ["check", "metrics"]
-            let input = Pipe()
-            let out = Pipe()
-            p.standardInput = input
-            p.standardOutput = out
-            p.standardError = out
-            try p.run()
-            input.fileHandleForWriting.write(Data(text.utf8))
-            try input.fileHandleForWriting.close()
-            let msg = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            XCTAssertEqual(p.terminationStatus, 0, "promtool: \(msg)")
+            let (status, message) = try promtool(["check", "metrics"], input: text)
+            XCTAssertEqual(status, 0, "promtool: \(message)")
         }
         // The TCP listener serves /metrics and nothing else.
         let tcp = try String(contentsOf: URL(string: "http://127.0.0.1:\(port)/metrics")!, encoding: .utf8)

@@ -272,26 +272,9 @@ func residentBytes(_ pid: Int32) throws -> Int {
     return (Int(line.split(separator: " ")[1]) ?? 0) * 1024
 }
 
-/// Runs `nnd` with arguments; (exit code, stdout, stderr). Killed after `timeout` seconds.
+/// Runs `nnd`; (exit code, stdout, stderr).
 func runNND(_ args: [String], env: [String: String] = [:], timeout: Double = 60) throws -> (Int32, String, String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "\(binDir)/nnd")
-    p.arguments = args
-    var e = ProcessInfo.processInfo.environment
-    for (k, v) in env { e[k] = v }
-    p.environment = e
-    let out = Pipe()
-    let err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    let watchdog = DispatchWorkItem { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let r = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    watchdog.cancel()
-    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: r, as: UTF8.self))
+    try runBuilt("nnd", args, env: env, timeout: timeout)
 }
 
 /// Runs promtool (Debian's prometheus package); (exit code, output).
