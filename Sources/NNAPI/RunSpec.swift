@@ -45,8 +45,23 @@ public struct RunSpec: Codable, Sendable, Equatable {
         public var optimizer: OptimizerKind
         public var momentum: Double
         public var seed: UInt64
-        /// Evaluate on the test set after every epoch (for curves and the best checkpoint).
+        /// Evaluate on the test set after every epoch (for curves; the test set never chooses weights).
         public var evaluateEveryEpoch: Bool
+        /// Share of the training records held out (chosen with the run's seed) to choose the best
+        /// epoch and to stop early; 0 = none. Optional only so that records written before it
+        /// existed still load; `RunSpec.parse` always sets it.
+        public var validation: Double?
+        /// Stop when the validation metric has not improved for this many epochs; 0 = never.
+        public var earlyStoppingPatience: Int?
+        /// Which validation figure chooses the best epoch and stops early.
+        public var earlyStoppingMetric: EarlyStoppingMetric?
+    }
+
+    public enum EarlyStoppingMetric: String, WireEnum {
+        /// Mean cross-entropy on the validation records: lower is better.
+        case validationCost = "validation_cost"
+        /// Accuracy on the validation records: higher is better.
+        case validationAccuracy = "validation_accuracy"
     }
 
     public struct DataSource: Codable, Sendable, Equatable {

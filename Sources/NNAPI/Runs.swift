@@ -183,6 +183,9 @@ public struct TrainingEvent: Codable, Sendable, Equatable {
     /// bucket (the last is +Inf), their sum in seconds, and the step count.
     public var stepDurationBuckets: [Int]?
     public var stepDurationSum: Double?
+    /// Epoch events of a run with validation records: mean cross-entropy and accuracy on them.
+    public var validationCost: Double?
+    public var validationAccuracy: Double?
 
     public init(
         kind: Kind, epoch: Int, epochs: Int, step: Int, stepsPerEpoch: Int, cost: Double?, learningRate: Float,
@@ -216,11 +219,17 @@ public struct EpochRecord: Codable, Sendable, Equatable {
     public var testAccuracy: Double?
     public var seconds: Double
     public var annealed: Bool
+    /// Mean cross-entropy and accuracy (percent) on the validation records held out of the
+    /// training set (`training.validation`), when there are any.
+    public var validationCost: Double?
+    public var validationAccuracy: Double?
 
     public init(
         epoch: Int, cost: Double, learningRate: Float, trainAccuracy: Double, testAccuracy: Double?, seconds: Double,
-        annealed: Bool
+        annealed: Bool, validationCost: Double? = nil, validationAccuracy: Double? = nil
     ) {
+        self.validationCost = validationCost
+        self.validationAccuracy = validationAccuracy
         self.epoch = epoch
         self.cost = cost
         self.learningRate = learningRate

@@ -49,6 +49,26 @@ public struct ResumeState: Codable, Sendable, Equatable {
     }
 
     public var bestTestAccuracy: Double? { history.compactMap(\.testAccuracy).max() }
+
+    /// The epoch (1-based) whose weights a run keeps: the best by the validation metric when the
+    /// run has validation records (ties: the earliest), else nil.
+    public func bestValidationEpoch(by metric: RunSpec.EarlyStoppingMetric) -> Int? {
+        var best: EpochRecord?
+        for record in history {
+            guard let cost = record.validationCost, let accuracy = record.validationAccuracy else { continue }
+            guard let current = best else {
+                best = record
+                continue
+            }
+            let better =
+                switch metric {
+                case .validationCost: cost < current.validationCost!
+                case .validationAccuracy: accuracy > current.validationAccuracy!
+                }
+            if better { best = record }
+        }
+        return best?.epoch
+    }
 }
 
 /// A checkpoint in memory: the parameters and optimiser state (flat, in the engine's layout)

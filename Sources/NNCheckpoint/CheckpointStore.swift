@@ -1,7 +1,8 @@
 import Foundation
 
 /// A run's checkpoint directory. Files are `step-<updates>.safetensors`, newest = most updates;
-/// `best.safetensors` holds the best by test accuracy.
+/// `best.safetensors` holds the best epoch's: by the validation metric when the run has
+/// validation records, else by test accuracy (reported, never used to choose weights then).
 ///
 /// Writes are atomic: temporary file, fsync, rename, fsync of the directory — a crash at any
 /// instant leaves the previous checkpoint intact and never a half-written file under a
@@ -41,6 +42,13 @@ public struct CheckpointStore: Sendable {
         if isBest { try Self.atomicWrite(bytes, to: "\(directory)/best.safetensors", delayMilliseconds: 0) }
         prune()
         return Written(path: path, bytes: bytes.count, seconds: Date().timeIntervalSince(t0))
+    }
+
+    /// `best.safetensors` when it is there and verifies.
+    public func loadBest() -> Checkpoint? {
+        let path = "\(directory)/best.safetensors"
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        return try? Checkpoint.decode([UInt8](data), path: path)
     }
 
     /// Checkpoint files, newest first.

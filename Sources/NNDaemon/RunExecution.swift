@@ -78,7 +78,7 @@ final class RunExecution: Sendable {
             }
             let trainer = try Trainer(
                 spec: spec, train: data.train, test: data.test, workers: workers, dataHash: data.contentHash,
-                resume: checkpoint, warmStart: warm)
+                resume: checkpoint, best: checkpoint == nil ? nil : store.loadBest(), warmStart: warm)
             history = trainer.state.history
             if trainer.state.finished {  // completed before a crash; only the bookkeeping was lost
                 let acc = (trainer.evaluate(data.train).accuracy, trainer.evaluate(data.test).accuracy)
@@ -106,7 +106,17 @@ final class RunExecution: Sendable {
             var acc: (Double, Double)?
             var promotion: PromotionOutcome?
             if outcome == .completed {
-                acc = (trainer.evaluate(data.train).accuracy, trainer.evaluate(data.test).accuracy)
+                let chosen = [
+                    trainer.earlyStop,
+                    trainer.keptEpoch.map { "kept the weights of epoch \($0), the best by the validation metric" },
+                ]
+                .compactMap { $0 }
+                if !chosen.isEmpty {
+                    let note = chosen.joined(separator: "; ")
+                    logger.notice("\(note)", metadata: ["run": "\(id)"])
+                    Task { await self.manager.noted(id, note, dataHash: nil) }
+                }
+                acc = (trainer.evaluate(trainer.train).accuracy, trainer.evaluate(data.test).accuracy)
                 if let p = spec.promotion {
                     promotion = try promote(p, trainer: trainer, test: data.test, accuracies: acc!)
                 }

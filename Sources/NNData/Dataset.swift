@@ -22,6 +22,18 @@ public final class Dataset: Sendable {
         self.sources = sources
     }
 
+    /// The records at `indices`, in that order, copied into a dataset of their own.
+    public func subset(_ indices: [Int]) -> Dataset {
+        let rows = FloatBuffer(count: indices.count * featureCount)
+        let rowBytes = featureCount * MemoryLayout<Float>.stride
+        for (row, index) in indices.enumerated() {
+            memcpy(rows.pointer + row * featureCount, features.pointer + index * featureCount, rowBytes)
+        }
+        return Dataset(
+            features: rows, labels: indices.map { labels[$0] }, featureCount: featureCount, classCount: classCount,
+            sources: sources)
+    }
+
     public var labelCounts: [Int] {
         var c = [Int](repeating: 0, count: classCount)
         for l in labels { c[Int(l)] += 1 }

@@ -24,6 +24,7 @@ extension RunSpec {
             "training": [
                 "mode": "minibatch", "batch_size": 64, "epochs": 50, "learning_rate": 0.1, "lambda": 0.01,
                 "anneal": true, "optimizer": "sgd", "momentum": 0.9, "seed": 1, "evaluate_every_epoch": true,
+                "validation": 0, "early_stopping_patience": 0, "early_stopping_metric": "validation_cost",
             ],
             "data": [
                 "dir": NSNull(), "train_csv": NSNull(), "test_csv": NSNull(), "train_limit": NSNull(),
@@ -168,6 +169,19 @@ extension RunSpec {
         }
         guard training.momentum.isFinite && training.momentum >= 0 && training.momentum < 1 else {
             throw bad("training.momentum", training.momentum, "must be in [0, 1)")
+        }
+        let validation = training.validation ?? 0
+        guard validation.isFinite && validation >= 0 && validation <= 0.5 else {
+            throw bad("training.validation", validation, "must be a share of the training records from 0 to 0.5")
+        }
+        let patience = training.earlyStoppingPatience ?? 0
+        guard patience >= 0 && patience <= 10_000 else {
+            throw bad("training.early_stopping_patience", patience, "must be between 0 (off) and 10000 epochs")
+        }
+        guard patience == 0 || validation > 0 else {
+            throw bad(
+                "training.early_stopping_patience", patience,
+                "needs validation records: set training.validation, e.g. 0.1 (the test set never chooses weights)")
         }
         if let l = data.trainLimit, l < 1 { throw bad("data.train_limit", l, "must be ≥ 1") }
         if let l = data.testLimit, l < 1 { throw bad("data.test_limit", l, "must be ≥ 1") }

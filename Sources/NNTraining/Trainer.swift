@@ -72,6 +72,17 @@ public final class Trainer {
     public let engine: DataParallelEngine
     public let train: Dataset
     public let test: Dataset?
+    /// Records held out of the training data (`training.validation`): they choose the epoch
+    /// whose weights the run keeps, and stop it early. The test set is only ever reported.
+    public let validation: Dataset?
+    /// The weights of the best validation epoch so far, and which epoch that is (nil when not
+    /// known, e.g. after a resume that found no best checkpoint). Allocated once.
+    let bestParameters: FloatBuffer?
+    private(set) var bestParametersEpoch: Int?
+    /// Set when the run stopped before its epoch limit, with why.
+    public private(set) var earlyStop: String?
+    /// The epoch whose weights the finished run kept (the best validation epoch), when chosen.
+    public private(set) var keptEpoch: Int?
     public private(set) var state: ResumeState
     public let stepSize: Int
     public let stepsPerEpoch: Int
@@ -86,7 +97,7 @@ public final class Trainer {
     /// restores `resume`.
     public init(
         spec: RunSpec, train: Dataset, test: Dataset?, workers: Int, placer: any MemoryPlacer = LibNUMAPlacer(),
-        dataHash: String = "", resume: Checkpoint? = nil, warmStart: [Float]? = nil
+        dataHash: String = "", resume: Checkpoint? = nil, best: Checkpoint? = nil, warmStart: [Float]? = nil
     ) throws {
         guard train.featureCount == spec.model.layers.first else {
             throw TrainingError.data(
@@ -99,8 +110,17 @@ public final class Trainer {
             )
         }
         self.spec = spec
-        self.train = train
         self.test = test
+        let fraction = spec.training.validation ?? 0
+        if fraction > 0 {
+            let (kept, heldOut) = Self.holdOut(train.count, fraction: fraction, seed: spec.training.seed)
+            self.train = train.subset(kept)
+            validation = train.subset(heldOut)
+        } else {
+            self.train = train
+            validation = nil
+        }
+        let train = self.train
         stepSize = spec.stepSize(trainCount: train.count)
         stepsPerEpoch = (train.count + stepSize - 1) / stepSize
         let opt = OptimizerConfig(kind: spec.training.optimizer, momentum: Float(spec.training.momentum))
@@ -111,6 +131,7 @@ public final class Trainer {
             optimizer: opt, lambda: Float(spec.training.lambda), workers: workers,
             maxBatch: min(stepSize, max(1024, workers)), placer: placer)
         order = .allocate(capacity: train.count)
+        bestParameters = validation == nil ? nil : FloatBuffer(count: engine.parameters.count)
         rng = DeterministicRNG(seed: spec.training.seed)
         if let resume {
             try resume.restore(into: engine)
@@ -121,6 +142,18 @@ public final class Trainer {
                 )
             }
             state.workers = workers
+            // The kept weights of a resumed run: its best checkpoint, when that is the best epoch's.
+            if let bestParameters, let bestEpoch = state.bestValidationEpoch(by: metric) {
+                if let best, best.state.epoch == bestEpoch, best.state.stepInEpoch == 0,
+                    best.parameters.count == bestParameters.count
+                {
+                    bestParameters.load(best.parameters)
+                    bestParametersEpoch = bestEpoch
+                } else if state.epoch == bestEpoch && state.stepInEpoch == 0 {
+                    bestParameters.copy(from: engine.parameters)
+                    bestParametersEpoch = bestEpoch
+                }
+            }
         } else {
             engine.layout.initialise(engine.parameters, scheme: spec.model.initialisation, rng: &rng)
             if let warmStart {
@@ -143,6 +176,24 @@ public final class Trainer {
     }
 
     public func checkpoint() -> Checkpoint { Checkpoint(engine: engine, state: state) }
+
+    /// The validation metric that chooses the kept epoch.
+    var metric: RunSpec.EarlyStoppingMetric { spec.training.earlyStoppingMetric ?? .validationCost }
+
+    /// Splits record indices 0..<count into (kept for training, held out), both ascending: the
+    /// held-out ones are the first ⌈fraction·count⌉ of a shuffle with the run's seed, on a stream
+    /// of their own (the epochs' shuffles are unchanged by it).
+    static func holdOut(_ count: Int, fraction: Double, seed: UInt64) -> (kept: [Int], heldOut: [Int]) {
+        var rng = DeterministicRNG(seed: seed &+ 0x9E37_79B9_7F4A_7C15)
+        let shuffled = UnsafeMutableBufferPointer<Int32>.allocate(capacity: count)
+        defer { shuffled.deallocate() }
+        for i in 0..<count { shuffled[i] = Int32(i) }
+        rng.shuffle(shuffled)
+        let heldCount = min(max(1, Int((fraction * Double(count)).rounded(.up))), max(count - 1, 0))
+        let heldOut = shuffled[0..<heldCount].map { Int($0) }.sorted()
+        let held = Set(heldOut)
+        return ((0..<count).filter { !held.contains($0) }, heldOut)
+    }
 
     /// Reproduces the current epoch's order from the RNG state saved at its start.
     func prepareEpochOrder() {
@@ -249,11 +300,14 @@ public final class Trainer {
             let annealed = spec.training.anneal && state.history.count > 1 && j > state.history.last!.cost
             if annealed { state.learningRate = state.learningRate * 0.9 }
             let testAcc = spec.training.evaluateEveryEpoch ? test.map { engine.evaluate($0).accuracy * 100 } : nil
+            let validated = validation.map { engine.evaluate($0) }
             let trainAcc = Double(state.epochCorrect) / Double(max(state.epochRecords, 1)) * 100
             state.history.append(
                 EpochRecord(
                     epoch: state.epoch + 1, cost: j, learningRate: lrUsed, trainAccuracy: trainAcc,
-                    testAccuracy: testAcc, seconds: seconds, annealed: annealed))
+                    testAccuracy: testAcc, seconds: seconds, annealed: annealed,
+                    validationCost: validated.map { $0.costSum / Double(max($0.records, 1)) },
+                    validationAccuracy: validated.map { $0.accuracy * 100 }))
             state.trainingSeconds += seconds
             state.epoch += 1
             state.stepInEpoch = 0
@@ -269,16 +323,49 @@ public final class Trainer {
             e.learningRate = lrUsed
             e.trainAccuracy = trainAcc
             e.testAccuracy = testAcc
+            e.validationCost = state.history.last?.validationCost
+            e.validationAccuracy = state.history.last?.validationAccuracy
             if annealed { e.message = "cost rose: learning rate annealed to \(state.learningRate)" }
             onEvent(e)
-            let isBest = testAcc != nil && testAcc == state.bestTestAccuracy
+            let isBest: Bool
+            if let bestParameters {
+                isBest = state.bestValidationEpoch(by: metric) == state.epoch
+                if isBest {
+                    bestParameters.copy(from: engine.parameters)
+                    bestParametersEpoch = state.epoch
+                }
+            } else {
+                isBest = testAcc != nil && testAcc == state.bestTestAccuracy
+            }
+            let patience = spec.training.earlyStoppingPatience ?? 0
+            if patience > 0, let bestEpoch = state.bestValidationEpoch(by: metric), state.epoch - bestEpoch >= patience,
+                state.epoch < epochs
+            {
+                earlyStop =
+                    "stopped early after epoch \(state.epoch): \(metric.rawValue) has not improved for "
+                    + "\(patience) epochs since epoch \(bestEpoch)"
+                break
+            }
             let due = (everySeconds > 0 && Date().timeIntervalSince(lastCheckpoint) >= everySeconds) || isBest
             if state.epoch < epochs && due { try save(best: isBest) }
             epochStart = Date()
         }
+        // With validation records, the run keeps its best validation epoch's weights: they are
+        // what the final checkpoint, the export and the promotion gate see.
+        if bestParameters != nil, let bestEpoch = state.bestValidationEpoch(by: metric) {
+            if bestEpoch != state.epoch, let bestParameters, bestParametersEpoch == bestEpoch {
+                engine.parameters.copy(from: bestParameters)
+            }
+            keptEpoch = bestEpoch
+        }
         state.finished = true
-        try save(
-            best: state.history.last?.testAccuracy != nil && state.history.last?.testAccuracy == state.bestTestAccuracy)
+        // best.safetensors stays the best epoch's own checkpoint (written at its end), unless that
+        // epoch is the last one, which had no checkpoint of its own.
+        let finalIsBest =
+            bestParameters != nil
+            ? keptEpoch == state.epoch
+            : state.history.last?.testAccuracy != nil && state.history.last?.testAccuracy == state.bestTestAccuracy
+        try save(best: finalIsBest)
         onEvent(
             event(.finished, seconds: state.trainingSeconds, sps: Double(m * epochs) / max(state.trainingSeconds, 1e-9))
         )

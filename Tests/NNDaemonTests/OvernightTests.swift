@@ -1,5 +1,6 @@
 import Foundation
 import NNAPI
+import NNCheckpoint
 import XCTest
 
 /// What makes nnd safe to leave alone overnight: a request cannot take it down, a run that
@@ -201,6 +202,37 @@ final class OvernightTests: XCTestCase {
         let (code, output) = try promtool(["check", "rules", "\(repoRoot)/etc/nnd/prometheus/nnd-alerts.yml"])
         XCTAssertEqual(code, 0, output)
         XCTAssertTrue(output.contains("SUCCESS: 5 rules found"), output)
+    }
+
+    /// Through the daemon, a run with validation records and patience stops before its epoch
+    /// limit; the weights it exports (and would promote) are the best validation epoch's,
+    /// bitwise those of its best checkpoint.
+    func testEarlyStoppedRunExportsItsBestValidationEpoch() throws {
+        let d = DaemonProcess()
+        try d.start()
+        let spec = "\(d.dir)/early.yaml"
+        try smallSpec(name: "early", trainLimit: 2000, epochs: 60, everySteps: 0)
+            .replacingOccurrences(of: "seed: 7}", with: "seed: 7, validation: 0.2, early_stopping_patience: 3}")
+            .replacingOccurrences(of: "learning_rate: 0.02", with: "learning_rate: 0.05")
+            .replacingOccurrences(of: "lambda: 0.01", with: "lambda: 0")
+            .write(toFile: spec, atomically: true, encoding: .utf8)
+        let (code, out, err) = try nnctl(["start", spec, "--wait", "--socket", d.socket])
+        XCTAssertEqual(code, 0, out + err)
+        XCTAssertTrue(out.contains("validation "), out)
+        let run = try XCTUnwrap((try d.get("/v1/runs").1["runs"] as? [[String: Any]])?.first?["id"] as? String)
+        let record = try APIJSON.decoder.decode(
+            RunRecord.self, from: Data(try d.client.request("GET", "/v1/runs/\(run)").body))
+        XCTAssertLessThan(record.history.count, 60)
+        let costs = record.history.compactMap(\.validationCost)
+        let best = try XCTUnwrap(costs.indices.min { costs[$0] < costs[$1] }) + 1
+        XCTAssertTrue(record.notes.contains { $0.contains("kept the weights of epoch \(best)") }, "\(record.notes)")
+        XCTAssertTrue(record.notes.contains { $0.contains("stopped early") }, "\(record.notes)")
+        let bestFile = try Checkpoint.decode(
+            [UInt8](
+                try Data(contentsOf: URL(fileURLWithPath: "\(d.stateDir)/runs/\(run)/checkpoints/best.safetensors"))),
+            path: "best")
+        XCTAssertEqual(bestFile.state.epoch, best)
+        XCTAssertEqual(try d.parameters(run), bestFile.parameters, "exported weights are not the best epoch's")
     }
 
     /// Without XDG_RUNTIME_DIR the socket is in /tmp/nnd-$UID, a name anyone can create first:

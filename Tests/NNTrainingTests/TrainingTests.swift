@@ -114,6 +114,74 @@ final class TrainingTests: XCTestCase {
     }
 
     /// Pause at an arbitrary step, checkpoint to bytes, resume in a new trainer: bitwise equal to an uninterrupted run.
+    /// Validation records are held out with the run's seed (disjoint, complete, the same every
+    /// time); early stopping ends the run when the validation cost stops improving, and the run
+    /// keeps the best validation epoch's weights — bitwise those of a run trained for exactly
+    /// that many epochs. A resume in between changes nothing.
+    func testEarlyStoppingKeepsTheBestValidationEpoch() throws {
+        let (training, heldOut) = Trainer.holdOut(1000, fraction: 0.2, seed: 7)
+        XCTAssertEqual(heldOut.count, 200)
+        XCTAssertEqual(Set(training).union(heldOut), Set(0..<1000))
+        XCTAssertTrue(Set(training).isDisjoint(with: heldOut))
+        XCTAssertEqual(Trainer.holdOut(1000, fraction: 0.2, seed: 7).heldOut, heldOut)
+        XCTAssertNotEqual(Trainer.holdOut(1000, fraction: 0.2, seed: 8).heldOut, heldOut)
+
+        let overrides = [
+            "data.train_limit=2000", "model.layers=[784, 64, 32, 10]", "model.activation=relu", "model.init=he",
+            "training.batch_size=32", "training.learning_rate=0.05", "training.lambda=0", "training.optimizer=momentum",
+            "training.seed=7", "training.validation=0.2", "training.epochs=60", "training.early_stopping_patience=3",
+        ]
+        let spec = try smallSpec(overrides)
+        let data = try DataLoading.load(spec: spec, dataDirOverride: sharedMNIST)
+        var last: Checkpoint?
+        let stopped = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2)
+        XCTAssertEqual(stopped.validation?.count, 400)
+        XCTAssertEqual(stopped.train.count, 1600)
+        XCTAssertEqual(try stopped.run(checkpointSink: { c, _ in last = c }), .completed)
+        let epochs = stopped.state.history.count
+        let kept = try XCTUnwrap(stopped.keptEpoch)
+        XCTAssertLessThan(epochs, 60, "no early stop")
+        XCTAssertEqual(epochs - kept, 3, "stopped \(epochs - kept) epochs after the best, patience 3")
+        XCTAssertEqual(stopped.state.bestValidationEpoch(by: .validationCost), kept)
+        let costs = stopped.state.history.compactMap(\.validationCost)
+        XCTAssertEqual(costs.count, epochs)
+        XCTAssertEqual(costs.min(), costs[kept - 1])
+        XCTAssertNotNil(stopped.earlyStop)
+        // The final checkpoint (what export and promotion see) holds the kept epoch's weights.
+        XCTAssertEqual(last?.parameters, stopped.engine.parameters.toArray())
+        let exact = try Trainer(
+            spec: try smallSpec(overrides + ["training.epochs=\(kept)", "training.early_stopping_patience=0"]),
+            train: data.train, test: data.test, workers: 2)
+        _ = try exact.run()
+        XCTAssertEqual(stopped.engine.parameters.toArray(), exact.engine.parameters.toArray())
+
+        // Paused after the best epoch and resumed from that checkpoint and the best one: same end.
+        var saved: [Checkpoint] = []
+        var best: Checkpoint?
+        let first = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2)
+        let steps = 1600 / 32
+        let callsPerEpoch = (steps + DataParallelEngine.maxStepsPerCall - 1) / DataParallelEngine.maxStepsPerCall
+        let outcome = try first.run(
+            control: PauseAfter(callsPerEpoch * (kept + 1) + 1),
+            checkpointSink: { c, isBest in
+                saved.append(c)
+                if isBest { best = c }
+            })
+        XCTAssertEqual(outcome, .paused)
+        XCTAssertEqual(best?.state.epoch, kept)
+        let resumed = try Trainer(
+            spec: spec, train: data.train, test: data.test, workers: 2, resume: saved.last, best: best)
+        XCTAssertEqual(try resumed.run(), .completed)
+        XCTAssertEqual(resumed.engine.parameters.toArray(), stopped.engine.parameters.toArray())
+
+        expectSpecError(
+            "name: x\n", field: "training.early_stopping_patience", contains: "needs validation records",
+            overrides: ["training.early_stopping_patience=3"])
+        expectSpecError(
+            "name: x\n", field: "training.validation", contains: "from 0 to 0.5", overrides: ["training.validation=0.9"]
+        )
+    }
+
     func testResumeFromCheckpointIsBitwiseExact() throws {
         for opt in ["sgd", "adam"] {
             let spec = try smallSpec([

@@ -111,7 +111,8 @@ struct ProgressPrinter {
                 print(
                     clear + "epoch \(event.epoch)/\(event.epochs)  cost \(Output.number(event.cost))  "
                         + "lr \(Output.number(Double(event.learningRate), "%g"))  \(Output.number(event.seconds, "%.2f"))s  "
-                        + "test \(Output.percent(event.testAccuracy))%")
+                        + "test \(Output.percent(event.testAccuracy))%"
+                        + (event.validationAccuracy.map { "  validation \(Output.percent($0))%" } ?? ""))
             } else if terminal {
                 let steps = max(event.stepsPerEpoch, 1)
                 let done = (Double(event.epoch - 1) + Double(event.step) / Double(steps)) / Double(max(event.epochs, 1))

@@ -84,7 +84,11 @@ struct Train: ParsableCommand {
             })
         _ = sources
         if outcome != .completed { stderrLine("nnd: interrupted after \(trainer.state.history.count) epochs") }
-        let trainAcc = trainer.evaluate(loaded.train).accuracy
+        for note in [trainer.earlyStop, trainer.keptEpoch.map { "kept the weights of epoch \($0) (best validation)" }]
+        where note != nil && !json {
+            print("nnd: \(note!)")
+        }
+        let trainAcc = trainer.evaluate(trainer.train).accuracy
         let testAcc = trainer.evaluate(loaded.test).accuracy
         let secs = trainer.state.history.map(\.seconds)
         let perEpoch = secs.isEmpty ? 0 : secs.reduce(0, +) / Double(secs.count)
@@ -97,11 +101,17 @@ struct Train: ParsableCommand {
             var workers: Int
             var blasKernel: String
             var completed: Bool
+            /// The epoch whose weights were kept (best validation), when the run had validation records.
+            var keptEpoch: Int?
+            var validationRecords: Int
+            var trainRecords: Int
         }
         let f = Final(
             trainAccuracy: trainAcc, testAccuracy: testAcc, secondsPerEpoch: perEpoch,
             epochs: trainer.state.history.count,
-            workers: nWorkers, blasKernel: BLAS.kernelName, completed: outcome == .completed)
+            workers: nWorkers, blasKernel: BLAS.kernelName, completed: outcome == .completed,
+            keptEpoch: trainer.keptEpoch, validationRecords: trainer.validation?.count ?? 0,
+            trainRecords: trainer.train.count)
         if json {
             print(jsonLine(f))
         } else {
