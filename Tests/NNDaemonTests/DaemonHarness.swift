@@ -24,6 +24,8 @@ final class DaemonProcess {
     var process: Process?
     var logPath: String { "\(dir)/nnd.log" }
     var extraEnv: [String: String]
+    /// A command that runs `nnd` (e.g. setpriv to drop root); empty: `nnd` itself.
+    var launcher: [String] = []
 
     init(extraEnv: [String: String] = [:]) {
         dir = NSTemporaryDirectory() + "nnd-test-\(UUID().uuidString.prefix(8))"
@@ -33,9 +35,10 @@ final class DaemonProcess {
 
     func start(args: [String] = [], file: StaticString = #filePath, line: UInt = #line) throws {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: "\(binDir)/nnd")
+        p.executableURL = URL(fileURLWithPath: launcher.first ?? "\(binDir)/nnd")
         p.arguments =
-            ["serve", "--socket", socket, "--state-dir", stateDir, "--workers", "2", "--data-dir", sharedMNIST] + args
+            (launcher.isEmpty ? [] : launcher.dropFirst() + ["\(binDir)/nnd"])
+            + ["serve", "--socket", socket, "--state-dir", stateDir, "--workers", "2", "--data-dir", sharedMNIST] + args
         var env = ProcessInfo.processInfo.environment
         for (k, v) in extraEnv { env[k] = v }
         p.environment = env

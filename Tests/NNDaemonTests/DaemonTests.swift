@@ -329,6 +329,36 @@ final class DaemonTests: XCTestCase {
         _ = try d.post("/v1/runs/\(run)/stop")
     }
 
+    /// As an unprivileged user without RLIMIT_NICE (a service without LimitNICE=+0), a lowered
+    /// control plane could never hand normal priority back to the threads it makes: the daemon
+    /// says so and leaves control_nice out, and the threads that train run at the process's
+    /// priority, with no "errno=13" from libdispatch.
+    func testUnprivilegedDaemonTrainsAtFullPriority() throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else {
+            throw XCTSkip("needs root and setpriv to run the daemon as another user")
+        }
+        let d = DaemonProcess(extraEnv: ["NND_CONTROL_NICE": "10", "HOME": "/tmp"])
+        d.launcher = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        XCTAssertEqual(chown(d.dir, 65534, 65534), 0)
+        chmod(d.dir, 0o755)
+        try d.start()
+        let run = try d.createRun(
+            smallSpec(name: "prio", trainLimit: 20000, epochs: 100, batch: 64, everySteps: 0, optimizer: "sgd"))
+        _ = try d.waitFor(run, states: ["running"])
+        for _ in 0..<50 {
+            XCTAssertEqual(try d.get("/v1/runs/\(run)").0, 200)
+            usleep(20_000)
+        }
+        usleep(500_000)
+        let all = threads(of: d.process!.processIdentifier)
+        let busiest = all.sorted { $0.cpu > $1.cpu }.prefix(2)
+        XCTAssertTrue(all.allSatisfy { $0.nice == 0 }, "\(all)")
+        XCTAssertGreaterThan(busiest.last!.cpu, 10, "\(all)")
+        XCTAssertTrue(d.log().contains("control_nice not applied"), d.log())
+        XCTAssertFalse(d.log().contains("errno=13"), d.log())
+        _ = try d.post("/v1/runs/\(run)/stop")
+    }
+
     /// Bad daemon settings stop `nnd serve` with exit 2 and a message naming the source, the
     /// setting and the value; nothing is created.
     func testBadSettingsAreRefusedNamingSourceFieldAndValue() throws {
