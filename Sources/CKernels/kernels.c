@@ -29,7 +29,9 @@ static inline float exp_approx(float x) {
 }
 
 #if defined(__x86_64__) && defined(__clang__)
-#define NN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+// One clone per x86-64 level the loader can pick from: v4 (AVX-512F/BW/DQ/VL, 16 floats per
+// instruction), v3 (AVX2+FMA), and the baseline; the CPU's best is chosen once, at load time.
+#define NN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define NN_CLONES
 #endif
@@ -92,7 +94,9 @@ void nn_relu_backward(float *restrict d, const float *restrict a, long count) {
 const char *nn_kernels_isa(void) {
 #if defined(__x86_64__) && defined(__clang__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "x86-64-v3 (AVX2+FMA)";
+    // The same test the loader's clone resolver makes (GCC/clang's x86-64 levels).
+    if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4 (AVX-512)";
+    if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3 (AVX2+FMA)";
     return "x86-64 baseline (SSE2)";
 #else
     return "portable C";

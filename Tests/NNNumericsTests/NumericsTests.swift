@@ -113,4 +113,22 @@ final class NumericsTests: XCTestCase {
         XCTAssertEqual(d, [0, 2, 0])
         XCTAssertFalse(VectorKernels.instructionSet.isEmpty)
     }
+
+    /// The element-wise kernels run the clone for the CPU at hand (the tests above then check
+    /// that clone against Float64): AVX-512 where the CPU has it, AVX2+FMA where it has that.
+    func testKernelClonePickedForThisCPU() throws {
+        #if arch(x86_64)
+            let cpuinfo = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+            let flagsLine = try XCTUnwrap(cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") })
+            let flags = Set(flagsLine.split(separator: " ").map(String.init))
+            let set = VectorKernels.instructionSet
+            if flags.isSuperset(of: ["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma"]) {
+                XCTAssertTrue(set.hasPrefix("x86-64-v4"), set)
+            } else if flags.isSuperset(of: ["avx2", "fma", "bmi2"]) {
+                XCTAssertTrue(set.hasPrefix("x86-64-v3"), set)
+            } else {
+                XCTAssertTrue(set.hasPrefix("x86-64 baseline"), set)
+            }
+        #endif
+    }
 }
