@@ -39,13 +39,15 @@ let package = Package(
         // the contract: run specs, run records, events, every request and response body, and the
         // one JSON configuration; shared by the daemon, the training layer and nnctl. Foundation only.
         .target(name: "NNAPI"),
+        // whole-buffer gzip/zlib inflation (zlib), for the data readers and nnctl.
+        .target(name: "NNInflate", dependencies: ["CZlib"]),
         // numerics: aligned buffers, BLAS with kernel selection, vector kernels, RNG, SHA-256.
         .target(
             name: "NNNumerics",
             dependencies: ["CBLAS", "CKernels", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: optimised),
         // data: IDX/CSV readers, dataset fetch and verification.
-        .target(name: "NNData", dependencies: ["NNNumerics", "CZlib"], swiftSettings: optimised),
+        .target(name: "NNData", dependencies: ["NNNumerics", "NNInflate", "CZlib"], swiftSettings: optimised),
         // parallel engine: flat parameters, forward/backward, data-parallel step, NUMA placement, optimisers.
         .target(name: "NNEngine", dependencies: ["NNAPI", "NNNumerics", "NNData", "CNUMA"], swiftSettings: optimised),
         // checkpoints: safetensors + resume state, atomic writes, retention.
@@ -85,7 +87,7 @@ let package = Package(
         .executableTarget(
             name: "nnctl",
             dependencies: [
-                "NNAPI", "NNControl",
+                "NNAPI", "NNControl", "NNInflate",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 

@@ -88,3 +88,33 @@ public struct PromotionOutcome: Codable, Sendable {
         self.message = message
     }
 }
+
+/// `POST /v1/models/{model}/predict[?version=V]`: records to classify, each the model's input
+/// width of values already scaled as in training (MNIST: pixel / 255). Float32, as the model
+/// computes: a client that sends Float's shortest text gets exactly the values it had.
+public struct PredictRequest: Codable, Sendable {
+    public var inputs: [[Float]]
+    public init(inputs: [[Float]]) { self.inputs = inputs }
+
+    /// Read as Double and narrowed, so that a value Float cannot hold becomes ±inf — refused by
+    /// the daemon naming its row and column — rather than a parse error that names nothing.
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        inputs = try container.decode([[Double]].self, forKey: .inputs).map { $0.map(Float.init) }
+    }
+}
+
+/// The answer to a prediction: per record the most probable class and every class's probability.
+public struct Prediction: Codable, Sendable {
+    public var model: String
+    public var version: String
+    public var labels: [Int]
+    public var probabilities: [[Double]]
+
+    public init(model: String, version: String, labels: [Int], probabilities: [[Double]]) {
+        self.model = model
+        self.version = version
+        self.labels = labels
+        self.probabilities = probabilities
+    }
+}

@@ -32,6 +32,8 @@ public struct DaemonConfig: Sendable, Equatable {
     public var keepFinishedRuns: Int
     /// Model versions kept per model besides the current one and the one rollback returns to.
     public var keepModelVersions: Int
+    /// Records one prediction request may carry.
+    public var maxPredictRows: Int
 
     /// Defaults for an unprivileged user: `$XDG_RUNTIME_DIR/nnd/nnd.sock` (or
     /// `/tmp/nnd-$UID/nnd.sock`) and `$XDG_STATE_HOME/nnd` (or `~/.local/state/nnd`).
@@ -47,7 +49,7 @@ public struct DaemonConfig: Sendable, Equatable {
             workers: ProcessInfo.processInfo.activeProcessorCount, maxConcurrentRuns: 1, maxRequestBytes: 1 << 20,
             logLevel: "info", dataDirectory: nil, metricsListen: nil, requestTimeoutSeconds: 30, controlNice: 10,
             memoryBudget: nil, memoryBudgetFraction: nil, quarantineAfterCrashes: 2, keepFinishedRunsDays: 30,
-            keepFinishedRuns: 0, keepModelVersions: 10)
+            keepFinishedRuns: 0, keepModelVersions: 10, maxPredictRows: 10000)
     }
 
     /// A bad setting, naming where it came from (file, variable or flag), the setting and the value.
@@ -314,6 +316,14 @@ public struct DaemonSetting: Sendable {
             serviceValue: "10", defaultValue: "10"
         ) { value, config throws(Problem) in
             config.keepModelVersions = try integer(value, 0, 100_000)
+        },
+        DaemonSetting(
+            key: "max_predict_rows",
+            summary: "Records one prediction request (POST /v1/models/NAME/predict) may carry.",
+            details: ["A request's body is also bounded by max_request_bytes."], serviceValue: "10000",
+            defaultValue: "10000"
+        ) { value, config throws(Problem) in
+            config.maxPredictRows = try integer(value, 1, 1_000_000)
         },
     ]
 

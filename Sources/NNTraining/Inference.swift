@@ -48,6 +48,18 @@ public struct Inference: Sendable {
             cost: result.costSum / Double(max(result.records, 1)), epoch: checkpoint.state.epoch)
     }
 
+    /// Class probabilities of `count` records laid out row by row in `inputs` (each the
+    /// model's input width). Not reentrant: one caller at a time per `Inference`.
+    public func probabilities(inputs: [Float], count: Int) -> [[Float]] {
+        let width = checkpoint.layers.first ?? 0
+        let features = FloatBuffer(count: count * width)
+        features.load(inputs)
+        let data = Dataset(
+            features: features, labels: [Int32](repeating: 0, count: count), featureCount: width,
+            classCount: checkpoint.layers.last ?? 0, sources: [])
+        return engine.probabilities(data, range: 0..<count)
+    }
+
     /// Per record of `data`: the predicted class and the probability given to the true class.
     public func predictions(_ data: Dataset) -> (labels: [Int32], trueClassProbability: [Float]) {
         let probabilities = engine.probabilities(data, range: 0..<data.count)

@@ -35,7 +35,7 @@ struct NNCtl: ParsableCommand {
         subcommands: [
             Start.self, Status.self, List.self, Watch.self, Pause.self, Resume.self, Stop.self, Remove.self,
             Eval.self, Export.self, Report.self,
-            Retrain.self, Models.self, Promote.self, Rollback.self,
+            Retrain.self, Models.self, Promote.self, Rollback.self, Predict.self,
         ])
 
     static func main() {

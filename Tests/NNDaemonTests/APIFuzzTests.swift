@@ -67,10 +67,19 @@ final class APIFuzzTests: XCTestCase {
                         withAllowedCharacters: .urlPathAllowed) ?? "x") + [
                         "", "/pause", "/resume", "/stop", "/eval", "/export?format=../x", "/report",
                     ].randomElement(using: &rng)!
-            case 7:
+            case 7 where Bool.random(using: &rng):
                 method = "POST"
                 path = "/v1/models/" + ["../x", "x", "%00", ".."].randomElement(using: &rng)! + "/promote"
                 body = Array("{\"version\": \"../../etc\"}".utf8)
+            case 7:  // predictions: hostile models, versions and inputs
+                method = "POST"
+                path =
+                    "/v1/models/" + ["digits", "../x", "%00", "x"].randomElement(using: &rng)! + "/predict"
+                    + ["", "?version=../../etc", "?version=%00", "?version=x"].randomElement(using: &rng)!
+                let value = hostileValues.randomElement(using: &rng)!.prefix(300_000)
+                body = Array(
+                    ["{\"inputs\": \(value)}", "{\"inputs\": [[\(value)]]}", "{\"inputs\": [\(value)]}"]
+                        .randomElement(using: &rng)!.utf8)
             case 8:
                 body = Array(
                     "{\"spec\": \(String(repeating: "{\"a\":", count: 5000))1\(String(repeating: "}", count: 5000))}"

@@ -61,9 +61,16 @@ final class OvernightTests: XCTestCase {
         let victim = try d.createRun(longSpec(name: "victim", everySteps: 0))
         let other = try d.createRun(smallSpec(name: "other", trainLimit: 6000, epochs: 3, batch: 16, everySteps: 10))
         for kill in 1...4 {
-            try d.waitFor(other, states: ["running", "completed"])
             if kill <= 2 { try d.waitFor(victim, states: ["running"]) }
-            usleep(300_000)
+            // The other run has checkpointed since this start (on a slow machine loading the
+            // data alone can outlast a fixed delay): only the victim dies without a checkpoint.
+            let deadline = Date().addingTimeInterval(120)
+            while Date() < deadline {
+                let record = try d.get("/v1/runs/\(other)").1
+                if record["state"] as? String == "completed" { break }
+                if record["state"] as? String == "running", record["starts_since_checkpoint"] as? Int == 0 { break }
+                usleep(50_000)
+            }
             d.kill9()
             try d.start(args: args)
         }

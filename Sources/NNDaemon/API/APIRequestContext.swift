@@ -31,6 +31,9 @@ extension EvaluationRequest: RequestBody {
 extension PromoteRequest: RequestBody {
     static var fields: [String] { ["version"] }
 }
+extension PredictRequest: RequestBody {
+    static var fields: [String] { ["inputs"] }
+}
 
 /// JSON bodies through `APIJSON.decoder`; every failure becomes an `APIError` naming the field.
 public struct APIRequestDecoder: RequestDecoder {
@@ -113,6 +116,7 @@ extension Evaluation: ResponseEncodable {}
 extension Health: ResponseEncodable {}
 extension ModelList: ResponseEncodable {}
 extension ModelPointer: ResponseEncodable {}
+extension Prediction: ResponseEncodable {}
 
 extension Response {
     /// Already-encoded JSON (ending in a newline).

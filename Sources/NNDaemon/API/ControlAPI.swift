@@ -22,7 +22,10 @@ public struct ControlAPI: Sendable {
     public func router() -> Router<APIRequestContext> {
         Self.router(maxRequestBytes: maxRequestBytes, requestTimeout: requestTimeout) { routes in
             RunsController(manager: manager).addRoutes(to: routes)
-            ModelsController(registry: manager.models).addRoutes(to: routes)
+            ModelsController(
+                registry: manager.models,
+                predictor: ModelPredictor(registry: manager.models, maxRows: manager.config.maxPredictRows)
+            ).addRoutes(to: routes)
             ServiceController(manager: manager, version: version).addRoutes(to: routes)
         }
     }

@@ -5,9 +5,11 @@ import NNCheckpoint
 /// `/v1/models`: the model registry (versions, current, promote, rollback).
 struct ModelsController {
     let registry: ModelRegistry
+    let predictor: ModelPredictor
 
     func addRoutes(to routes: APIRoutes) {
         routes.get("/v1/models", use: list)
+        routes.post("/v1/models/:name/predict", use: predict)
         routes.post("/v1/models/:name/promote", use: promote)
         routes.post("/v1/models/:name/rollback", use: rollback)
     }
@@ -26,6 +28,18 @@ struct ModelsController {
             throw error.api
         }
         return ModelPointer(model: model, current: version)
+    }
+
+    /// Classifies records with the model's current version (or `?version=`).
+    @Sendable func predict(_ request: Request, context: APIRequestContext) async throws -> Prediction {
+        let model = try context.name("name")
+        let version: String? = request.uri.queryParameters.get("version").map { String($0) }
+        if let version, !RunManager.isValidID(version) {
+            throw APIError(422, "invalid_value", "version must be one of the model's version names", field: "version")
+        }
+        let inputs = try await request.decode(as: PredictRequest.self, context: context).inputs
+        let predictor = self.predictor
+        return try await offload { try predictor.predict(model: model, version: version, inputs: inputs) }
     }
 
     @Sendable func rollback(_ request: Request, context: APIRequestContext) async throws -> ModelPointer {

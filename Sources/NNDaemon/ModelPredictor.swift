@@ -1,0 +1,107 @@
+import Foundation
+import NNAPI
+import NNCheckpoint
+import NNTraining
+import Synchronization
+
+/// Serves predictions from stored model versions. Each version is loaded once and kept; the
+/// current version of a model is looked up on every request, so a promotion (or rollback)
+/// takes effect with the next prediction, and the previous version's engine is dropped
+/// then. An engine serves one prediction at a time (its buffers are its own).
+final class ModelPredictor: Sendable {
+    let registry: ModelRegistry
+    let maxRows: Int
+
+    private final class Loaded: Sendable {
+        let version: String
+        let inference: Inference
+        let busy = Mutex(())
+        init(version: String, inference: Inference) {
+            self.version = version
+            self.inference = inference
+        }
+    }
+    /// Model name → its most recently used version.
+    private let loaded = Mutex<[String: Loaded]>([:])
+
+    init(registry: ModelRegistry, maxRows: Int) {
+        self.registry = registry
+        self.maxRows = maxRows
+    }
+
+    /// Checks the request against the model before any work: every row the model's width, every
+    /// value finite, at most `maxRows` rows.
+    func predict(model: String, version requested: String?, inputs: [[Float]]) throws(APIError) -> Prediction {
+        let version: ModelVersion
+        if let requested {
+            guard let found = registry.version(model, requested) else {
+                throw APIError.notFound("model \(model) has no version \(requested.prefix(100))")
+            }
+            version = found
+        } else {
+            guard let current = registry.current(model) else {
+                throw APIError.notFound(
+                    registry.list().contains { $0.name == model }
+                        ? "model \(model) has no current version (nnctl promote)" : "no model named \(model)")
+            }
+            version = current
+        }
+        let width = version.layers.first ?? 0
+        guard !inputs.isEmpty else {
+            throw APIError(422, "invalid_value", "inputs is empty: give at least one record", field: "inputs")
+        }
+        guard inputs.count <= maxRows else {
+            throw APIError(
+                422, "too_many_rows",
+                "inputs has \(inputs.count) records; at most \(maxRows) per request (max_predict_rows)", field: "inputs"
+            )
+        }
+        var flat: [Float] = []
+        flat.reserveCapacity(inputs.count * width)
+        for (row, values) in inputs.enumerated() {
+            guard values.count == width else {
+                throw APIError(
+                    422, "invalid_value",
+                    "inputs[\(row)] has \(values.count) values; model \(model) version \(version.version) takes \(width)",
+                    field: "inputs[\(row)]")
+            }
+            for (column, value) in values.enumerated() {
+                guard value.isFinite, abs(value) < 1e30 else {
+                    throw APIError(
+                        422, "invalid_value", "inputs[\(row)][\(column)] is \(value), not a finite number",
+                        field: "inputs[\(row)][\(column)]")
+                }
+                flat.append(value)
+            }
+        }
+        let engine = try load(model: model, version: version)
+        let probabilities = engine.busy.withLock { _ in
+            engine.inference.probabilities(inputs: flat, count: inputs.count)
+        }
+        return Prediction(
+            model: model, version: version.version,
+            labels: probabilities.map { row in row.indices.max { row[$0] < row[$1] } ?? 0 },
+            probabilities: probabilities.map { $0.map(Double.init) })
+    }
+
+    private func load(model: String, version: ModelVersion) throws(APIError) -> Loaded {
+        if let hit = loaded.withLock({ $0[model] }), hit.version == version.version { return hit }
+        let checkpoint: Checkpoint
+        do { checkpoint = try registry.load(model, version.version) } catch let error as ModelRegistry.RegistryError {
+            throw error.api
+        } catch {
+            throw APIError(500, "internal", "cannot load model \(model) version \(version.version): \(error)")
+        }
+        let inference: Inference
+        do {
+            inference = try Inference(
+                checkpoint: checkpoint, activation: version.activation, inputs: checkpoint.layers.first ?? 0, workers: 1
+            )
+        } catch {
+            throw APIError(500, "internal", "model \(model) version \(version.version): \(error.description)")
+        }
+        let fresh = Loaded(version: version.version, inference: inference)
+        loaded.withLock { $0[model] = fresh }
+        return fresh
+    }
+}
