@@ -14,7 +14,7 @@ SHELL := /bin/bash
 # Which build `install` copies (check-install uses the debug build `swift test` just made).
 CONFIG ?= release
 
-.PHONY: build test demo bench fuzz verify-units check-install install uninstall deps clean format lint man
+.PHONY: build test demo bench compare fuzz verify-units check-install install uninstall deps clean format lint man
 
 build:
 	$(SWIFT) build -c release
@@ -50,6 +50,13 @@ demo:
 
 bench: build
 	.build/release/nnd bench
+
+# nnd against PyTorch (CPU, installed into .build/pytorch-venv) on the seed's recipe and the same
+# cores, rounds alternated: `make compare ROUNDS=5 EPOCHS=5`. Not part of `make test`.
+ROUNDS ?= 5
+EPOCHS ?= 5
+compare:
+	scripts/compare-pytorch.sh $(ROUNDS) $(EPOCHS)
 
 # Coverage-guided fuzzing of the IDX, gzip, CSV and checkpoint readers (FUZZ_SECONDS each).
 FUZZ_SECONDS ?= 30

@@ -81,7 +81,7 @@ final class RunExecution: Sendable {
                 resume: checkpoint, best: checkpoint == nil ? nil : store.loadBest(), warmStart: warm)
             history = trainer.state.history
             if trainer.state.finished {  // completed before a crash; only the bookkeeping was lost
-                let acc = (trainer.evaluate(data.train).accuracy, trainer.evaluate(data.test).accuracy)
+                let acc = (trainer.evaluate(trainer.train).accuracy, trainer.evaluate(data.test).accuracy)
                 Task {
                     await manager.executionEnded(id, result: .success(.completed), history: history, accuracies: acc)
                 }
