@@ -29,9 +29,15 @@ final class ModelPredictor: Sendable {
         self.maxRows = maxRows
     }
 
-    /// Checks the request against the model before any work: every row the model's width, every
-    /// value finite, at most `maxRows` rows.
-    func predict(model: String, version requested: String?, inputs: [[Float]]) throws(APIError) -> Prediction {
+    /// A request's records: JSON rows, or one packed float32 array (`application/octet-stream`).
+    enum Inputs: Sendable {
+        case rows([[Float]])
+        case packed([Float])
+    }
+
+    /// Checks the request against the model before any work: every record the model's width,
+    /// every value finite, at most `maxRows` records.
+    func predict(model: String, version requested: String?, inputs: Inputs) throws(APIError) -> Prediction {
         let version: ModelVersion
         if let requested {
             guard let found = registry.version(model, requested) else {
@@ -47,26 +53,59 @@ final class ModelPredictor: Sendable {
             version = current
         }
         let width = version.layers.first ?? 0
-        guard !inputs.isEmpty else {
+        let flat: [Float]
+        let count: Int
+        switch inputs {
+        case .rows(let rows):
+            flat = try Self.flatten(rows, width: width, model: model, version: version.version)
+            count = rows.count
+        case .packed(let values):
+            guard width > 0, values.count % width == 0 else {
+                throw APIError(
+                    422, "invalid_value",
+                    "the body holds \(values.count) float32 values, not a whole number of records of \(width) "
+                        + "(model \(model) version \(version.version))", field: "inputs")
+            }
+            if let bad = values.firstIndex(where: { !$0.isFinite }) {
+                throw APIError(
+                    422, "invalid_value",
+                    "record \(bad / width), value \(bad % width) is \(values[bad]), not a finite number",
+                    field: "inputs[\(bad / width)][\(bad % width)]")
+            }
+            flat = values
+            count = values.count / width
+        }
+        guard count > 0 else {
             throw APIError(422, "invalid_value", "inputs is empty: give at least one record", field: "inputs")
         }
-        guard inputs.count <= maxRows else {
+        guard count <= maxRows else {
             throw APIError(
                 422, "too_many_rows",
-                "inputs has \(inputs.count) records; at most \(maxRows) per request (max_predict_rows)", field: "inputs"
-            )
+                "inputs has \(count) records; at most \(maxRows) per request (max_predict_rows)", field: "inputs")
         }
+        let engine = try load(model: model, version: version)
+        let probabilities = engine.busy.withLock { _ in
+            engine.inference.probabilities(inputs: flat, count: count)
+        }
+        return Prediction(
+            model: model, version: version.version,
+            labels: probabilities.map { row in row.indices.max { row[$0] < row[$1] } ?? 0 },
+            probabilities: probabilities.map { $0.map(Double.init) })
+    }
+
+    /// JSON rows as one array, each row checked for its width and finite values.
+    static func flatten(_ inputs: [[Float]], width: Int, model: String, version: String) throws(APIError) -> [Float] {
         var flat: [Float] = []
         flat.reserveCapacity(inputs.count * width)
         for (row, values) in inputs.enumerated() {
             guard values.count == width else {
                 throw APIError(
                     422, "invalid_value",
-                    "inputs[\(row)] has \(values.count) values; model \(model) version \(version.version) takes \(width)",
+                    "inputs[\(row)] has \(values.count) values; model \(model) version \(version) takes \(width)",
                     field: "inputs[\(row)]")
             }
             for (column, value) in values.enumerated() {
-                guard value.isFinite, abs(value) < 1e30 else {
+                guard value.isFinite else {
                     throw APIError(
                         422, "invalid_value", "inputs[\(row)][\(column)] is \(value), not a finite number",
                         field: "inputs[\(row)][\(column)]")
@@ -74,14 +113,7 @@ final class ModelPredictor: Sendable {
                 flat.append(value)
             }
         }
-        let engine = try load(model: model, version: version)
-        let probabilities = engine.busy.withLock { _ in
-            engine.inference.probabilities(inputs: flat, count: inputs.count)
-        }
-        return Prediction(
-            model: model, version: version.version,
-            labels: probabilities.map { row in row.indices.max { row[$0] < row[$1] } ?? 0 },
-            probabilities: probabilities.map { $0.map(Double.init) })
+        return flat
     }
 
     private func load(model: String, version: ModelVersion) throws(APIError) -> Loaded {

@@ -50,7 +50,15 @@ struct Connection: ParsableArguments {
         _ method: String, _ path: String, body: (any Encodable)? = nil, as type: T.Type = T.self, quiet: Bool = false
     ) throws -> T {
         let bytes = try body.map { [UInt8](try APIJSON.encoder.encode($0)) }
-        let response = try client.request(method, path, json: bytes)
+        return try call(method, path, raw: bytes, contentType: "application/json", as: type, quiet: quiet)
+    }
+
+    /// `call` with a body that is not JSON (e.g. packed float32 records).
+    func call<T: Decodable>(
+        _ method: String, _ path: String, raw bytes: [UInt8]?, contentType: String, as type: T.Type = T.self,
+        quiet: Bool = false
+    ) throws -> T {
+        let response = try client.request(method, path, body: bytes, contentType: contentType)
         try check(response)
         if json && !quiet { print(response.text, terminator: response.text.hasSuffix("\n") ? "" : "\n") }
         do { return try APIJSON.decoder.decode(T.self, from: Data(response.body)) } catch {

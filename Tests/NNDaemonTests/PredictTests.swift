@@ -83,6 +83,18 @@ final class PredictTests: XCTestCase {
         try refused("/v1/models/nope/predict", #"{"inputs": [[1]]}"#, 404, "no model named nope")
         try refused("/v1/models/digits/predict?version=v9", #"{"inputs": [[1]]}"#, 404, "has no version v9")
         try refused("/v1/models/digits/predict?version=..", #"{"inputs": [[1]]}"#, 422, "version must be")
+        // Packed float32 (what nnctl sends): the same answer as JSON; a torn body is refused.
+        var packed: [UInt8] = []
+        for value in pixels { withUnsafeBytes(of: value.bitPattern.littleEndian) { packed += $0 } }
+        let binary = try d.client.request(
+            "POST", "/v1/models/digits/predict", body: packed, contentType: "application/octet-stream")
+        XCTAssertEqual(binary.status, 200, binary.text)
+        XCTAssertEqual(try APIJSON.decoder.decode(Prediction.self, from: Data(binary.body)).labels, answer.labels)
+        let torn = try d.client.request(
+            "POST", "/v1/models/digits/predict", body: Array(packed.dropLast(4)),
+            contentType: "application/octet-stream")
+        XCTAssertEqual(torn.status, 422)
+        XCTAssertTrue(torn.text.contains("not a whole number of records of 784"), torn.text)
         let (wc, _, wrong) = try nnctl(["predict", "digits", "\(d.dir)/digits.yaml"], env: env)
         XCTAssertEqual(wc, 1)
         XCTAssertTrue(wrong.contains("digits.yaml: line 2: 6 fields, expected 784"), wrong)

@@ -138,6 +138,8 @@ extension Response {
 enum APIContentType: String {
     case json = "application/json"
     case yaml = "application/yaml"
+    /// Raw little-endian float32 records (bulk predictions).
+    case float32 = "application/octet-stream"
 
     /// The request's type; a body without `Content-Type` counts as JSON (curl -d sends
     /// `application/x-www-form-urlencoded`, which is taken as JSON too: the body decides).
@@ -147,6 +149,7 @@ enum APIContentType: String {
         switch type {
         case "application/json", "application/x-www-form-urlencoded", "text/json", "": return .json
         case "application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml": return .yaml
+        case "application/octet-stream": return .float32
         default: return nil
         }
     }

@@ -37,7 +37,24 @@ struct ModelsController {
         if let version, !RunManager.isValidID(version) {
             throw APIError(422, "invalid_value", "version must be one of the model's version names", field: "version")
         }
-        let inputs = try await request.decode(as: PredictRequest.self, context: context).inputs
+        let inputs: ModelPredictor.Inputs
+        switch try APIContentType.require(.json, .float32, of: request) {
+        case .float32:
+            // Bulk scoring: the records as little-endian float32, one after another, no JSON.
+            let body = try await request.body.collect(upTo: .max)
+            guard body.readableBytes % 4 == 0 else {
+                throw APIError(
+                    422, "invalid_value",
+                    "the body is \(body.readableBytes) bytes, not a whole number of float32 values", field: "inputs")
+            }
+            var values = [Float](repeating: 0, count: body.readableBytes / 4)
+            values.withUnsafeMutableBytes { target in
+                body.readableBytesView.withUnsafeBytes { target.copyMemory(from: $0) }
+            }
+            inputs = .packed(values.map { Float(bitPattern: UInt32(littleEndian: $0.bitPattern)) })
+        default:
+            inputs = .rows(try await request.decode(as: PredictRequest.self, context: context).inputs)
+        }
         let predictor = self.predictor
         return try await offload { try predictor.predict(model: model, version: version, inputs: inputs) }
     }

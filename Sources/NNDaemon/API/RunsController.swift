@@ -38,7 +38,7 @@ struct RunsController {
             let body = try await request.body.collect(upTo: .max)
             text = String(decoding: body.readableBytesView, as: UTF8.self)
             if let name = request.uri.queryParameters.get("name") { overrides.append("name=\(name)") }
-        case .json:
+        case .json, .float32:  // `require` admits only JSON and YAML here
             let create = try await request.decode(as: CreateRunRequest.self, context: context)
             overrides = create.overrides ?? []
             if let name = create.name { overrides.append("name=\(name)") }

@@ -36,8 +36,9 @@ struct Predict: ParsableCommand {
 
     @OptionGroup var connection: Connection
 
-    /// Records per request: well under the daemon's default 1 MiB body limit.
-    static let recordsPerRequest = 100
+    /// Records per request, sent as packed float32 (`application/octet-stream`): 256 MNIST
+    /// records are 784 KiB, under the daemon's default 1 MiB body limit.
+    static let recordsPerRequest = 256
 
     func validate() throws {
         guard !files.isEmpty else { throw ValidationError("name at least one file to classify") }
@@ -70,9 +71,15 @@ struct Predict: ParsableCommand {
         var all = Prediction(model: model, version: chosen.version, labels: [], probabilities: [])
         var start = 0
         while start < inputs.count {
-            let batch = Array(inputs[start..<min(start + Self.recordsPerRequest, inputs.count)])
+            let batch = inputs[start..<min(start + Self.recordsPerRequest, inputs.count)]
+            // Little-endian float32, record after record: JSON would cost the daemon ~1 ms a record.
+            var packed: [UInt8] = []
+            packed.reserveCapacity(batch.count * reader.width * 4)
+            for record in batch {
+                for value in record { withUnsafeBytes(of: value.bitPattern.littleEndian) { packed += $0 } }
+            }
             let answer = try connection.call(
-                "POST", query, body: PredictRequest(inputs: batch), as: Prediction.self, quiet: true)
+                "POST", query, raw: packed, contentType: "application/octet-stream", as: Prediction.self, quiet: true)
             all.version = answer.version
             all.labels += answer.labels
             all.probabilities += answer.probabilities
