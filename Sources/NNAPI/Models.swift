@@ -12,11 +12,17 @@ public struct ModelVersion: Codable, Sendable, Equatable {
     /// The network, so the model can be evaluated without its run: layers and hidden activation.
     public var layers: [Int]
     public var activation: Activation
+    /// What it was trained on: training records and the data fingerprint (absent in versions
+    /// stored before they were recorded).
+    public var trainRecords: Int?
+    public var dataFingerprint: String?
 
     public init(
         version: String, run: String, testAccuracy: Double, trainAccuracy: Double, createdAt: Date, layers: [Int],
-        activation: Activation
+        activation: Activation, trainRecords: Int? = nil, dataFingerprint: String? = nil
     ) {
+        self.trainRecords = trainRecords
+        self.dataFingerprint = dataFingerprint
         self.version = version
         self.run = run
         self.testAccuracy = testAccuracy

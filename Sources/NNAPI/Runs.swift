@@ -36,6 +36,10 @@ public struct RunRecord: Codable, Sendable {
     public var dataFiles: [String: String]?
     /// For retraining runs: what happened to the model at the end.
     public var promotion: PromotionOutcome?
+    /// Records in the training data (base files and shards, before any validation hold-out),
+    /// and the fingerprint of the data files (`DataLoading.Loaded.fingerprint`).
+    public var trainRecords: Int?
+    public var dataFingerprint: String?
     /// Estimated peak memory of the run, bytes (what admission compared with the budget).
     public var memoryEstimateBytes: Int?
     /// Times the daemon started this run since its last checkpoint (kept durably): a daemon

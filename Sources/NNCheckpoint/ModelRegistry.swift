@@ -24,13 +24,13 @@ public struct ModelRegistry: Sendable {
     /// Stores a checkpoint as a new (not yet current) version.
     public func add(
         model: String, run: String, checkpointBytes: [UInt8], testAccuracy: Double, trainAccuracy: Double,
-        layers: [Int], activation: Activation
+        layers: [Int], activation: Activation, trainRecords: Int? = nil, dataFingerprint: String? = nil
     ) throws -> ModelVersion {
         let stamp = ISO8601DateFormatter.compact.string(from: Date())
         let v = ModelVersion(
             version: "\(stamp)-\(run.suffix(12))", run: run, testAccuracy: testAccuracy, trainAccuracy: trainAccuracy,
             createdAt: Date(),
-            layers: layers, activation: activation)
+            layers: layers, activation: activation, trainRecords: trainRecords, dataFingerprint: dataFingerprint)
         let vdir = "\(dir(model))/\(v.version)"
         do {
             try FileManager.default.createDirectory(atPath: vdir, withIntermediateDirectories: true)

@@ -67,7 +67,8 @@ final class RunExecution: Sendable {
             }
             Task {
                 await manager.noted(
-                    id, notes.joined(separator: "; "), dataHash: data.contentHash, dataFiles: data.fileHashes)
+                    id, notes.joined(separator: "; "), dataHash: data.contentHash, dataFiles: data.fileHashes,
+                    trainRecords: data.train.count, dataFingerprint: data.fingerprint)
             }
             var warm: [Float]?
             if checkpoint == nil, let p = spec.promotion, p.warmStart, let cur = models.current(p.model) {
@@ -118,7 +119,7 @@ final class RunExecution: Sendable {
                 }
                 acc = (trainer.evaluate(trainer.train).accuracy, trainer.evaluate(data.test).accuracy)
                 if let p = spec.promotion {
-                    promotion = try promote(p, trainer: trainer, test: data.test, accuracies: acc!)
+                    promotion = try promote(p, trainer: trainer, data: data, accuracies: acc!)
                 }
             }
             let result: Result<TrainingOutcome, Error> = .success(outcome)
@@ -136,9 +137,10 @@ final class RunExecution: Sendable {
 
     /// The promotion gate: evaluates the current model on the same held-out set and promotes
     /// the new one unless it is worse by more than the margin.
-    private func promote(_ p: RunSpec.Promotion, trainer: Trainer, test: NNData.Dataset, accuracies: (Double, Double))
-        throws -> PromotionOutcome
-    {
+    private func promote(
+        _ p: RunSpec.Promotion, trainer: Trainer, data: DataLoading.Loaded, accuracies: (Double, Double)
+    ) throws -> PromotionOutcome {
+        let test = data.test
         let newAcc = accuracies.1
         var currentAcc: Double?
         let current = models.current(p.model)
@@ -152,7 +154,8 @@ final class RunExecution: Sendable {
         let version = try models.add(
             model: p.model, run: record.id, checkpointBytes: trainer.checkpoint().encode(),
             testAccuracy: newAcc, trainAccuracy: accuracies.0, layers: record.spec.model.layers,
-            activation: record.spec.model.activation)
+            activation: record.spec.model.activation, trainRecords: data.train.count,
+            dataFingerprint: data.fingerprint)
         let promote = currentAcc.map { newAcc >= $0 - p.margin } ?? true
         if promote { try models.promote(model: p.model, version: version.version) }
         let message: String

@@ -291,8 +291,13 @@ public actor RunManager {
         records[id] = r
     }
 
-    func noted(_ id: String, _ note: String, dataHash: String?, dataFiles: [String: String]? = nil) {
+    func noted(
+        _ id: String, _ note: String, dataHash: String?, dataFiles: [String: String]? = nil, trainRecords: Int? = nil,
+        dataFingerprint: String? = nil
+    ) {
         guard var r = records[id] else { return }
+        if let trainRecords { r.trainRecords = trainRecords }
+        if let dataFingerprint { r.dataFingerprint = dataFingerprint }
         if !note.isEmpty { r.notes.append("\(Self.timestamp()): \(note)") }
         if let dataHash { r.dataHash = dataHash }
         if let dataFiles, r.dataFiles == nil { r.dataFiles = dataFiles }

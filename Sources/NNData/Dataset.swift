@@ -22,6 +22,32 @@ public final class Dataset: Sendable {
         self.sources = sources
     }
 
+    /// `parts` one after another (the first `limit` records of them): a base training set and
+    /// its shards. Every part must have the first one's feature count.
+    public static func concatenate(_ parts: [Dataset], limit: Int? = nil) throws -> Dataset {
+        let first = parts[0]
+        for part in parts.dropFirst() where part.featureCount != first.featureCount {
+            throw DataError(
+                file: part.sources.first ?? "?",
+                "records of \(part.featureCount) values, but \(first.sources.first ?? "the base data") has \(first.featureCount)"
+            )
+        }
+        let total = min(parts.reduce(0) { $0 + $1.count }, limit ?? .max)
+        let features = FloatBuffer(count: total * first.featureCount)
+        var labels: [Int32] = []
+        labels.reserveCapacity(total)
+        for part in parts where labels.count < total {
+            let take = min(part.count, total - labels.count)
+            memcpy(
+                features.pointer + labels.count * first.featureCount, part.features.pointer,
+                take * first.featureCount * MemoryLayout<Float>.stride)
+            labels += part.labels.prefix(take)
+        }
+        return Dataset(
+            features: features, labels: labels, featureCount: first.featureCount,
+            classCount: parts.map(\.classCount).max() ?? first.classCount, sources: parts.flatMap(\.sources))
+    }
+
     /// The records at `indices`, in that order, copied into a dataset of their own.
     public func subset(_ indices: [Int]) -> Dataset {
         let rows = FloatBuffer(count: indices.count * featureCount)

@@ -34,6 +34,28 @@ public enum MNIST {
         return nil
     }
 
+    /// Extra training shards beside the base files, sorted by name: every
+    /// `train-<name>-images-idx3-ubyte[.gz]` with its `train-<name>-labels-idx1-ubyte[.gz]`
+    /// (e.g. `train-2026-11-30-images-idx3-ubyte.gz`, what a nightly export adds). An images file
+    /// without its labels is an error naming the missing file.
+    public static func trainingShards(in dir: String) throws -> [(images: String, labels: String)] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        var shards: [(images: String, labels: String)] = []
+        for name in names.sorted() where name.hasPrefix("train-") && !name.hasPrefix("train-images-") {
+            let plain = name.hasSuffix(".gz") ? String(name.dropLast(3)) : name
+            guard plain.hasSuffix("-images-idx3-ubyte") else { continue }
+            // The plain file wins over its .gz, as for the base files.
+            if name.hasSuffix(".gz") && names.contains(plain) { continue }
+            let labelsName = String(plain.dropLast("-images-idx3-ubyte".count)) + "-labels-idx1-ubyte"
+            guard let labels = path(labelsName, in: dir) else {
+                throw DataError(
+                    file: "\(dir)/\(labelsName)[.gz]", "missing: the training shard \(dir)/\(name) has no labels file")
+            }
+            shards.append(("\(dir)/\(name)", labels))
+        }
+        return shards
+    }
+
     public static func load(from dir: String, train: Bool, limit: Int? = nil) throws -> Dataset {
         let prefix = train ? "train" : "t10k"
         let img = "\(prefix)-images-idx3-ubyte"

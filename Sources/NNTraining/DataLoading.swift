@@ -31,6 +31,13 @@ public enum DataLoading {
         public var files: [String]
         /// SHA-256 of each file's bytes, to name the file that changed.
         public var fileHashes: [String: String]
+
+        /// What a run trained on, in one hash: SHA-256 over the sorted `name sha256` lines of
+        /// its data files (so adding, removing or changing a shard changes it).
+        public var fingerprint: String {
+            let lines = files.map { "\(($0 as NSString).lastPathComponent) \(fileHashes[$0] ?? "")" }.sorted()
+            return SHA256.hex(Array(lines.joined(separator: "\n").utf8))
+        }
     }
 
     /// `dataDirOverride` beats the spec's `data.dir` (`nnd train --data`); `fallbackDataDir`
@@ -53,7 +60,17 @@ public enum DataLoading {
                     file: defaultFetchDirectory(),
                     "no MNIST data found; run `nnd dataset fetch mnist` or set data.dir in the spec")
             }
-            train = try MNIST.load(from: dir, train: true, limit: spec.data.trainLimit)
+            let shards = try MNIST.trainingShards(in: dir)
+            if shards.isEmpty {
+                train = try MNIST.load(from: dir, train: true, limit: spec.data.trainLimit)
+            } else {
+                // The base files and every shard, one training set (shuffled together by the trainer).
+                let base = try MNIST.load(from: dir, train: true)
+                let parts = try shards.map {
+                    try IDXReader.loadPair(images: $0.images, labels: $0.labels, classCount: spec.model.layers.last!)
+                }
+                train = try Dataset.concatenate([base] + parts, limit: spec.data.trainLimit)
+            }
             test = try MNIST.load(from: dir, train: false, limit: spec.data.testLimit)
         }
         let files = train.sources + test.sources

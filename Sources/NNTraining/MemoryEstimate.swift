@@ -63,7 +63,8 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
             func records(_ name: String) -> Int {
                 MNIST.path(name, in: dir).flatMap(IDXReader.headerCount) ?? 0
             }
-            train = limited(records("train-images-idx3-ubyte"), spec.data.trainLimit)
+            let shards = ((try? MNIST.trainingShards(in: dir)) ?? []).compactMap { IDXReader.headerCount($0.images) }
+            train = limited(records("train-images-idx3-ubyte") + shards.reduce(0, +), spec.data.trainLimit)
             test = limited(records("t10k-images-idx3-ubyte"), spec.data.testLimit)
         }
         return of(spec: spec, trainRecords: train, testRecords: test, workers: workers)

@@ -65,6 +65,9 @@ enum Output {
                     + "train \(percent(last.trainAccuracy))%, test \(percent(last.testAccuracy))%",
             ])
         }
+        if let records = run.trainRecords {
+            rows.append(["data", "\(records) training records, fingerprint \(run.dataFingerprint?.prefix(12) ?? "-")"])
+        }
         if let accuracy = run.trainAccuracy { rows.append(["train accuracy", "\(percent(accuracy))%"]) }
         if let accuracy = run.testAccuracy { rows.append(["test accuracy", "\(percent(accuracy))%"]) }
         let last = run.lastCheckpoint.map { ", last \(($0 as NSString).lastPathComponent)" } ?? ""
@@ -90,12 +93,15 @@ enum Output {
     /// `nnctl models`: every version, `*` marking the current one.
     static func models(_ models: [ModelInfo]) {
         guard !models.isEmpty else { return print("no models") }
-        var rows = [["MODEL", "VERSION", "", "TEST %", "TRAIN %", "RUN", "CREATED"]]
+        var rows = [["MODEL", "VERSION", "", "TEST %", "TRAIN %", "RECORDS", "DATA", "RUN", "CREATED"]]
         for model in models {
             for version in model.versions {
                 rows.append([
                     model.name, version.version, version.version == model.current ? "*" : "",
-                    percent(version.testAccuracy), percent(version.trainAccuracy), version.run, date(version.createdAt),
+                    percent(version.testAccuracy), percent(version.trainAccuracy),
+                    version.trainRecords.map(String.init) ?? "-",
+                    version.dataFingerprint.map { String($0.prefix(12)) } ?? "-",
+                    version.run, date(version.createdAt),
                 ])
             }
         }

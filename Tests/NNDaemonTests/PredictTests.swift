@@ -99,6 +99,20 @@ final class PredictTests: XCTestCase {
         XCTAssertEqual(wc, 1)
         XCTAssertTrue(wrong.contains("digits.yaml: line 2: 6 fields, expected 784"), wrong)
         XCTAssertEqual(try d.get("/v1/health").0, 200)
+
+        // What the model was trained on is recorded: in its info, its run and `nnd train --json`.
+        XCTAssertEqual(version.trainRecords, 3000)
+        let fingerprint = try XCTUnwrap(version.dataFingerprint)
+        XCTAssertEqual(fingerprint.count, 64)
+        let run = try APIJSON.decoder.decode(
+            RunRecord.self, from: Data(try d.client.request("GET", "/v1/runs/\(version.run)").body))
+        XCTAssertEqual(run.dataFingerprint, fingerprint)
+        let (tc, result, terr) = try runBuilt("nnd", ["train", spec, "--data", sharedMNIST, "--epochs", "1", "--json"])
+        XCTAssertEqual(tc, 0, terr)
+        let last =
+            try JSONSerialization.jsonObject(with: Data(result.split(separator: "\n").last!.utf8)) as! [String: Any]
+        XCTAssertEqual(last["train_records"] as? Int, 3000)
+        XCTAssertEqual(last["data_fingerprint"] as? String, fingerprint)
     }
 
     /// The first MNIST test image, scaled to [0, 1].

@@ -182,6 +182,52 @@ final class TrainingTests: XCTestCase {
         )
     }
 
+    /// A data directory with the MNIST files and a 5,000-record shard trains on 65,000 records;
+    /// the fingerprint names the data (a shard changes it); a bad shard fails naming its file.
+    func testTrainingShardsJoinTheBaseFiles() throws {
+        let dir = NSTemporaryDirectory() + "nnd-shards-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for name in MNIST.files {
+            try FileManager.default.createSymbolicLink(
+                atPath: "\(dir)/\(name).gz", withDestinationPath: "\(sharedMNIST)/\(name).gz")
+        }
+        let spec = try RunSpec.parse("name: shards\n", overrides: ["training.epochs=1"])
+        let before = try DataLoading.load(spec: spec, dataDirOverride: dir)
+        XCTAssertEqual(before.train.count, 60000)
+        // The shard: the first 5,000 test records, as plain IDX files named like a nightly export.
+        let images = try IDXReader.read("\(sharedMNIST)/t10k-images-idx3-ubyte.gz", expectedDims: 3)
+        let labels = try IDXReader.read("\(sharedMNIST)/t10k-labels-idx1-ubyte.gz", expectedDims: 1)
+        func header(_ magic: UInt32, _ dims: [Int]) -> [UInt8] {
+            ([Int(magic)] + dims).flatMap { v in (0..<4).map { UInt8(truncatingIfNeeded: v >> (24 - 8 * $0)) } }
+        }
+        let shardImages = "\(dir)/train-2026-11-30-images-idx3-ubyte"
+        let shardLabels = "\(dir)/train-2026-11-30-labels-idx1-ubyte"
+        try Data(header(0x0803, [5000, 28, 28]) + images.bytes.prefix(5000 * 784)).write(
+            to: URL(fileURLWithPath: shardImages))
+        try Data(header(0x0801, [5000]) + labels.bytes.prefix(5000)).write(to: URL(fileURLWithPath: shardLabels))
+        let after = try DataLoading.load(spec: spec, dataDirOverride: dir)
+        XCTAssertEqual(after.train.count, 65000)
+        XCTAssertEqual(after.test.count, 10000, "the test files stay the held-out set")
+        XCTAssertTrue(after.files.contains(shardImages) && after.files.contains(shardLabels))
+        XCTAssertNotEqual(after.fingerprint, before.fingerprint)
+        XCTAssertEqual(after.fingerprint, try DataLoading.load(spec: spec, dataDirOverride: dir).fingerprint)
+        XCTAssertEqual(after.train.labels[60000..<65000].map { UInt8($0) }, Array(labels.bytes.prefix(5000)))
+        XCTAssertEqual(
+            MemoryEstimate.of(spec: spec, trainRecords: 65000, testRecords: 10000, workers: 2),
+            MemoryEstimate.of(spec: spec, fallbackDataDir: dir, workers: 2))
+        // A truncated shard, or one without labels, fails naming the file.
+        try Data(header(0x0803, [5000, 28, 28]) + images.bytes.prefix(100)).write(to: URL(fileURLWithPath: shardImages))
+        XCTAssertThrowsError(try DataLoading.load(spec: spec, dataDirOverride: dir)) { error in
+            XCTAssertTrue("\(error)".contains(shardImages), "\(error)")
+        }
+        try FileManager.default.removeItem(atPath: shardLabels)
+        XCTAssertThrowsError(try DataLoading.load(spec: spec, dataDirOverride: dir)) { error in
+            XCTAssertTrue("\(error)".contains("train-2026-11-30-labels-idx1-ubyte"), "\(error)")
+            XCTAssertTrue("\(error)".contains("has no labels file"), "\(error)")
+        }
+    }
+
     func testResumeFromCheckpointIsBitwiseExact() throws {
         for opt in ["sgd", "adam"] {
             let spec = try smallSpec([

@@ -104,14 +104,16 @@ struct Train: ParsableCommand {
             /// The epoch whose weights were kept (best validation), when the run had validation records.
             var keptEpoch: Int?
             var validationRecords: Int
+            /// Records in the training data (base files and shards, before the hold-out).
             var trainRecords: Int
+            var dataFingerprint: String
         }
         let f = Final(
             trainAccuracy: trainAcc, testAccuracy: testAcc, secondsPerEpoch: perEpoch,
             epochs: trainer.state.history.count,
             workers: nWorkers, blasKernel: BLAS.kernelName, completed: outcome == .completed,
             keptEpoch: trainer.keptEpoch, validationRecords: trainer.validation?.count ?? 0,
-            trainRecords: trainer.train.count)
+            trainRecords: loaded.train.count, dataFingerprint: loaded.fingerprint)
         if json {
             print(jsonLine(f))
         } else {
