@@ -73,11 +73,15 @@ public struct RunSpec: Codable, Sendable, Equatable {
         /// Use only the first N records (quick runs, tests).
         public var trainLimit: Int?
         public var testLimit: Int?
+        /// CSV values are divided by this: 255 for the seed's 0–255 pixels, 1 for features
+        /// already scaled. Optional only so that older records load; `parse` always sets it.
+        public var featureScale: Double?
         // camelCase raw values: see `APIJSON` (on the wire: train_csv, test_csv).
         enum CodingKeys: String, CodingKey {
             case dir
             case trainCSV = "trainCsv"
             case testCSV = "testCsv"
+            case featureScale
             case trainLimit, testLimit
         }
     }

@@ -1,20 +1,25 @@
 import Foundation
 import NNNumerics
 
-/// Reads the seed's CSV layout: one record per line, `label,pixel0,...,pixelN` with
-/// integer pixels 0–255 (scaled by 1/255). A header line starting with "label" is skipped.
+/// Reads CSV records: one per line, the integer label first, then `featureCount` values divided
+/// by `featureScale`. With the default scale 255 (the seed's layout) the values must be integer
+/// pixels 0–255; with any other scale they are decimal numbers (e.g. features already in [0, 1]
+/// with scale 1). A first line whose first field is not a number is a header and is skipped.
 public enum CSVReader {
-    public static func load(_ path: String, featureCount: Int = 784, classCount: Int = 10, limit: Int? = nil) throws
-        -> Dataset
-    {
+    public static func load(
+        _ path: String, featureCount: Int = 784, classCount: Int = 10, limit: Int? = nil, featureScale: Float = 255
+    ) throws -> Dataset {
         try parse(
-            IDXReader.readFile(path), file: path, featureCount: featureCount, classCount: classCount, limit: limit)
+            IDXReader.readFile(path), file: path, featureCount: featureCount, classCount: classCount, limit: limit,
+            featureScale: featureScale)
     }
 
     /// Parses CSV bytes; `file` names them in errors.
     public static func parse(
-        _ raw: [UInt8], file path: String, featureCount: Int = 784, classCount: Int = 10, limit: Int? = nil
+        _ raw: [UInt8], file path: String, featureCount: Int = 784, classCount: Int = 10, limit: Int? = nil,
+        featureScale: Float = 255
     ) throws -> Dataset {
+        let pixels = featureScale == 255
         var labels: [Int32] = []
         var values: [Float] = []
         var lineNo = 0
@@ -25,7 +30,8 @@ public enum CSVReader {
             if trimmed.last == UInt8(ascii: "\r") { trimmed = trimmed.dropLast() }
             if trimmed.isEmpty { return }
             if lineNo == 1, trimmed.first.map({ !(48...57).contains($0) }) == true {
-                if String(decoding: trimmed.prefix(5), as: UTF8.self).lowercased() == "label" { return }
+                let first = trimmed.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false).first ?? []
+                if Float(String(decoding: first, as: UTF8.self).trimmingCharacters(in: .whitespaces)) == nil { return }
             }
             let fields = trimmed.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false)
             guard fields.count == featureCount + 1 else {
@@ -34,7 +40,15 @@ public enum CSVReader {
                     "line \(lineNo): \(fields.count) columns, expected \(featureCount + 1) (label + \(featureCount) pixels)"
                 )
             }
-            for (col, f) in fields.enumerated() {
+            for (col, f) in fields.enumerated() where col > 0 && !pixels {
+                let text = String(decoding: f, as: UTF8.self).trimmingCharacters(in: .whitespaces)
+                guard let v = Float(text), v.isFinite else {
+                    throw DataError(
+                        file: path, "line \(lineNo), column \(col + 1): '\(text.prefix(20))' is not a number")
+                }
+                values.append(v / featureScale)
+            }
+            for (col, f) in fields.enumerated() where col == 0 || pixels {
                 guard !f.isEmpty, f.count <= 4, f.allSatisfy({ (48...57).contains($0) }) else {
                     throw DataError(
                         file: path,

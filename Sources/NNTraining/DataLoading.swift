@@ -48,12 +48,13 @@ public enum DataLoading {
         let train: Dataset
         let test: Dataset
         if let trainCSV = spec.data.trainCSV, let testCSV = spec.data.testCSV {
+            let scale = Float(spec.data.featureScale ?? 255)
             train = try CSVReader.load(
                 trainCSV, featureCount: spec.model.layers.first!, classCount: spec.model.layers.last!,
-                limit: spec.data.trainLimit)
+                limit: spec.data.trainLimit, featureScale: scale)
             test = try CSVReader.load(
                 testCSV, featureCount: spec.model.layers.first!, classCount: spec.model.layers.last!,
-                limit: spec.data.testLimit)
+                limit: spec.data.testLimit, featureScale: scale)
         } else {
             guard let dir = dataDirOverride ?? spec.data.dir ?? fallbackDataDir ?? defaultMNISTDirectory() else {
                 throw DataError(

@@ -28,7 +28,7 @@ extension RunSpec {
             ],
             "data": [
                 "dir": NSNull(), "train_csv": NSNull(), "test_csv": NSNull(), "train_limit": NSNull(),
-                "test_limit": NSNull(),
+                "test_limit": NSNull(), "feature_scale": 255,
             ],
             "checkpoint": ["every_steps": 0, "every_seconds": 60, "keep": 3],
             "promotion": ["model": NSNull(), "margin": 0.1, "warm_start": false],
@@ -184,6 +184,9 @@ extension RunSpec {
                 "needs validation records: set training.validation, e.g. 0.1 (the test set never chooses weights)")
         }
         if let l = data.trainLimit, l < 1 { throw bad("data.train_limit", l, "must be ≥ 1") }
+        if let scale = data.featureScale, !(scale.isFinite && scale > 0) {
+            throw bad("data.feature_scale", scale, "must be a positive number (255: pixels 0-255; 1: already scaled)")
+        }
         if let l = data.testLimit, l < 1 { throw bad("data.test_limit", l, "must be ≥ 1") }
         if (data.trainCSV == nil) != (data.testCSV == nil) {
             throw SpecError(field: "data.train_csv", "train_csv and test_csv go together")

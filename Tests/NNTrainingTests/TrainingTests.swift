@@ -228,6 +228,52 @@ final class TrainingTests: XCTestCase {
         }
     }
 
+    /// A CSV dataset that is not MNIST — a header, 64 features already in [0, 1], 10 classes —
+    /// trains from its spec alone; a malformed value is named by file, line and column.
+    func testNonMNISTCSVTrainsFromItsSpec() throws {
+        let dir = NSTemporaryDirectory() + "nnd-csv-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var rng = DeterministicRNG(seed: 3)
+        func write(_ name: String, records: Int) throws {
+            var lines = ["class," + (0..<64).map { "f\($0)" }.joined(separator: ",")]
+            for _ in 0..<records {
+                let label = rng.nextIndex(below: 10)
+                // Class c lights features 6c..6c+5; the rest is noise.
+                let features = (0..<64).map { f in
+                    (f / 6 == label ? 0.6 : 0) + rng.nextUnit() * 0.4
+                }
+                lines.append("\(label)," + features.map { String(format: "%.4f", $0) }.joined(separator: ","))
+            }
+            try lines.joined(separator: "\n").write(toFile: "\(dir)/\(name)", atomically: true, encoding: .utf8)
+        }
+        try write("train.csv", records: 2000)
+        try write("test.csv", records: 500)
+        let yaml = """
+            name: sensors
+            model: {layers: [64, 32, 10], activation: relu, init: he}
+            training: {epochs: 5, batch_size: 32, learning_rate: 0.05, optimizer: momentum, lambda: 0}
+            data: {train_csv: \(dir)/train.csv, test_csv: \(dir)/test.csv, feature_scale: 1}
+            """
+        let spec = try RunSpec.parse(yaml)
+        let data = try DataLoading.load(spec: spec)
+        XCTAssertEqual(data.train.count, 2000)
+        XCTAssertEqual(data.train.featureCount, 64)
+        XCTAssertLessThanOrEqual(data.train.features.toArray().max() ?? 2, 1)
+        let trainer = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2)
+        XCTAssertEqual(try trainer.run(), .completed)
+        XCTAssertGreaterThan(trainer.evaluate(data.test).accuracy, 90)
+
+        try "class,a,b\n1,0.5,x\n".write(toFile: "\(dir)/bad.csv", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try CSVReader.load("\(dir)/bad.csv", featureCount: 2, classCount: 10, featureScale: 1)) {
+            XCTAssertTrue(
+                "\($0)".contains("bad.csv") && "\($0)".contains("line 2, column 3: 'x' is not a number"), "\($0)")
+        }
+        expectSpecError(
+            "name: x\n", field: "data.feature_scale", contains: "must be a positive number",
+            overrides: ["data.feature_scale=0"])
+    }
+
     func testResumeFromCheckpointIsBitwiseExact() throws {
         for opt in ["sgd", "adam"] {
             let spec = try smallSpec([
