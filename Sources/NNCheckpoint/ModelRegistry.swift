@@ -35,7 +35,7 @@ public struct ModelRegistry: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: vdir, withIntermediateDirectories: true)
             try CheckpointStore.atomicWrite(checkpointBytes, to: "\(vdir)/model.safetensors")
-            try CheckpointStore.atomicWrite([UInt8](Self.encoder.encode(v)), to: "\(vdir)/info.json")
+            try CheckpointStore.atomicWrite([UInt8](APIJSON.prettyEncoder.encode(v)), to: "\(vdir)/info.json")
         } catch { throw RegistryError.io("cannot store model \(model) version \(v.version): \(error)") }
         return v
     }
@@ -49,7 +49,7 @@ public struct ModelRegistry: Sendable {
 
     public func version(_ model: String, _ version: String) -> ModelVersion? {
         guard let d = FileManager.default.contents(atPath: "\(dir(model))/\(version)/info.json") else { return nil }
-        return try? Self.decoder.decode(ModelVersion.self, from: d)
+        return try? APIJSON.decoder.decode(ModelVersion.self, from: d)
     }
 
     public func modelPath(_ model: String, _ version: String) -> String { "\(dir(model))/\(version)/model.safetensors" }
@@ -144,8 +144,6 @@ public struct ModelRegistry: Sendable {
         }
     }
 
-    static var encoder: JSONEncoder { APIJSON.prettyEncoder }
-    static var decoder: JSONDecoder { APIJSON.decoder }
 }
 
 extension ISO8601DateFormatter {

@@ -173,7 +173,7 @@ public final class DaemonMetrics: Sendable {
                 r.testAccuracy ?? r.history.last?.testAccuracy)
             out.gauge("nnd_run_running", "1 while the run trains", labels, r.state == .running ? 1 : 0)
             if let b = e?.stepDurationBuckets, let sum = e?.stepDurationSum, b.count == StepDurations.bounds.count + 1 {
-                let l = "run=\"\(escape(r.id))\",name=\"\(escape(r.name))\""
+                let l = "run=\"\(Exposition.escape(r.id))\",name=\"\(Exposition.escape(r.name))\""
                 for (i, bound) in StepDurations.bounds.enumerated() {
                     histograms += "nnd_step_duration_seconds_bucket{\(l),le=\"\(bound)\"} \(b[i])\n"
                 }
@@ -192,10 +192,6 @@ public final class DaemonMetrics: Sendable {
         return text
     }
 
-    func escape(_ s: String) -> String {
-        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-            .replacingOccurrences(of: "\n", with: "\\n")
-    }
 }
 
 extension MetricsSystem {
@@ -232,6 +228,7 @@ struct Exposition {
         }.joined()
     }
 
+    /// A label value as the exposition format writes it (backslash, quote and newline escaped).
     static func escape(_ s: String) -> String {
         s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
             .replacingOccurrences(of: "\n", with: "\\n")

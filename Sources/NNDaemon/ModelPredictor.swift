@@ -53,14 +53,26 @@ final class ModelPredictor: Sendable {
             version = current
         }
         let width = version.layers.first ?? 0
+        // Counted before any value is looked at: a request over the limit costs nothing more.
+        let count =
+            switch inputs {
+            case .rows(let rows): rows.count
+            case .packed(let values): width > 0 ? (values.count + width - 1) / width : 0
+            }
+        guard count > 0 else {
+            throw APIError(422, "invalid_value", "inputs is empty: give at least one record", field: "inputs")
+        }
+        guard count <= maxRows else {
+            throw APIError(
+                422, "too_many_rows",
+                "inputs has \(count) records; at most \(maxRows) per request (max_predict_rows)", field: "inputs")
+        }
         let flat: [Float]
-        let count: Int
         switch inputs {
         case .rows(let rows):
             flat = try Self.flatten(rows, width: width, model: model, version: version.version)
-            count = rows.count
         case .packed(let values):
-            guard width > 0, values.count % width == 0 else {
+            guard values.count % width == 0 else {
                 throw APIError(
                     422, "invalid_value",
                     "the body holds \(values.count) float32 values, not a whole number of records of \(width) "
@@ -73,15 +85,6 @@ final class ModelPredictor: Sendable {
                     field: "inputs[\(bad / width)][\(bad % width)]")
             }
             flat = values
-            count = values.count / width
-        }
-        guard count > 0 else {
-            throw APIError(422, "invalid_value", "inputs is empty: give at least one record", field: "inputs")
-        }
-        guard count <= maxRows else {
-            throw APIError(
-                422, "too_many_rows",
-                "inputs has \(count) records; at most \(maxRows) per request (max_predict_rows)", field: "inputs")
         }
         let engine = try load(model: model, version: version)
         let probabilities = engine.busy.withLock { _ in

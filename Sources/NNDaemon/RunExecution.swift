@@ -107,13 +107,7 @@ final class RunExecution: Sendable {
             var acc: (Double, Double)?
             var promotion: PromotionOutcome?
             if outcome == .completed {
-                let chosen = [
-                    trainer.earlyStop,
-                    trainer.keptEpoch.map { "kept the weights of epoch \($0), the best by the validation metric" },
-                ]
-                .compactMap { $0 }
-                if !chosen.isEmpty {
-                    let note = chosen.joined(separator: "; ")
+                if let note = trainer.weightsChoice {
                     logger.notice("\(note)", metadata: ["run": "\(id)"])
                     Task { await self.manager.noted(id, note, dataHash: nil) }
                 }

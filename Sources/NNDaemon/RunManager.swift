@@ -58,7 +58,7 @@ public actor RunManager {
             let path = "\(runDirectory(id))/run.json"
             guard let data = FileManager.default.contents(atPath: path) else { continue }
             do {
-                var r = try Self.storeDecoder.decode(RunRecord.self, from: data)
+                var r = try APIJSON.decoder.decode(RunRecord.self, from: data)
                 let crashes = r.startsSinceCheckpoint ?? 0
                 if r.state == .running && !r.resumeOnStart && crashes >= config.quarantineAfterCrashes {
                     quarantine(&r, crashes: crashes)
@@ -136,7 +136,7 @@ public actor RunManager {
         let live = hub.latestEvent(run: r.id)
         if let c = encodedStatus[r.id], c.revision == revision, c.progress == live { return c.json }
         var json: Data
-        do { json = try Self.encoder.encode(withLiveProgress(r)) } catch {
+        do { json = try APIJSON.encoder.encode(withLiveProgress(r)) } catch {
             throw APIError(500, "internal", "cannot encode run \(r.id): \(error)")
         }
         json.append(0x0A)
@@ -369,7 +369,7 @@ public actor RunManager {
 
     func persist(_ r: RunRecord) {
         do {
-            let data = try Self.storeEncoder.encode(r)
+            let data = try APIJSON.prettyEncoder.encode(r)
             try CheckpointStore.atomicWrite([UInt8](data), to: "\(runDirectory(r.id))/run.json")
         } catch {
             logger.error("cannot persist run record", metadata: ["run": "\(r.id)", "error": "\(error)"])
@@ -521,10 +521,6 @@ public actor RunManager {
 
     static func timestamp() -> String { ISO8601DateFormatter().string(from: Date()) }
 
-    /// The API's JSON configuration, for bodies and for `run.json` (pretty, to be read by people).
-    static var encoder: JSONEncoder { APIJSON.encoder }
-    static var storeEncoder: JSONEncoder { APIJSON.prettyEncoder }
-    static var storeDecoder: JSONDecoder { APIJSON.decoder }
 }
 
 /// Keeps the most recently loaded dataset so pause → resume does not read and hash it again.

@@ -83,6 +83,14 @@ public final class Trainer {
     public private(set) var earlyStop: String?
     /// The epoch whose weights the finished run kept (the best validation epoch), when chosen.
     public private(set) var keptEpoch: Int?
+
+    /// How the finished run chose its weights, in a sentence (for notes and `nnd train`); nil
+    /// when it simply ran all its epochs without validation records.
+    public var weightsChoice: String? {
+        let parts = [earlyStop, keptEpoch.map { "kept the weights of epoch \($0), the best by \(metric.rawValue)" }]
+            .compactMap { $0 }
+        return parts.isEmpty ? nil : parts.joined(separator: "; ")
+    }
     public private(set) var state: ResumeState
     public let stepSize: Int
     public let stepsPerEpoch: Int

@@ -290,6 +290,19 @@ final class DaemonTests: XCTestCase {
     }
 
     /// Threads of a process: name, nice value, CPU ticks used.
+    /// Starts a long seed-network run and polls its status 50 times while it trains, so both
+    /// the training threads and the control plane's have run; returns the run's id.
+    func trainWhileClientsPoll(_ d: DaemonProcess) throws -> String {
+        let run = try d.createRun(
+            smallSpec(name: "prio", trainLimit: 20000, epochs: 100, batch: 64, everySteps: 0, optimizer: "sgd"))
+        _ = try d.waitFor(run, states: ["running"])
+        for _ in 0..<50 {
+            XCTAssertEqual(try d.get("/v1/runs/\(run)").0, 200)
+            usleep(20_000)
+        }
+        return run
+    }
+
     func threads(of pid: Int32) -> [(name: String, nice: Int, cpu: Int)] {
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
         return tasks.compactMap { tid in
@@ -309,13 +322,7 @@ final class DaemonTests: XCTestCase {
     func testControlPlaneRunsBelowTrainingPriority() throws {
         let d = DaemonProcess(extraEnv: ["NND_CONTROL_NICE": "12"])
         try d.start()
-        let run = try d.createRun(
-            smallSpec(name: "prio", trainLimit: 20000, epochs: 100, batch: 64, everySteps: 0, optimizer: "sgd"))
-        _ = try d.waitFor(run, states: ["running"])
-        for _ in 0..<50 {
-            XCTAssertEqual(try d.get("/v1/runs/\(run)").0, 200)
-            usleep(20_000)
-        }
+        let run = try trainWhileClientsPoll(d)
         let pid = d.process!.processIdentifier
         let base = threads(of: pid).first { $0.name == "nnd" || $0.name == "exe" }?.nice ?? 0
         let all = threads(of: pid)
@@ -342,13 +349,7 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(chown(d.dir, 65534, 65534), 0)
         chmod(d.dir, 0o755)
         try d.start()
-        let run = try d.createRun(
-            smallSpec(name: "prio", trainLimit: 20000, epochs: 100, batch: 64, everySteps: 0, optimizer: "sgd"))
-        _ = try d.waitFor(run, states: ["running"])
-        for _ in 0..<50 {
-            XCTAssertEqual(try d.get("/v1/runs/\(run)").0, 200)
-            usleep(20_000)
-        }
+        let run = try trainWhileClientsPoll(d)
         usleep(500_000)
         let all = threads(of: d.process!.processIdentifier)
         let busiest = all.sorted { $0.cpu > $1.cpu }.prefix(2)

@@ -96,7 +96,8 @@ public struct APIRequestDecoder: RequestDecoder {
         case is [String].Type: "an array of strings"
         case is Int.Type, is Double.Type: "a number"
         case is Bool.Type: "true or false"
-        default: "a JSON \(type)".replacingOccurrences(of: "Dictionary<String, Any>", with: "object")
+        case is [[Float]].Type, is [[Double]].Type: "an array of arrays of numbers"
+        default: "a JSON value of another type"
         }
     }
 }

@@ -90,32 +90,27 @@ struct Watch: ParsableCommand {
     func run() throws { try RunFollower(connection: connection, options: follow).follow(target.run) }
 }
 
-/// `pause` and `stop` wait for the run to get there; `resume` only queues it.
+/// `pause` and `stop` return once the run has settled (paused, stopped, or ended on its own
+/// meanwhile); `resume` only queues it.
 struct RunTransition {
     let action: String
-    /// States in which the transition is over.
-    let arrived: Set<RunState>
 
     func perform(_ run: String, wait: Bool, connection: Connection) throws {
         var record = try connection.call("POST", runPath(run, "/\(action)"), as: RunRecord.self)
-        if wait {
-            let deadline = Date().addingTimeInterval(120)
-            while !arrived.contains(record.state) {
-                guard Date() < deadline else {
-                    throw Refused(message: "run \(record.id) is still \(record.state.rawValue) after 120 s")
-                }
-                usleep(100_000)
-                record = try connection.call("GET", runPath(record.id), as: RunRecord.self, quiet: true)
+        let deadline = Date().addingTimeInterval(120)
+        while wait && !record.state.isSettled {
+            guard Date() < deadline else {
+                throw Refused(message: "run \(record.id) is still \(record.state.rawValue) after 120 s")
             }
+            usleep(100_000)
+            record = try connection.call("GET", runPath(record.id), as: RunRecord.self, quiet: true)
         }
         if !connection.json { print("\(record.id): \(action) → \(record.state.rawValue)") }
     }
 }
 
-struct Pause: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Pause a run at its next step; returns once it is paused (it checkpoints first).")
-
+/// What `pause` and `stop` take: the run, `--no-wait`, the connection.
+struct WaitingTransitionArguments: ParsableArguments {
     @OptionGroup var target: RunArgument
 
     @Flag(help: "Return as soon as the daemon accepted the request.")
@@ -123,10 +118,18 @@ struct Pause: ParsableCommand {
 
     @OptionGroup var connection: Connection
 
-    func run() throws {
-        try RunTransition(action: "pause", arrived: [.paused, .completed, .failed, .stopped])
-            .perform(target.run, wait: !noWait, connection: connection)
+    func perform(_ action: String) throws {
+        try RunTransition(action: action).perform(target.run, wait: !noWait, connection: connection)
     }
+}
+
+struct Pause: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Pause a run at its next step; returns once it is paused (it checkpoints first).")
+
+    @OptionGroup var arguments: WaitingTransitionArguments
+
+    func run() throws { try arguments.perform("pause") }
 }
 
 struct Resume: ParsableCommand {
@@ -136,26 +139,16 @@ struct Resume: ParsableCommand {
     @OptionGroup var target: RunArgument
     @OptionGroup var connection: Connection
 
-    func run() throws {
-        try RunTransition(action: "resume", arrived: []).perform(target.run, wait: false, connection: connection)
-    }
+    func run() throws { try RunTransition(action: "resume").perform(target.run, wait: false, connection: connection) }
 }
 
 struct Stop: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Stop a run at its next step; returns once it is stopped (it checkpoints; `resume` continues it).")
 
-    @OptionGroup var target: RunArgument
+    @OptionGroup var arguments: WaitingTransitionArguments
 
-    @Flag(help: "Return as soon as the daemon accepted the request.")
-    var noWait = false
-
-    @OptionGroup var connection: Connection
-
-    func run() throws {
-        try RunTransition(action: "stop", arrived: [.stopped, .completed, .failed])
-            .perform(target.run, wait: !noWait, connection: connection)
-    }
+    func run() throws { try arguments.perform("stop") }
 }
 
 struct Remove: ParsableCommand {

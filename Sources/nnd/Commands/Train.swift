@@ -84,10 +84,7 @@ struct Train: ParsableCommand {
             })
         _ = sources
         if outcome != .completed { stderrLine("nnd: interrupted after \(trainer.state.history.count) epochs") }
-        for note in [trainer.earlyStop, trainer.keptEpoch.map { "kept the weights of epoch \($0) (best validation)" }]
-        where note != nil && !json {
-            print("nnd: \(note!)")
-        }
+        if let choice = trainer.weightsChoice, !json { print("nnd: \(choice)") }
         let trainAcc = trainer.evaluate(trainer.train).accuracy
         let testAcc = trainer.evaluate(loaded.test).accuracy
         let secs = trainer.state.history.map(\.seconds)
