@@ -1,6 +1,6 @@
 // swift-tools-version:6.0
 // nnd — a training daemon for the seed's MNIST network.
-// Layers, one way only: executables → NNDaemon / NNControl → NNTraining → NNCheckpoint/NNEngine → NNData/NNNumerics → C libraries;
+// Layers, one way only: executables → NNDaemon / NNControl → NNTraining / NNONNX → NNCheckpoint/NNEngine → NNData/NNNumerics → C libraries;
 // NNAPI (the contract: specs, records, request and response bodies) is the leaf every layer may use.
 import PackageDescription
 
@@ -27,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // C libraries from Debian, wrapped as system-library targets.
@@ -52,6 +53,11 @@ let package = Package(
         .target(name: "NNEngine", dependencies: ["NNAPI", "NNNumerics", "NNData", "CNUMA"], swiftSettings: optimised),
         // checkpoints: safetensors + resume state, atomic writes, retention.
         .target(name: "NNCheckpoint", dependencies: ["CZlib", "NNAPI", "NNEngine", "NNNumerics"]),
+        // ONNX export: the network as a standard ONNX graph; message types generated from onnx.proto3.
+        .target(
+            name: "NNONNX",
+            dependencies: ["NNAPI", "NNCheckpoint", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            exclude: ["Generated/onnx.proto3"]),
         // training: run specs (YAML), the epoch loop the daemon drives, evaluation, benchmark.
         .target(
             name: "NNTraining",
@@ -63,7 +69,7 @@ let package = Package(
         .target(
             name: "NNDaemon",
             dependencies: [
-                "NNAPI", "NNControl", "NNTraining",
+                "NNAPI", "NNControl", "NNTraining", "NNONNX",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -95,6 +101,6 @@ let package = Package(
         .testTarget(name: "NNDataTests", dependencies: ["NNData", "NNFuzzing"]),
         .testTarget(name: "NNEngineTests", dependencies: ["NNAPI", "NNEngine", "NNData"]),
         .testTarget(name: "NNTrainingTests", dependencies: ["NNAPI", "NNTraining"]),
-        .testTarget(name: "NNDaemonTests", dependencies: ["NNAPI", "NNControl", "NNCheckpoint"]),
+        .testTarget(name: "NNDaemonTests", dependencies: ["NNAPI", "NNControl", "NNCheckpoint", "NNInflate"]),
     ]
 )

@@ -46,4 +46,7 @@ public enum ExportFormat: String, WireEnum {
     case safetensors
     /// numpy's .npz in the seed's `loadWeights` layout.
     case npz
+    /// A standard ONNX graph (opset 13) for any ONNX runtime: input [N, inputs], output
+    /// probabilities [N, classes].
+    case onnx
 }

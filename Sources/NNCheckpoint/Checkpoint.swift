@@ -25,13 +25,21 @@ public struct ResumeState: Codable, Sendable, Equatable {
     public var workers: Int
     /// SHA-256 of the training and test data content when the run started.
     public var dataHash: String
+    /// What the run trains on: all training records loaded (shards included, before any
+    /// validation hold-out) and the data fingerprint (see `DataLoading.Loaded.fingerprint`).
+    /// Absent in checkpoints written before they were recorded.
+    public var trainRecords: Int?
+    public var dataFingerprint: String?
     public var finished: Bool
 
     public init(
         epoch: Int = 0, stepInEpoch: Int = 0, epochRNGState: [UInt64], learningRate: Float, epochCostSum: Double = 0,
         epochCorrect: Int = 0, epochRecords: Int = 0, epochSeconds: Double = 0, updateCount: Int = 0,
-        history: [EpochRecord] = [], trainingSeconds: Double = 0, workers: Int, dataHash: String, finished: Bool = false
+        history: [EpochRecord] = [], trainingSeconds: Double = 0, workers: Int, dataHash: String,
+        trainRecords: Int? = nil, dataFingerprint: String? = nil, finished: Bool = false
     ) {
+        self.trainRecords = trainRecords
+        self.dataFingerprint = dataFingerprint
         self.epoch = epoch
         self.stepInEpoch = stepInEpoch
         self.epochRNGState = epochRNGState

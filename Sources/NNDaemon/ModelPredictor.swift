@@ -38,20 +38,7 @@ final class ModelPredictor: Sendable {
     /// Checks the request against the model before any work: every record the model's width,
     /// every value finite, at most `maxRows` records.
     func predict(model: String, version requested: String?, inputs: Inputs) throws(APIError) -> Prediction {
-        let version: ModelVersion
-        if let requested {
-            guard let found = registry.version(model, requested) else {
-                throw APIError.notFound("model \(model) has no version \(requested.prefix(100))")
-            }
-            version = found
-        } else {
-            guard let current = registry.current(model) else {
-                throw APIError.notFound(
-                    registry.list().contains { $0.name == model }
-                        ? "model \(model) has no current version (nnctl promote)" : "no model named \(model)")
-            }
-            version = current
-        }
+        let version = try registry.resolve(model: model, version: requested)
         let width = version.layers.first ?? 0
         // Counted before any value is looked at: a request over the limit costs nothing more.
         let count =

@@ -79,6 +79,7 @@ final class RunExecution: Sendable {
             }
             let trainer = try Trainer(
                 spec: spec, train: data.train, test: data.test, workers: workers, dataHash: data.contentHash,
+                dataFingerprint: data.fingerprint,
                 resume: checkpoint, best: checkpoint == nil ? nil : store.loadBest(), warmStart: warm)
             history = trainer.state.history
             if trainer.state.finished {  // completed before a crash; only the bookkeeping was lost

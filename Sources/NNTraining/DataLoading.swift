@@ -79,6 +79,17 @@ public enum DataLoading {
         return Loaded(train: train, test: test, contentHash: combined(hashes, files), files: files, fileHashes: hashes)
     }
 
+    /// The training shards a load of `spec` would read now (their image files), cheap to list:
+    /// a cache of an earlier load compares them to notice tonight's new shard.
+    public static func trainingShards(spec: RunSpec, fallbackDataDir: String?) -> [String] {
+        guard spec.data.trainCSV == nil || spec.data.testCSV == nil,
+            let dir = spec.data.dir ?? fallbackDataDir ?? defaultMNISTDirectory()
+        else { return [] }
+        do { return try MNIST.trainingShards(in: dir).map(\.images) } catch {
+            return ["unreadable: \(error)"]  // never equal to a good listing: the load reports it
+        }
+    }
+
     public static func hashFiles(_ files: [String]) throws -> [String: String] {
         var out: [String: String] = [:]
         for f in files {

@@ -77,7 +77,9 @@ public struct Inference: Sendable {
         return TrainingReport(
             runID: run.id, spec: run.spec, state: run.state.rawValue, history: run.history, machine: machine,
             test: test,
-            predictions: labels, trueClassProbability: trueClass, checkpointEpoch: checkpoint.state.epoch
+            predictions: labels, trueClassProbability: trueClass, checkpointEpoch: checkpoint.state.epoch,
+            trainRecords: run.trainRecords ?? checkpoint.state.trainRecords,
+            dataFingerprint: run.dataFingerprint ?? checkpoint.state.dataFingerprint
         ).html()
     }
 }

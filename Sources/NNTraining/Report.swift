@@ -28,11 +28,17 @@ public struct TrainingReport: Sendable {
     public var predictions: [Int32]
     public var trueClassProbability: [Float]
     public var checkpointEpoch: Int
+    /// What the run trained on: training records and the data fingerprint, when known.
+    public var trainRecords: Int?
+    public var dataFingerprint: String?
 
     public init(
         runID: String, spec: RunSpec, state: String, history: [EpochRecord], machine: Machine, test: Dataset,
-        predictions: [Int32], trueClassProbability: [Float], checkpointEpoch: Int
+        predictions: [Int32], trueClassProbability: [Float], checkpointEpoch: Int, trainRecords: Int? = nil,
+        dataFingerprint: String? = nil
     ) {
+        self.trainRecords = trainRecords
+        self.dataFingerprint = dataFingerprint
         self.runID = runID
         self.spec = spec
         self.state = state
@@ -88,6 +94,11 @@ public struct TrainingReport: Sendable {
             ("λ", "\(spec.training.lambda)"),
             ("init / activation", "\(spec.model.initialisation.rawValue) / \(spec.model.activation.rawValue)"),
             ("seed", "\(spec.training.seed)"),
+            (
+                "data",
+                "\(trainRecords.map { "\($0) training records" } ?? "training records not recorded"), "
+                    + "fingerprint \(dataFingerprint ?? "-")"
+            ),
             (
                 "training time",
                 String(format: "%.1f s (%.3f s/epoch)", totalSeconds, totalSeconds / Double(max(history.count, 1)))

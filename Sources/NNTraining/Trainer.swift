@@ -105,7 +105,8 @@ public final class Trainer {
     /// restores `resume`.
     public init(
         spec: RunSpec, train: Dataset, test: Dataset?, workers: Int, placer: any MemoryPlacer = LibNUMAPlacer(),
-        dataHash: String = "", resume: Checkpoint? = nil, best: Checkpoint? = nil, warmStart: [Float]? = nil
+        dataHash: String = "", dataFingerprint: String? = nil, resume: Checkpoint? = nil, best: Checkpoint? = nil,
+        warmStart: [Float]? = nil
     ) throws {
         guard train.featureCount == spec.model.layers.first else {
             throw TrainingError.data(
@@ -119,6 +120,7 @@ public final class Trainer {
         }
         self.spec = spec
         self.test = test
+        let loadedRecords = train.count  // what the run trains on, before any validation hold-out
         let fraction = spec.training.validation ?? 0
         if fraction > 0 {
             let (kept, heldOut) = Self.holdOut(train.count, fraction: fraction, seed: spec.training.seed)
@@ -150,6 +152,8 @@ public final class Trainer {
                 )
             }
             state.workers = workers
+            state.trainRecords = state.trainRecords ?? loadedRecords
+            state.dataFingerprint = state.dataFingerprint ?? dataFingerprint
             // The kept weights of a resumed run: its best checkpoint, when that is the best epoch's.
             if let bestParameters, let bestEpoch = state.bestValidationEpoch(by: metric) {
                 if let best, best.state.epoch == bestEpoch, best.state.stepInEpoch == 0,
@@ -174,7 +178,7 @@ public final class Trainer {
             }
             state = ResumeState(
                 epochRNGState: rng.state, learningRate: Float(spec.training.learningRate), workers: workers,
-                dataHash: dataHash)
+                dataHash: dataHash, trainRecords: loadedRecords, dataFingerprint: dataFingerprint)
         }
     }
 

@@ -120,4 +120,18 @@ enum Output {
         let runs = health.runs.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
         print("nnd \(health.version): up \(duration(health.uptimeSeconds)), runs: \(runs.isEmpty ? "none" : runs)")
     }
+
+    /// A file nnctl wrote: `wrote FILE (BYTES bytes[, FORMAT])`, or with --json one object.
+    static func written(_ file: String, bytes: Int, format: String? = nil, json: Bool) {
+        struct Written: Encodable {
+            let output: String
+            let bytes: Int
+            let format: String?
+        }
+        if json, let encoded = try? APIJSON.encoder.encode(Written(output: file, bytes: bytes, format: format)) {
+            print(String(decoding: encoded, as: UTF8.self))
+        } else {
+            print("wrote \(file) (\(bytes) bytes\(format.map { ", \($0)" } ?? ""))")
+        }
+    }
 }

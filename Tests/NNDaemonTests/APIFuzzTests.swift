@@ -71,6 +71,14 @@ final class APIFuzzTests: XCTestCase {
                 method = "POST"
                 path = "/v1/models/" + ["../x", "x", "%00", ".."].randomElement(using: &rng)! + "/promote"
                 body = Array("{\"version\": \"../../etc\"}".utf8)
+                if Bool.random(using: &rng) {  // exports: hostile models, formats and versions
+                    method = "GET"
+                    body = nil
+                    path =
+                        "/v1/models/" + ["digits", "../x", "%00", "x"].randomElement(using: &rng)! + "/export"
+                        + ["", "?format=onnx", "?format=../x", "?format=onnx&version=../../etc", "?version=%00"]
+                        .randomElement(using: &rng)!
+                }
             case 7:  // predictions: hostile models, versions and inputs
                 method = "POST"
                 path =

@@ -148,8 +148,15 @@ func nnctl(_ args: [String], env: [String: String] = [:]) throws -> (Int32, Stri
 func runBuilt(_ tool: String, _ args: [String], env: [String: String] = [:], timeout: Double = 300) throws -> (
     Int32, String, String
 ) {
+    try runProgram("\(binDir)/\(tool)", args, env: env, timeout: timeout)
+}
+
+/// Runs any program (`/usr/bin/env` finds one on PATH); (exit code, stdout, stderr).
+func runProgram(_ path: String, _ args: [String], env: [String: String] = [:], timeout: Double = 300) throws -> (
+    Int32, String, String
+) {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: "\(binDir)/\(tool)")
+    p.executableURL = URL(fileURLWithPath: path)
     p.arguments = args
     var e = ProcessInfo.processInfo.environment
     for (k, v) in env { e[k] = v }

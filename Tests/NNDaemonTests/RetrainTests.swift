@@ -1,4 +1,7 @@
 import Foundation
+import NNAPI
+import NNCheckpoint
+import NNInflate
 import XCTest
 
 final class RetrainTests: XCTestCase {
@@ -54,5 +57,95 @@ final class RetrainTests: XCTestCase {
             ((record["notes"] as? [String]) ?? []).contains { $0.contains("warm start from model digits") },
             "\(record["notes"] ?? "")")
         XCTAssertNotNil(record["promotion"] as? [String: Any])
+    }
+}
+
+extension RetrainTests {
+    /// Tomorrow's model has seen today's data: a shard added to the data directory is in the next
+    /// warm-started retrain, and what each run trained on (records, fingerprint) is in its status,
+    /// its checkpoint, its model version, `nnctl models` and the report.
+    func testWarmStartRetrainTakesInANewShard() throws {
+        let d = DaemonProcess()
+        try d.start()
+        let env = ["NND_SOCKET": d.socket]
+        // The data directory: 2,000 training records as IDX, the test files as they are.
+        let data = "\(d.dir)/data"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        for name in ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+            try FileManager.default.createSymbolicLink(
+                atPath: "\(data)/\(name).gz", withDestinationPath: "\(sharedMNIST)/\(name).gz")
+        }
+        func idx(_ magic: UInt32, _ dims: [Int], _ body: ArraySlice<UInt8>) -> Data {
+            Data(
+                ([Int(magic)] + dims).flatMap { v in (0..<4).map { UInt8(truncatingIfNeeded: v >> (24 - 8 * $0)) } }
+                    + body)
+        }
+        func gunzip(_ path: String) throws -> [UInt8] {
+            try Inflate.decompress([UInt8](try Data(contentsOf: URL(fileURLWithPath: path))), format: .gzip)
+        }
+        let trainImages = try gunzip("\(sharedMNIST)/train-images-idx3-ubyte.gz").dropFirst(16)
+        let trainLabels = try gunzip("\(sharedMNIST)/train-labels-idx1-ubyte.gz").dropFirst(8)
+        try idx(0x0803, [2000, 28, 28], trainImages.prefix(2000 * 784)).write(
+            to: URL(fileURLWithPath: "\(data)/train-images-idx3-ubyte"))
+        try idx(0x0801, [2000], trainLabels.prefix(2000)).write(
+            to: URL(fileURLWithPath: "\(data)/train-labels-idx1-ubyte"))
+
+        let spec = "\(d.dir)/grow.yaml"
+        try
+            (smallSpec(name: "grow", epochs: 1)
+            .replacingOccurrences(
+                of: "data: {train_limit: 3000, test_limit: 1000}", with: "data: {dir: \(data), test_limit: 1000}")
+            + "\npromotion: {model: grow, margin: 100}\n")
+            .write(toFile: spec, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try nnctl(["retrain", spec], env: env).0, 0)
+
+        // Tonight's shard: 1,000 more records, named like a nightly export.
+        let shardImages = trainImages.dropFirst(2000 * 784).prefix(1000 * 784)
+        try idx(0x0803, [1000, 28, 28], shardImages).write(
+            to: URL(fileURLWithPath: "\(data)/train-2026-11-30-images-idx3-ubyte"))
+        try idx(0x0801, [1000], trainLabels.dropFirst(2000).prefix(1000)).write(
+            to: URL(fileURLWithPath: "\(data)/train-2026-11-30-labels-idx1-ubyte"))
+        let (rc, rout, rerr) = try nnctl(["retrain", spec, "--warm-start"], env: env)
+        XCTAssertEqual(rc, 0, rout + rerr)
+
+        let runs = try APIJSON.decoder.decode(RunList.self, from: Data(try d.client.request("GET", "/v1/runs").body))
+        XCTAssertEqual(runs.runs.count, 2)
+        var records: [RunRecord] = []
+        for run in runs.runs {
+            records.append(
+                try APIJSON.decoder.decode(
+                    RunRecord.self, from: Data(try d.client.request("GET", "/v1/runs/\(run.id)").body)))
+        }
+        let (first, second) = (records[0], records[1])
+        XCTAssertEqual(first.trainRecords, 2000)
+        XCTAssertEqual(second.trainRecords, 3000)
+        let fingerprint = try XCTUnwrap(second.dataFingerprint)
+        XCTAssertNotEqual(first.dataFingerprint, fingerprint, "a new shard is new data")
+        XCTAssertTrue(second.notes.contains { $0.contains("warm start from model grow version") }, "\(second.notes)")
+
+        // The checkpoint carries it too (so a report or an export without the run record knows).
+        let checkpointPath = try XCTUnwrap(second.lastCheckpoint)
+        let checkpoint = try Checkpoint.decode(
+            [UInt8](try Data(contentsOf: URL(fileURLWithPath: checkpointPath))), path: checkpointPath)
+        XCTAssertEqual(checkpoint.state.trainRecords, 3000)
+        XCTAssertEqual(checkpoint.state.dataFingerprint, fingerprint)
+
+        // The model versions, through nnctl, as JSON and as the table.
+        let (mc, mout, _) = try nnctl(["models", "--json"], env: env)
+        XCTAssertEqual(mc, 0)
+        let versions = try XCTUnwrap(
+            try APIJSON.decoder.decode(ModelList.self, from: Data(mout.utf8)).models.first { $0.name == "grow" }
+        ).versions
+        XCTAssertEqual(versions.map(\.trainRecords), [2000, 3000])
+        XCTAssertEqual(versions.last?.dataFingerprint, fingerprint)
+        let (_, table, _) = try nnctl(["models"], env: env)
+        XCTAssertTrue(table.contains("3000") && table.contains(String(fingerprint.prefix(12))), table)
+
+        // And the report.
+        let report = "\(d.dir)/grow.html"
+        XCTAssertEqual(try nnctl(["report", second.id, "-o", report], env: env).0, 0)
+        let html = try String(contentsOfFile: report, encoding: .utf8)
+        XCTAssertTrue(
+            html.contains("3000 training records, fingerprint \(fingerprint)"), "data row missing from the report")
     }
 }

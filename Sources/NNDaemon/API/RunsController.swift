@@ -150,23 +150,21 @@ struct RunsController {
         }
     }
 
-    /// The latest weights as safetensors (the checkpoint itself) or the seed's npz layout.
+    /// The latest weights as safetensors (the checkpoint itself), the seed's npz layout or ONNX.
     @Sendable func export(_ request: Request, context: APIRequestContext) async throws -> Response {
-        let requested = request.uri.queryParameters.get("format") ?? ExportFormat.safetensors.rawValue
-        guard let format = ExportFormat(rawValue: requested) else {
-            let allowed = ExportFormat.allCases.map(\.rawValue).joined(separator: " or ")
-            throw APIError(
-                422, "invalid_value", "format must be \(allowed), got '\(requested.prefix(40))'", field: "format")
-        }
+        let format = try ExportFile.format(of: request)
         let (record, checkpoint) = try await manager.latestCheckpoint(try context.runKey())
+        var properties = [("run", record.id), ("run_name", record.name)]
+        if let fingerprint = record.dataFingerprint { properties.append(("data_fingerprint", fingerprint)) }
         let bytes: [UInt8] =
             switch format {
             case .npz: NPZ.encode(NPZ.seedLayout(checkpoint, lambda: record.spec.training.lambda))
             case .safetensors: checkpoint.encode()
+            case .onnx:
+                try ExportFile.onnx(
+                    checkpoint, activation: record.spec.model.activation, name: record.name, properties: properties)
             }
-        var disposition = HTTPFields()
-        disposition[.contentDisposition] = "attachment; filename=\"\(record.id).\(format.rawValue)\""
-        return .bytes(bytes, contentType: "application/octet-stream", extraHeaders: disposition)
+        return ExportFile.response(bytes, filename: "\(record.id).\(format.rawValue)")
     }
 
     /// A self-contained HTML report of the latest checkpoint.

@@ -21,13 +21,25 @@ struct Eval: ParsableCommand {
 
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write a run's latest weights to a file.",
+        abstract: "Write a run's latest weights, or a model version's, to a file.",
         discussion: """
-            safetensors holds the checkpoint as nnd stores it (tensors theta1.. and bias1..); npz \
-            is numpy's format in the layout the seed's loadWeights reads.
+            onnx is a standard ONNX graph (opset 13) that any ONNX runtime runs: input float32 \
+            [N, inputs] scaled as in training, output probabilities [N, classes]. safetensors \
+            holds the checkpoint as nnd stores it (tensors theta_1.. and bias_1..); npz (runs \
+            only) is numpy's format in the layout the seed's loadWeights reads.
+
+              nnctl export nightly --format onnx -o nightly.onnx
+              nnctl export --model mnist --format onnx -o mnist.onnx
             """)
 
-    @OptionGroup var target: RunArgument
+    @Argument(help: ArgumentHelp("The run's id, or its name (the newest run of that name).", valueName: "run"))
+    var runName: String?
+
+    @Option(help: "Export a model's current version instead of a run's weights.")
+    var model: String?
+
+    @Option(help: "With --model: this version instead of the current one.")
+    var version: String?
 
     @Option(help: "File format.")
     var format: ExportFormat = .safetensors
@@ -37,9 +49,21 @@ struct Export: ParsableCommand {
 
     @OptionGroup var connection: Connection
 
+    func validate() throws {
+        guard (runName == nil) != (model == nil) else { throw ValidationError("name a run or --model, not both") }
+        if version != nil, model == nil { throw ValidationError("--version needs --model") }
+    }
+
     func run() throws {
-        let bytes = try connection.download(runPath(target.run, "/export?format=\(format.rawValue)"), to: output)
-        print("wrote \(output) (\(bytes) bytes, \(format.rawValue))")
+        var path: String
+        if let model {
+            path = "/v1/models/\(model)/export?format=\(format.rawValue)"
+            if let version { path += "&version=\(version)" }
+        } else {
+            path = runPath(runName ?? "", "/export?format=\(format.rawValue)")
+        }
+        let bytes = try connection.download(path, to: output)
+        Output.written(output, bytes: bytes, format: format.rawValue, json: connection.json)
     }
 }
 
@@ -57,6 +81,6 @@ struct Report: ParsableCommand {
 
     func run() throws {
         let bytes = try connection.download(runPath(target.run, "/report"), to: output)
-        print("wrote \(output) (\(bytes) bytes)")
+        Output.written(output, bytes: bytes, json: connection.json)
     }
 }

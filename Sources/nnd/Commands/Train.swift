@@ -45,7 +45,8 @@ struct Train: ParsableCommand {
             throw ExitCode(1)
         }
         let trainer = try Trainer(
-            spec: spec, train: loaded.train, test: loaded.test, workers: nWorkers, dataHash: loaded.contentHash)
+            spec: spec, train: loaded.train, test: loaded.test, workers: nWorkers, dataHash: loaded.contentHash,
+            dataFingerprint: loaded.fingerprint)
         if !json {
             print(
                 "nnd: \(spec.name): \(spec.model.layers.map(String.init).joined(separator: "-")) \(spec.model.activation.rawValue), \(spec.training.mode.rawValue) batch \(trainer.stepSize), \(spec.training.optimizer.rawValue) lr \(spec.training.learningRate), \(spec.training.epochs) epochs"
