@@ -14,7 +14,7 @@ SHELL := /bin/bash
 # Which build `install` copies (check-install uses the debug build `swift test` just made).
 CONFIG ?= release
 
-.PHONY: build test demo bench compare fuzz verify-units check-install install uninstall deps clean format lint man
+.PHONY: build build-static test test-system deb demo bench compare fuzz verify-units check-install install install-files uninstall deps clean format lint man
 
 build:
 	$(SWIFT) build -c release
@@ -68,8 +68,8 @@ fuzz:
 verify-units:
 	@command -v systemd-analyze >/dev/null || { echo "systemd-analyze missing (apt-get install systemd)"; exit 1; }
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
-	  mkdir -p $$tmp/usr/local/bin $$tmp/etc/systemd/system $$tmp/usr/lib/systemd $$tmp/bin; printf "" > $$tmp/bin/sh; chmod +x $$tmp/bin/sh; \
-	  printf '#!/bin/sh\n' > $$tmp/usr/local/bin/nnd; cp $$tmp/usr/local/bin/nnd $$tmp/usr/local/bin/nnctl; chmod +x $$tmp/usr/local/bin/*; \
+	  mkdir -p $$tmp/usr/bin $$tmp/etc/systemd/system $$tmp/usr/lib/systemd $$tmp/bin; printf "" > $$tmp/bin/sh; chmod +x $$tmp/bin/sh; \
+	  printf '#!/bin/sh\n' > $$tmp/usr/bin/nnd; cp $$tmp/usr/bin/nnd $$tmp/usr/bin/nnctl; chmod +x $$tmp/usr/bin/*; \
 	  cp -r /lib/systemd/system $$tmp/usr/lib/systemd/; cp systemd/*.service systemd/*.timer $$tmp/etc/systemd/system/; \
 	  units="nnd.service nnd-retrain.service nnd-retrain.timer nnd-failure@nnd-retrain.service.service"; \
 	  out=$$(systemd-analyze verify --root=$$tmp $$units 2>&1); rc=$$?; \
@@ -101,34 +101,50 @@ check-install:
 	           usr/local/share/doc/nnd/examples/metrics-tcp.conf usr/local/share/doc/nnd/README.md usr/local/share/doc/nnd/docs/api.md \
 	           usr/local/share/man/man1/nnctl.1 usr/local/share/man/man1/nnd.1 \
 	           usr/local/share/bash-completion/completions/nnctl usr/local/share/zsh/site-functions/_nnctl \
-	           usr/local/share/fish/vendor_completions.d/nnctl.fish; do \
+	           usr/local/share/fish/vendor_completions.d/nnctl.fish usr/lib/sysusers.d/nnd.conf usr/lib/tmpfiles.d/nnd.conf; do \
 	    [ -e $$tmp/$$f ] || { echo "make install: missing $$f"; exit 1; }; done; \
 	  $$tmp/usr/local/bin/nnctl --help >/dev/null || { echo "installed nnctl does not run"; exit 1; }; \
 	  [ "$$($$tmp/usr/local/bin/nnctl --version)" = "$$($$tmp/usr/local/bin/nnd --version)" ] || { echo "nnctl and nnd versions differ"; exit 1; }; \
 	  grep -q "^.It Em retrain" $$tmp/usr/local/share/man/man1/nnctl.1 || { echo "nnctl.1 lacks its commands"; exit 1; }; \
 	  grep -q "_nnctl" $$tmp/usr/local/share/bash-completion/completions/nnctl || { echo "bash completion is not nnctl's"; exit 1; }; \
+	  grep -q "^ExecStart=/usr/local/bin/nnd serve" $$tmp/etc/systemd/system/nnd.service || { echo "nnd.service does not run PREFIX's nnd"; exit 1; }; \
+	  echo "workers: 1 # edited" >> $$tmp/etc/nnd/nnd.yaml; \
+	  $(MAKE) -s install-files DESTDIR=$$tmp CONFIG=debug >/dev/null; \
+	  grep -q "# edited" $$tmp/etc/nnd/nnd.yaml && [ -e $$tmp/etc/nnd/nnd.yaml.dist ] || { echo "make install overwrote an edited nnd.yaml"; exit 1; }; \
 	  mkdir -p $$tmp/usr/lib/systemd $$tmp/bin; printf "" > $$tmp/bin/sh; chmod +x $$tmp/bin/sh; cp -r /lib/systemd/system $$tmp/usr/lib/systemd/; \
 	  out=$$(systemd-analyze verify --root=$$tmp nnd.service nnd-retrain.service nnd-retrain.timer nnd-failure@x.service 2>&1); \
 	  if [ $$? -ne 0 ] || [ -n "$$out" ]; then echo "installed units do not verify:"; echo "$$out"; exit 1; fi; \
 	  $(MAKE) -s uninstall DESTDIR=$$tmp >/dev/null; \
 	  left=$$(find $$tmp -type f -not -path "$$tmp/usr/lib/systemd/*" -not -path "$$tmp/bin/sh"); \
-	  [ -z "$$left" ] || { echo "make uninstall left: $$left"; exit 1; }; \
-	  echo "make install DESTDIR=…: tree complete (binaries, units, settings, docs, man pages, completions), units verify; make uninstall: removed"
+	  [ "$$left" = "$$tmp/etc/nnd/nnd.yaml" ] || { echo "make uninstall left: $$left (only the edited nnd.yaml should stay)"; exit 1; }; \
+	  echo "make install DESTDIR=…: tree complete (binaries, units for PREFIX, settings, sysusers/tmpfiles, docs, man pages, completions), units verify; an edited nnd.yaml survives install and uninstall; make uninstall: removed the rest"
 
+# For developers: the package's layout under PREFIX (units rewritten to PREFIX's paths). An
+# existing /etc/nnd file is never overwritten (the shipped one goes beside it as FILE.dist);
+# `make uninstall` removes only the settings files that are as shipped. The Debian package
+# (`make deb`) is the way to install on a server.
 install: build install-files
 	@if [ -z "$(DESTDIR)" ]; then \
-	  getent group nnd >/dev/null || groupadd --system nnd; \
-	  getent passwd nnd >/dev/null || useradd --system --gid nnd --home-dir /var/lib/nnd --shell /usr/sbin/nologin nnd; \
+	  systemd-sysusers nnd.conf && systemd-tmpfiles --create nnd.conf; \
 	  systemctl daemon-reload 2>/dev/null || true; \
 	fi
 
+CONFFILES = nnd.yaml $(patsubst etc/nnd/%,%,$(wildcard etc/nnd/runs/*.yaml)) prometheus/nnd-alerts.yml
+UNITS = nnd.service nnd-retrain.service nnd-retrain.timer nnd-failure@.service
+
 install-files: man
-	install -d $(BINDIR) $(UNITDIR) $(CONFDIR)/runs $(CONFDIR)/prometheus $(DOCDIR)/docs $(DOCDIR)/examples $(MANDIR) $(BASHCOMPDIR) $(ZSHCOMPDIR) $(FISHCOMPDIR)
+	install -d $(BINDIR) $(UNITDIR) $(CONFDIR)/runs $(CONFDIR)/prometheus $(DOCDIR)/docs $(DOCDIR)/examples $(MANDIR) $(BASHCOMPDIR) $(ZSHCOMPDIR) $(FISHCOMPDIR) \
+	  $(DESTDIR)/usr/lib/sysusers.d $(DESTDIR)/usr/lib/tmpfiles.d
 	install -m 0755 .build/$(CONFIG)/nnd .build/$(CONFIG)/nnctl $(BINDIR)/
-	install -m 0644 systemd/nnd.service systemd/nnd-retrain.service systemd/nnd-retrain.timer systemd/nnd-failure@.service $(UNITDIR)/
-	install -m 0644 etc/nnd/nnd.yaml $(CONFDIR)/nnd.yaml
-	install -m 0644 etc/nnd/runs/*.yaml $(CONFDIR)/runs/
-	install -m 0644 etc/nnd/prometheus/nnd-alerts.yml $(CONFDIR)/prometheus/
+	for unit in $(UNITS); do \
+	  sed -e 's|/usr/bin/|$(PREFIX)/bin/|g' -e 's|/usr/share/doc/nnd/|$(PREFIX)/share/doc/nnd/|g' systemd/$$unit > $(UNITDIR)/$$unit; \
+	  chmod 0644 $(UNITDIR)/$$unit; done
+	install -m 0644 systemd/nnd.sysusers $(DESTDIR)/usr/lib/sysusers.d/nnd.conf
+	install -m 0644 systemd/nnd.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/nnd.conf
+	for f in $(CONFFILES); do \
+	  if [ -e $(CONFDIR)/$$f ] && ! cmp -s etc/nnd/$$f $(CONFDIR)/$$f; then \
+	    install -m 0644 etc/nnd/$$f $(CONFDIR)/$$f.dist; echo "kept your $(CONFDIR)/$$f; the shipped one is $(CONFDIR)/$$f.dist"; \
+	  else install -m 0644 etc/nnd/$$f $(CONFDIR)/$$f; fi; done
 	install -m 0644 systemd/nnd.service.d/metrics-tcp.conf $(DOCDIR)/examples/
 	install -m 0644 README.md CONTRIBUTING.md $(DOCDIR)/
 	install -m 0644 docs/*.md $(DOCDIR)/docs/
@@ -139,14 +155,30 @@ install-files: man
 
 uninstall:
 	rm -f $(BINDIR)/nnd $(BINDIR)/nnctl
-	rm -f $(UNITDIR)/nnd.service $(UNITDIR)/nnd-retrain.service $(UNITDIR)/nnd-retrain.timer $(UNITDIR)/nnd-failure@.service
+	for unit in $(UNITS); do rm -f $(UNITDIR)/$$unit; done
+	rm -f $(DESTDIR)/usr/lib/sysusers.d/nnd.conf $(DESTDIR)/usr/lib/tmpfiles.d/nnd.conf
 	rm -f $(MANDIR)/nnd.1 $(MANDIR)/nnctl.1 $(BASHCOMPDIR)/nnctl $(ZSHCOMPDIR)/_nnctl $(FISHCOMPDIR)/nnctl.fish
-	rm -rf $(CONFDIR) $(DOCDIR)
-	@if [ -z "$(DESTDIR)" ]; then \
-	  getent passwd nnd >/dev/null && userdel nnd || true; \
-	  getent group nnd >/dev/null && groupdel nnd || true; \
-	  systemctl daemon-reload 2>/dev/null || true; \
-	fi
+	for f in $(CONFFILES); do \
+	  rm -f $(CONFDIR)/$$f.dist; \
+	  if cmp -s etc/nnd/$$f $(CONFDIR)/$$f; then rm -f $(CONFDIR)/$$f; \
+	  elif [ -e $(CONFDIR)/$$f ]; then echo "kept your edited $(CONFDIR)/$$f"; fi; done
+	-rmdir $(CONFDIR)/runs $(CONFDIR)/prometheus $(CONFDIR) 2>/dev/null
+	rm -rf $(DOCDIR)
+	@if [ -z "$(DESTDIR)" ]; then systemctl daemon-reload 2>/dev/null || true; \
+	  echo "the nnd user, group and /var/lib/nnd (runs and models) are kept"; fi
+
+# Release binaries with the Swift runtime linked in: they need only Debian's shared libraries.
+build-static:
+	$(SWIFT) build -c release --static-swift-stdlib
+
+# nnd_<version>_amd64.deb from the static binaries, with Debian's tools (scripts/build-deb.sh).
+deb: build-static
+	$(MAKE) man CONFIG=release
+	scripts/build-deb.sh
+
+# The .deb in a booted Debian 12 under systemd-nspawn (scripts/test-system.sh), as root.
+test-system: deb
+	scripts/test-system.sh
 
 clean:
 	rm -rf .build

@@ -35,15 +35,23 @@ public struct DaemonConfig: Sendable, Equatable {
     /// Records one prediction request may carry.
     public var maxPredictRows: Int
 
-    /// Defaults for an unprivileged user: `$XDG_RUNTIME_DIR/nnd/nnd.sock` (or
-    /// `/tmp/nnd-$UID/nnd.sock`) and `$XDG_STATE_HOME/nnd` (or `~/.local/state/nnd`).
+    /// Defaults: under systemd, the directories its `RuntimeDirectory=` and `StateDirectory=`
+    /// made (`$RUNTIME_DIRECTORY/nnd.sock`, `$STATE_DIRECTORY`); for an unprivileged user,
+    /// `$XDG_RUNTIME_DIR/nnd/nnd.sock` (or `/tmp/nnd-$UID/nnd.sock`) and `$XDG_STATE_HOME/nnd`
+    /// (or `~/.local/state/nnd`).
     public static func userDefaults(environment env: [String: String] = ProcessInfo.processInfo.environment)
         -> DaemonConfig
     {
         func nonEmpty(_ key: String) -> String? { env[key].flatMap { $0.isEmpty ? nil : $0 } }
-        let runtime = nonEmpty("XDG_RUNTIME_DIR").map { "\($0)/nnd" } ?? "/tmp/nnd-\(getuid())"
+        // systemd separates several directories with colons; the first is the unit's own.
+        func systemd(_ key: String) -> String? {
+            nonEmpty(key).flatMap { $0.split(separator: ":").first.map(String.init) }
+        }
+        let runtime =
+            systemd("RUNTIME_DIRECTORY") ?? nonEmpty("XDG_RUNTIME_DIR").map { "\($0)/nnd" } ?? "/tmp/nnd-\(getuid())"
         let home = nonEmpty("HOME") ?? NSHomeDirectory()
-        let state = nonEmpty("XDG_STATE_HOME").map { "\($0)/nnd" } ?? "\(home)/.local/state/nnd"
+        let state =
+            systemd("STATE_DIRECTORY") ?? nonEmpty("XDG_STATE_HOME").map { "\($0)/nnd" } ?? "\(home)/.local/state/nnd"
         return DaemonConfig(
             socketPath: "\(runtime)/nnd.sock", socketMode: 0o660, socketGroup: nil, stateDirectory: state,
             workers: ProcessInfo.processInfo.activeProcessorCount, maxConcurrentRuns: 1, maxRequestBytes: 1 << 20,
@@ -138,6 +146,9 @@ public struct DaemonSetting: Sendable {
     public let serviceValue: String
     /// The default when nothing sets it, in words.
     public let defaultValue: String
+    /// The service gets the value from its unit (`RuntimeDirectory=`, `StateDirectory=`) or the
+    /// machine: etc/nnd/nnd.yaml shows it commented out, so one place decides.
+    public var serviceUsesDefault = false
     let store: @Sendable (String, inout DaemonConfig) throws(Problem) -> Void
 
     /// Why a value was refused; the setting and its source are added by `apply`.
@@ -158,8 +169,11 @@ public struct DaemonSetting: Sendable {
     public static let all: [DaemonSetting] = [
         DaemonSetting(
             key: "socket", summary: "Control socket (HTTP/1.1 + JSON).",
-            details: [], serviceValue: "/run/nnd/nnd.sock",
-            defaultValue: "$XDG_RUNTIME_DIR/nnd/nnd.sock, else /tmp/nnd-$UID/nnd.sock"
+            details: ["The service's is /run/nnd/nnd.sock: its unit's RuntimeDirectory=nnd sets $RUNTIME_DIRECTORY."],
+            serviceValue: "/run/nnd/nnd.sock",
+            defaultValue:
+                "$RUNTIME_DIRECTORY/nnd.sock under systemd, else $XDG_RUNTIME_DIR/nnd/nnd.sock, else /tmp/nnd-$UID/nnd.sock",
+            serviceUsesDefault: true
         ) { value, config throws(Problem) in
             guard value.hasPrefix("/"), value.utf8.count < 100 else {
                 throw Problem(message: "must be an absolute path shorter than 100 bytes")
@@ -183,14 +197,18 @@ public struct DaemonSetting: Sendable {
         },
         DaemonSetting(
             key: "state_dir", summary: "Runs, checkpoints and models live here.",
-            details: [], serviceValue: "/var/lib/nnd", defaultValue: "$XDG_STATE_HOME/nnd, else ~/.local/state/nnd"
+            details: ["The service's is /var/lib/nnd: its unit's StateDirectory=nnd sets $STATE_DIRECTORY."],
+            serviceValue: "/var/lib/nnd",
+            defaultValue: "$STATE_DIRECTORY under systemd, else $XDG_STATE_HOME/nnd, else ~/.local/state/nnd",
+            serviceUsesDefault: true
         ) { value, config throws(Problem) in
             guard value.hasPrefix("/") else { throw Problem(message: "must be an absolute path") }
             config.stateDirectory = value
         },
         DaemonSetting(
             key: "workers", summary: "Worker threads per run (data-parallel shards).",
-            details: [], serviceValue: "2", defaultValue: "online CPUs"
+            details: ["The service uses every online CPU; set a number to leave some to other work."],
+            serviceValue: "2", defaultValue: "online CPUs", serviceUsesDefault: true
         ) { value, config throws(Problem) in
             config.workers = try integer(value, 1, 1024)
         },
@@ -353,7 +371,8 @@ public struct DaemonSetting: Sendable {
     public static var exampleFile: String {
         var lines = [
             "# nnd daemon settings. Precedence: built-in defaults < this file < NND_* environment < flags.",
-            "# Every setting is shown with the value the systemd service uses. Generated by",
+            "# Every setting is shown with the value the systemd service uses; a commented-out one is",
+            "# the service's by default (from its unit or the machine). Generated by",
             "# `nnd settings --yaml` from Sources/NNDaemon/DaemonSettings.swift: change it there.",
         ]
         for setting in all {
@@ -361,7 +380,7 @@ public struct DaemonSetting: Sendable {
             lines.append("# \(setting.summary)")
             lines += setting.details.map { "# \($0)" }
             lines.append("# Default: \(setting.defaultValue). \(setting.environmentVariable), \(setting.flag).")
-            lines.append("\(setting.key): \(setting.serviceValue)")
+            lines.append("\(setting.serviceUsesDefault ? "# " : "")\(setting.key): \(setting.serviceValue)")
         }
         return lines.joined(separator: "\n") + "\n"
     }

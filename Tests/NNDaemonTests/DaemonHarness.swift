@@ -26,6 +26,8 @@ final class DaemonProcess {
     var extraEnv: [String: String]
     /// A command that runs `nnd` (e.g. setpriv to drop root); empty: `nnd` itself.
     var launcher: [String] = []
+    /// `nnd serve`'s own arguments; nil: this process's socket, state directory and MNIST.
+    var serveArgs: [String]?
 
     init(extraEnv: [String: String] = [:]) {
         dir = NSTemporaryDirectory() + "nnd-test-\(UUID().uuidString.prefix(8))"
@@ -38,7 +40,9 @@ final class DaemonProcess {
         p.executableURL = URL(fileURLWithPath: launcher.first ?? "\(binDir)/nnd")
         p.arguments =
             (launcher.isEmpty ? [] : launcher.dropFirst() + ["\(binDir)/nnd"])
-            + ["serve", "--socket", socket, "--state-dir", stateDir, "--workers", "2", "--data-dir", sharedMNIST] + args
+            + ["serve"]
+            + (serveArgs ?? ["--socket", socket, "--state-dir", stateDir, "--workers", "2", "--data-dir", sharedMNIST])
+            + args
         var env = ProcessInfo.processInfo.environment
         for (k, v) in extraEnv { env[k] = v }
         p.environment = env

@@ -181,7 +181,7 @@ final class DaemonTests: XCTestCase {
         try expect("POST", "/v1/runs/\(second)/resume", nil, 409, "illegal_transition", "queued")
         try expect("POST", "/v1/runs/\(second)/eval", nil, 409, "no_checkpoint", "no checkpoint")
         try expect("POST", "/v1/runs/\(first)/eval", b("{\"data\": \"validation\"}"), 422, "invalid_value", "test")
-        try expect("GET", "/v1/runs/\(first)/export?format=onnx", nil, 422, "invalid_value", "onnx")
+        try expect("GET", "/v1/runs/\(first)/export?format=pickle", nil, 422, "invalid_value", "pickle")
         XCTAssertEqual(try d.post("/v1/runs/\(first)/stop").0, 200)
         try d.waitFor(second, states: ["completed"])
         try expect("POST", "/v1/runs/\(second)/pause", nil, 409, "illegal_transition", "completed")
@@ -419,17 +419,24 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(shipped, generated, "regenerate with: .build/debug/nnd settings --yaml > etc/nnd/nnd.yaml")
         // Every setting is in the file, with its variable and flag named.
         for key in ["socket", "state_dir", "workers", "control_nice", "metrics_listen", "request_timeout_seconds"] {
-            XCTAssertTrue(shipped.contains("\n\(key): "), key)
+            XCTAssertTrue(shipped.contains("\n\(key): ") || shipped.contains("\n# \(key): "), key)
             XCTAssertTrue(
                 shipped.contains("NND_\(key.uppercased()), --\(key.replacingOccurrences(of: "_", with: "-"))."), key)
         }
-        // The daemon reads it (with paths of its own in place of the service's).
+        // Settings in one place under systemd: the file leaves the socket and the state directory
+        // to the unit (RuntimeDirectory=, StateDirectory=), which the daemon finds in
+        // $RUNTIME_DIRECTORY and $STATE_DIRECTORY, as `nnd serve --config` with nothing else.
+        XCTAssertTrue(
+            shipped.contains("\n# socket: /run/nnd/nnd.sock\n") && shipped.contains("\n# state_dir: /var/lib/nnd\n"))
         let d = DaemonProcess()
+        d.extraEnv = ["RUNTIME_DIRECTORY": d.dir, "STATE_DIRECTORY": d.stateDir]
+        d.serveArgs = []
         let config = "\(d.dir)/nnd.yaml"
         try shipped.replacingOccurrences(of: "socket_group: nnd", with: "socket_group: \"\"")
             .replacingOccurrences(of: "/var/lib/nnd/datasets/mnist", with: sharedMNIST)
             .write(toFile: config, atomically: true, encoding: .utf8)
         try d.start(args: ["--config", config])
         XCTAssertEqual(try d.get("/v1/health").0, 200)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(d.stateDir)/runs"), "state not in $STATE_DIRECTORY")
     }
 }
