@@ -37,6 +37,8 @@ let package = Package(
 
         // element-wise kernels in C: clang vectorises them, with an AVX2+FMA clone chosen at load time.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        // the git commit a binary was built from (written by make into commit.h), for `nnd info`.
+        .target(name: "CBuildInfo"),
         // the contract: run specs, run records, events, every request and response body, and the
         // one JSON configuration; shared by the daemon, the training layer and nnctl. Foundation only.
         .target(name: "NNAPI"),
@@ -86,7 +88,7 @@ let package = Package(
         .executableTarget(
             name: "nnd",
             dependencies: [
-                "NNDaemon", "NNTraining",
+                "NNDaemon", "NNTraining", "CBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -23,7 +23,7 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q numpy "$torch_spec"
 fi
-swift build -c release 2>&1 | tail -1
+make -s build 2>&1 | tail -1
 nnd_times=()
 torch_times=()
 for round in $(seq "$rounds"); do

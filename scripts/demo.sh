@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SPEC=${SPEC:-etc/nnd/runs/mnist-seed.yaml}
-swift build -c release 2>&1 | tail -1
+make -s build 2>&1 | tail -1
 BIN=$PWD/.build/release
 "$BIN/nnd" info
 "$BIN/nnd" dataset fetch mnist

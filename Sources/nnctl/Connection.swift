@@ -38,7 +38,13 @@ struct Connection: ParsableArguments {
         if let socket = environment["NND_SOCKET"], !socket.isEmpty { return socket }
         let own = UnixHTTPClient.defaultSocketPath(environment: environment)
         if FileManager.default.fileExists(atPath: own) { return own }
-        if FileManager.default.fileExists(atPath: systemSocket) { return systemSocket }
+        // The service's directory (mode 0750, group nnd) shows the service is installed even to
+        // a user who may not look inside: connecting then says why it is refused.
+        if FileManager.default.fileExists(atPath: systemSocket)
+            || FileManager.default.fileExists(atPath: (systemSocket as NSString).deletingLastPathComponent)
+        {
+            return systemSocket
+        }
         return own
     }
 

@@ -49,6 +49,12 @@ struct NNCtl: ParsableCommand {
         } catch let error as UnsafeSocket {
             fail(error.message, code: 2)
         } catch let error as UnixHTTPClient.ClientError {
+            if case .unreachable(let path, let why) = error, why.contains("Permission denied") {
+                // The system service's socket and its directory belong to group nnd (mode 0660/0750).
+                fail(
+                    "\(error)\nnnctl: only root and members of the socket's group may connect to \(path) "
+                        + "(the service's group is nnd: sudo adduser $USER nnd, then log in again).", code: 3)
+            }
             if case .unreachable = error {
                 fail(
                     "\(error)\nnnctl: is the daemon running? Start it with `nnd serve` (or `systemctl start nnd`), "

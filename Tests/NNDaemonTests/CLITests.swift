@@ -74,6 +74,13 @@ final class CLITests: XCTestCase {
         let (vc, version, _) = try nnctl(["--version"])
         XCTAssertEqual(vc, 0)
         XCTAssertEqual(version.trimmingCharacters(in: .whitespacesAndNewlines), NNDVersion.current)
+        // `nnd info` names the build: version and the commit make wrote into commit.h.
+        let (ic, info, _) = try runBuilt("nnd", ["info"])
+        XCTAssertEqual(ic, 0)
+        let header = try? String(contentsOfFile: "\(repoRoot)/Sources/CBuildInfo/commit.h", encoding: .utf8)
+        let commit = header?.split(separator: "\"").dropFirst().first.map(String.init) ?? "unknown"
+        XCTAssertEqual(
+            info.split(separator: "\n").first.map(String.init), "nnd \(NNDVersion.current) (commit \(commit))")
 
         let d = DaemonProcess()
         try d.start()

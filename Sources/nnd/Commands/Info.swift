@@ -1,13 +1,16 @@
 import ArgumentParser
+import CBuildInfo
 import Foundation
+import NNAPI
 import NNEngine
 import NNNumerics
 
 struct Info: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show the BLAS kernel, NUMA topology and workers nnd would use.")
+        abstract: "Show the build (version, git commit) and the BLAS kernel, NUMA topology and workers nnd would use.")
     func run() throws {
         let topo = NUMATopology.detect()
+        print("nnd \(NNDVersion.current) (commit \(String(cString: nnd_git_commit())))")
         print("blas kernel: \(BLAS.kernelName)")
         print("element-wise kernels: \(VectorKernels.instructionSet)")
         print("numa: \(topo.numaAvailable ? "available" : "unavailable"); \(topo)")
