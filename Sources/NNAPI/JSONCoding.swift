@@ -1,4 +1,9 @@
-import Foundation
+#if canImport(FoundationEssentials)
+    // Foundation's essentials only (no ICU, no networking): nnctl, which links this, stays small.
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// The one JSON configuration of nnd: the HTTP API, `run.json`, `info.json`, `nnd train --json`
 /// and nnctl all use it. Swift names are camelCase; on the wire they are snake_case.
@@ -45,18 +50,14 @@ public enum APIJSON {
     /// finished within one second still sort in the order they happened (retention keeps the
     /// newest). Dates without a fraction (files written before) are read too.
     public static func formatDate(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: date)
+        date.formatted(withMilliseconds)
     }
 
     public static func parseDate(_ text: String) -> Date? {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let date = formatter.date(from: text) { return date }
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.date(from: text)
+        (try? withMilliseconds.parse(text)) ?? (try? Date.ISO8601FormatStyle().parse(text))
     }
+
+    private static let withMilliseconds = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
     /// `value` encoded, followed by a newline (every JSON body and NDJSON line ends in one).
     public static func line<T: Encodable>(_ value: T) throws -> Data {

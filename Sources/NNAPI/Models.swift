@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// One stored version of a model (`<state>/models/<model>/<version>/info.json`).
 public struct ModelVersion: Codable, Sendable, Equatable {

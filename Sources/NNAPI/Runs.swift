@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// Where a run is in its life. `queued` → `running` → `completed`, with `paused`, `stopped`
 /// and `failed` on the way; `resume` takes paused, stopped and failed runs back to `queued`.

@@ -1,4 +1,10 @@
-import Foundation
+import Glibc
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// Whether a directory is safe to hold nnd's control socket: the daemon refuses to serve from
 /// an unsafe one and nnctl refuses to connect through it.

@@ -1,4 +1,11 @@
-import Foundation
+import Glibc
+
+#if canImport(FoundationEssentials)
+    // Foundation's essentials only (no ICU, no networking): nnctl, which links this, stays small.
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// A small blocking HTTP/1.1 client over a Unix domain socket — all `nnctl` needs. Hand-written
 /// on purpose: AsyncHTTPClient (or URLSession's FoundationNetworking) would link SwiftNIO's event
@@ -79,7 +86,7 @@ public struct UnixHTTPClient: Sendable {
             // MSG_NOSIGNAL: a daemon that closes early (body too large) must not kill us with SIGPIPE;
             // its answer is read below all the same.
             let n = all.withUnsafeBytes {
-                Foundation.send(fd, $0.baseAddress! + off, all.count - off, Int32(MSG_NOSIGNAL))
+                Glibc.send(fd, $0.baseAddress! + off, all.count - off, Int32(MSG_NOSIGNAL))
             }
             if n <= 0 {
                 if errno == EPIPE || errno == ECONNRESET { return }
@@ -114,7 +121,7 @@ public struct UnixHTTPClient: Sendable {
         }
         let headText = String(decoding: buffer[0..<headerEnd!], as: UTF8.self)
         buffer.removeFirst(headerEnd! + 4)
-        let lines = headText.components(separatedBy: "\r\n")
+        let lines = headText.split(separator: "\r\n", omittingEmptySubsequences: false).map(String.init)
         let parts = lines[0].split(separator: " ")
         guard parts.count >= 2, let status = Int(parts[1]) else {
             throw ClientError.protocolError("status line '\(lines[0])'")
@@ -122,7 +129,7 @@ public struct UnixHTTPClient: Sendable {
         var headers: [String: String] = [:]
         for l in lines.dropFirst() {
             if let c = l.firstIndex(of: ":") {
-                headers[l[..<c].lowercased()] = l[l.index(after: c)...].trimmingCharacters(in: .whitespaces)
+                headers[l[..<c].lowercased()] = l[l.index(after: c)...].trimmedWhitespace
             }
         }
         if !bodyExpected {
@@ -135,7 +142,7 @@ public struct UnixHTTPClient: Sendable {
                     lineEnd = find(buffer, [13, 10])
                 }
                 let sizeText = String(decoding: buffer[0..<lineEnd!], as: UTF8.self).split(separator: ";")[0]
-                guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16) else {
+                guard let size = Int(sizeText.trimmedWhitespace, radix: 16) else {
                     throw ClientError.protocolError("bad chunk size")
                 }
                 buffer.removeFirst(lineEnd! + 2)
@@ -197,5 +204,17 @@ public struct UnixHTTPClient: Sendable {
         }
         if !pending.isEmpty { try onLine(String(decoding: pending, as: UTF8.self)) }
         return status
+    }
+}
+
+extension StringProtocol {
+    /// Without leading and trailing spaces, tabs and line ends (FoundationEssentials has no
+    /// `trimmingCharacters(in:)`).
+    public var trimmedWhitespace: String {
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
+        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else {
+            return ""
+        }
+        return String(self[first...last])
     }
 }

@@ -1,7 +1,13 @@
 import ArgumentParser
-import Foundation
+import Glibc
 import NNAPI
 import NNControl
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// `--socket` and `--json`, and the typed requests every command makes.
 struct Connection: ParsableArguments {
@@ -21,7 +27,7 @@ struct Connection: ParsableArguments {
     var client: UnixHTTPClient {
         get throws {
             let path = socket ?? Self.defaultSocket()
-            let directory = (path as NSString).deletingLastPathComponent
+            let directory = parentDirectory(path)
             let own = UnixHTTPClient.defaultSocketPath(environment: ProcessInfo.processInfo.environment) == path
             if FileManager.default.fileExists(atPath: directory),
                 let problem = SocketDirectory.problem(directory, owner: own ? getuid() : nil)
@@ -41,7 +47,7 @@ struct Connection: ParsableArguments {
         // The service's directory (mode 0750, group nnd) shows the service is installed even to
         // a user who may not look inside: connecting then says why it is refused.
         if FileManager.default.fileExists(atPath: systemSocket)
-            || FileManager.default.fileExists(atPath: (systemSocket as NSString).deletingLastPathComponent)
+            || FileManager.default.fileExists(atPath: parentDirectory(systemSocket))
         {
             return systemSocket
         }
@@ -94,8 +100,28 @@ struct Connection: ParsableArguments {
 
 /// The path of a run's resource; names and ids are percent-encoded.
 func runPath(_ run: String, _ tail: String = "") -> String {
-    let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-_."))
-    return "/v1/runs/" + (run.addingPercentEncoding(withAllowedCharacters: allowed) ?? run) + tail
+    "/v1/runs/" + percentEncoded(run) + tail
+}
+
+/// `name` with every byte but ASCII letters, digits and `-_.` percent-encoded (a path segment).
+func percentEncoded(_ name: String) -> String {
+    var out = ""
+    for byte in name.utf8 {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."):
+            out.unicodeScalars.append(Unicode.Scalar(byte))
+        default:
+            out += "%" + (byte < 16 ? "0" : "") + String(byte, radix: 16, uppercase: true)
+        }
+    }
+    return out
+}
+
+/// The directory part of a path: `/run/nnd/nnd.sock` → `/run/nnd`.
+func parentDirectory(_ path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return "." }
+    return slash == path.startIndex ? "/" : String(path[..<slash])
 }
 
 /// The argument naming a run, shared by every command that takes one.

@@ -1,7 +1,14 @@
 import ArgumentParser
-import Foundation
+import Glibc
 import NNAPI
 import NNControl
+
+#if canImport(FoundationEssentials)
+    // Foundation's essentials only (no ICU, no networking): nnctl, which links this, stays small.
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// nnctl: the control CLI of nnd. One command per type under `Commands/`; the connection
 /// options every command shares are in `Connection.swift`, the tables in `Output.swift`.
@@ -68,8 +75,8 @@ struct NNCtl: ParsableCommand {
     }
 
     static func fail(_ message: String, code: Int32, prefix: String = "nnctl: ") -> Never {
-        FileHandle.standardError.write(Data("\(prefix)\(message)\n".utf8))
-        Foundation.exit(code)
+        standardError("\(prefix)\(message)\n")
+        Glibc.exit(code)
     }
 }
 
@@ -114,4 +121,10 @@ enum GlobalOptions {
 func print(_ items: Any..., separator: String = " ", terminator: String = "\n") {
     Swift.print(items.map { "\($0)" }.joined(separator: separator), terminator: terminator)
     fflush(nil)
+}
+
+/// Writes `text` to standard error (file descriptor 2), unbuffered.
+func standardError(_ text: String) {
+    var text = text
+    text.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
 }

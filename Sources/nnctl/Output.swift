@@ -1,5 +1,12 @@
-import Foundation
+import Glibc
 import NNAPI
+import NNControl
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// Human-readable output: aligned tables and the formats of numbers, times and durations.
 enum Output {
@@ -8,24 +15,33 @@ enum Output {
         guard let first = rows.first else { return }
         let widths = first.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {
-            let cells = zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }
-            print(cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+            let cells = zip(row, widths).map { $0 + String(repeating: " ", count: max(0, $1 - $0.count)) }
+            print(cells.joined(separator: "  ").trimmedWhitespace)
         }
     }
 
     /// `12.3456`, or `-` when absent.
     static func number(_ value: Double?, _ format: String = "%.4f") -> String {
-        value.map { String(format: format, $0) } ?? "-"
+        value.map { printf(format, $0) } ?? "-"
+    }
+
+    /// C's printf formatting of one value (`%.4f`, `%g`, …), as `String(format:)` gives it
+    /// without linking the whole of Foundation into nnctl.
+    static func printf(_ format: String, _ value: any CVarArg) -> String {
+        var buffer = [CChar](repeating: 0, count: 64)
+        let needed = withVaList([value]) { vsnprintf(&buffer, buffer.count, format, $0) }
+        if needed >= buffer.count {
+            buffer = [CChar](repeating: 0, count: Int(needed) + 1)
+            _ = withVaList([value]) { vsnprintf(&buffer, buffer.count, format, $0) }
+        }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     static func percent(_ value: Double?) -> String { number(value, "%.2f") }
 
     /// A date as the API sends it (UTC, ISO 8601, to the second).
     static func date(_ value: Date?) -> String {
-        guard let value else { return "-" }
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.string(from: value)
+        value.map { $0.formatted(Date.ISO8601FormatStyle()) } ?? "-"
     }
 
     /// `45s`, `3m20s`, `2h5m`.
@@ -70,7 +86,7 @@ enum Output {
         }
         if let accuracy = run.trainAccuracy { rows.append(["train accuracy", "\(percent(accuracy))%"]) }
         if let accuracy = run.testAccuracy { rows.append(["test accuracy", "\(percent(accuracy))%"]) }
-        let last = run.lastCheckpoint.map { ", last \(($0 as NSString).lastPathComponent)" } ?? ""
+        let last = run.lastCheckpoint.map { ", last \($0.split(separator: "/").last ?? "")" } ?? ""
         rows.append(["checkpoints", "\(run.checkpointsWritten) written\(last)"])
         if let promotion = run.promotion { rows.append(["promotion", promotion.message]) }
         for note in run.notes { rows.append(["note", note]) }

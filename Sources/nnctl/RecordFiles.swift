@@ -1,5 +1,12 @@
-import Foundation
+import Glibc
+import NNControl
 import NNInflate
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// Records to classify, read from the files `nnctl predict` is given: IDX images (plain or
 /// .gz), CSV, or 8-bit grayscale PNG. Every value is scaled as the model was trained (pixels
@@ -89,10 +96,10 @@ struct RecordFiles {
         var labels: [Int] = []
         var labelled: Bool?
         for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
+            let trimmed = line.trimmedWhitespace
             if trimmed.isEmpty { continue }
             let fields = trimmed.split(separator: ",", omittingEmptySubsequences: false).map {
-                $0.trimmingCharacters(in: .whitespaces)
+                $0.trimmedWhitespace
             }
             if index == 0 && fields.contains(where: { Float($0) == nil }) { continue }  // header
             let hasLabel = labelled ?? (fields.count == width + 1)

@@ -1,6 +1,13 @@
 import ArgumentParser
-import Foundation
+import Glibc
 import NNAPI
+import NNControl
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 struct Retrain: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -54,7 +61,7 @@ struct Retrain: ParsableCommand {
     func topLevelValue(of key: String, in text: String) -> String? {
         for line in text.split(separator: "\n") where line.hasPrefix("\(key):") {
             let value = (line.dropFirst(key.count + 1).split(separator: "#").first ?? "")
-                .trimmingCharacters(in: .whitespaces)
+                .trimmedWhitespace
             return value.isEmpty ? nil : value
         }
         return nil

@@ -1,6 +1,12 @@
 import ArgumentParser
-import Foundation
+import Glibc
 import NNAPI
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -90,12 +96,12 @@ struct Predict: ParsableCommand {
             return
         }
         for (label, probabilities) in zip(all.labels, all.probabilities) {
-            print("\(label) \(String(format: "%.4f", probabilities[label]))")
+            print("\(label) \(Output.printf("%.4f", probabilities[label]))")
         }
         if let truth {
             let correct = zip(all.labels, truth).filter { $0 == $1 }.count
             print(
-                "accuracy \(String(format: "%.2f", Double(correct) / Double(max(all.labels.count, 1)) * 100))% "
+                "accuracy \(Output.printf("%.2f", Double(correct) / Double(max(all.labels.count, 1)) * 100))% "
                     + "(\(correct)/\(all.labels.count) records, model \(model) version \(all.version))")
         }
     }

@@ -1,6 +1,12 @@
 import ArgumentParser
-import Foundation
+import Glibc
 import NNAPI
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Evaluate a run's latest checkpoint.")

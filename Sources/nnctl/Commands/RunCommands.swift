@@ -1,6 +1,12 @@
 import ArgumentParser
-import Foundation
+import Glibc
 import NNAPI
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 struct Start: ParsableCommand {
     static let configuration = CommandConfiguration(

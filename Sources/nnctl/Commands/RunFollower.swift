@@ -1,7 +1,13 @@
 import ArgumentParser
-import Foundation
+import Glibc
 import NNAPI
 import NNControl
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 struct FollowOptions: ParsableArguments {
     @Option(
@@ -33,14 +39,13 @@ struct RunFollower {
                 if let state, state.isSettled { break }
                 // The stream ended with the run still queued or running: the daemon is shutting down.
                 lostSince = Date()
-                FileHandle.standardError.write(Data("nnctl: the daemon closed the stream; reconnecting\n".utf8))
+                standardError("nnctl: the daemon closed the stream; reconnecting\n")
             } catch let error as UnixHTTPClient.ClientError {
                 let since = lostSince ?? Date()
                 if lostSince == nil {
-                    FileHandle.standardError.write(
-                        Data(
-                            "nnctl: lost the daemon (\(error)); reconnecting for up to \(Int(options.reconnectTimeout)) s\n"
-                                .utf8))
+                    standardError(
+                        "nnctl: lost the daemon (\(error)); reconnecting for up to \(Int(options.reconnectTimeout)) s\n"
+                    )
                 }
                 lostSince = since
                 guard Date().timeIntervalSince(since) < options.reconnectTimeout else {
@@ -50,7 +55,7 @@ struct RunFollower {
                     )
                 }
             }
-            Thread.sleep(forTimeInterval: backoff)
+            usleep(UInt32(backoff * 1_000_000))
             backoff = min(backoff * 2, 5)
         }
         let record = try connection.call("GET", runPath(run), as: RunRecord.self, quiet: true)
