@@ -49,5 +49,17 @@ public final class EventHub: Sendable {
         }
     }
 
+    /// Ends every watcher's stream (the daemon is stopping): an open `/events` response of a
+    /// queued run would otherwise hold the HTTP server's graceful shutdown until systemd's
+    /// TimeoutStopSec= kills the daemon. Watchers see the stream end and reconnect.
+    public func closeAll() {
+        let all = subscribers.withLock { s -> [AsyncStream<StreamLine>.Continuation] in
+            let all = s.byRun.values.flatMap(\.values)
+            s.byRun = [:]
+            return all
+        }
+        for c in all { c.finish() }
+    }
+
     public func latestEvent(run: String) -> TrainingEvent? { latest.withLock { $0[run] } }
 }

@@ -392,6 +392,7 @@ public actor RunManager {
                 persist(r)
             }
         }
+        hub.closeAll()
     }
 
     public func metricsText() -> String {

@@ -134,6 +134,40 @@ final class DaemonTests: XCTestCase {
             "\(done["notes"] ?? "")")
     }
 
+    /// A watcher following a queued run (as the nightly unit's `nnctl retrain` does) must not hold
+    /// the daemon's shutdown open until systemd's TimeoutStopSec= kills it: SIGTERM ends every
+    /// event stream, and the watcher reconnects to the restarted daemon and sees its run through.
+    func testSIGTERMIsQuickWithAWatcherOfAQueuedRun() throws {
+        let d = DaemonProcess()
+        try d.start(args: ["--max-concurrent-runs", "1"])
+        let busy = try d.createRun(longSpec(name: "busy", everySteps: 0))
+        try d.waitFor(busy, states: ["running"])
+        let waiting = try d.createRun(smallSpec(name: "waiting", epochs: 1))
+        XCTAssertEqual(try d.state(waiting), "queued")
+        let watch = Process()
+        watch.executableURL = URL(fileURLWithPath: "\(binDir)/nnctl")
+        watch.arguments = ["watch", waiting, "--socket", d.socket]
+        watch.standardOutput = FileHandle.nullDevice
+        watch.standardError = FileHandle.nullDevice
+        try watch.run()
+        usleep(500_000)
+        // SIGTERM with a deadline of our own (terminate() would wait for ever on a regression).
+        let daemon = try XCTUnwrap(d.process)
+        let sent = Date()
+        kill(daemon.processIdentifier, SIGTERM)
+        while daemon.isRunning && Date().timeIntervalSince(sent) < 10 { usleep(20_000) }
+        let seconds = Date().timeIntervalSince(sent)
+        if daemon.isRunning { d.kill9() } else { d.process = nil }
+        XCTAssertEqual(daemon.terminationStatus, 0)
+        XCTAssertLessThan(seconds, 3, "an open event stream held the shutdown")
+        try d.start(args: ["--max-concurrent-runs", "1"])
+        let deadline = Date().addingTimeInterval(120)
+        while watch.isRunning && Date() < deadline { usleep(100_000) }
+        if watch.isRunning { watch.terminate() }
+        XCTAssertEqual(watch.terminationStatus, 0, "the watcher did not follow its run to the end")
+        XCTAssertEqual(try d.state(waiting), "completed")
+    }
+
     /// Every error path of the API answers with the right status and a clear JSON error, and the daemon keeps serving.
     func testAPIErrorPaths() throws {
         let d = DaemonProcess()
