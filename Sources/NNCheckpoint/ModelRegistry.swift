@@ -68,7 +68,11 @@ public struct ModelRegistry: Sendable {
             let entries = ((try? FileManager.default.contentsOfDirectory(atPath: dir(name))) ?? []).filter {
                 $0 != "current" && !$0.hasPrefix(".")
             }
-            let versions = entries.sorted().compactMap { version(name, $0) }
+            // Oldest first by creation time (milliseconds): two versions stored within one second
+            // have names that sort by their runs' ids, not by when they were made.
+            let versions = entries.compactMap { version(name, $0) }.sorted {
+                ($0.createdAt, $0.version) < ($1.createdAt, $1.version)
+            }
             return ModelInfo(name: name, current: current(name)?.version, versions: versions)
         }
     }

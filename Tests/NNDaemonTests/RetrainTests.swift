@@ -149,3 +149,22 @@ extension RetrainTests {
             html.contains("3000 training records, fingerprint \(fingerprint)"), "data row missing from the report")
     }
 }
+
+extension RetrainTests {
+    /// Versions are listed oldest first by when they were made, also when two are stored within
+    /// one second and their names (second + run id) sort the other way (a flake CI once hit).
+    func testVersionsListInTheOrderTheyWereMade() throws {
+        let root = NSTemporaryDirectory() + "nnd-registry-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let registry = ModelRegistry(root: root)
+        var made: [String] = []
+        for run in ["night-zzzzzzzzzzzz", "night-aaaaaaaaaaaa"] {
+            made.append(
+                try registry.add(
+                    model: "m", run: run, checkpointBytes: [0], testAccuracy: 90, trainAccuracy: 91, layers: [2, 2],
+                    activation: .relu
+                ).version)
+        }
+        XCTAssertEqual(registry.list().first?.versions.map(\.version), made)
+    }
+}
