@@ -41,11 +41,8 @@ public enum ONNXModel {
             initializer.name = tensor.name
             initializer.dims = tensor.shape.map(Int64.init)
             initializer.dataType = Int32(Onnx_TensorProto.DataType.float.rawValue)
-            // raw_data is little-endian by the format's definition.
-            initializer.rawData = Data(
-                tensor.values.flatMap { value in
-                    withUnsafeBytes(of: value.bitPattern.littleEndian, Array.init)
-                })
+            // raw_data is little-endian by the format's definition, as this (x86-64) machine is.
+            initializer.rawData = tensor.values.withUnsafeBytes { Data($0) }
             return initializer
         }
         var previous = "input"

@@ -56,7 +56,9 @@ public enum DataLoading {
                 testCSV, featureCount: spec.model.layers.first!, classCount: spec.model.layers.last!,
                 limit: spec.data.testLimit, featureScale: scale)
         } else {
-            guard let dir = dataDirOverride ?? spec.data.dir ?? fallbackDataDir ?? defaultMNISTDirectory() else {
+            guard
+                let dir = mnistDirectory(spec: spec, dataDirOverride: dataDirOverride, fallbackDataDir: fallbackDataDir)
+            else {
                 throw DataError(
                     file: defaultFetchDirectory(),
                     "no MNIST data found; run `nnd dataset fetch mnist` or set data.dir in the spec")
@@ -79,12 +81,16 @@ public enum DataLoading {
         return Loaded(train: train, test: test, contentHash: combined(hashes, files), files: files, fileHashes: hashes)
     }
 
+    /// The MNIST-layout directory a load of `spec` reads, or nil for a CSV spec (or no data found).
+    static func mnistDirectory(spec: RunSpec, dataDirOverride: String? = nil, fallbackDataDir: String?) -> String? {
+        if spec.data.trainCSV != nil && spec.data.testCSV != nil { return nil }
+        return dataDirOverride ?? spec.data.dir ?? fallbackDataDir ?? defaultMNISTDirectory()
+    }
+
     /// The training shards a load of `spec` would read now (their image files), cheap to list:
     /// a cache of an earlier load compares them to notice tonight's new shard.
     public static func trainingShards(spec: RunSpec, fallbackDataDir: String?) -> [String] {
-        guard spec.data.trainCSV == nil || spec.data.testCSV == nil,
-            let dir = spec.data.dir ?? fallbackDataDir ?? defaultMNISTDirectory()
-        else { return [] }
+        guard let dir = mnistDirectory(spec: spec, fallbackDataDir: fallbackDataDir) else { return [] }
         do { return try MNIST.trainingShards(in: dir).map(\.images) } catch {
             return ["unreadable: \(error)"]  // never equal to a good listing: the load reports it
         }

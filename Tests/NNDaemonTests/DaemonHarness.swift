@@ -2,6 +2,7 @@ import Foundation
 import NNAPI
 import NNCheckpoint
 import NNControl
+import NNInflate
 import XCTest
 
 let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -177,6 +178,11 @@ func runProgram(_ path: String, _ args: [String], env: [String: String] = [:], t
     p.waitUntilExit()
     watchdog.cancel()
     return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: r, as: UTF8.self))
+}
+
+/// A gzip file's bytes (the MNIST files), read with the project's own inflater.
+func gunzip(_ path: String) throws -> [UInt8] {
+    try Inflate.decompress([UInt8](try Data(contentsOf: URL(fileURLWithPath: path))), format: .gzip)
 }
 
 /// A small real-MNIST spec: long enough to interrupt, short enough for CI.

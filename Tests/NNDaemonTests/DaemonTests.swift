@@ -441,14 +441,8 @@ final class DaemonTests: XCTestCase {
     /// re-documented in Sources/NNDaemon/DaemonSettings.swift cannot leave the shipped file behind;
     /// and the daemon accepts the file as it ships.
     func testShippedSettingsFileIsTheGeneratedOne() throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "\(binDir)/nnd")
-        p.arguments = ["settings", "--yaml"]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let generated = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
+        let (code, generated, _) = try runBuilt("nnd", ["settings", "--yaml"])
+        XCTAssertEqual(code, 0)
         let shipped = try String(contentsOfFile: "\(repoRoot)/etc/nnd/nnd.yaml", encoding: .utf8)
         XCTAssertEqual(shipped, generated, "regenerate with: .build/debug/nnd settings --yaml > etc/nnd/nnd.yaml")
         // Every setting is in the file, with its variable and flag named.

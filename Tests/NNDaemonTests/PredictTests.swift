@@ -117,16 +117,8 @@ final class PredictTests: XCTestCase {
 
     /// The first MNIST test image, scaled to [0, 1].
     func firstTestImage() throws -> [Float] {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", "gzip -dc '\(sharedMNIST)/t10k-images-idx3-ubyte.gz' | head -c 800"]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let bytes = [UInt8](out.fileHandleForReading.readDataToEndOfFile())
-        p.waitUntilExit()
-        XCTAssertEqual(bytes.count, 800)
-        return bytes[16..<800].map { Float($0) / 255 }
+        let images = try gunzip("\(sharedMNIST)/t10k-images-idx3-ubyte.gz")
+        return images[16..<800].map { Float($0) / 255 }
     }
 
     /// A 28×28 8-bit grayscale PNG, written by Python's zlib (each scanline with filter 1, Sub).

@@ -1,7 +1,6 @@
 import Foundation
 import NNAPI
 import NNCheckpoint
-import NNInflate
 import XCTest
 
 final class RetrainTests: XCTestCase {
@@ -79,9 +78,6 @@ extension RetrainTests {
             Data(
                 ([Int(magic)] + dims).flatMap { v in (0..<4).map { UInt8(truncatingIfNeeded: v >> (24 - 8 * $0)) } }
                     + body)
-        }
-        func gunzip(_ path: String) throws -> [UInt8] {
-            try Inflate.decompress([UInt8](try Data(contentsOf: URL(fileURLWithPath: path))), format: .gzip)
         }
         let trainImages = try gunzip("\(sharedMNIST)/train-images-idx3-ubyte.gz").dropFirst(16)
         let trainLabels = try gunzip("\(sharedMNIST)/train-labels-idx1-ubyte.gz").dropFirst(8)
