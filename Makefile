@@ -104,7 +104,7 @@ verify-units:
 
 deps:
 	@for p in libopenblas-dev libnuma-dev zlib1g-dev libcurl4-openssl-dev systemd prometheus chromium \
-	    debootstrap systemd-container lintian; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	    debootstrap systemd-container lintian openmpi-bin libopenmpi-dev; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 
 # `make install DESTDIR=…` lays out the expected tree, and the installed units verify.

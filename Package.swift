@@ -34,6 +34,8 @@ let package = Package(
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CNUMA", path: "Sources/CNUMA", providers: [.apt(["libnuma-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(
+            name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
 
         // element-wise kernels in C: clang vectorises them, with an AVX2+FMA clone chosen at load time.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
@@ -53,6 +55,8 @@ let package = Package(
         .target(name: "NNData", dependencies: ["NNNumerics", "NNInflate", "CZlib"], swiftSettings: optimised),
         // parallel engine: flat parameters, forward/backward, data-parallel step, NUMA placement, optimisers.
         .target(name: "NNEngine", dependencies: ["NNAPI", "NNNumerics", "NNData", "CNUMA"], swiftSettings: optimised),
+        // across processes: the engine's gradient reducer on Open MPI (MPI_Allreduce).
+        .target(name: "NNDistributed", dependencies: ["CMPI", "NNEngine"]),
         // checkpoints: safetensors + resume state, atomic writes, retention.
         .target(name: "NNCheckpoint", dependencies: ["CZlib", "NNAPI", "NNEngine", "NNNumerics"]),
         // ONNX export: the network as a standard ONNX graph; message types generated from onnx.proto3.
@@ -88,7 +92,7 @@ let package = Package(
         .executableTarget(
             name: "nnd",
             dependencies: [
-                "NNDaemon", "NNTraining", "CBuildInfo",
+                "NNDaemon", "NNTraining", "NNCheckpoint", "NNDistributed", "CBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -92,6 +92,13 @@ public final class DataParallelEngine: @unchecked Sendable {
     let roundResults: UnsafeMutablePointer<PassResult>
     /// Where a step's time goes (off unless `recordPhaseTimes`; `nnd bench` turns it on).
     public let phaseTimes: PhaseTimes
+    /// Set when this process is one of several training the same network (MPI ranks): every
+    /// step then sums its gradient across them before the update (DistributedStep.swift).
+    public var reducer: (any GradientReducer)?
+    /// The step's cost, correct and record counts, summed across processes; allocated once.
+    let reducedCounts = UnsafeMutablePointer<Double>.allocate(capacity: 3)
+    /// Where distributed steps' time went since the last `takeDistributedTimes`.
+    var distributedTimes = DistributedTimes()
 
     public init(
         layout: NetworkLayout, activation: Activation, optimizer: OptimizerConfig, lambda: Float,
@@ -138,7 +145,10 @@ public final class DataParallelEngine: @unchecked Sendable {
         (n * w / workers)..<(n * (w + 1) / workers)
     }
 
-    deinit { roundResults.deallocate() }
+    deinit {
+        roundResults.deallocate()
+        reducedCounts.deallocate()
+    }
 
     /// Where each worker's band of the batch buffers is, and the shared buffers, for reports and tests.
     public var batchBufferPlacement: String { batch.memory.allocator.placement }
@@ -153,6 +163,11 @@ public final class DataParallelEngine: @unchecked Sendable {
     /// than `maxBatch` (batch mode) is processed in chunks whose gradients accumulate.
     public func step(data: Dataset, indices: UnsafePointer<Int32>, count n: Int, learningRate: Float) -> PassResult {
         precondition(n >= 1, "empty step")
+        if let reducer {
+            return distributedStep(
+                reducer, data: data, indices: UnsafeMutablePointer(mutating: indices), count: n,
+                learningRate: learningRate)
+        }
         var result = PassResult.zero
         if n <= maxBatch {
             _ = withUnsafeMutablePointer(to: &result) { r in
@@ -204,6 +219,19 @@ public final class DataParallelEngine: @unchecked Sendable {
         precondition(stepSize >= 1 && stepSize <= maxBatch && records >= 1, "bad step group")
         let k = (records + stepSize - 1) / stepSize
         precondition(k <= Self.maxStepsPerCall && k <= results.count, "too many steps for one call")
+        if let reducer {
+            // Across processes every step ends in an allreduce, so steps go one at a time.
+            var done = 0
+            for r in 0..<k {
+                let lo = r * stepSize
+                results[r] = distributedStep(
+                    reducer, data: data, indices: UnsafeMutablePointer(mutating: indices) + lo,
+                    count: min(stepSize, records - lo), learningRate: learningRate)
+                done += 1
+                if !results[r].costSum.isFinite { break }
+            }
+            return done
+        }
         let W = workerCount
         let indices = SharedPointer(UnsafeMutablePointer(mutating: indices))
         let firstUpdate = updateCount + 1

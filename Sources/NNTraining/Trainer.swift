@@ -50,6 +50,7 @@ public enum TrainingError: Error, CustomStringConvertible, Sendable {
     case diverged(epoch: Int, step: Int, cost: Double)
     case data(String)
     case checkpoint(String)
+    case replicasDiverged(String)
 
     public var description: String {
         switch self {
@@ -57,6 +58,7 @@ public enum TrainingError: Error, CustomStringConvertible, Sendable {
             "cost became \(c) at epoch \(e) step \(s): training diverged (lower training.learning_rate); checkpoints hold the last finite parameters"
         case .data(let m): m
         case .checkpoint(let m): m
+        case .replicasDiverged(let m): m
         }
     }
 }
@@ -100,13 +102,18 @@ public final class Trainer {
     /// Cost and accuracy of each step of one `engine.steps` call; allocated once.
     let stepResults = UnsafeMutableBufferPointer<PassResult>.allocate(capacity: DataParallelEngine.maxStepsPerCall)
     var rng: DeterministicRNG
+    /// A decision and a due flag, agreed across processes (distributed runs); allocated once.
+    let agreement = UnsafeMutablePointer<Int64>.allocate(capacity: 2)
+    /// How often (in steps) the processes of a distributed run compare their parameters,
+    /// besides at every checkpoint.
+    public static let replicaCheckSteps = 1000
 
     /// Builds the engine and either initialises the parameters from the spec's seed or
     /// restores `resume`.
     public init(
         spec: RunSpec, train: Dataset, test: Dataset?, workers: Int, placer: any MemoryPlacer = LibNUMAPlacer(),
         dataHash: String = "", dataFingerprint: String? = nil, resume: Checkpoint? = nil, best: Checkpoint? = nil,
-        warmStart: [Float]? = nil
+        warmStart: [Float]? = nil, reducer: (any GradientReducer)? = nil
     ) throws {
         guard train.featureCount == spec.model.layers.first else {
             throw TrainingError.data(
@@ -140,6 +147,7 @@ public final class Trainer {
             layout: NetworkLayout(sizes: spec.model.layers), activation: spec.model.activation,
             optimizer: opt, lambda: Float(spec.training.lambda), workers: workers,
             maxBatch: min(stepSize, max(1024, workers)), placer: placer)
+        engine.reducer = reducer
         order = .allocate(capacity: train.count)
         bestParameters = validation == nil ? nil : FloatBuffer(count: engine.parameters.count)
         rng = DeterministicRNG(seed: spec.training.seed)
@@ -185,6 +193,7 @@ public final class Trainer {
     deinit {
         order.deallocate()
         stepResults.deallocate()
+        agreement.deallocate()
     }
 
     public func checkpoint() -> Checkpoint { Checkpoint(engine: engine, state: state) }
@@ -229,6 +238,7 @@ public final class Trainer {
         var lastCheckpoint = Date()
         var lastEvent = Date.distantPast
         func save(best: Bool = false) throws {
+            try checkReplicas()
             guard let checkpointSink else { return }
             let c = checkpoint()
             guard c.allFinite else {
@@ -242,7 +252,7 @@ public final class Trainer {
             prepareEpochOrder()
             var epochStart = Date().addingTimeInterval(-state.epochSeconds)
             while state.stepInEpoch < stepsPerEpoch {
-                let decision = control.decision()
+                let decision = agree(control.decision(), due: false).decision
                 if decision != .proceed {
                     state.epochSeconds = Date().timeIntervalSince(epochStart)
                     try save()
@@ -271,6 +281,7 @@ public final class Trainer {
                     done = 1
                 }
                 let perStep = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 / Double(done)
+                let checkedBefore = state.updateCount / Self.replicaCheckSteps
                 for i in 0..<done {
                     let r = stepResults[i]
                     stepDurations.record(perStep)
@@ -284,6 +295,9 @@ public final class Trainer {
                     state.stepInEpoch += 1
                 }
                 state.updateCount = engine.updateCount
+                if engine.reducer != nil && state.updateCount / Self.replicaCheckSteps != checkedBefore {
+                    try checkReplicas()
+                }
                 let now = Date()
                 if now.timeIntervalSince(lastEvent) >= 0.2 {
                     lastEvent = now
@@ -293,7 +307,9 @@ public final class Trainer {
                     onEvent(e)
                 }
                 let dueSteps = everySteps > 0 && state.updateCount % everySteps == 0
-                let dueTime = everySeconds > 0 && now.timeIntervalSince(lastCheckpoint) >= everySeconds
+                let dueTime = agree(
+                    .proceed, due: everySeconds > 0 && now.timeIntervalSince(lastCheckpoint) >= everySeconds
+                ).due
                 if (dueSteps || dueTime) && state.stepInEpoch < stepsPerEpoch {
                     state.epochSeconds = now.timeIntervalSince(epochStart)
                     try save()
@@ -358,7 +374,9 @@ public final class Trainer {
                     + "\(patience) epochs since epoch \(bestEpoch)"
                 break
             }
-            let due = (everySeconds > 0 && Date().timeIntervalSince(lastCheckpoint) >= everySeconds) || isBest
+            let due =
+                agree(.proceed, due: everySeconds > 0 && Date().timeIntervalSince(lastCheckpoint) >= everySeconds).due
+                || isBest
             if state.epoch < epochs && due { try save(best: isBest) }
             epochStart = Date()
         }
@@ -382,6 +400,30 @@ public final class Trainer {
             event(.finished, seconds: state.trainingSeconds, sps: Double(m * epochs) / max(state.trainingSeconds, 1e-9))
         )
         return .completed
+    }
+
+    /// The decision and due flag every process takes: with several processes (they meet in
+    /// collective calls, so they must checkpoint, pause and stop at the same step) the most
+    /// urgent of theirs — stop over pause over proceed, due if due anywhere; alone, its own.
+    func agree(_ decision: ControlDecision, due: Bool) -> (decision: ControlDecision, due: Bool) {
+        guard let reducer = engine.reducer else { return (decision, due) }
+        agreement[0] = decision == .stop ? 2 : decision == .pause ? 1 : 0
+        agreement[1] = due ? 1 : 0
+        reducer.max(agreement, count: 2)
+        return (agreement[0] == 2 ? .stop : agreement[0] == 1 ? .pause : .proceed, agreement[1] != 0)
+    }
+
+    /// Compares the processes' parameters (a checksum from each): identical replicas are what
+    /// the identical updates promise; a difference fails the run naming the processes.
+    func checkReplicas() throws {
+        guard let reducer = engine.reducer else { return }
+        let sums = reducer.gather(engine.parameterChecksum())
+        let differing = sums.indices.filter { sums[$0] != sums[0] }
+        guard differing.isEmpty else {
+            throw TrainingError.replicasDiverged(
+                "the parameters of rank\(differing.count > 1 ? "s" : "") \(differing.map(String.init).joined(separator: ", ")) differ from rank 0's after \(state.updateCount) steps (checksums \(sums.map { String($0, radix: 16) }.joined(separator: " "))): the processes no longer train the same network"
+            )
+        }
     }
 
     func event(_ kind: TrainingEvent.Kind, seconds: Double, sps: Double) -> TrainingEvent {

@@ -1,19 +1,32 @@
 import ArgumentParser
 import Foundation
 import NNAPI
+import NNCheckpoint
 import NNData
+import NNDistributed
 import NNEngine
 import NNNumerics
 import NNTraining
 
 struct Train: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Train a run spec in the foreground.")
+    static let configuration = CommandConfiguration(
+        abstract: "Train a run spec in the foreground.",
+        discussion: """
+            Started by mpirun (or srun), each process is one rank of a data-parallel job: it trains on \
+            its contiguous share of every mini-batch with its own workers, the gradients are summed \
+            with MPI_Allreduce and every rank applies the same update. Rank 0 prints. For example
+              mpirun -np 2 nnd train etc/nnd/runs/mnist-seed.yaml --workers 1
+            """)
     @Argument(help: "Run spec (YAML), e.g. etc/nnd/runs/mnist-seed.yaml") var spec: String
     @Option(help: "Directory with the MNIST IDX files (default: found automatically)") var data: String?
     @Option(help: "Override training.epochs") var epochs: Int?
-    @Option(help: "Worker threads (default: online CPUs)") var workers: Int?
+    @Option(help: "Worker threads (default: online CPUs, shared among the MPI ranks on this host)") var workers: Int?
     @Option(name: .customLong("set"), help: "Override a spec field, e.g. --set training.batch_size=128") var overrides:
         [String] = []
+    @Option(
+        help: "Write the trained parameters and resume state here (a safetensors checkpoint, as the daemon stores them)"
+    )
+    var save: String?
     @Flag(help: "One JSON object per line") var json = false
 
     func run() throws {
@@ -24,7 +37,16 @@ struct Train: ParsableCommand {
             stderrLine("nnd: \(error)")
             throw ExitCode(2)
         }
-        let nWorkers = workers ?? NUMATopology.detect().cpus.count
+        // Under mpirun every rank is a process of its own; rank 0 alone prints.
+        let reducer: MPIReducer?
+        do { reducer = MPIReducer.launchedByMPI() ? try MPIReducer() : nil } catch {
+            stderrLine("nnd: \(error)")
+            throw ExitCode(1)
+        }
+        defer { reducer?.finish() }
+        let printing = (reducer?.rank ?? 0) == 0
+        let localRanks = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
+        let nWorkers = workers ?? max(1, NUMATopology.detect().cpus.count / max(1, localRanks))
         guard nWorkers >= 1 && nWorkers <= 1024 else {
             stderrLine("nnd: --workers \(nWorkers) must be between 1 and 1024")
             throw ExitCode(2)
@@ -46,13 +68,13 @@ struct Train: ParsableCommand {
         }
         let trainer = try Trainer(
             spec: spec, train: loaded.train, test: loaded.test, workers: nWorkers, dataHash: loaded.contentHash,
-            dataFingerprint: loaded.fingerprint)
-        if !json {
+            dataFingerprint: loaded.fingerprint, reducer: reducer)
+        if !json && printing {
             print(
                 "nnd: \(spec.name): \(spec.model.layers.map(String.init).joined(separator: "-")) \(spec.model.activation.rawValue), \(spec.training.mode.rawValue) batch \(trainer.stepSize), \(spec.training.optimizer.rawValue) lr \(spec.training.learningRate), \(spec.training.epochs) epochs"
             )
             print(
-                "nnd: \(loaded.train.count) train / \(loaded.test.count) test records, \(nWorkers) workers, BLAS kernel \(BLAS.kernelName), params \(trainer.engine.parameterPlacement), batch buffers \(trainer.engine.batchBufferPlacement)"
+                "nnd: \(loaded.train.count) train / \(loaded.test.count) test records, \(reducer.map { "\($0.size) MPI ranks × " } ?? "")\(nWorkers) workers, BLAS kernel \(BLAS.kernelName), params \(trainer.engine.parameterPlacement), batch buffers \(trainer.engine.batchBufferPlacement)"
             )
         }
         // Ctrl-C / SIGTERM: stop between steps, report, exit.
@@ -69,7 +91,7 @@ struct Train: ParsableCommand {
         let outcome = try trainer.run(
             control: flag,
             onEvent: { e in
-                guard e.kind == .epoch else { return }
+                guard e.kind == .epoch, printing else { return }
                 if json {
                     print(jsonLine(e))
                     fflush(nil)
@@ -84,6 +106,17 @@ struct Train: ParsableCommand {
                 }
             })
         _ = sources
+        guard printing else {
+            // The other ranks evaluate nothing: their parameters equal rank 0's (checked at the end).
+            if outcome != .completed { throw ExitCode(130) }
+            return
+        }
+        if let save {
+            do { try CheckpointStore.atomicWrite(trainer.checkpoint().encode(), to: save) } catch {
+                stderrLine("nnd: --save \(save): \(error)")
+                throw ExitCode(1)
+            }
+        }
         if outcome != .completed { stderrLine("nnd: interrupted after \(trainer.state.history.count) epochs") }
         if let choice = trainer.weightsChoice, !json { print("nnd: \(choice)") }
         let trainAcc = trainer.evaluate(trainer.train).accuracy
@@ -97,6 +130,8 @@ struct Train: ParsableCommand {
             var secondsPerEpoch: Double
             var epochs: Int
             var workers: Int
+            /// MPI ranks the run was split over (1 without mpirun).
+            var ranks: Int
             var blasKernel: String
             var completed: Bool
             /// The epoch whose weights were kept (best validation), when the run had validation records.
@@ -109,7 +144,7 @@ struct Train: ParsableCommand {
         let f = Final(
             trainAccuracy: trainAcc, testAccuracy: testAcc, secondsPerEpoch: perEpoch,
             epochs: trainer.state.history.count,
-            workers: nWorkers, blasKernel: BLAS.kernelName, completed: outcome == .completed,
+            workers: nWorkers, ranks: reducer?.size ?? 1, blasKernel: BLAS.kernelName, completed: outcome == .completed,
             keptEpoch: trainer.keptEpoch, validationRecords: trainer.validation?.count ?? 0,
             trainRecords: loaded.train.count, dataFingerprint: loaded.fingerprint)
         if json {

@@ -1,0 +1,79 @@
+import CMPI
+import Foundation
+import NNEngine
+
+/// The engine's `GradientReducer` on Open MPI: `MPI_Allreduce` over `MPI_COMM_WORLD`.
+/// One per process, made when `nnd` finds itself started by `mpirun`/`srun`; only the
+/// training thread calls it (MPI_THREAD_FUNNELED). Not `Sendable`.
+public final class MPIReducer: GradientReducer {
+    public let rank: Int
+    public let size: Int
+    /// The host this rank runs on, as MPI names it (for error messages).
+    public let host: String
+    private let gathered: UnsafeMutablePointer<UInt64>
+
+    /// Whether this process was started as one rank of an MPI job: Open MPI's `mpirun` sets
+    /// `OMPI_COMM_WORLD_SIZE`, Slurm's `srun` with PMIx sets `PMIX_RANK`.
+    public static func launchedByMPI(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        environment["OMPI_COMM_WORLD_SIZE"] != nil || environment["PMIX_RANK"] != nil
+    }
+
+    public init() throws {
+        var provided: Int32 = 0
+        let rc = nnd_mpi_init(&provided)
+        guard rc == 0 else { throw DistributedError.mpi("MPI_Init_thread failed with error \(rc)") }
+        guard provided >= nnd_mpi_thread_funneled() else {
+            throw DistributedError.mpi("MPI granted thread level \(provided); nnd needs MPI_THREAD_FUNNELED")
+        }
+        rank = Int(nnd_mpi_rank())
+        size = Int(nnd_mpi_size())
+        var name = [CChar](repeating: 0, count: Int(nnd_mpi_max_host_name()) + 1)
+        var length: Int32 = 0
+        _ = nnd_mpi_host(&name, &length)
+        host = String(decoding: name.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        gathered = .allocate(capacity: size)
+    }
+
+    deinit { gathered.deallocate() }
+
+    /// Ends MPI (MPI_Finalize); call once, when training is over, on every rank.
+    public func finish() { _ = nnd_mpi_finalize() }
+
+    /// Ends the whole job from one rank (MPI_Abort): the others are stuck in a collective call.
+    public func abort(code: Int32) -> Never {
+        _ = nnd_mpi_abort(code)
+        exit(code)
+    }
+
+    public func sum(_ buffer: UnsafeMutablePointer<Float>, count: Int) {
+        check(nnd_mpi_sum_floats(buffer, Int64(count)), "MPI_Allreduce(MPI_FLOAT)")
+    }
+    public func sum(_ buffer: UnsafeMutablePointer<Double>, count: Int) {
+        check(nnd_mpi_sum_doubles(buffer, Int64(count)), "MPI_Allreduce(MPI_DOUBLE)")
+    }
+    public func max(_ buffer: UnsafeMutablePointer<Int64>, count: Int) {
+        check(nnd_mpi_max_int64(buffer, Int64(count)), "MPI_Allreduce(MPI_MAX)")
+    }
+    public func gather(_ value: UInt64) -> [UInt64] {
+        check(nnd_mpi_allgather_uint64(value, gathered), "MPI_Allgather")
+        return Array(UnsafeBufferPointer(start: gathered, count: size))
+    }
+
+    /// MPI's default error handler aborts the job before a call returns an error; this is for
+    /// an MPI configured otherwise.
+    private func check(_ rc: Int32, _ call: String) {
+        if rc != 0 {
+            FileHandle.standardError.write(Data("nnd: rank \(rank) on \(host): \(call) failed with error \(rc)\n".utf8))
+            abort(code: 70)
+        }
+    }
+}
+
+public enum DistributedError: Error, CustomStringConvertible {
+    case mpi(String)
+    public var description: String {
+        switch self {
+        case .mpi(let m): m
+        }
+    }
+}
