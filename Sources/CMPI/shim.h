@@ -5,6 +5,12 @@
 #define NND_CMPI_SHIM_H
 #include <mpi.h>
 #include <stdint.h>
+#include <signal.h>
+#include <sys/prctl.h>
+
+/// A rank ends with the launcher that started it (PR_SET_PDEATHSIG): when mpirun dies because
+/// the daemon above it was killed, no rank is left training on its own.
+static inline int nnd_signal_on_parent_death(int sig) { return prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0, 0, 0); }
 
 /// MPI_Init_thread asking for MPI_THREAD_FUNNELED (only the training thread calls MPI).
 /// Returns MPI's error code; *provided receives the thread level granted.

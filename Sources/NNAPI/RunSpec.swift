@@ -9,10 +9,12 @@ public struct RunSpec: Codable, Sendable, Equatable {
     public var checkpoint: Checkpointing
     /// Present for retraining runs: where a completed run's model may be promoted.
     public var promotion: Promotion?
+    /// Present for runs trained by several processes (MPI ranks) that the daemon launches.
+    public var distributed: Distributed?
 
     public init(
         name: String, model: Model, training: Training, data: DataSource, checkpoint: Checkpointing,
-        promotion: Promotion? = nil
+        promotion: Promotion? = nil, distributed: Distributed? = nil
     ) {
         self.name = name
         self.model = model
@@ -20,6 +22,7 @@ public struct RunSpec: Codable, Sendable, Equatable {
         self.data = data
         self.checkpoint = checkpoint
         self.promotion = promotion
+        self.distributed = distributed
     }
 
     public struct Model: Codable, Sendable, Equatable {
@@ -103,6 +106,26 @@ public struct RunSpec: Codable, Sendable, Equatable {
         public var margin: Double
         /// Start from the current model's weights instead of a fresh initialisation.
         public var warmStart: Bool
+    }
+
+    /// A data-parallel run across processes: the daemon starts `ranks` copies of `nnd` through
+    /// the launcher (Open MPI's `mpirun` or Slurm's `srun`); each trains its share of every
+    /// mini-batch and the gradients are summed with MPI_Allreduce.
+    public struct Distributed: Codable, Sendable, Equatable {
+        /// Processes (MPI ranks); 1 trains in the daemon itself.
+        public var ranks: Int
+        /// An Open MPI hostfile (`host slots=N` per line); nil: every rank on this machine.
+        public var hostfile: String?
+        public var launcher: Launcher
+        /// More arguments for the launcher, before the program (e.g. `--mca btl_tcp_if_include eth0`).
+        public var launcherArgs: [String]
+
+        public init(ranks: Int, hostfile: String? = nil, launcher: Launcher = .mpirun, launcherArgs: [String] = []) {
+            self.ranks = ranks
+            self.hostfile = hostfile
+            self.launcher = launcher
+            self.launcherArgs = launcherArgs
+        }
     }
 
     /// Effective records per step.

@@ -194,6 +194,11 @@ public struct TrainingEvent: Codable, Sendable, Equatable {
     /// Epoch events of a run with validation records: mean cross-entropy and accuracy on them.
     public var validationCost: Double?
     public var validationAccuracy: Double?
+    /// Runs across processes (MPI ranks): how many, and the mean seconds per step since the
+    /// previous event spent computing this rank's share and in the gradient's allreduce.
+    public var ranks: Int?
+    public var stepComputeSeconds: Double?
+    public var stepAllreduceSeconds: Double?
 
     public init(
         kind: Kind, epoch: Int, epochs: Int, step: Int, stepsPerEpoch: Int, cost: Double?, learningRate: Float,

@@ -35,6 +35,11 @@ public enum OptimizerKind: String, WireEnum {
     case sgd, momentum, adam
 }
 
+/// The program that starts the processes of a distributed run.
+public enum Launcher: String, WireEnum {
+    case mpirun, srun
+}
+
 /// Which of a run's data sets an evaluation reads.
 public enum EvaluationData: String, WireEnum {
     case test, train

@@ -172,6 +172,14 @@ public final class DaemonMetrics: Sendable {
                 "nnd_run_test_accuracy_percent", "Test accuracy of the last evaluation", labels,
                 r.testAccuracy ?? r.history.last?.testAccuracy)
             out.gauge("nnd_run_running", "1 while the run trains", labels, r.state == .running ? 1 : 0)
+            out.gauge("nnd_run_ranks", "Processes (MPI ranks) training the run", labels, e?.ranks.map(Double.init))
+            out.gauge(
+                "nnd_run_step_compute_seconds", "Distributed runs: mean seconds per step computing rank 0's share",
+                labels, e?.stepComputeSeconds)
+            out.gauge(
+                "nnd_run_step_allreduce_seconds",
+                "Distributed runs: mean seconds per step in the gradient's allreduce (incl. waiting for the slowest rank)",
+                labels, e?.stepAllreduceSeconds)
             if let b = e?.stepDurationBuckets, let sum = e?.stepDurationSum, b.count == StepDurations.bounds.count + 1 {
                 let l = "run=\"\(Exposition.escape(r.id))\",name=\"\(Exposition.escape(r.name))\""
                 for (i, bound) in StepDurations.bounds.enumerated() {

@@ -71,11 +71,19 @@ final class RunExecution: Sendable {
                     trainRecords: data.train.count, dataFingerprint: data.fingerprint)
             }
             var warm: [Float]?
+            var warmCheckpoint: Checkpoint?
             if checkpoint == nil, let p = spec.promotion, p.warmStart, let cur = models.current(p.model) {
-                warm = try models.load(p.model, cur.version).parameters
+                warmCheckpoint = try models.load(p.model, cur.version)
+                warm = warmCheckpoint!.parameters
                 Task {
                     await manager.noted(id, "warm start from model \(p.model) version \(cur.version)", dataHash: nil)
                 }
+            }
+            if let d = spec.distributed, d.ranks > 1 {
+                try finishDistributed(
+                    d, data: data, store: store, alreadyFinished: checkpoint?.state.finished == true,
+                    warmStart: warmCheckpoint, history: &history)
+                return
             }
             let trainer = try Trainer(
                 spec: spec, train: data.train, test: data.test, workers: workers, dataHash: data.contentHash,
@@ -127,6 +135,50 @@ final class RunExecution: Sendable {
         } catch {
             let h = history
             Task { await manager.executionEnded(id, result: .failure(error), history: h, accuracies: nil) }
+        }
+    }
+
+    /// A distributed run: the job trains (unless its final checkpoint already exists), then the
+    /// daemon evaluates the final checkpoint and applies the promotion gate as for a local run.
+    private func finishDistributed(
+        _ d: RunSpec.Distributed, data: DataLoading.Loaded, store: CheckpointStore, alreadyFinished: Bool,
+        warmStart: Checkpoint?, history: inout [EpochRecord]
+    ) throws {
+        let id = record.id
+        var outcome = TrainingOutcome.completed
+        var weightsChoice: String?
+        if !alreadyFinished {
+            let ended = try trainDistributed(d, warmStart: warmStart)
+            outcome = ended.outcome
+            history = ended.history
+            weightsChoice = ended.weightsChoice
+        }
+        var acc: (Double, Double)?
+        var promotion: PromotionOutcome?
+        if outcome == .completed {
+            let (final, path, _) = store.loadLatestValid()
+            guard let final, final.state.finished else {
+                throw DistributedRunError(
+                    message: "the job ended without writing its final checkpoint (latest: \(path ?? "none"))")
+            }
+            let trainer = try Trainer(
+                spec: record.spec, train: data.train, test: data.test, workers: workers, dataHash: data.contentHash,
+                dataFingerprint: data.fingerprint, resume: final)
+            history = trainer.state.history
+            if let note = weightsChoice {
+                logger.notice("\(note)", metadata: ["run": "\(id)"])
+                Task { await self.manager.noted(id, note, dataHash: nil) }
+            }
+            acc = (trainer.evaluate(trainer.train).accuracy, trainer.evaluate(data.test).accuracy)
+            if let p = record.spec.promotion {
+                promotion = try promote(p, trainer: trainer, data: data, accuracies: acc!)
+            }
+        }
+        let result: Result<TrainingOutcome, Error> = .success(outcome)
+        let (h, finalAcc, finalPromotion) = (history, acc, promotion)
+        Task {
+            await manager.executionEnded(
+                id, result: result, history: h, accuracies: finalAcc, promotion: finalPromotion)
         }
     }
 

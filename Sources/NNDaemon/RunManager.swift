@@ -102,6 +102,8 @@ public actor RunManager {
     /// (it could never start), before anything is allocated.
     public func create(spec: RunSpec, memory estimate: MemoryEstimate) throws(APIError) -> RunRecord {
         guard !shuttingDown else { throw APIError(503, "shutting_down", "the daemon is shutting down") }
+        // A missing launcher or a bad hostfile is refused now, not when the run is due at 2 a.m.
+        if let d = spec.distributed { try DistributedLaunch.check(d) }
         guard estimate.bytes <= memoryBudget else {
             throw APIError(
                 422, "insufficient_memory",

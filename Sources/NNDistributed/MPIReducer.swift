@@ -18,6 +18,9 @@ public final class MPIReducer: GradientReducer {
         environment["OMPI_COMM_WORLD_SIZE"] != nil || environment["PMIX_RANK"] != nil
     }
 
+    /// Asks the kernel to send this process `SIGTERM` when its parent (mpirun) exits.
+    public static func stopWithLauncher() { _ = nnd_signal_on_parent_death(SIGTERM) }
+
     public init() throws {
         var provided: Int32 = 0
         let rc = nnd_mpi_init(&provided)

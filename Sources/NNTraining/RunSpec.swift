@@ -16,8 +16,8 @@ public struct SpecError: Error, CustomStringConvertible, Equatable, Sendable {
 
 extension RunSpec {
     /// Every field of a spec with its default: the one place defaults live. `null` marks an
-    /// optional field (absent unless given); `promotion` is used only when the spec has that
-    /// section. The allowed keys are these keys.
+    /// optional field (absent unless given); `promotion` and `distributed` are used only when
+    /// the spec has that section. The allowed keys are these keys.
     static var defaults: [String: [String: Any]] {
         [
             "model": ["layers": [784, 200, 100, 50, 10], "activation": "logistic", "init": "xavier"],
@@ -32,6 +32,7 @@ extension RunSpec {
             ],
             "checkpoint": ["every_steps": 0, "every_seconds": 60, "keep": 3],
             "promotion": ["model": NSNull(), "margin": 0.1, "warm_start": false],
+            "distributed": ["ranks": 1, "hostfile": NSNull(), "launcher": "mpirun", "launcher_args": [String]()],
         ]
     }
     static let defaultName = "run"
@@ -89,7 +90,8 @@ extension RunSpec {
             }
         }
         // Fill defaults, then decode through JSON (typed, with field paths in errors).
-        var merged: [String: Any] = defaults.filter { $0.key != "promotion" || root["promotion"] != nil }
+        let optionalSections: Set = ["promotion", "distributed"]
+        var merged: [String: Any] = defaults.filter { !optionalSections.contains($0.key) || root[$0.key] != nil }
         merged["name"] = defaultName
         for (k, v) in root {
             if let section = v as? [String: Any], var base = merged[k] as? [String: Any] {
@@ -206,6 +208,16 @@ extension RunSpec {
             }
             guard p.margin.isFinite && p.margin >= 0 && p.margin <= 100 else {
                 throw bad("promotion.margin", p.margin, "must be between 0 and 100 (percentage points)")
+            }
+        }
+        if let d = distributed {
+            guard d.ranks >= 1 && d.ranks <= 4096 else {
+                throw bad("distributed.ranks", d.ranks, "must be between 1 and 4096")
+            }
+            if d.hostfile != nil && d.launcher == .srun {
+                throw bad(
+                    "distributed.hostfile", "'\(d.hostfile!)'",
+                    "is for mpirun; srun takes its hosts from the Slurm allocation (leave hostfile null)")
             }
         }
         guard checkpoint.keep >= 1 && checkpoint.keep <= 1000 else {

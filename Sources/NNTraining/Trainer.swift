@@ -433,12 +433,21 @@ public final class Trainer {
             state.history.isEmpty
             ? (state.stepInEpoch > 0 ? seconds * Double(stepsPerEpoch) / Double(state.stepInEpoch) : nil)
             : state.trainingSeconds / Double(state.history.count)
-        return TrainingEvent(
+        var e = TrainingEvent(
             kind: kind, epoch: min(state.epoch + 1, epochs), epochs: epochs, step: state.stepInEpoch,
             stepsPerEpoch: stepsPerEpoch, cost: state.history.last?.cost, learningRate: state.learningRate,
             samplesPerSecond: sps, seconds: seconds, trainAccuracy: nil, testAccuracy: state.history.last?.testAccuracy,
             etaSeconds: perEpoch.map { $0 * (Double(epochs) - done) }, message: nil,
             stepDurationBuckets: stepDurations.cumulative, stepDurationSum: stepDurations.sum)
+        if let reducer = engine.reducer {
+            let t = engine.takeDistributedTimes()
+            e.ranks = reducer.size
+            if t.steps > 0 {
+                e.stepComputeSeconds = t.computeSeconds / Double(t.steps)
+                e.stepAllreduceSeconds = t.allreduceSeconds / Double(t.steps)
+            }
+        }
+        return e
     }
 
     /// Accuracy (percent) and mean cross-entropy on a dataset with the current parameters.

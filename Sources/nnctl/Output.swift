@@ -66,6 +66,14 @@ enum Output {
             "\(spec.training.mode.rawValue) batch \(spec.training.batchSize), \(spec.training.optimizer.rawValue) "
                 + "lr \(number(spec.training.learningRate, "%g")), \(spec.training.epochs) epochs",
         ])
+        if let d = spec.distributed, d.ranks > 1 {
+            var text = "\(d.ranks) ranks via \(d.launcher.rawValue)" + (d.hostfile.map { ", hosts from \($0)" } ?? "")
+            if let p = run.progress, let compute = p.stepComputeSeconds, let allreduce = p.stepAllreduceSeconds {
+                text +=
+                    "; per step: compute \(number(compute * 1000, "%.3f")) ms, allreduce \(number(allreduce * 1000, "%.3f")) ms"
+            }
+            rows.append(["distributed", text])
+        }
         if let progress = run.progress {
             rows.append([
                 "progress",

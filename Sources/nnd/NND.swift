@@ -14,7 +14,7 @@ struct NND: AsyncParsableCommand {
         commandName: "nnd",
         abstract: "nnd — a training daemon for fully connected MNIST classifiers.",
         version: NNDVersion.current,
-        subcommands: [Serve.self, Train.self, Bench.self, DatasetCommand.self, Info.self, Settings.self])
+        subcommands: [Serve.self, Train.self, Bench.self, DatasetCommand.self, Info.self, Settings.self, Rank.self])
 
     static func main() async {
         if CommandLine.arguments.dropFirst().first == "serve" { Daemon.prepareProcess() }

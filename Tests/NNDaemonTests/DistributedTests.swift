@@ -2,6 +2,15 @@ import Foundation
 import NNCheckpoint
 import XCTest
 
+/// Skips where Open MPI is not installed — but not in CI: .ci/run installs it, and a missing
+/// mpirun must fail there.
+func requireMPI() throws {
+    let (code, _, _) = try runProgram("/usr/bin/env", ["sh", "-c", "command -v mpirun"])
+    if code != 0 && ProcessInfo.processInfo.environment["CI"] == nil {
+        throw XCTSkip("mpirun not installed (apt install openmpi-bin libopenmpi-dev)")
+    }
+}
+
 /// `nnd train` as the ranks of an Open MPI job on loopback (`mpirun -np 2`): the gradient
 /// summed across processes gives the network a single process with as many workers trains.
 final class DistributedTests: XCTestCase {
@@ -12,13 +21,7 @@ final class DistributedTests: XCTestCase {
         return try runProgram("/usr/bin/env", ["mpirun"] + launcher + ["\(binDir)/nnd"] + args, timeout: 120)
     }
 
-    override func setUpWithError() throws {
-        let (code, _, _) = try runProgram("/usr/bin/env", ["sh", "-c", "command -v mpirun"])
-        // Not a skip in CI: .ci/run installs Open MPI, and a missing mpirun must fail there.
-        if code != 0 && ProcessInfo.processInfo.environment["CI"] == nil {
-            throw XCTSkip("mpirun not installed (apt install openmpi-bin libopenmpi-dev)")
-        }
-    }
+    override func setUpWithError() throws { try requireMPI() }
 
     let dir = NSTemporaryDirectory() + "nnd-mpi-\(UUID().uuidString.prefix(8))"
 
@@ -101,5 +104,147 @@ final class DistributedTests: XCTestCase {
         let (c2, _, err2) = try Self.mpirun(2, trainArgs("second", workers: 1))
         XCTAssertEqual(c2, 0, err2)
         XCTAssertEqual(try parameters("first"), try parameters("second"))
+    }
+}
+
+/// Distributed runs driven by the daemon (`distributed.ranks: 2` in the spec): it launches the
+/// job through mpirun, follows it, and pauses, stops, resumes and survives it as one run.
+final class DaemonDistributedTests: XCTestCase {
+    override func setUpWithError() throws { try requireMPI() }
+
+    /// The `nnd rank` processes of a run, by MPI rank.
+    func ranks(of id: String, in daemon: DaemonProcess) -> [Int: pid_t] {
+        var found: [Int: pid_t] = [:]
+        let runDir = "\(daemon.stateDir)/runs/\(id)"
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = pid_t(entry),
+                let cmd = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"),
+                String(decoding: cmd, as: UTF8.self).split(separator: "\0").contains(where: { $0 == runDir }),
+                String(decoding: cmd, as: UTF8.self).contains("\0rank\0"),
+                let env = FileManager.default.contents(atPath: "/proc/\(entry)/environ")
+            else { continue }
+            for v in String(decoding: env, as: UTF8.self).split(separator: "\0")
+            where v.hasPrefix("OMPI_COMM_WORLD_RANK=") {
+                found[Int(v.dropFirst("OMPI_COMM_WORLD_RANK=".count))!] = pid
+            }
+        }
+        return found
+    }
+
+    /// Waits until the run is in its second epoch with a checkpoint written: mid-run.
+    func waitUntilMidRun(_ id: String, _ daemon: DaemonProcess) throws {
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            let (_, r) = try daemon.get("/v1/runs/\(id)")
+            let epoch = (r["progress"] as? [String: Any])?["epoch"] as? Int ?? 0
+            if epoch >= 2 && (r["checkpoints_written"] as? Int ?? 0) >= 1 { return }
+            if r["state"] as? String != "running" && r["state"] as? String != "queued" {
+                return XCTFail("run \(id) is \(r["state"] ?? "?") before it could be interrupted")
+            }
+            usleep(20_000)
+        }
+        XCTFail("run \(id) did not reach its second epoch")
+    }
+
+    static let spec =
+        smallSpec(name: "mpi", trainLimit: 3000, epochs: 8, batch: 32, everySteps: 20) + "\ndistributed: {ranks: 2}\n"
+
+    func testDistributedRunCompletesThroughNnctlAndInterruptionsLoseNothing() throws {
+        let daemon = DaemonProcess()
+        try daemon.start()
+        let specPath = "\(daemon.dir)/mpi.yaml"
+        try Self.spec.write(toFile: specPath, atomically: true, encoding: .utf8)
+
+        // Uninterrupted, through nnctl: the reference.
+        let (code, out, err) = try nnctl(["--socket", daemon.socket, "start", specPath, "--wait"])
+        XCTAssertEqual(code, 0, err + daemon.log().suffix(2000))
+        XCTAssertTrue(out.contains("state: completed"), out)
+        let (_, list) = try daemon.get("/v1/runs")
+        let runs = try XCTUnwrap(list["runs"] as? [[String: Any]])
+        let refRun = try XCTUnwrap(runs.first)["id"] as! String
+        let expected = try daemon.parameters(refRun)
+        // Status names the ranks, human-readable and JSON (rank 0's per-step timings arrive in events).
+        let (_, status, _) = try nnctl(["--socket", daemon.socket, "status", refRun])
+        XCTAssertTrue(status.contains("2 ranks via mpirun"), status)
+        let (_, json, _) = try nnctl(["--socket", daemon.socket, "status", refRun, "--json"])
+        let record = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        XCTAssertEqual(((record["spec"] as? [String: Any])?["distributed"] as? [String: Any])?["ranks"] as? Int, 2)
+        XCTAssertEqual((record["progress"] as? [String: Any])?["ranks"] as? Int, 2, json)
+        XCTAssertEqual(record["checkpoints_written"] as? Int ?? 0 > 0, true)
+
+        // pause → resume
+        let paused = try daemon.createRun(Self.spec)
+        try waitUntilMidRun(paused, daemon)
+        let (pc, pout, perr) = try nnctl(["--socket", daemon.socket, "pause", paused])
+        XCTAssertEqual(pc, 0, perr)
+        XCTAssertTrue(pout.contains("paused"), pout)
+        XCTAssertEqual(try daemon.state(paused), "paused")
+        XCTAssertTrue(ranks(of: paused, in: daemon).isEmpty, "every rank exits when paused")
+        XCTAssertEqual(try nnctl(["--socket", daemon.socket, "resume", paused]).0, 0)
+        try daemon.waitFor(paused, states: ["completed"])
+        XCTAssertEqual(try daemon.parameters(paused), expected, "pause/resume changed the result")
+
+        // stop → resume
+        let stopped = try daemon.createRun(Self.spec)
+        try waitUntilMidRun(stopped, daemon)
+        XCTAssertEqual(try nnctl(["--socket", daemon.socket, "stop", stopped]).0, 0)
+        XCTAssertEqual(try daemon.state(stopped), "stopped")
+        XCTAssertEqual(try nnctl(["--socket", daemon.socket, "resume", stopped]).0, 0)
+        try daemon.waitFor(stopped, states: ["completed"])
+        XCTAssertEqual(try daemon.parameters(stopped), expected, "stop/resume changed the result")
+
+        // kill -9 of rank 1: the run fails naming it; resume finishes it.
+        let killed = try daemon.createRun(Self.spec)
+        try waitUntilMidRun(killed, daemon)
+        let pids = ranks(of: killed, in: daemon)
+        XCTAssertEqual(pids.keys.sorted(), [0, 1], "two ranks running")
+        kill(try XCTUnwrap(pids[1]), SIGKILL)
+        let failed = try daemon.waitFor(killed, states: ["failed"])
+        let reason = failed["reason"] as? String ?? ""
+        XCTAssertTrue(reason.contains("rank 1") && reason.contains("signal 9"), reason)
+        XCTAssertTrue(reason.contains("on host "), reason)
+        let (_, failedStatus, _) = try nnctl(["--socket", daemon.socket, "status", killed])
+        XCTAssertTrue(failedStatus.contains("rank 1") && failedStatus.contains("nnctl resume"), failedStatus)
+        XCTAssertEqual(try nnctl(["--socket", daemon.socket, "resume", killed]).0, 0)
+        try daemon.waitFor(killed, states: ["completed"])
+        XCTAssertEqual(try daemon.parameters(killed), expected, "a rank's death changed the result")
+
+        // kill -9 of the daemon: no rank outlives it; the restarted daemon resumes the run.
+        let orphaned = try daemon.createRun(Self.spec)
+        try waitUntilMidRun(orphaned, daemon)
+        XCTAssertEqual(ranks(of: orphaned, in: daemon).count, 2)
+        daemon.kill9()
+        let deadline = Date().addingTimeInterval(10)
+        while !ranks(of: orphaned, in: daemon).isEmpty && Date() < deadline { usleep(50_000) }
+        XCTAssertTrue(ranks(of: orphaned, in: daemon).isEmpty, "ranks outlived the killed daemon")
+        try daemon.start()
+        try daemon.waitFor(orphaned, states: ["completed"])
+        XCTAssertEqual(try daemon.parameters(orphaned), expected, "the daemon's kill -9 changed the result")
+    }
+
+    /// A launcher that is not installed, more ranks than the machine has CPUs, or a bad hostfile
+    /// are refused when the run is created, naming the field and the value.
+    func testBadDistributedSpecsAreRefusedAtCreation() throws {
+        let daemon = DaemonProcess()
+        try daemon.start()
+        let specPath = "\(daemon.dir)/mpi.yaml"
+        try Self.spec.write(toFile: specPath, atomically: true, encoding: .utf8)
+        let hostfile = "\(daemon.dir)/hosts"
+        try "node-a slots=2\nnode-b slots=two\n".write(toFile: hostfile, atomically: true, encoding: .utf8)
+        let cases: [([String], String)] = [
+            (["--set", "distributed.ranks=\(ProcessInfo.processInfo.activeProcessorCount + 1)"], "CPUs"),
+            (["--set", "distributed.hostfile=\(hostfile)"], "line 2: 'slots=two' is not slots=N"),
+            (["--set", "distributed.hostfile=\(daemon.dir)/absent"], "cannot read"),
+            (["--set", "distributed.launcher=srun"], "'srun' is not on the daemon's PATH"),
+            (["--set", "distributed.launcher=mpiexec"], "distributed.launcher"),
+            (["--set", "distributed.ranks=0"], "distributed.ranks: 0 must be between 1 and 4096"),
+        ]
+        for (args, message) in cases {
+            let (code, _, err) = try nnctl(["--socket", daemon.socket, "start", specPath] + args)
+            XCTAssertNotEqual(code, 0, "\(args)")
+            XCTAssertTrue(err.contains(message), "\(args): \(err)")
+        }
+        let (_, list) = try daemon.get("/v1/runs")
+        XCTAssertEqual((list["runs"] as? [Any])?.count, 0, "no run was created")
     }
 }

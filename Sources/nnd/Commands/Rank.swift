@@ -1,0 +1,110 @@
+import ArgumentParser
+import Foundation
+import NNAPI
+import NNCheckpoint
+import NNData
+import NNDistributed
+import NNEngine
+import NNTraining
+
+/// One process of a distributed run: `nnd serve` starts `ranks` of these through mpirun or
+/// srun (`distributed:` in the run spec). Every rank reads the run's spec and latest checkpoint
+/// from the run directory, trains its share of every mini-batch and takes part in the
+/// gradient's allreduce; rank 0 writes the checkpoints and reports to the daemon on its
+/// standard output (`RankReport` lines).
+struct Rank: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "One rank of a distributed run that nnd serve launched (not started by hand).",
+        discussion: """
+            The daemon runs, for a spec with distributed.ranks: N,
+              mpirun -np N [--hostfile H] [launcher_args] nnd rank --run-dir <state>/runs/<id>
+            SIGUSR1 pauses and SIGUSR2 or SIGTERM stops every rank at the same step (mpirun forwards \
+            them); rank 0 writes a checkpoint first.
+            """,
+        shouldDisplay: false)
+
+    @Option(help: "The run's directory (the same path on every host)") var runDir: String
+    @Option(help: "Directory with the MNIST IDX files") var dataDir: String?
+    @Option(help: "Worker threads per rank (default: online CPUs shared among this host's ranks)") var workers: Int?
+
+    func run() throws {
+        // A rank ends with its launcher: if mpirun dies (the daemon was killed), stop here too.
+        MPIReducer.stopWithLauncher()
+        let reducer: MPIReducer
+        do { reducer = try MPIReducer() } catch {
+            stderrLine("nnd: rank: \(error)")
+            throw ExitCode(1)
+        }
+        let reporting = reducer.rank == 0
+        func report(_ r: RankReport) {
+            guard reporting else { return }
+            print(r.line)
+            fflush(nil)
+        }
+        do {
+            let specPath = DistributedFiles.spec(runDirectory: runDir)
+            guard let specData = FileManager.default.contents(atPath: specPath) else {
+                throw TrainingError.data("\(specPath): cannot read the run's spec")
+            }
+            let spec = try APIJSON.decoder.decode(RunSpec.self, from: specData)
+            let data = try DataLoading.load(spec: spec, dataDirOverride: dataDir)
+            let store = CheckpointStore(directory: "\(runDir)/checkpoints", keep: spec.checkpoint.keep)
+            let (checkpoint, _, _) = store.loadLatestValid()
+            var warm: [Float]?
+            let warmPath = DistributedFiles.warmStart(runDirectory: runDir)
+            if checkpoint == nil, let bytes = FileManager.default.contents(atPath: warmPath) {
+                warm = try Checkpoint.decode([UInt8](bytes), path: warmPath).parameters
+            }
+            let localRanks = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
+            let nWorkers = workers ?? max(1, NUMATopology.detect().cpus.count / max(1, localRanks))
+            let trainer = try Trainer(
+                spec: spec, train: data.train, test: data.test, workers: nWorkers, dataHash: data.contentHash,
+                dataFingerprint: data.fingerprint, resume: checkpoint,
+                best: checkpoint == nil ? nil : store.loadBest(), warmStart: warm, reducer: reducer)
+            var outcome = TrainingOutcome.completed
+            if !trainer.state.finished {
+                let flag = ControlFlag()
+                var sources: [DispatchSourceSignal] = []
+                for (sig, decision) in [
+                    (SIGUSR1, ControlDecision.pause), (SIGUSR2, .stop), (SIGTERM, .stop), (SIGINT, .stop),
+                ] {
+                    signal(sig, SIG_IGN)
+                    let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                    s.setEventHandler { flag.request(decision) }
+                    s.resume()
+                    sources.append(s)
+                }
+                defer { for s in sources { s.cancel() } }
+                outcome = try trainer.run(
+                    control: flag,
+                    checkpointSink: reporting
+                        ? { (c: Checkpoint, best: Bool) throws in
+                            let w = try store.write(c, isBest: best)
+                            var r = RankReport(kind: .checkpoint)
+                            r.checkpointPath = w.path
+                            r.checkpointBytes = w.bytes
+                            r.checkpointSeconds = w.seconds
+                            report(r)
+                        } : nil,
+                    onEvent: { e in
+                        var r = RankReport(kind: .event)
+                        r.event = e
+                        if e.kind == .epoch { r.history = trainer.state.history }
+                        report(r)
+                    })
+            }
+            var r = RankReport(kind: .outcome)
+            r.outcome = outcome == .completed ? "completed" : outcome == .paused ? "paused" : "stopped"
+            r.weightsChoice = trainer.weightsChoice
+            r.history = trainer.state.history
+            report(r)
+            reducer.finish()
+        } catch {
+            // The same message from every rank that failed; the daemon names the first.
+            stderrLine("nnd: rank \(reducer.rank) on \(reducer.host): \(error)")
+            // The other ranks wait in a collective call that will never complete: end the job.
+            if reducer.size > 1 { reducer.abort(code: 1) }
+            throw ExitCode(1)
+        }
+    }
+}
