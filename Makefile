@@ -100,7 +100,13 @@ verify-units:
 	  if [ -n "$$out" ]; then echo "with metrics-tcp.conf: $$out"; exit 1; fi; \
 	  score=$$(systemd-analyze security --offline=yes --root=$$tmp nnd.service 2>&1 | sed -nE 's/.*exposure level for .*: ([0-9.]+).*/\1/p'); \
 	  echo "systemd-analyze security nnd.service with metrics-tcp.conf: $$score"; \
-	  awk -v s="$$score" 'BEGIN { exit !(s != "" && s <= 2.0) }' || { echo "metrics drop-in: exposure $$score above 2.0"; exit 1; }
+	  awk -v s="$$score" 'BEGIN { exit !(s != "" && s <= 2.0) }' || { echo "metrics drop-in: exposure $$score above 2.0"; exit 1; }; \
+	  rm $$tmp/etc/systemd/system/nnd.service.d/metrics-tcp.conf; cp systemd/nnd.service.d/distributed.conf $$tmp/etc/systemd/system/nnd.service.d/; \
+	  out=$$(systemd-analyze verify --root=$$tmp nnd.service 2>&1); \
+	  if [ -n "$$out" ]; then echo "with distributed.conf: $$out"; exit 1; fi; \
+	  score=$$(systemd-analyze security --offline=yes --root=$$tmp nnd.service 2>&1 | sed -nE 's/.*exposure level for .*: ([0-9.]+).*/\1/p'); \
+	  echo "systemd-analyze security nnd.service with distributed.conf: $$score"; \
+	  awk -v s="$$score" 'BEGIN { exit !(s != "" && s <= 2.5) }' || { echo "distributed drop-in: exposure $$score above 2.5"; exit 1; }
 
 deps:
 	@for p in libopenblas-dev libnuma-dev zlib1g-dev libcurl4-openssl-dev systemd prometheus chromium \
@@ -114,7 +120,7 @@ check-install:
 	  for f in usr/local/bin/nnd usr/local/bin/nnctl etc/systemd/system/nnd.service etc/systemd/system/nnd-retrain.service \
 	           etc/systemd/system/nnd-retrain.timer etc/nnd/nnd.yaml etc/nnd/runs/mnist-seed.yaml etc/nnd/runs/mnist-fast.yaml \
 	           etc/nnd/runs/mnist-retrain.yaml etc/nnd/prometheus/nnd-alerts.yml etc/systemd/system/nnd-failure@.service \
-	           usr/local/share/doc/nnd/examples/metrics-tcp.conf usr/local/share/doc/nnd/README.md usr/local/share/doc/nnd/docs/api.md \
+	           usr/local/share/doc/nnd/examples/metrics-tcp.conf usr/local/share/doc/nnd/examples/distributed.conf usr/local/share/doc/nnd/README.md usr/local/share/doc/nnd/docs/api.md \
 	           usr/local/share/man/man1/nnctl.1 usr/local/share/man/man1/nnd.1 \
 	           usr/local/share/bash-completion/completions/nnctl usr/local/share/zsh/site-functions/_nnctl \
 	           usr/local/share/fish/vendor_completions.d/nnctl.fish usr/lib/sysusers.d/nnd.conf usr/lib/tmpfiles.d/nnd.conf; do \
@@ -161,7 +167,7 @@ install-files: man
 	  if [ -e $(CONFDIR)/$$f ] && ! cmp -s etc/nnd/$$f $(CONFDIR)/$$f; then \
 	    install -m 0644 etc/nnd/$$f $(CONFDIR)/$$f.dist; echo "kept your $(CONFDIR)/$$f; the shipped one is $(CONFDIR)/$$f.dist"; \
 	  else install -m 0644 etc/nnd/$$f $(CONFDIR)/$$f; fi; done
-	install -m 0644 systemd/nnd.service.d/metrics-tcp.conf $(DOCDIR)/examples/
+	install -m 0644 systemd/nnd.service.d/metrics-tcp.conf systemd/nnd.service.d/distributed.conf $(DOCDIR)/examples/
 	install -m 0644 README.md CONTRIBUTING.md $(DOCDIR)/
 	install -m 0644 docs/*.md $(DOCDIR)/docs/
 	install -m 0644 .build/plugins/GenerateManual/outputs/nnd/nnd.1 .build/plugins/GenerateManual/outputs/nnctl/nnctl.1 $(MANDIR)/

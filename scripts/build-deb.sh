@@ -45,7 +45,7 @@ done
 .build/release/nnctl --generate-completion-script fish > "$stage/usr/share/fish/vendor_completions.d/nnctl.fish"
 install -m 0644 README.md CONTRIBUTING.md "$stage/usr/share/doc/nnd/"
 install -m 0644 docs/*.md "$stage/usr/share/doc/nnd/docs/"
-install -m 0644 systemd/nnd.service.d/metrics-tcp.conf "$stage/usr/share/doc/nnd/examples/"
+install -m 0644 systemd/nnd.service.d/metrics-tcp.conf systemd/nnd.service.d/distributed.conf "$stage/usr/share/doc/nnd/examples/"
 install -m 0644 packaging/deb/copyright "$stage/usr/share/doc/nnd/copyright"
 install -m 0644 packaging/deb/lintian-overrides "$stage/usr/share/lintian/overrides/nnd"
 # A native package's changelog: this version, dated by its commit.

@@ -169,6 +169,16 @@ for unit in nnd.service nnd-retrain.service; do
         "s=\$(systemd-analyze security $unit | sed -nE 's/.*exposure level for .*: ([0-9.]+).*/\\1/p'); echo \$s; awk -v s=\$s 'BEGIN { exit !(s != \"\" && s <= 1.0) }'"
 done
 
+# --- a distributed run under the service --------------------------------------------------------
+# After the security checks, which measure the unit as shipped: this drop-in relaxes it for MPI.
+cp systemd/nnd.service.d/distributed.conf "$root/srv/"
+check "with distributed.conf: a 2-rank run (mpirun from openmpi-bin, a Recommends) completes under nnd.service" \
+    'install -D -m 0644 /srv/distributed.conf /etc/systemd/system/nnd.service.d/distributed.conf && systemctl daemon-reload && \
+     systemctl restart nnd && command -v mpirun >/dev/null && \
+     runuser -u alice -- nnctl start /srv/specs/short.yaml --name short-mpi --set distributed.ranks=2 --wait >/tmp/mpi.log 2>&1 \
+       || { cat /tmp/mpi.log; tail -20 /var/lib/nnd/runs/short-mpi*/distributed/launcher.log; exit 1; }; \
+     nnctl status short-mpi | grep -E "distributed|test accuracy"'
+
 # --- upgrade and purge ---------------------------------------------------------------------------
 in_ct sh -c "sed -i 's/^max_predict_rows: .*/max_predict_rows: 500/' /etc/nnd/nnd.yaml && \
     dpkg-deb -R /srv/$(basename "$deb") /tmp/up && sed -i 's/^Version: .*/&+1/' /tmp/up/DEBIAN/control && \
