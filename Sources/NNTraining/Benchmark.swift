@@ -91,13 +91,18 @@ public enum Benchmark {
 
     /// Training steps of the seed's network on synthetic MNIST-shaped data.
     final class StepProbe {
-        let batch: Int, records = 8192
+        let batch: Int
+        /// Synthetic records the steps cycle through; the largest batch `nnd bench` takes.
+        static let records = 8192
+        let records = StepProbe.records
         let data: Dataset
         let engine: DataParallelEngine
         let order: UnsafeMutableBufferPointer<Int32>
         let results = UnsafeMutableBufferPointer<PassResult>.allocate(capacity: DataParallelEngine.maxStepsPerCall)
         var position = 0
-        init(workers: Int, batch: Int, layers: [Int] = [784, 200, 100, 50, 10]) {
+        init(
+            workers: Int, batch: Int, layers: [Int] = [784, 200, 100, 50, 10], reducer: (any GradientReducer)? = nil
+        ) {
             self.batch = batch
             let features = FloatBuffer(count: records * layers[0])
             var rng = DeterministicRNG(seed: 7)
@@ -110,6 +115,7 @@ public enum Benchmark {
                 layout: NetworkLayout(sizes: layers), activation: .logistic, optimizer: OptimizerConfig(),
                 lambda: 0.01, workers: workers, maxBatch: batch, recordPhaseTimes: true)
             engine.layout.initialise(engine.parameters, scheme: .xavier, rng: &rng)
+            engine.reducer = reducer
             order = .allocate(capacity: records)
             for i in 0..<records { order[i] = Int32(i) }
             rng.shuffle(order)
@@ -123,7 +129,8 @@ public enum Benchmark {
         private func steps(_ k: Int) {
             var left = k
             while left > 0 {
-                let g = min(left, DataParallelEngine.maxStepsPerCall)
+                // A group never runs past the end of the records (large batches: fewer steps per group).
+                let g = min(left, DataParallelEngine.maxStepsPerCall, records / batch)
                 if position + g * batch > records { position = 0 }
                 _ = engine.steps(
                     data: data, indices: order.baseAddress! + position, stepSize: batch, records: g * batch,
@@ -137,7 +144,12 @@ public enum Benchmark {
             let t0 = Date()
             steps(20)
             let probe = Date().timeIntervalSince(t0) / 20
-            let k = max(50, Int(seconds / max(probe, 1e-7)))
+            var k = max(50, Int(seconds / max(probe, 1e-7)))
+            if let reducer = engine.reducer {  // every rank must run the same number of steps
+                var agreed = Int64(k)
+                reducer.max(&agreed, count: 1)
+                k = Int(agreed)
+            }
             _ = engine.phaseTimes.takeMeans()
             let t1 = Date()
             steps(k)
@@ -151,6 +163,72 @@ public enum Benchmark {
                     barrierWaitMicroseconds: p.wait, gradientMicroseconds: p.gradient)
             )
         }
+    }
+
+    /// `nnd bench` under mpirun: the seed network's global step split over the ranks, and
+    /// where its time goes — computing this rank's share, the gradient's allreduce (with the wait
+    /// for the slowest rank), the update — plus a bare allreduce of the gradient's size.
+    public struct DistributedResult: Codable, Sendable {
+        public var ranks: Int
+        public var workersPerRank: Int
+        /// The global mini-batch (each rank computes about batch / ranks records).
+        public var batch: Int
+        public var rounds: Int
+        public var parameterBytes: Int
+        public var stepSamplesPerSecond: Double
+        public var stepMicroseconds: Double
+        public var computeMicroseconds: Double
+        public var allreduceMicroseconds: Double
+        public var updateMicroseconds: Double
+        /// The allreduce's share of a step.
+        public var allreduceFraction: Double
+        /// MPI_Allreduce of `parameterBytes` alone (median of 200 calls).
+        public var bareAllreduceMicroseconds: Double
+        /// NCCL's "bus bandwidth" convention: 2·(R−1)/R · bytes / time.
+        public var bareAllreduceBusGigabytesPerSecond: Double
+    }
+
+    /// The largest `--batch` the step probes take.
+    public static let maxBatch = StepProbe.records
+
+    public static func runDistributed(
+        reducer: any GradientReducer, workers: Int, batch: Int, rounds: Int = 5, log: (String) -> Void = { _ in }
+    ) -> DistributedResult {
+        let layout = NetworkLayout(sizes: [784, 200, 100, 50, 10])
+        let probe = StepProbe(workers: workers, batch: batch, reducer: reducer)
+        var best: (samples: Double, step: Double, times: DistributedTimes)?
+        for r in 1...max(1, rounds) {
+            _ = probe.engine.takeDistributedTimes()
+            let m = probe.measure(seconds: 1)
+            let t = probe.engine.takeDistributedTimes()
+            log(String(format: "round %d/%d: step %.0f samples/s", r, rounds, m.samplesPerSecond))
+            if best == nil || m.samplesPerSecond > best!.samples {
+                best = (m.samplesPerSecond, m.phases.stepMicroseconds, t)
+            }
+        }
+        // The bare collective, on a buffer the size of the gradient.
+        let buffer = FloatBuffer(count: layout.parameterCount)
+        var times: [Double] = []
+        for i in 0..<220 {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            reducer.sum(buffer.pointer, count: buffer.count)
+            if i >= 20 { times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1000) }
+        }
+        let bare = times.sorted()[times.count / 2]
+        let b = best!
+        let steps = Double(max(1, b.times.steps))
+        let bytes = layout.parameterCount * MemoryLayout<Float>.stride
+        let ranks = Double(reducer.size)
+        return DistributedResult(
+            ranks: reducer.size, workersPerRank: workers, batch: batch, rounds: max(1, rounds), parameterBytes: bytes,
+            stepSamplesPerSecond: b.samples, stepMicroseconds: b.step,
+            computeMicroseconds: b.times.computeSeconds / steps * 1e6,
+            allreduceMicroseconds: b.times.allreduceSeconds / steps * 1e6,
+            updateMicroseconds: b.times.updateSeconds / steps * 1e6,
+            allreduceFraction: b.times.allreduceSeconds
+                / max(1e-12, b.times.computeSeconds + b.times.allreduceSeconds + b.times.updateSeconds),
+            bareAllreduceMicroseconds: bare,
+            bareAllreduceBusGigabytesPerSecond: 2 * (ranks - 1) / ranks * Double(bytes) / (bare * 1e-6) / 1e9)
     }
 
     /// Measures `rounds` times, each round all four quantities one after another, and keeps

@@ -1,20 +1,55 @@
 import ArgumentParser
 import Foundation
+import NNDistributed
 import NNEngine
 import NNTraining
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure GEMM reference and training-step speed (use a release build).")
+        abstract: "Measure GEMM reference and training-step speed (use a release build).",
+        discussion: """
+            Under mpirun (e.g. mpirun -np 2 nnd bench --workers 1) it measures the distributed step \
+            instead: the global batch split over the ranks, and per step the time computing a rank's \
+            share, in the gradient's allreduce and in the update, plus a bare allreduce of the \
+            gradient's size. Rank 0 prints.
+            """)
     @Option(help: "Workers for the all-worker measurement (default: online CPUs)") var workers: Int?
     @Option(help: "Mini-batch size") var batch: Int = 64
     @Option(help: "Measurement rounds; each quantity keeps its best round") var rounds: Int = 5
     @Flag(help: "One JSON object") var json = false
     func run() throws {
-        let w = workers ?? NUMATopology.detect().cpus.count
+        let localRanks = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
+        let w = workers ?? max(1, NUMATopology.detect().cpus.count / max(1, localRanks))
         guard w >= 1, batch >= 1, rounds >= 1 else {
             stderrLine("nnd: --workers, --batch and --rounds must be ≥ 1")
             throw ExitCode(2)
+        }
+        guard batch <= Benchmark.maxBatch else {
+            stderrLine("nnd: --batch \(batch) is larger than the benchmark's \(Benchmark.maxBatch) synthetic records")
+            throw ExitCode(2)
+        }
+        if MPIReducer.launchedByMPI() {
+            let reducer = try MPIReducer()
+            defer { reducer.finish() }
+            let printing = reducer.rank == 0
+            let r = Benchmark.runDistributed(reducer: reducer, workers: w, batch: batch, rounds: rounds) {
+                if !json && printing { stderrLine("nnd bench: \($0)") }
+            }
+            guard printing else { return }
+            if json { return print(jsonLine(r)) }
+            print("distributed step, best of \(r.rounds) rounds: \(r.ranks) ranks × \(r.workersPerRank) workers, global batch \(r.batch)")
+            print(
+                String(
+                    format: "step:       %.0f µs, %.0f samples/s", r.stepMicroseconds, r.stepSamplesPerSecond))
+            print(
+                String(
+                    format: "per step:   compute %.0f µs, allreduce %.0f µs (%.0f%% of the step), update %.0f µs",
+                    r.computeMicroseconds, r.allreduceMicroseconds, r.allreduceFraction * 100, r.updateMicroseconds))
+            print(
+                String(
+                    format: "allreduce of %d bytes alone: %.0f µs median, bus bandwidth %.2f GB/s", r.parameterBytes,
+                    r.bareAllreduceMicroseconds, r.bareAllreduceBusGigabytesPerSecond))
+            return
         }
         let r = Benchmark.run(workers: w, batch: batch, rounds: rounds) { if !json { stderrLine("nnd bench: \($0)") } }
         if json {
