@@ -54,7 +54,9 @@ let package = Package(
         // data: IDX/CSV readers, dataset fetch and verification.
         .target(name: "NNData", dependencies: ["NNNumerics", "NNInflate", "CZlib"], swiftSettings: optimised),
         // parallel engine: flat parameters, forward/backward, data-parallel step, NUMA placement, optimisers.
-        .target(name: "NNEngine", dependencies: ["NNAPI", "NNNumerics", "NNData", "CNUMA"], swiftSettings: optimised),
+        .target(
+            name: "NNEngine", dependencies: ["NNAPI", "NNNumerics", "NNData", "CNUMA", "CKernels"],
+            swiftSettings: optimised),
         // across processes: the engine's gradient reducer on Open MPI (MPI_Allreduce).
         .target(name: "NNDistributed", dependencies: ["CMPI", "NNEngine"]),
         // checkpoints: safetensors + resume state, atomic writes, retention.

@@ -178,6 +178,10 @@ check "with distributed.conf: a 2-rank run (mpirun from openmpi-bin, a Recommend
      runuser -u alice -- nnctl start /srv/specs/short.yaml --name short-mpi --set distributed.ranks=2 --wait >/tmp/mpi.log 2>&1 \
        || { cat /tmp/mpi.log; tail -20 /var/lib/nnd/runs/short-mpi*/distributed/launcher.log; exit 1; }; \
      nnctl status short-mpi | grep -E "distributed|test accuracy"'
+check "systemctl restart nnd during a 2-rank run: the job checkpoints, and the run resumes and completes" \
+    'runuser -u alice -- nnctl start /srv/specs/long.yaml --name long-mpi --set distributed.ranks=2 >/dev/null && wait-checkpoint long-mpi && \
+     systemctl restart nnd && wait-state long-mpi completed 300 && nnctl status long-mpi --json | grep -q "resuming from" && \
+     ! for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < $f; echo; done | grep -q "nnd ra[n]k" && nnctl status long-mpi | grep -E "^state|resuming from" | head -2'
 
 # --- upgrade and purge ---------------------------------------------------------------------------
 in_ct sh -c "sed -i 's/^max_predict_rows: .*/max_predict_rows: 500/' /etc/nnd/nnd.yaml && \

@@ -30,9 +30,14 @@ public struct RunSpec: Codable, Sendable, Equatable {
         public var layers: [Int]
         public var activation: Activation
         public var initialisation: Initialisation
+        /// How the first layer reads the inputs: from their non-zeros (`sparse`), as a dense
+        /// matrix (`dense`), or chosen from the data's measured density (`auto`, the default).
+        /// Absent from specs stored before the field existed: those trained, and resume, dense.
+        public var inputPath: InputPath?
         enum CodingKeys: String, CodingKey {
             case layers, activation
             case initialisation = "init"
+            case inputPath
         }
     }
 

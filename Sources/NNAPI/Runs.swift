@@ -199,6 +199,10 @@ public struct TrainingEvent: Codable, Sendable, Equatable {
     public var ranks: Int?
     public var stepComputeSeconds: Double?
     public var stepAllreduceSeconds: Double?
+    /// How the first layer reads the inputs (`dense` or `sparse`, `model.input_path` resolved)
+    /// and the share of the training inputs that are not zero (when measured).
+    public var inputPath: String?
+    public var inputDensity: Double?
 
     public init(
         kind: Kind, epoch: Int, epochs: Int, step: Int, stepsPerEpoch: Int, cost: Double?, learningRate: Float,

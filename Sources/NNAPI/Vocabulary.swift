@@ -35,6 +35,11 @@ public enum OptimizerKind: String, WireEnum {
     case sgd, momentum, adam
 }
 
+/// How the first layer reads its inputs (`model.input_path`).
+public enum InputPath: String, WireEnum {
+    case auto, dense, sparse
+}
+
 /// The program that starts the processes of a distributed run.
 public enum Launcher: String, WireEnum {
     case mpirun, srun

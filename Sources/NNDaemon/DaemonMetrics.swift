@@ -172,6 +172,12 @@ public final class DaemonMetrics: Sendable {
                 "nnd_run_test_accuracy_percent", "Test accuracy of the last evaluation", labels,
                 r.testAccuracy ?? r.history.last?.testAccuracy)
             out.gauge("nnd_run_running", "1 while the run trains", labels, r.state == .running ? 1 : 0)
+            out.gauge(
+                "nnd_run_sparse_input", "1 when the run's first layer reads the inputs' non-zeros (model.input_path)",
+                labels, e?.inputPath.map { $0 == "sparse" ? 1 : 0 })
+            out.gauge(
+                "nnd_run_input_density", "Share of the run's training inputs that are not zero", labels,
+                e?.inputDensity)
             out.gauge("nnd_run_ranks", "Processes (MPI ranks) training the run", labels, e?.ranks.map(Double.init))
             out.gauge(
                 "nnd_run_step_compute_seconds", "Distributed runs: mean seconds per step computing rank 0's share",

@@ -351,6 +351,12 @@ public actor RunManager {
                 r.state = .stopped
                 r.finishedAt = Date()
             }
+        case .failure(let error) where shuttingDown && error is DistributedRunError:
+            // The job ended with the daemon (e.g. its launcher was signalled with it): it
+            // resumes from its last checkpoint like any run the shutdown interrupted.
+            r.state = .queued
+            r.resumeOnStart = true
+            r.reason = "interrupted by daemon shutdown (\(error)); resumes on next start"
         case .failure(let error):
             r.state = .failed
             r.finishedAt = Date()

@@ -99,10 +99,14 @@ public final class DataParallelEngine: @unchecked Sendable {
     let reducedCounts = UnsafeMutablePointer<Double>.allocate(capacity: 3)
     /// Where distributed steps' time went since the last `takeDistributedTimes`.
     var distributedTimes = DistributedTimes()
+    /// The sparse first layer's buffers (engines made with `sparseFirstLayer`); in use once
+    /// `useSparseInput` gives it the data's index (SparseFirstLayer.swift).
+    let sparse: SparseFirstLayer?
 
     public init(
         layout: NetworkLayout, activation: Activation, optimizer: OptimizerConfig, lambda: Float,
-        workers: Int, maxBatch: Int, placer: any MemoryPlacer = LibNUMAPlacer(), recordPhaseTimes: Bool = false
+        workers: Int, maxBatch: Int, placer: any MemoryPlacer = LibNUMAPlacer(), recordPhaseTimes: Bool = false,
+        sparseFirstLayer: Bool = false
     ) {
         precondition(workers >= 1 && maxBatch >= 1)
         phaseTimes = PhaseTimes(workers: workers, enabled: recordPhaseTimes)
@@ -126,9 +130,15 @@ public final class DataParallelEngine: @unchecked Sendable {
         let sizes = layout.sizes
         let split = (0..<workers).map { Self.unitSlice(units: sizes[1], workers: workers, slice: $0) }
         firstLayerUnits = sizes.count > 2 ? split : []
+        // Only a hidden first layer is split by units (a softmax first layer needs whole rows).
+        sparse =
+            sparseFirstLayer && sizes.count > 2
+            ? SparseFirstLayer(
+                inputs: sizes[0], units: split, stateBuffers: optimizer.stateBuffers, maxBatch: maxBatch) : nil
         batch = BatchBuffers(
             sizes: sizes, workers: workers, maxRows: maxRows,
-            blockFloats: sizes.count > 2 ? maxBatch * split.map(\.count).max()! : 0,
+            // room for the sparse first layer's rows, padded to 16 floats
+            blockFloats: sizes.count > 2 ? maxBatch * split.map { SparseFirstLayer.paddedWidth($0.count) }.max()! : 0,
             placements: placements, placer: placer)
         roundResults = .allocate(capacity: Self.maxStepsPerCall * workers)
         roundResults.initialize(repeating: .zero, count: Self.maxStepsPerCall * workers)
@@ -182,6 +192,9 @@ public final class DataParallelEngine: @unchecked Sendable {
         updateCount += 1
         phaseTimes.countStep()
         let adamStep = updateCount
+        checkSparseInput(data)
+        transposeSlices(toSlices: true)
+        defer { transposeSlices(toSlices: false) }
         var chunkStart = 0
         while chunkStart < n {
             let c = min(maxBatch, n - chunkStart)
@@ -235,6 +248,9 @@ public final class DataParallelEngine: @unchecked Sendable {
         let W = workerCount
         let indices = SharedPointer(UnsafeMutablePointer(mutating: indices))
         let firstUpdate = updateCount + 1
+        checkSparseInput(data)
+        transposeSlices(toSlices: true)
+        defer { transposeSlices(toSlices: false) }
         schedule.reset()
         DispatchQueue.concurrentPerform(iterations: W) { iteration in
             for r in 0..<k {
@@ -258,6 +274,13 @@ public final class DataParallelEngine: @unchecked Sendable {
         }
         updateCount += done
         return done
+    }
+
+    /// The sparse path trains on the data set whose index it was given, and only in one process.
+    func checkSparseInput(_ data: Dataset) {
+        guard inputPath == .sparse, let rows = sparse?.rows else { return }
+        precondition(rows.source == ObjectIdentifier(data), "the sparse index belongs to another data set")
+        precondition(reducer == nil, "the sparse first layer is not used across processes")
     }
 
     // MARK: - Evaluation

@@ -61,7 +61,7 @@ extension DataParallelEngine {
     /// 64-byte line): written by the GEMM in place, that line of every row passed between the
     /// cores on each of the GEMM's passes; copied, once per step.
     @inline(__always)
-    func firstLayerSlice(_ w: Int, rows: Int) {
+    func firstLayerSlice(_ w: Int, indices: UnsafeMutablePointer<Int32>, rows: Int) {
         let units = firstLayerUnits[w]
         let nIn = layout.sizes[0]
         let nOut = layout.sizes[1]
@@ -69,9 +69,21 @@ extension DataParallelEngine {
         if units.isEmpty { return }
         let z = batch.firstLayerBlocks[w]
         let u = units.count
-        BLAS.sgemm(
-            transA: false, transB: true, m: rows, n: u, k: nIn, alpha: 1, a: batch.activations[0], lda: nIn,
-            b: parameters.pointer + layout.weightOffsets[0] + lo * nIn, ldb: nIn, beta: 0, c: z, ldc: u)
+        if inputPath == .sparse {
+            // Rows of ldw floats in the block; activated and copied row by row.
+            sparseFirstLayerForward(w, indices: indices, rows: rows, into: z)
+            let ld = sparse!.ldw[w]
+            let a1 = batch.activations[1]
+            for r in 0..<rows {
+                activate(z + r * ld, bias: parameters.pointer + layout.biasOffsets[0] + lo, rows: 1, cols: u)
+                memcpy(a1 + r * nOut + lo, z + r * ld, u * MemoryLayout<Float>.stride)
+            }
+            return
+        } else {
+            BLAS.sgemm(
+                transA: false, transB: true, m: rows, n: u, k: nIn, alpha: 1, a: batch.activations[0], lda: nIn,
+                b: parameters.pointer + layout.weightOffsets[0] + lo * nIn, ldb: nIn, beta: 0, c: z, ldc: u)
+        }
         activate(z, bias: parameters.pointer + layout.biasOffsets[0] + lo, rows: rows, cols: u)
         let a1 = batch.activations[1]
         for r in 0..<rows { memcpy(a1 + r * nOut + lo, z + r * u, u * MemoryLayout<Float>.stride) }
@@ -176,9 +188,13 @@ extension DataParallelEngine {
     /// every shard's records: the reduction over workers is this GEMM's inner sum. Written
     /// (or, with `accumulate`, added) into `gradient`.
     @inline(__always)
-    func weightGradient(slice: Int, rows: Int, accumulate: Bool) {
+    func weightGradient(slice: Int, indices: UnsafeMutablePointer<Int32>, rows: Int, accumulate: Bool) {
         for s in gradientSlices[slice] {
-            sliceGEMM(s, rows: rows, alpha: 1, beta: accumulate ? 1 : 0, into: gradient.pointer)
+            if s.layer == 1 && inputPath == .sparse {
+                sparseWeightGradient(slice, indices: indices, rows: rows, accumulate: accumulate)
+            } else {
+                sliceGEMM(s, rows: rows, alpha: 1, beta: accumulate ? 1 : 0, into: gradient.pointer)
+            }
             biasGradient(s, rows: rows, accumulate: accumulate)
         }
     }

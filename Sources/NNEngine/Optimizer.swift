@@ -105,10 +105,15 @@ extension DataParallelEngine {
     /// it saves writing the slice's gradient and reading it back — per step, for the first
     /// layer, more bytes than the GEMM's own inputs.
     @inline(__always)
-    func sgdUpdateFromBatch(slice: Int, rows: Int, learningRate: Float) {
+    func sgdUpdateFromBatch(slice: Int, indices: UnsafeMutablePointer<Int32>, rows: Int, learningRate: Float) {
         let scale = learningRate / Float(rows)
         for s in gradientSlices[slice] {
-            sliceGEMM(s, rows: rows, alpha: -scale, beta: 1 - scale * lambda, into: parameters.pointer)
+            if s.layer == 1 && inputPath == .sparse {
+                sparseWeightGradient(
+                    slice, indices: indices, rows: rows, accumulate: false, sgdLearningRate: learningRate)
+            } else {
+                sliceGEMM(s, rows: rows, alpha: -scale, beta: 1 - scale * lambda, into: parameters.pointer)
+            }
             biasGradient(s, rows: rows, accumulate: false)
             let b = parameters.pointer + layout.biasOffsets[s.layer - 1]
             let gb = gradient.pointer + layout.biasOffsets[s.layer - 1]
@@ -131,7 +136,11 @@ extension DataParallelEngine {
         }
         for s in gradientSlices[slice] {
             let (weights, biases) = segments(of: s)
-            apply(weights)
+            if s.layer == 1 && inputPath == .sparse {
+                sparseUpdate(slice, records: records, learningRate: learningRate, adamStep: adamStep)
+            } else {
+                apply(weights)
+            }
             apply(biases)
         }
     }

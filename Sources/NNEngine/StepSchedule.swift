@@ -34,17 +34,24 @@ extension DataParallelEngine {
     ) {
         let W = workerCount
         let splitFirstLayer = !firstLayerUnits.isEmpty
+        let sparseInput = inputPath == .sparse
         var t = phaseTimes.now()
         while let s = schedule.gather.claim(below: W, round: round) {
             placer.bindCurrentThread(toNode: placements[s].node)
-            gatherInputs(data: data, indices: indices, row: c * s / W, rows: c * (s + 1) / W - c * s / W)
+            // The sparse first layer reads the records' non-zeros, not a dense copy; its weight
+            // gradient, each shard's non-zeros grouped by input.
+            if sparseInput {
+                sparseShardColumns(s, indices: indices, row: c * s / W, rows: c * (s + 1) / W - c * s / W)
+            } else {
+                gatherInputs(data: data, indices: indices, row: c * s / W, rows: c * (s + 1) / W - c * s / W)
+            }
             schedule.gather.finish()
         }
         schedule.gather.waitForAll(W, round: round)
         phaseTimes.add(.input, index: iteration, since: &t)
         if splitFirstLayer {
             while let w = schedule.firstLayer.claim(below: W, round: round) {
-                firstLayerSlice(w, rows: c)
+                firstLayerSlice(w, indices: indices, rows: c)
                 schedule.firstLayer.finish()
             }
             schedule.firstLayer.waitForAll(W, round: round)
@@ -65,9 +72,9 @@ extension DataParallelEngine {
         while let slice = schedule.slices.claim(below: W, round: round) {
             // A round that is a whole step (never an accumulating chunk) can fuse the SGD update.
             if optimizer.kind == .sgd, let n, n == c {
-                sgdUpdateFromBatch(slice: slice, rows: c, learningRate: learningRate)
+                sgdUpdateFromBatch(slice: slice, indices: indices, rows: c, learningRate: learningRate)
             } else {
-                weightGradient(slice: slice, rows: c, accumulate: accumulate)
+                weightGradient(slice: slice, indices: indices, rows: c, accumulate: accumulate)
                 if let n { applyUpdate(slice: slice, records: n, learningRate: learningRate, adamStep: adamStep) }
             }
             schedule.slices.finish()

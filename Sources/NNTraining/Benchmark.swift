@@ -31,6 +31,19 @@ public enum Benchmark {
         public var medianSpeedup: Double
         /// Where the all-worker steps' time went in the best round.
         public var phasesOfBestRound: StepPhases
+        /// The sparse first layer on synthetic inputs of `sparseDensity` non-zeros (MNIST's
+        /// 19 % by default): its step, the dense step on the same data, and the sparse step's
+        /// dense-equivalent GFLOP/s (the dense network's FLOPs per record × samples/s) against
+        /// the same run's all-core GEMM reference.
+        public var sparseDensity: Double
+        public var sparseKernels: String
+        public var sparseStepSamplesPerSecond: Double
+        public var denseStepOnSparseDataSamplesPerSecond: Double
+        public var sparseEffectiveGflops: Double
+        public var ratioSparseEffectiveToGemm: Double
+        public var sparseSpeedupOverDense: Double
+        public var sparsePhasesOfBestRound: StepPhases
+        public var densePhasesOnSparseDataOfBestRound: StepPhases
     }
 
     /// Mean microseconds per step: wall time; the input gather and the first layer by units,
@@ -101,21 +114,25 @@ public enum Benchmark {
         let results = UnsafeMutableBufferPointer<PassResult>.allocate(capacity: DataParallelEngine.maxStepsPerCall)
         var position = 0
         init(
-            workers: Int, batch: Int, layers: [Int] = [784, 200, 100, 50, 10], reducer: (any GradientReducer)? = nil
+            workers: Int, batch: Int, layers: [Int] = [784, 200, 100, 50, 10], reducer: (any GradientReducer)? = nil,
+            density: Double = 1, sparse: Bool = false
         ) {
             self.batch = batch
             let features = FloatBuffer(count: records * layers[0])
             var rng = DeterministicRNG(seed: 7)
-            for i in 0..<features.count { features[i] = Float(rng.nextUnit()) }
+            for i in 0..<features.count where density >= 1 || rng.nextUnit() < density {
+                features[i] = Float(rng.nextUnit()) + 1e-3
+            }
             let labels = (0..<records).map { _ in Int32(rng.nextIndex(below: layers.last!)) }
             data = Dataset(
                 features: features, labels: labels, featureCount: layers[0], classCount: layers.last!,
                 sources: ["synthetic"])
             engine = DataParallelEngine(
                 layout: NetworkLayout(sizes: layers), activation: .logistic, optimizer: OptimizerConfig(),
-                lambda: 0.01, workers: workers, maxBatch: batch, recordPhaseTimes: true)
+                lambda: 0.01, workers: workers, maxBatch: batch, recordPhaseTimes: true, sparseFirstLayer: sparse)
             engine.layout.initialise(engine.parameters, scheme: .xavier, rng: &rng)
             engine.reducer = reducer
+            if sparse { engine.useSparseInput(SparseRows(data)) }
             order = .allocate(capacity: records)
             for i in 0..<records { order[i] = Int32(i) }
             rng.shuffle(order)
@@ -236,13 +253,21 @@ public enum Benchmark {
     /// slows a measurement down, so the best round is the closest to what the code does, and
     /// the reference gets the same treatment as the step. The median of the per-round ratios
     /// is kept as well, to show the spread.
-    public static func run(workers: Int, batch: Int, rounds: Int = 5, log: (String) -> Void = { _ in }) -> Result {
+    public static func run(
+        workers: Int, batch: Int, rounds: Int = 5, density: Double = 0.19, log: (String) -> Void = { _ in }
+    ) -> Result {
         let flops = NetworkLayout(sizes: [784, 200, 100, 50, 10]).trainingFlopsPerRecord
         log("preparing (GEMM \(1536)³ on 1 and \(workers) threads, steps on 1 and \(workers) workers)…")
         let gemm1 = GEMMProbe(threads: 1)
         let gemmAll = GEMMProbe(threads: workers)
         let step1 = StepProbe(workers: 1, batch: batch)
         let stepAll = StepProbe(workers: workers, batch: batch)
+        let sparseAll = StepProbe(workers: workers, batch: batch, density: density, sparse: true)
+        let denseOnSparse = StepProbe(workers: workers, batch: batch, density: density)
+        var sS: [Double] = []
+        var dS: [Double] = []
+        var sP: [StepPhases] = []
+        var dP: [StepPhases] = []
         var g1: [Double] = []
         var gA: [Double] = []
         var s1: [Double] = []
@@ -255,10 +280,17 @@ public enum Benchmark {
             let all = stepAll.measure(seconds: 1)
             sA.append(all.samplesPerSecond)
             phases.append(all.phases)
+            let sparseRound = sparseAll.measure(seconds: 1)
+            sS.append(sparseRound.samplesPerSecond)
+            sP.append(sparseRound.phases)
+            let denseRound = denseOnSparse.measure(seconds: 1)
+            dS.append(denseRound.samplesPerSecond)
+            dP.append(denseRound.phases)
             log(
                 String(
-                    format: "round %d/%d: GEMM %.1f / %.1f GFLOP/s, step %.0f / %.0f samples/s", r, rounds, g1.last!,
-                    gA.last!, s1.last!, sA.last!))
+                    format:
+                        "round %d/%d: GEMM %.1f / %.1f GFLOP/s, step %.0f / %.0f samples/s; at density %.2f sparse %.0f, dense %.0f",
+                    r, rounds, g1.last!, gA.last!, s1.last!, sA.last!, density, sS.last!, dS.last!))
         }
         func median(_ x: [Double]) -> Double {
             let s = x.sorted()
@@ -278,6 +310,13 @@ public enum Benchmark {
             speedup: bestSA / bestS1, gemmSpeedup: bestGA / bestG1, secondsPerMNISTEpoch: 60000 / bestSA,
             medianRatioAllWorkersToGemm: median(zip(sA, gA).map { $0 * flops / 1e9 / $1 }),
             medianSpeedup: median(zip(sA, s1).map { $0 / $1 }),
-            phasesOfBestRound: phases[sA.firstIndex(of: bestSA)!])
+            phasesOfBestRound: phases[sA.firstIndex(of: bestSA)!],
+            sparseDensity: density, sparseKernels: DataParallelEngine.sparseKernels,
+            sparseStepSamplesPerSecond: sS.max()!, denseStepOnSparseDataSamplesPerSecond: dS.max()!,
+            sparseEffectiveGflops: sS.max()! * flops / 1e9,
+            ratioSparseEffectiveToGemm: sS.max()! * flops / 1e9 / bestGA,
+            sparseSpeedupOverDense: median(zip(sS, dS).map { $0 / $1 }),
+            sparsePhasesOfBestRound: sP[sS.firstIndex(of: sS.max()!)!],
+            densePhasesOnSparseDataOfBestRound: dP[dS.firstIndex(of: dS.max()!)!])
     }
 }

@@ -20,7 +20,9 @@ extension RunSpec {
     /// the spec has that section. The allowed keys are these keys.
     static var defaults: [String: [String: Any]] {
         [
-            "model": ["layers": [784, 200, 100, 50, 10], "activation": "logistic", "init": "xavier"],
+            "model": [
+                "layers": [784, 200, 100, 50, 10], "activation": "logistic", "init": "xavier", "input_path": "auto",
+            ],
             "training": [
                 "mode": "minibatch", "batch_size": 64, "epochs": 50, "learning_rate": 0.1, "lambda": 0.01,
                 "anneal": true, "optimizer": "sgd", "momentum": 0.9, "seed": 1, "evaluate_every_epoch": true,

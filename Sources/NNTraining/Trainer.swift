@@ -102,6 +102,15 @@ public final class Trainer {
     /// Cost and accuracy of each step of one `engine.steps` call; allocated once.
     let stepResults = UnsafeMutableBufferPointer<PassResult>.allocate(capacity: DataParallelEngine.maxStepsPerCall)
     var rng: DeterministicRNG
+    /// How the first layer reads the inputs, the training data's density (non-zero share; nil
+    /// when not measured) and why that path.
+    public let inputPath: InputPathChoice
+    public let inputDensity: Double?
+    public let inputPathReason: String
+    /// `model.input_path: auto` takes the sparse first layer at or below this density.
+    public static let autoSparseDensity = 0.30
+    /// The training data's index of non-zeros, when the sparse path is used.
+    let sparseRows: SparseRows?
     /// A decision and a due flag, agreed across processes (distributed runs); allocated once.
     let agreement = UnsafeMutablePointer<Int64>.allocate(capacity: 2)
     /// How often (in steps) the processes of a distributed run compare their parameters,
@@ -141,13 +150,40 @@ public final class Trainer {
         stepSize = spec.stepSize(trainCount: train.count)
         stepsPerEpoch = (train.count + stepSize - 1) / stepSize
         let opt = OptimizerConfig(kind: spec.training.optimizer, momentum: Float(spec.training.momentum))
+        // The input path: dense unless asked for, or (auto) the data is sparse enough; never
+        // across processes (the allreduce wants the flat gradient) or without a hidden layer.
+        let requested = spec.model.inputPath ?? .dense
+        if requested == .dense {
+            (inputPath, inputDensity, inputPathReason) = (.dense, nil, "model.input_path: dense")
+        } else if spec.model.layers.count < 3 {
+            (inputPath, inputDensity, inputPathReason) = (.dense, nil, "the network has no hidden layer")
+        } else if reducer != nil {
+            (inputPath, inputDensity, inputPathReason) = (.dense, nil, "training across processes")
+        } else {
+            let density = SparseRows.density(of: train)
+            inputDensity = density
+            let pct = String(format: "%.1f %%", density * 100)
+            if requested == .sparse {
+                (inputPath, inputPathReason) = (.sparse, "model.input_path: sparse; inputs \(pct) non-zero")
+            } else if density <= Self.autoSparseDensity {
+                (inputPath, inputPathReason) = (
+                    .sparse, "auto: inputs \(pct) non-zero (sparse at or below \(Int(Self.autoSparseDensity * 100)) %)"
+                )
+            } else {
+                (inputPath, inputPathReason) = (
+                    .dense, "auto: inputs \(pct) non-zero (dense above \(Int(Self.autoSparseDensity * 100)) %)"
+                )
+            }
+        }
+        sparseRows = inputPath == .sparse ? SparseRows(train) : nil
         // Batch mode can be the whole training set; the engine processes a step in chunks of at
         // most 1024 records and accumulates, so its buffers stay small.
         engine = DataParallelEngine(
             layout: NetworkLayout(sizes: spec.model.layers), activation: spec.model.activation,
             optimizer: opt, lambda: Float(spec.training.lambda), workers: workers,
-            maxBatch: min(stepSize, max(1024, workers)), placer: placer)
+            maxBatch: min(stepSize, max(1024, workers)), placer: placer, sparseFirstLayer: inputPath == .sparse)
         engine.reducer = reducer
+        engine.useSparseInput(sparseRows)
         order = .allocate(capacity: train.count)
         bestParameters = validation == nil ? nil : FloatBuffer(count: engine.parameters.count)
         rng = DeterministicRNG(seed: spec.training.seed)
@@ -439,6 +475,8 @@ public final class Trainer {
             samplesPerSecond: sps, seconds: seconds, trainAccuracy: nil, testAccuracy: state.history.last?.testAccuracy,
             etaSeconds: perEpoch.map { $0 * (Double(epochs) - done) }, message: nil,
             stepDurationBuckets: stepDurations.cumulative, stepDurationSum: stepDurations.sum)
+        e.inputPath = inputPath == .sparse ? "sparse" : "dense"
+        e.inputDensity = inputDensity
         if let reducer = engine.reducer {
             let t = engine.takeDistributedTimes()
             e.ranks = reducer.size

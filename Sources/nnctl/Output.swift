@@ -66,6 +66,12 @@ enum Output {
             "\(spec.training.mode.rawValue) batch \(spec.training.batchSize), \(spec.training.optimizer.rawValue) "
                 + "lr \(number(spec.training.learningRate, "%g")), \(spec.training.epochs) epochs",
         ])
+        if let path = run.progress?.inputPath {
+            rows.append([
+                "first layer",
+                path + (run.progress?.inputDensity.map { ", inputs \(number($0 * 100, "%.1f")) % non-zero" } ?? ""),
+            ])
+        }
         if let d = spec.distributed, d.ranks > 1 {
             var text = "\(d.ranks) ranks via \(d.launcher.rawValue)" + (d.hostfile.map { ", hosts from \($0)" } ?? "")
             if let p = run.progress, let compute = p.stepComputeSeconds, let allreduce = p.stepAllreduceSeconds {

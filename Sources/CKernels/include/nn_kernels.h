@@ -24,4 +24,37 @@ void nn_relu_backward(float *d, const float *a, long count);
 /// Which clone runs: "avx2+fma" or "baseline".
 const char *nn_kernels_isa(void);
 
+// --- The sparse first layer (inputs that are mostly zeros, like MNIST's 81 %) -------------------
+// The inputs of a data set as CSR: record i's non-zeros are cols[p], vals[p] for p in
+// offsets[i] ..< offsets[i+1]. A worker's slice of the first layer's weights is kept transposed,
+// `wt`: inputs × ldw (ldw a multiple of 16, the columns past its `units` zero), so that one
+// input's weights for all the slice's units are contiguous. Hand-vectorised for AVX-512 and
+// AVX2+FMA, with a portable fallback; the CPU's best is picked on the first call.
+
+/// z[r·ldz + j] = Σ_p vals[p] · wt[cols[p]·ldw + j] over the non-zeros p of record records[r],
+/// for j < units (the slice's pre-activations for the batch, rows × units).
+void nn_sparse_forward(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
+                       const float *wt, long ldw, long units, float *z, long ldz);
+
+/// The non-zeros of batch rows firstRow ..< firstRow + rows (records[0 ..< rows], one shard's)
+/// grouped by input (a counting sort, stable in the row order): input k's entries are the batch
+/// row entryRow[e] and value entryVal[e] for e in colStart[k] ..< colStart[k+1]. colStart has
+/// inputs + 1 slots, cursor `inputs`; entryRow and entryVal room for every non-zero of the rows.
+void nn_sparse_batch_columns(const int *records, long rows, long firstRow, const long *offsets, const int *cols,
+                             const float *vals, long inputs, long *colStart, long *cursor, int *entryRow,
+                             float *entryVal);
+
+/// S[k][j] = Σ_e entryVal[e] · delta[entryRow[e]·ldd + j] over input k's entries of every
+/// shard's column index (shards 0 ..< shards in order, so the rows in order), j < units:
+/// the transposed weight gradient of the slice (δ₁ᵀ·X restricted to the non-zeros), and then
+/// mode 0: g[k·ldg + j] = S (an input no record uses gets a zero row); 1: g += S (chunks of a
+/// step); 2, the seed's SGD fused: g = decay·g + scale·S, where g holds the weights themselves
+/// (decay = 1 − α·λ/n, scale = −α/n), so the gradient is never written.
+void nn_sparse_weight_gradient(const long *const *colStarts, const int *const *entryRows,
+                               const float *const *entryVals, long shards, long inputs, const float *delta, long ldd,
+                               long units, float *g, long ldg, int mode, float decay, float scale);
+
+/// Which implementation the sparse kernels use on this CPU.
+const char *nn_sparse_isa(void);
+
 #endif

@@ -74,6 +74,9 @@ struct Train: ParsableCommand {
                 "nnd: \(spec.name): \(spec.model.layers.map(String.init).joined(separator: "-")) \(spec.model.activation.rawValue), \(spec.training.mode.rawValue) batch \(trainer.stepSize), \(spec.training.optimizer.rawValue) lr \(spec.training.learningRate), \(spec.training.epochs) epochs"
             )
             print(
+                "nnd: first layer \(trainer.inputPath == .sparse ? "sparse" : "dense") (\(trainer.inputPathReason))"
+            )
+            print(
                 "nnd: \(loaded.train.count) train / \(loaded.test.count) test records, \(reducer.map { "\($0.size) MPI ranks × " } ?? "")\(nWorkers) workers, BLAS kernel \(BLAS.kernelName), params \(trainer.engine.parameterPlacement), batch buffers \(trainer.engine.batchBufferPlacement)"
             )
         }
@@ -133,6 +136,9 @@ struct Train: ParsableCommand {
             /// MPI ranks the run was split over (1 without mpirun).
             var ranks: Int
             var blasKernel: String
+            /// The first layer's input path (dense or sparse) and the inputs' non-zero share.
+            var inputPath: String
+            var inputDensity: Double?
             var completed: Bool
             /// The epoch whose weights were kept (best validation), when the run had validation records.
             var keptEpoch: Int?
@@ -144,7 +150,9 @@ struct Train: ParsableCommand {
         let f = Final(
             trainAccuracy: trainAcc, testAccuracy: testAcc, secondsPerEpoch: perEpoch,
             epochs: trainer.state.history.count,
-            workers: nWorkers, ranks: reducer?.size ?? 1, blasKernel: BLAS.kernelName, completed: outcome == .completed,
+            workers: nWorkers, ranks: reducer?.size ?? 1, blasKernel: BLAS.kernelName,
+            inputPath: trainer.inputPath == .sparse ? "sparse" : "dense", inputDensity: trainer.inputDensity,
+            completed: outcome == .completed,
             keptEpoch: trainer.keptEpoch, validationRecords: trainer.validation?.count ?? 0,
             trainRecords: loaded.train.count, dataFingerprint: loaded.fingerprint)
         if json {

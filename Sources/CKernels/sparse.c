@@ -1,0 +1,344 @@
+#include "nn_kernels.h"
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__clang__)
+#include <immintrin.h>
+#define NN_X86 1
+#endif
+
+// The sparse first layer. The forward keeps a block of a record's outputs in registers across
+// all of the record's non-zeros (a plain loop over an output row per non-zero runs 4× slower
+// than the dense GEMM); the weight gradient goes input by input over the batch's entries for
+// that input, in registers, and writes each row of the gradient once (a scatter-add into a
+// zeroed gradient is slower than the dense GEMM). Sums run in a fixed order (non-zeros in
+// column order, entries in row order), so results are reproducible.
+
+// ---- portable ------------------------------------------------------------------------------
+
+static void forward_portable(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
+                             const float *wt, long ldw, long units, float *z, long ldz) {
+    for (long r = 0; r < rows; r++) {
+        float *out = z + r * ldz;
+        for (long j = 0; j < units; j++) out[j] = 0;
+        long rec = records[r];
+        for (long p = offsets[rec]; p < offsets[rec + 1]; p++) {
+            const float v = vals[p];
+            const float *w = wt + (long)cols[p] * ldw;
+            for (long j = 0; j < units; j++) out[j] += v * w[j];
+        }
+    }
+}
+
+static void gradient_portable(const long *const *colStarts, const int *const *entryRows,
+                              const float *const *entryVals, long shards, long inputs, const float *delta, long ldd,
+                              long units, float *g, long ldg, int mode, float decay, float scale) {
+    for (long k = 0; k < inputs; k++) {
+        float *out = g + k * ldg;
+        for (long j = 0; j < units; j++) {
+            float acc = 0;
+            for (long s = 0; s < shards; s++)
+                for (long e = colStarts[s][k]; e < colStarts[s][k + 1]; e++)
+                    acc += entryVals[s][e] * delta[(long)entryRows[s][e] * ldd + j];
+            out[j] = mode == 0 ? acc : mode == 1 ? out[j] + acc : decay * out[j] + scale * acc;
+        }
+    }
+}
+
+#ifdef NN_X86
+// ---- AVX-512 --------------------------------------------------------------------------------
+// Up to 8 registers (128 outputs) per pass: one pass over a record's non-zeros covers the
+// seed's 100-unit slices, and the 8 independent accumulators hide the FMA latency. NV (the
+// registers a pass uses) is a compile-time constant in each specialisation below, so the
+// accumulator array lives in registers.
+
+#define NN_MASK16(left) ((left) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (left)) - 1))
+
+#define NN_FORWARD512(NV)                                                                                    \
+    static inline __attribute__((target("avx512f"), always_inline)) void forward512_##NV(                  \
+        long b, long e, const int *cols, const float *vals, const float *wt, long ldw, long j0, long units,  \
+        float *out) {                                                                                        \
+        __m512 a[NV];                                                                                        \
+        for (int v = 0; v < NV; v++) a[v] = _mm512_setzero_ps();                                             \
+        for (long p = b; p < e; p++) {                                                                       \
+            const __m512 x = _mm512_set1_ps(vals[p]);                                                        \
+            const float *w = wt + (long)cols[p] * ldw + j0;                                                  \
+            for (int v = 0; v < NV; v++) a[v] = _mm512_fmadd_ps(x, _mm512_loadu_ps(w + 16 * v), a[v]);      \
+        }                                                                                                    \
+        for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(out + j0 + 16 * v, NN_MASK16(units - j0 - 16 * v), a[v]); \
+    }
+NN_FORWARD512(1)
+NN_FORWARD512(2)
+NN_FORWARD512(3)
+NN_FORWARD512(4)
+NN_FORWARD512(5)
+NN_FORWARD512(6)
+NN_FORWARD512(7)
+NN_FORWARD512(8)
+
+__attribute__((target("avx512f"))) static void forward_avx512(const int *records, long rows, const long *offsets,
+                                                             const int *cols, const float *vals, const float *wt,
+                                                             long ldw, long units, float *z, long ldz) {
+    for (long r = 0; r < rows; r++) {
+        const long rec = records[r], b = offsets[rec], e = offsets[rec + 1];
+        float *out = z + r * ldz;
+        for (long j0 = 0; j0 < units; j0 += 128) {
+            long nv = (units - j0 + 15) / 16;
+            switch (nv > 8 ? 8 : nv) {  // wt's rows are padded to ldw, so every load stays inside
+                case 1: forward512_1(b, e, cols, vals, wt, ldw, j0, units, out); break;
+                case 2: forward512_2(b, e, cols, vals, wt, ldw, j0, units, out); break;
+                case 3: forward512_3(b, e, cols, vals, wt, ldw, j0, units, out); break;
+                case 4: forward512_4(b, e, cols, vals, wt, ldw, j0, units, out); break;
+                case 5: forward512_5(b, e, cols, vals, wt, ldw, j0, units, out); break;
+                case 6: forward512_6(b, e, cols, vals, wt, ldw, j0, units, out); break;
+                case 7: forward512_7(b, e, cols, vals, wt, ldw, j0, units, out); break;
+                default: forward512_8(b, e, cols, vals, wt, ldw, j0, units, out); break;
+            }
+        }
+    }
+}
+
+// mode 0: g = Σ; 1: g += Σ; 2 (SGD, fused): g = decay·g + scale·Σ (g is then the weights).
+#define NN_GRADIENT512(NV)                                                                                   \
+    static inline __attribute__((target("avx512f"), always_inline)) void gradient512_##NV(                 \
+        const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long k, const float *delta, long ldd, long j0,     \
+        long units, float *out, int mode, float decay, float scale) {                                        \
+        __m512 a[NV];                                                                                        \
+        __mmask16 m[NV];                                                                                     \
+        for (int v = 0; v < NV; v++) {                                                                       \
+            a[v] = _mm512_setzero_ps();                                                                      \
+            m[v] = NN_MASK16(units - j0 - 16 * v);                                                           \
+        }                                                                                                    \
+        for (long s = 0; s < shards; s++) {                                                                  \
+            const int *entryRow = entryRows[s];                                                              \
+            const float *entryVal = entryVals[s];                                                            \
+            for (long p = colStarts[s][k]; p < colStarts[s][k + 1]; p++) {                                   \
+                const __m512 x = _mm512_set1_ps(entryVal[p]);                                                \
+                const float *d = delta + (long)entryRow[p] * ldd + j0;                                       \
+                for (int v = 0; v < NV; v++) a[v] = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m[v], d + 16 * v), a[v]); \
+            }                                                                                                \
+        }                                                                                                    \
+        for (int v = 0; v < NV; v++) {                                                                       \
+            float *o = out + j0 + 16 * v;                                                                    \
+            if (mode == 1) a[v] = _mm512_add_ps(_mm512_maskz_loadu_ps(m[v], o), a[v]);                        \
+            if (mode == 2)                                                                                   \
+                a[v] = _mm512_fmadd_ps(_mm512_set1_ps(scale), a[v],                                           \
+                                       _mm512_mul_ps(_mm512_set1_ps(decay), _mm512_maskz_loadu_ps(m[v], o))); \
+            _mm512_mask_storeu_ps(o, m[v], a[v]);                                                            \
+        }                                                                                                    \
+    }
+NN_GRADIENT512(1)
+NN_GRADIENT512(2)
+NN_GRADIENT512(3)
+NN_GRADIENT512(4)
+NN_GRADIENT512(5)
+NN_GRADIENT512(6)
+NN_GRADIENT512(7)
+NN_GRADIENT512(8)
+
+__attribute__((target("avx512f"))) static void gradient_avx512(const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long inputs, const float *delta,
+                                                              long ldd, long units, float *g, long ldg, int mode,
+                                                              float decay, float scale) {
+    for (long k = 0; k < inputs; k++) {
+        float *out = g + k * ldg;
+        for (long j0 = 0; j0 < units; j0 += 128) {
+            long nv = (units - j0 + 15) / 16;
+            switch (nv > 8 ? 8 : nv) {
+                case 1: gradient512_1(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
+                case 2: gradient512_2(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
+                case 3: gradient512_3(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
+                case 4: gradient512_4(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
+                case 5: gradient512_5(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
+                case 6: gradient512_6(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
+                case 7: gradient512_7(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
+                default: gradient512_8(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
+            }
+        }
+    }
+}
+
+// ---- AVX2 + FMA: the same with 8-float registers, up to 8 of them (64 outputs) per pass ----------
+
+static inline __attribute__((target("avx2,fma"), always_inline)) __m256i tail_mask8(long left) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(left >= 8 ? 8 : left)), lanes);
+}
+
+#define NN_FORWARD256(NV)                                                                                    \
+    static inline __attribute__((target("avx2,fma"), always_inline)) void forward256_##NV(                 \
+        long b, long e, const int *cols, const float *vals, const float *wt, long ldw, long j0, long units,  \
+        float *out) {                                                                                        \
+        __m256 a[NV];                                                                                        \
+        for (int v = 0; v < NV; v++) a[v] = _mm256_setzero_ps();                                             \
+        for (long p = b; p < e; p++) {                                                                       \
+            const __m256 x = _mm256_set1_ps(vals[p]);                                                        \
+            const float *w = wt + (long)cols[p] * ldw + j0;                                                  \
+            for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(w + 8 * v), a[v]);       \
+        }                                                                                                    \
+        for (int v = 0; v < NV; v++) _mm256_maskstore_ps(out + j0 + 8 * v, tail_mask8(units - j0 - 8 * v), a[v]); \
+    }
+NN_FORWARD256(1)
+NN_FORWARD256(2)
+NN_FORWARD256(3)
+NN_FORWARD256(4)
+NN_FORWARD256(5)
+NN_FORWARD256(6)
+NN_FORWARD256(7)
+NN_FORWARD256(8)
+
+__attribute__((target("avx2,fma"))) static void forward_avx2(const int *records, long rows, const long *offsets,
+                                                            const int *cols, const float *vals, const float *wt,
+                                                            long ldw, long units, float *z, long ldz) {
+    for (long r = 0; r < rows; r++) {
+        const long rec = records[r], b = offsets[rec], e = offsets[rec + 1];
+        float *out = z + r * ldz;
+        for (long j0 = 0; j0 < units; j0 += 64) {
+            long nv = (units - j0 + 7) / 8;
+            switch (nv > 8 ? 8 : nv) {
+                case 1: forward256_1(b, e, cols, vals, wt, ldw, j0, units, out); break;
+                case 2: forward256_2(b, e, cols, vals, wt, ldw, j0, units, out); break;
+                case 3: forward256_3(b, e, cols, vals, wt, ldw, j0, units, out); break;
+                case 4: forward256_4(b, e, cols, vals, wt, ldw, j0, units, out); break;
+                case 5: forward256_5(b, e, cols, vals, wt, ldw, j0, units, out); break;
+                case 6: forward256_6(b, e, cols, vals, wt, ldw, j0, units, out); break;
+                case 7: forward256_7(b, e, cols, vals, wt, ldw, j0, units, out); break;
+                default: forward256_8(b, e, cols, vals, wt, ldw, j0, units, out); break;
+            }
+        }
+    }
+}
+
+#define NN_GRADIENT256(NV)                                                                                   \
+    static inline __attribute__((target("avx2,fma"), always_inline)) void gradient256_##NV(                \
+        const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long k, const float *delta, long ldd, long j0,     \
+        long units, float *out, int mode, float decay, float scale) {                                        \
+        __m256 a[NV];                                                                                        \
+        __m256i m[NV];                                                                                       \
+        for (int v = 0; v < NV; v++) {                                                                       \
+            a[v] = _mm256_setzero_ps();                                                                      \
+            m[v] = tail_mask8(units - j0 - 8 * v);                                                           \
+        }                                                                                                    \
+        for (long s = 0; s < shards; s++) {                                                                  \
+            const int *entryRow = entryRows[s];                                                              \
+            const float *entryVal = entryVals[s];                                                            \
+            for (long p = colStarts[s][k]; p < colStarts[s][k + 1]; p++) {                                   \
+                const __m256 x = _mm256_set1_ps(entryVal[p]);                                                \
+                const float *d = delta + (long)entryRow[p] * ldd + j0;                                       \
+                for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x, _mm256_maskload_ps(d + 8 * v, m[v]), a[v]); \
+            }                                                                                                \
+        }                                                                                                    \
+        for (int v = 0; v < NV; v++) {                                                                       \
+            float *o = out + j0 + 8 * v;                                                                     \
+            if (mode == 1) a[v] = _mm256_add_ps(_mm256_maskload_ps(o, m[v]), a[v]);                           \
+            if (mode == 2)                                                                                   \
+                a[v] = _mm256_fmadd_ps(_mm256_set1_ps(scale), a[v],                                           \
+                                       _mm256_mul_ps(_mm256_set1_ps(decay), _mm256_maskload_ps(o, m[v])));   \
+            _mm256_maskstore_ps(o, m[v], a[v]);                                                              \
+        }                                                                                                    \
+    }
+NN_GRADIENT256(1)
+NN_GRADIENT256(2)
+NN_GRADIENT256(3)
+NN_GRADIENT256(4)
+NN_GRADIENT256(5)
+NN_GRADIENT256(6)
+NN_GRADIENT256(7)
+NN_GRADIENT256(8)
+
+__attribute__((target("avx2,fma"))) static void gradient_avx2(const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long inputs, const float *delta,
+                                                             long ldd, long units, float *g, long ldg, int mode,
+                                                             float decay, float scale) {
+    for (long k = 0; k < inputs; k++) {
+        float *out = g + k * ldg;
+        for (long j0 = 0; j0 < units; j0 += 64) {
+            long nv = (units - j0 + 7) / 8;
+            switch (nv > 8 ? 8 : nv) {
+                case 1: gradient256_1(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
+                case 2: gradient256_2(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
+                case 3: gradient256_3(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
+                case 4: gradient256_4(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
+                case 5: gradient256_5(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
+                case 6: gradient256_6(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
+                case 7: gradient256_7(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
+                default: gradient256_8(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
+            }
+        }
+    }
+}
+#endif
+
+// ---- dispatch --------------------------------------------------------------------------------
+
+
+static int sparse_level(void) {  // 2: AVX-512, 1: AVX2+FMA, 0: portable
+#ifdef NN_X86
+    static int level = -1;
+    if (level < 0) {
+        __builtin_cpu_init();
+        level = __builtin_cpu_supports("avx512f") ? 2
+                : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1
+                                                                                    : 0;
+    }
+    return level;
+#else
+    return 0;
+#endif
+}
+
+void nn_sparse_forward(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
+                       const float *wt, long ldw, long units, float *z, long ldz) {
+#ifdef NN_X86
+    switch (sparse_level()) {
+        case 2: forward_avx512(records, rows, offsets, cols, vals, wt, ldw, units, z, ldz); return;
+        case 1: forward_avx2(records, rows, offsets, cols, vals, wt, ldw, units, z, ldz); return;
+        default: break;
+    }
+#endif
+    forward_portable(records, rows, offsets, cols, vals, wt, ldw, units, z, ldz);
+}
+
+void nn_sparse_weight_gradient(const long *const *colStarts, const int *const *entryRows,
+                               const float *const *entryVals, long shards, long inputs, const float *delta, long ldd,
+                               long units, float *g, long ldg, int mode, float decay, float scale) {
+#ifdef NN_X86
+    switch (sparse_level()) {
+        case 2:
+            gradient_avx512(colStarts, entryRows, entryVals, shards, inputs, delta, ldd, units, g, ldg, mode, decay, scale);
+            return;
+        case 1:
+            gradient_avx2(colStarts, entryRows, entryVals, shards, inputs, delta, ldd, units, g, ldg, mode, decay, scale);
+            return;
+        default: break;
+    }
+#endif
+    gradient_portable(colStarts, entryRows, entryVals, shards, inputs, delta, ldd, units, g, ldg, mode, decay, scale);
+}
+
+void nn_sparse_batch_columns(const int *records, long rows, long firstRow, const long *offsets, const int *cols,
+                             const float *vals, long inputs, long *colStart, long *cursor, int *entryRow,
+                             float *entryVal) {
+    for (long k = 0; k <= inputs; k++) colStart[k] = 0;
+    for (long r = 0; r < rows; r++) {
+        long rec = records[r];
+        for (long p = offsets[rec]; p < offsets[rec + 1]; p++) colStart[cols[p] + 1]++;
+    }
+    for (long k = 0; k < inputs; k++) {
+        colStart[k + 1] += colStart[k];
+        cursor[k] = colStart[k];
+    }
+    for (long r = 0; r < rows; r++) {
+        long rec = records[r];
+        for (long p = offsets[rec]; p < offsets[rec + 1]; p++) {
+            long e = cursor[cols[p]]++;
+            entryRow[e] = (int)(firstRow + r);
+            entryVal[e] = vals[p];
+        }
+    }
+}
+
+const char *nn_sparse_isa(void) {
+    switch (sparse_level()) {
+        case 2: return "AVX-512";
+        case 1: return "AVX2+FMA";
+        default: return "portable C";
+    }
+}

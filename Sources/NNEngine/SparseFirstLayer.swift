@@ -1,0 +1,192 @@
+import CKernels
+import Dispatch
+import Foundation
+import NNData
+import NNNumerics
+
+// The sparse-aware first layer. MNIST's inputs are 81 % zeros, and the first layer is 86 % of
+// the seed network's multiply-adds: its forward (Z₁ = X·W₁ᵀ) and weight gradient (δ₁ᵀ·X) are
+// computed from the non-zeros of the batch instead of dense GEMMs over the zeros.
+//
+// For that, worker slice w keeps its rows of W₁ transposed, Wᵀ_w: n_0 × ldw (ldw = its unit
+// count rounded up to 16, the extra columns zero), so one input's weights for all the slice's
+// units are one contiguous run the kernels keep in registers; and its optimiser state in the
+// same layout. The flat `parameters` (and state) stay the one truth outside a training call:
+// the slices are loaded from them when a call starts and written back when it ends, so
+// evaluation, checkpoints, exports and everything else see the usual layout.
+
+/// The choice of input path a run trains with, and why.
+public enum InputPathChoice: Sendable, Equatable {
+    case dense
+    case sparse
+}
+
+/// Worker slices' transposed first-layer weights, gradients, optimiser state and batch column
+/// index; allocated once, when the engine is made.
+///
+/// `@unchecked Sendable`: inside a training call slice w's buffers are used only by the
+/// iteration that claimed slice w (as the flat buffers' slices are, see `DataParallelEngine`);
+/// `rows` is set between calls.
+final class SparseFirstLayer: @unchecked Sendable {
+    let inputs: Int
+    /// ldw[w]: worker slice w's row stride in the transposed buffers (units rounded up to 16).
+    let ldw: [Int]
+    /// weights[w]: Wᵀ_w, n_0 × ldw[w].
+    let weights: [FloatBuffer]
+    /// gradients[w]: ∂J/∂Wᵀ_w summed over the step's records, n_0 × ldw[w].
+    let gradients: [FloatBuffer]
+    /// states[w][i]: optimiser state buffer i of slice w, transposed like the weights.
+    let states: [[FloatBuffer]]
+    /// Per shard: its rows' non-zeros grouped by input (see `nn_sparse_batch_columns`), built
+    /// in the gather phase; every slice's weight gradient reads all shards' after the barrier.
+    let columnStart: [UnsafeMutablePointer<Int>]
+    let cursor: [UnsafeMutablePointer<Int>]
+    let entryRow: [UnsafeMutablePointer<Int32>]
+    let entryValue: [UnsafeMutablePointer<Float>]
+    /// The same, as the C arrays of pointers the gradient kernel takes.
+    let columnStarts: UnsafeMutablePointer<UnsafePointer<Int>?>
+    let entryRows: UnsafeMutablePointer<UnsafePointer<Int32>?>
+    let entryValues: UnsafeMutablePointer<UnsafePointer<Float>?>
+    /// The index of the data set the steps train on (set by the trainer).
+    var rows: SparseRows?
+
+    init(inputs: Int, units: [Range<Int>], stateBuffers: Int, maxBatch: Int) {
+        self.inputs = inputs
+        ldw = units.map { Self.paddedWidth($0.count) }
+        weights = ldw.map { FloatBuffer(count: inputs * $0) }
+        gradients = ldw.map { FloatBuffer(count: inputs * $0) }
+        states = ldw.map { l in (0..<stateBuffers).map { _ in FloatBuffer(count: inputs * l) } }
+        // A batch has at most maxBatch · n_0 non-zeros.
+        columnStart = units.map { _ in .allocate(capacity: inputs + 1) }
+        cursor = units.map { _ in .allocate(capacity: inputs) }
+        entryRow = units.map { _ in .allocate(capacity: maxBatch * inputs) }
+        entryValue = units.map { _ in .allocate(capacity: maxBatch * inputs) }
+        columnStarts = .allocate(capacity: units.count)
+        entryRows = .allocate(capacity: units.count)
+        entryValues = .allocate(capacity: units.count)
+        for s in units.indices {
+            columnStarts[s] = UnsafePointer(columnStart[s])
+            entryRows[s] = UnsafePointer(entryRow[s])
+            entryValues[s] = UnsafePointer(entryValue[s])
+        }
+    }
+
+    /// A slice's row stride in the transposed buffers: its unit count rounded up to 16 floats.
+    static func paddedWidth(_ units: Int) -> Int { max(16, (units + 15) / 16 * 16) }
+
+    deinit {
+        for p in columnStart { p.deallocate() }
+        for p in cursor { p.deallocate() }
+        for p in entryRow { p.deallocate() }
+        for p in entryValue { p.deallocate() }
+        columnStarts.deallocate()
+        entryRows.deallocate()
+        entryValues.deallocate()
+    }
+}
+
+extension DataParallelEngine {
+    /// Which implementation of the sparse kernels this CPU runs (AVX-512, AVX2+FMA, portable C).
+    public static var sparseKernels: String { String(cString: nn_sparse_isa()) }
+
+    /// Whether steps use the sparse first layer (`useSparseInput` was given the data's index).
+    public var inputPath: InputPathChoice { sparse?.rows == nil ? .dense : .sparse }
+
+    /// Trains the first layer from the non-zeros of `rows`' data set from now on (nil: dense
+    /// again). Only for an engine made with `sparseFirstLayer: true`; not across processes.
+    public func useSparseInput(_ rows: SparseRows?) {
+        precondition(rows == nil || sparse != nil, "engine made without the sparse first layer")
+        sparse?.rows = rows
+    }
+
+    /// The transposed slices from the flat buffers (`toSlices`) or back (`!toSlices`):
+    /// W₁[units_w, :] (u × n_0) ↔ Wᵀ_w (n_0 × ldw), and each optimiser state alike. One
+    /// `concurrentPerform`, one slice per iteration; when a training call starts and ends.
+    func transposeSlices(toSlices: Bool) {
+        guard let sp = sparse else { return }
+        let nIn = layout.inputSize
+        let base = layout.weightOffsets[0]
+        DispatchQueue.concurrentPerform(iterations: workerCount) { w in
+            let units = firstLayerUnits[w]
+            let ld = sp.ldw[w]
+            // The weights, then each optimiser state buffer.
+            for i in 0...optimizerState.count {
+                let flat = i == 0 ? parameters : optimizerState[i - 1]
+                let slice = i == 0 ? sp.weights[w] : sp.states[w][i - 1]
+                let rowsStart = flat.pointer + base + units.lowerBound * nIn
+                let t = slice.pointer
+                for j in 0..<units.count {
+                    let row = rowsStart + j * nIn
+                    if toSlices {
+                        for k in 0..<nIn { t[k * ld + j] = row[k] }
+                    } else {
+                        for k in 0..<nIn { row[k] = t[k * ld + j] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Z₁[:, units_w] = X · W₁[units_w]ᵀ from the non-zeros of the batch's records:
+    /// z (rows × ldw, the columns past u zero) with z[r, j] = Σ_{k: x_rk ≠ 0} x_rk · Wᵀ_w[k, j].
+    /// Record by record, each record's block of outputs in registers across its non-zeros.
+    @inline(__always)
+    func sparseFirstLayerForward(
+        _ w: Int, indices: UnsafeMutablePointer<Int32>, rows: Int, into z: UnsafeMutablePointer<Float>
+    ) {
+        let sp = sparse!
+        let csr = sp.rows!
+        nn_sparse_forward(
+            indices, rows, csr.offsets.baseAddress, csr.columns.baseAddress, csr.values.baseAddress,
+            sp.weights[w].pointer, sp.ldw[w], firstLayerUnits[w].count, z, sp.ldw[w])
+    }
+
+    /// ∂J/∂Wᵀ_w[k, j] (+)= Σ_{r: x_rk ≠ 0} x_rk · δ₁[r, units_w[j]]   (n_0 × u)
+    /// The slice's transposed weight gradient over the batch's first `rows` records (from the
+    /// shards' column indexes, built in the gather phase); with
+    /// `sgdLearningRate`, the seed's SGD update straight from it instead (as
+    /// `sgdUpdateFromBatch` does for the dense layers): Wᵀ ← (1 − α·λ/n)·Wᵀ − (α/n)·∂J/∂Wᵀ,
+    /// the gradient never written.
+    @inline(__always)
+    func sparseWeightGradient(
+        _ w: Int, indices: UnsafeMutablePointer<Int32>, rows: Int, accumulate: Bool, sgdLearningRate: Float? = nil
+    ) {
+        let sp = sparse!
+        let units = firstLayerUnits[w]
+        let delta = batch.deltas[1] + units.lowerBound
+        if let lr = sgdLearningRate {
+            let scale = lr / Float(rows)
+            nn_sparse_weight_gradient(
+                sp.columnStarts, sp.entryRows, sp.entryValues, workerCount, sp.inputs, delta, layout.sizes[1],
+                units.count, sp.weights[w].pointer, sp.ldw[w], 2, 1 - scale * lambda, -scale)
+        } else {
+            nn_sparse_weight_gradient(
+                sp.columnStarts, sp.entryRows, sp.entryValues, workerCount, sp.inputs, delta, layout.sizes[1],
+                units.count, sp.gradients[w].pointer, sp.ldw[w], accumulate ? 1 : 0, 1, 1)
+        }
+    }
+
+    /// Shard s's column index: the non-zeros of batch rows `row ..< row + rows` grouped by input.
+    @inline(__always)
+    func sparseShardColumns(_ s: Int, indices: UnsafeMutablePointer<Int32>, row: Int, rows: Int) {
+        let sp = sparse!
+        let csr = sp.rows!
+        nn_sparse_batch_columns(
+            indices + row, rows, row, csr.offsets.baseAddress, csr.columns.baseAddress, csr.values.baseAddress,
+            sp.inputs, sp.columnStart[s], sp.cursor[s], sp.entryRow[s], sp.entryValue[s])
+    }
+
+    /// The optimiser update of slice w's transposed first-layer weights from their gradient:
+    /// the same rule as every other weight (Optimizer.swift), element by element.
+    @inline(__always)
+    func sparseUpdate(_ w: Int, records: Int, learningRate: Float, adamStep: Int) {
+        let sp = sparse!
+        let g = sp.gradients[w].pointer
+        let s = sp.states[w]
+        update(
+            config: optimizer, isWeight: true, params: sp.weights[w].pointer, state1: s.first?.pointer,
+            state2: s.count > 1 ? s[1].pointer : nil, start: 0, end: sp.inputs * sp.ldw[w],
+            learningRate: learningRate, lambda: lambda, records: records, adamStep: adamStep
+        ) { g[$0] }
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import NNAPI
+import XCTest
+
+@testable import NNData
+@testable import NNEngine
+@testable import NNNumerics
+
+/// Records whose inputs are mostly zeros, like MNIST's (81 %): each input is non-zero with
+/// probability `density`, with a value in (0, 1].
+func sparseSyntheticData(records: Int, features: Int, classes: Int, density: Double, seed: UInt64) -> Dataset {
+    var rng = DeterministicRNG(seed: seed)
+    let f = FloatBuffer(count: records * features)
+    for i in 0..<f.count where rng.nextUnit() < density { f[i] = Float(rng.nextUnit()) + 1e-3 }
+    let labels = (0..<records).map { _ in Int32(rng.nextIndex(below: classes)) }
+    return Dataset(features: f, labels: labels, featureCount: features, classCount: classes, sources: ["synthetic"])
+}
+
+final class SparseFirstLayerTests: XCTestCase {
+    override class func setUp() { BLAS.useSingleThread() }
+
+    func engine(
+        _ sizes: [Int], _ act: Activation, workers: Int, maxBatch: Int, opt: OptimizerConfig, sparse: Bool
+    ) -> DataParallelEngine {
+        let e = DataParallelEngine(
+            layout: NetworkLayout(sizes: sizes), activation: act, optimizer: opt, lambda: 0.01, workers: workers,
+            maxBatch: maxBatch, sparseFirstLayer: sparse)
+        var rng = DeterministicRNG(seed: 5)
+        e.layout.initialise(e.parameters, scheme: act == .relu ? .he : .xavier, rng: &rng)
+        return e
+    }
+
+    /// Trains `steps` steps of `stepSize` records (a whole epoch's shuffle of 240 records) the
+    /// way the trainer hands them over: groups of steps that fit the buffers, or one chunked
+    /// step when a step is larger than them (batch mode).
+    func train(_ e: DataParallelEngine, _ data: Dataset, stepSize: Int, steps: Int, lr: Float = 0.05) -> [PassResult] {
+        let order = UnsafeMutableBufferPointer<Int32>.allocate(capacity: data.count)
+        defer { order.deallocate() }
+        for i in 0..<data.count { order[i] = Int32((i * 97) % data.count) }
+        let results = UnsafeMutableBufferPointer<PassResult>.allocate(capacity: DataParallelEngine.maxStepsPerCall)
+        defer { results.deallocate() }
+        var out: [PassResult] = []
+        var done = 0
+        while done < steps {
+            let lo = (done * stepSize) % data.count
+            if stepSize > e.maxBatch {
+                out.append(e.step(data: data, indices: order.baseAddress! + lo, count: stepSize, learningRate: lr))
+                done += 1
+            } else {
+                let k = min(DataParallelEngine.maxStepsPerCall, steps - done, (data.count - lo) / stepSize)
+                let n = e.steps(
+                    data: data, indices: order.baseAddress! + lo, stepSize: stepSize, records: k * stepSize,
+                    learningRate: lr, results: results)
+                out += results.prefix(n)
+                done += n
+            }
+        }
+        return out
+    }
+
+    /// The agreement: the sparse and dense first layers train the same network to
+    /// 1e-5 — every activation, 1/2/3/7 workers, SGD/momentum/Adam, stochastic, mini-batch and
+    /// batch (larger than the buffers, in accumulated chunks) — and the sparse path is bitwise
+    /// reproducible. Parameters, optimiser state, costs and accuracy counts are compared.
+    func testSparseAndDenseFirstLayersAgree() {
+        let data = sparseSyntheticData(records: 240, features: 100, classes: 5, density: 0.19, seed: 21)
+        let sizes = [100, 40, 12, 5]
+        let modes: [(name: String, stepSize: Int, maxBatch: Int, steps: Int)] = [
+            ("stochastic", 1, 16, 40), ("minibatch", 16, 16, 30), ("batch", 240, 64, 4),
+        ]
+        var checked = 0
+        for act in Activation.allCases {
+            for workers in [1, 2, 3, 7] {
+                for kind in OptimizerKind.allCases {
+                    for mode in modes {
+                        let opt = OptimizerConfig(kind: kind)
+                        let dense = engine(
+                            sizes, act, workers: workers, maxBatch: mode.maxBatch, opt: opt, sparse: false)
+                        let sparse = engine(
+                            sizes, act, workers: workers, maxBatch: mode.maxBatch, opt: opt, sparse: true)
+                        let again = engine(
+                            sizes, act, workers: workers, maxBatch: mode.maxBatch, opt: opt, sparse: true)
+                        let rows = SparseRows(data)
+                        sparse.useSparseInput(rows)
+                        again.useSparseInput(rows)
+                        XCTAssertEqual(sparse.inputPath, .sparse)
+                        let label = "\(act) \(workers) workers \(kind) \(mode.name)"
+                        // Adam at its usual step size (0.001); SGD and momentum at the seed's scale.
+                        let lr: Float = kind == .adam ? 0.001 : 0.05
+                        let rd = train(dense, data, stepSize: mode.stepSize, steps: mode.steps, lr: lr)
+                        let rs = train(sparse, data, stepSize: mode.stepSize, steps: mode.steps, lr: lr)
+                        let ra = train(again, data, stepSize: mode.stepSize, steps: mode.steps, lr: lr)
+                        let pd = dense.parameters.toArray()
+                        let ps = sparse.parameters.toArray()
+                        let maxDiff = zip(pd, ps).map { abs($0 - $1) }.max()!
+                        XCTAssertLessThanOrEqual(maxDiff, 1e-5, label)
+                        for (sd, ss) in zip(dense.optimizerState, sparse.optimizerState) {
+                            XCTAssertLessThanOrEqual(
+                                zip(sd.toArray(), ss.toArray()).map { abs($0 - $1) }.max()!, 1e-5, "\(label) state")
+                        }
+                        XCTAssertEqual(rd.map(\.correct), rs.map(\.correct), label)
+                        for (a, b) in zip(rd, rs) { XCTAssertEqual(a.costSum, b.costSum, accuracy: 1e-4, label) }
+                        XCTAssertEqual(again.parameters.toArray(), ps, "\(label): sparse not reproducible")
+                        XCTAssertEqual(ra, rs, label)
+                        XCTAssertEqual(dense.updateCount, sparse.updateCount)
+                        // Evaluation reads the flat parameters the sparse slices were written back to.
+                        XCTAssertEqual(dense.evaluate(data).correct, sparse.evaluate(data).correct, label)
+                        checked += 1
+                    }
+                }
+            }
+        }
+        XCTAssertEqual(checked, 3 * 4 * 3 * 3)
+    }
+
+    /// A parameter change between training calls (a checkpoint restored, weights loaded) is
+    /// what the next sparse call trains from.
+    func testSparseStepsStartFromTheFlatParametersEachCall() {
+        let data = sparseSyntheticData(records: 64, features: 50, classes: 4, density: 0.2, seed: 3)
+        let a = engine([50, 20, 4], .relu, workers: 2, maxBatch: 16, opt: .init(kind: .momentum), sparse: true)
+        let b = engine([50, 20, 4], .relu, workers: 2, maxBatch: 16, opt: .init(kind: .momentum), sparse: false)
+        a.useSparseInput(SparseRows(data))
+        _ = train(a, data, stepSize: 16, steps: 2)
+        // Load b's (untrained) parameters and state into a, as a restore would, and train both.
+        a.parameters.copy(from: b.parameters)
+        for (s, t) in zip(a.optimizerState, b.optimizerState) { s.copy(from: t) }
+        _ = train(a, data, stepSize: 16, steps: 3)
+        _ = train(b, data, stepSize: 16, steps: 3)
+        XCTAssertLessThanOrEqual(zip(a.parameters.toArray(), b.parameters.toArray()).map { abs($0 - $1) }.max()!, 1e-5)
+    }
+
+    func testIndexOfNonZeros() {
+        let data = sparseSyntheticData(records: 30, features: 40, classes: 3, density: 0.25, seed: 9)
+        let rows = SparseRows(data)
+        var nonZeros = 0
+        for r in 0..<30 {
+            var expected: [(Int32, Float)] = []
+            for k in 0..<40 where data.features[r * 40 + k] != 0 {
+                expected.append((Int32(k), data.features[r * 40 + k]))
+            }
+            let got = (rows.offsets[r]..<rows.offsets[r + 1]).map { (rows.columns[$0], rows.values[$0]) }
+            XCTAssertEqual(got.map(\.0), expected.map(\.0))
+            XCTAssertEqual(got.map(\.1), expected.map(\.1))
+            nonZeros += expected.count
+        }
+        XCTAssertEqual(rows.nonZeros, nonZeros)
+        XCTAssertEqual(rows.density, Double(nonZeros) / 1200, accuracy: 1e-12)
+        XCTAssertEqual(SparseRows.density(of: data), rows.density, accuracy: 1e-12)
+    }
+}
