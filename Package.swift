@@ -107,7 +107,7 @@ let package = Package(
 
         .testTarget(name: "NNNumericsTests", dependencies: ["NNNumerics"]),
         .testTarget(name: "NNDataTests", dependencies: ["NNData", "NNFuzzing"]),
-        .testTarget(name: "NNEngineTests", dependencies: ["NNAPI", "NNEngine", "NNData"]),
+        .testTarget(name: "NNEngineTests", dependencies: ["NNAPI", "NNEngine", "NNData", "CKernels"]),
         .testTarget(name: "NNTrainingTests", dependencies: ["NNAPI", "NNTraining"]),
         .testTarget(name: "NNDaemonTests", dependencies: ["NNAPI", "NNControl", "NNCheckpoint", "NNInflate"]),
     ]

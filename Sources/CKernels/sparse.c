@@ -269,6 +269,8 @@ __attribute__((target("avx2,fma"))) static void gradient_avx2(const long *const 
 // ---- dispatch --------------------------------------------------------------------------------
 
 
+static int level_cap = 2;
+
 static int sparse_level(void) {  // 2: AVX-512, 1: AVX2+FMA, 0: portable
 #ifdef NN_X86
     static int level = -1;
@@ -278,11 +280,13 @@ static int sparse_level(void) {  // 2: AVX-512, 1: AVX2+FMA, 0: portable
                 : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1
                                                                                     : 0;
     }
-    return level;
+    return level < level_cap ? level : level_cap;
 #else
     return 0;
 #endif
 }
+
+void nn_sparse_limit_isa(int cap) { level_cap = cap < 0 ? 0 : cap > 2 ? 2 : cap; }
 
 void nn_sparse_forward(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
                        const float *wt, long ldw, long units, float *z, long ldz) {

@@ -30,6 +30,9 @@ public struct ResumeState: Codable, Sendable, Equatable {
     /// Absent in checkpoints written before they were recorded.
     public var trainRecords: Int?
     public var dataFingerprint: String?
+    /// The first layer's input path the run chose when it started (`dense` or `sparse`), which
+    /// a resume keeps under `model.input_path: auto`. Absent in older checkpoints (dense).
+    public var inputPath: String?
     public var finished: Bool
 
     public init(

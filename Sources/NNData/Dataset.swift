@@ -60,6 +60,19 @@ public final class Dataset: Sendable {
             sources: sources)
     }
 
+    /// Random records for benchmarks and tests: each input is non-zero with probability
+    /// `density` (1: all of them), with a value in (0, 1], like scaled pixels; uniform labels.
+    public static func synthetic(records: Int, features: Int, classes: Int, density: Double = 1, seed: UInt64)
+        -> Dataset
+    {
+        var rng = DeterministicRNG(seed: seed)
+        let f = FloatBuffer(count: records * features)
+        for i in 0..<f.count where density >= 1 || rng.nextUnit() < density { f[i] = Float(rng.nextUnit()) + 1e-3 }
+        let labels = (0..<records).map { _ in Int32(rng.nextIndex(below: classes)) }
+        return Dataset(
+            features: f, labels: labels, featureCount: features, classCount: classes, sources: ["synthetic"])
+    }
+
     public var labelCounts: [Int] {
         var c = [Int](repeating: 0, count: classCount)
         for l in labels { c[Int(l)] += 1 }

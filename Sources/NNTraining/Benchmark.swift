@@ -118,15 +118,9 @@ public enum Benchmark {
             density: Double = 1, sparse: Bool = false
         ) {
             self.batch = batch
-            let features = FloatBuffer(count: records * layers[0])
-            var rng = DeterministicRNG(seed: 7)
-            for i in 0..<features.count where density >= 1 || rng.nextUnit() < density {
-                features[i] = Float(rng.nextUnit()) + 1e-3
-            }
-            let labels = (0..<records).map { _ in Int32(rng.nextIndex(below: layers.last!)) }
-            data = Dataset(
-                features: features, labels: labels, featureCount: layers[0], classCount: layers.last!,
-                sources: ["synthetic"])
+            data = Dataset.synthetic(
+                records: records, features: layers[0], classes: layers.last!, density: density, seed: 7)
+            var rng = DeterministicRNG(seed: 8)
             engine = DataParallelEngine(
                 layout: NetworkLayout(sizes: layers), activation: .logistic, optimizer: OptimizerConfig(),
                 lambda: 0.01, workers: workers, maxBatch: batch, recordPhaseTimes: true, sparseFirstLayer: sparse)

@@ -104,11 +104,13 @@ public final class Trainer {
     var rng: DeterministicRNG
     /// How the first layer reads the inputs, the training data's density (non-zero share; nil
     /// when not measured) and why that path.
-    public let inputPath: InputPathChoice
+    public private(set) var inputPath: InputPathChoice
     public let inputDensity: Double?
-    public let inputPathReason: String
-    /// `model.input_path: auto` takes the sparse first layer at or below this density.
-    public static let autoSparseDensity = 0.30
+    public private(set) var inputPathReason: String
+    /// `model.input_path: auto` takes the sparse first layer at or below the first density and
+    /// the dense one at or above the second; in between (near the measured crossover, about
+    /// 29 % non-zero on the seed network: docs/performance.md) it times both on the first batches.
+    public static let autoSparseDensity = (sureBelow: 0.15, sureAbove: 0.45)
     /// The training data's index of non-zeros, when the sparse path is used.
     let sparseRows: SparseRows?
     /// A decision and a due flag, agreed across processes (distributed runs); allocated once.
@@ -153,6 +155,8 @@ public final class Trainer {
         // The input path: dense unless asked for, or (auto) the data is sparse enough; never
         // across processes (the allreduce wants the flat gradient) or without a hidden layer.
         let requested = spec.model.inputPath ?? .dense
+        let recorded = resume?.state.inputPath
+        var timeBoth = false
         if requested == .dense {
             (inputPath, inputDensity, inputPathReason) = (.dense, nil, "model.input_path: dense")
         } else if spec.model.layers.count < 3 {
@@ -163,16 +167,26 @@ public final class Trainer {
             let density = SparseRows.density(of: train)
             inputDensity = density
             let pct = String(format: "%.1f %%", density * 100)
+            let (below, above) = Self.autoSparseDensity
             if requested == .sparse {
                 (inputPath, inputPathReason) = (.sparse, "model.input_path: sparse; inputs \(pct) non-zero")
-            } else if density <= Self.autoSparseDensity {
+            } else if let recorded {
                 (inputPath, inputPathReason) = (
-                    .sparse, "auto: inputs \(pct) non-zero (sparse at or below \(Int(Self.autoSparseDensity * 100)) %)"
+                    recorded == "sparse" ? .sparse : .dense,
+                    "auto: as the run chose when it started; inputs \(pct) non-zero"
+                )
+            } else if density <= below {
+                (inputPath, inputPathReason) = (
+                    .sparse, "auto: inputs \(pct) non-zero (sparse at or below \(Int(below * 100)) %)"
+                )
+            } else if density >= above || stepSize > max(1024, workers) {
+                (inputPath, inputPathReason) = (
+                    .dense, "auto: inputs \(pct) non-zero (dense at or above \(Int(above * 100)) %, or batch mode)"
                 )
             } else {
-                (inputPath, inputPathReason) = (
-                    .dense, "auto: inputs \(pct) non-zero (dense above \(Int(Self.autoSparseDensity * 100)) %)"
-                )
+                // Close to the crossover: both are timed below, once the engine exists.
+                (inputPath, inputPathReason) = (.sparse, "")
+                timeBoth = true
             }
         }
         sparseRows = inputPath == .sparse ? SparseRows(train) : nil
@@ -184,6 +198,14 @@ public final class Trainer {
             maxBatch: min(stepSize, max(1024, workers)), placer: placer, sparseFirstLayer: inputPath == .sparse)
         engine.reducer = reducer
         engine.useSparseInput(sparseRows)
+        if timeBoth, let sparseRows {
+            let (faster, reason) = Self.timeInputPaths(
+                engine, train, sparseRows, stepSize: stepSize, learningRate: Float(spec.training.learningRate))
+            inputPath = faster
+            inputPathReason =
+                String(format: "auto: inputs %.1f %% non-zero, near the crossover: ", inputDensity! * 100) + reason
+            if faster == .dense { engine.useSparseInput(nil) }
+        }
         order = .allocate(capacity: train.count)
         bestParameters = validation == nil ? nil : FloatBuffer(count: engine.parameters.count)
         rng = DeterministicRNG(seed: spec.training.seed)
@@ -224,6 +246,7 @@ public final class Trainer {
                 epochRNGState: rng.state, learningRate: Float(spec.training.learningRate), workers: workers,
                 dataHash: dataHash, trainRecords: loadedRecords, dataFingerprint: dataFingerprint)
         }
+        state.inputPath = inputPath == .sparse ? "sparse" : "dense"
     }
 
     deinit {
@@ -436,6 +459,48 @@ public final class Trainer {
             event(.finished, seconds: state.trainingSeconds, sps: Double(m * epochs) / max(state.trainingSeconds, 1e-9))
         )
         return .completed
+    }
+
+    /// Times `engine`'s steps on the first records with the sparse and the dense first layer
+    /// (twice each, alternated; the best of each) and restores the parameters, optimiser state
+    /// and update count afterwards, so the trial leaves no trace in the run. Returns the faster
+    /// path and a sentence with the timings.
+    static func timeInputPaths(
+        _ engine: DataParallelEngine, _ data: Dataset, _ rows: SparseRows, stepSize: Int, learningRate: Float
+    ) -> (InputPathChoice, String) {
+        let saved = [engine.parameters] + engine.optimizerState
+        let copies = saved.map { b -> FloatBuffer in
+            let c = FloatBuffer(count: b.count)
+            c.copy(from: b)
+            return c
+        }
+        let updates = engine.updateCount
+        let k = max(1, min(DataParallelEngine.maxStepsPerCall, data.count / stepSize))
+        let order = UnsafeMutablePointer<Int32>.allocate(capacity: k * stepSize)
+        defer { order.deallocate() }
+        for i in 0..<(k * stepSize) { order[i] = Int32(i % data.count) }
+        let results = UnsafeMutableBufferPointer<PassResult>.allocate(capacity: DataParallelEngine.maxStepsPerCall)
+        defer { results.deallocate() }
+        var best: [InputPathChoice: Double] = [:]
+        for _ in 0..<3 {
+            for path in [InputPathChoice.sparse, .dense] {
+                engine.useSparseInput(path == .sparse ? rows : nil)
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                _ = engine.steps(
+                    data: data, indices: order, stepSize: stepSize, records: k * stepSize, learningRate: learningRate,
+                    results: results)
+                let t = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+                best[path] = min(best[path] ?? .infinity, t)
+                for (b, c) in zip(saved, copies) { b.copy(from: c) }
+                engine.updateCount = updates
+            }
+        }
+        engine.useSparseInput(rows)
+        let (s, d) = (best[.sparse]!, best[.dense]!)
+        return (
+            s < d ? .sparse : .dense,
+            String(format: "timed %d steps: sparse %.2f ms, dense %.2f ms", k, s * 1000, d * 1000)
+        )
     }
 
     /// The decision and due flag every process takes: with several processes (they meet in

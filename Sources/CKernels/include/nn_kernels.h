@@ -57,4 +57,9 @@ void nn_sparse_weight_gradient(const long *const *colStarts, const int *const *e
 /// Which implementation the sparse kernels use on this CPU.
 const char *nn_sparse_isa(void);
 
+/// Tests: use at most level `cap` (2 AVX-512, 1 AVX2+FMA, 0 portable) of what the CPU has, so
+/// every implementation is checked on a machine that has them all. Not thread-safe; call it
+/// when no kernel runs.
+void nn_sparse_limit_isa(int cap);
+
 #endif

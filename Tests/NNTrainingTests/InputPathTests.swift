@@ -1,0 +1,72 @@
+import Foundation
+import NNAPI
+import NNCheckpoint
+import NNData
+import NNEngine
+import XCTest
+
+@testable import NNTraining
+
+/// `model.input_path`: which first layer a run trains with, why, and that a resume keeps it.
+final class InputPathTests: XCTestCase {
+    func spec(_ path: String, extra: [String] = []) throws -> RunSpec {
+        try RunSpec.parse(
+            "name: p\n",
+            overrides: [
+                "model.layers=[60, 24, 5]", "model.input_path=\(path)", "training.epochs=2", "training.batch_size=16",
+                "checkpoint.every_seconds=0",
+            ] + extra)
+    }
+
+    func data(density: Double) -> Dataset {
+        Dataset.synthetic(records: 400, features: 60, classes: 5, density: density, seed: 4)
+    }
+
+    func testAutoChoosesByDensityAndTimesBothNearTheCrossover() throws {
+        let sparse = try Trainer(spec: try spec("auto"), train: data(density: 0.08), test: nil, workers: 2)
+        XCTAssertEqual(sparse.inputPath, .sparse)
+        XCTAssertTrue(sparse.inputPathReason.contains("sparse at or below 15 %"), sparse.inputPathReason)
+        XCTAssertEqual(try XCTUnwrap(sparse.inputDensity), 0.08, accuracy: 0.01)
+
+        let dense = try Trainer(spec: try spec("auto"), train: data(density: 0.7), test: nil, workers: 2)
+        XCTAssertEqual(dense.inputPath, .dense)
+        XCTAssertTrue(dense.inputPathReason.contains("dense at or above 45 %"), dense.inputPathReason)
+
+        let near = try Trainer(spec: try spec("auto"), train: data(density: 0.3), test: nil, workers: 2)
+        XCTAssertTrue(near.inputPathReason.contains("near the crossover: timed"), near.inputPathReason)
+        XCTAssertEqual(near.engine.inputPath, near.inputPath)
+        // The trial steps leave no trace: the run starts from its seed's initialisation.
+        let fresh = try Trainer(spec: try spec("dense"), train: data(density: 0.3), test: nil, workers: 2)
+        XCTAssertEqual(near.engine.parameters.toArray(), fresh.engine.parameters.toArray())
+        XCTAssertEqual(near.engine.updateCount, 0)
+
+        let forced = try Trainer(spec: try spec("sparse"), train: data(density: 0.7), test: nil, workers: 2)
+        XCTAssertEqual(forced.inputPath, .sparse)
+        let off = try Trainer(spec: try spec("dense"), train: data(density: 0.08), test: nil, workers: 2)
+        XCTAssertEqual(off.inputPath, .dense)
+        XCTAssertNil(off.inputDensity)
+        // Events carry the path, for status and /metrics.
+        var events: [TrainingEvent] = []
+        _ = try sparse.run(onEvent: { events.append($0) })
+        XCTAssertEqual(events.last?.inputPath, "sparse")
+        XCTAssertEqual(try XCTUnwrap(events.last?.inputDensity), 0.08, accuracy: 0.01)
+    }
+
+    /// A run keeps the path it started with when it resumes (auto does not decide again), and
+    /// the resumed run ends bitwise where an uninterrupted one does.
+    func testResumeKeepsThePathAndTheResult() throws {
+        let train = data(density: 0.08)
+        let whole = try Trainer(spec: try spec("auto"), train: train, test: nil, workers: 2)
+        _ = try whole.run()
+        var saved: Checkpoint?
+        let first = try Trainer(spec: try spec("auto"), train: train, test: nil, workers: 2)
+        XCTAssertEqual(try first.run(control: PauseAfter(2), checkpointSink: { c, _ in saved = c }), .paused)
+        let checkpoint = try XCTUnwrap(saved)
+        XCTAssertEqual(checkpoint.state.inputPath, "sparse")
+        let resumed = try Trainer(spec: try spec("auto"), train: train, test: nil, workers: 2, resume: checkpoint)
+        XCTAssertEqual(resumed.inputPath, .sparse)
+        XCTAssertTrue(resumed.inputPathReason.contains("as the run chose when it started"), resumed.inputPathReason)
+        _ = try resumed.run()
+        XCTAssertEqual(resumed.engine.parameters.toArray(), whole.engine.parameters.toArray())
+    }
+}
