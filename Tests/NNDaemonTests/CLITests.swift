@@ -70,6 +70,47 @@ final class CLITests: XCTestCase {
     }
 
     /// --version, the default socket, enum options, pause/stop that wait, and exit code 4.
+    /// Which first layer a run trains with, and why, in `nnd train`'s header and result line,
+    /// `nnctl status` (table and JSON) and /metrics.
+    func testTheFirstLayersInputPathIsShownEverywhere() throws {
+        let spec = "\(repoRoot)/etc/nnd/runs/mnist-seed.yaml"
+        let common = [
+            "train", spec, "--data", sharedMNIST, "--epochs", "1", "--workers", "2", "--set", "data.train_limit=2000",
+            "--set", "data.test_limit=500",
+        ]
+        let (c1, auto, e1) = try runBuilt("nnd", common)
+        XCTAssertEqual(c1, 0, e1)
+        XCTAssertTrue(auto.contains("first layer sparse (auto: inputs 19."), auto)
+        XCTAssertTrue(auto.contains("% non-zero (sparse at or below 22 %)"), auto)
+        let (c2, dense, e2) = try runBuilt("nnd", common + ["--set", "model.input_path=dense", "--json"])
+        XCTAssertEqual(c2, 0, e2)
+        let result = try XCTUnwrap(
+            JSONSerialization.jsonObject(with: Data(dense.split(separator: "\n").last!.utf8)) as? [String: Any])
+        XCTAssertEqual(result["input_path"] as? String, "dense")
+        let (_, sparse, _) = try runBuilt("nnd", common + ["--set", "model.input_path=sparse", "--json"])
+        let sparseResult = try XCTUnwrap(
+            JSONSerialization.jsonObject(with: Data(sparse.split(separator: "\n").last!.utf8)) as? [String: Any])
+        XCTAssertEqual(sparseResult["input_path"] as? String, "sparse")
+        XCTAssertEqual(try XCTUnwrap(sparseResult["input_density"] as? Double), 0.19, accuracy: 0.01)
+        // The same network either way (sparse and dense agree to 1e-5): the same accuracy.
+        XCTAssertEqual(
+            try XCTUnwrap(result["test_accuracy"] as? Double), try XCTUnwrap(sparseResult["test_accuracy"] as? Double),
+            accuracy: 0.1)
+
+        let daemon = DaemonProcess()
+        try daemon.start()
+        let id = try daemon.createRun(smallSpec(name: "path", trainLimit: 1000, epochs: 1))
+        try daemon.waitFor(id, states: ["completed"])
+        let (_, table, _) = try nnctl(["--socket", daemon.socket, "status", id])
+        XCTAssertTrue(table.contains("first layer     sparse, inputs 18.9 % non-zero"), table)
+        let (_, json, _) = try nnctl(["--socket", daemon.socket, "status", id, "--json"])
+        let record = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        XCTAssertEqual((record["progress"] as? [String: Any])?["input_path"] as? String, "sparse")
+        let metrics = try daemon.client.request("GET", "/metrics").text
+        XCTAssertTrue(metrics.contains("nnd_run_sparse_input{run=\"\(id)\",name=\"path\"} 1.0"), metrics)
+        XCTAssertTrue(metrics.contains("nnd_run_input_density{run=\"\(id)\""), metrics)
+    }
+
     func testCommandLineManners() throws {
         let (vc, version, _) = try nnctl(["--version"])
         XCTAssertEqual(vc, 0)

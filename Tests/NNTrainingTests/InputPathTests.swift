@@ -25,7 +25,7 @@ final class InputPathTests: XCTestCase {
     func testAutoChoosesByDensityAndTimesBothNearTheCrossover() throws {
         let sparse = try Trainer(spec: try spec("auto"), train: data(density: 0.08), test: nil, workers: 2)
         XCTAssertEqual(sparse.inputPath, .sparse)
-        XCTAssertTrue(sparse.inputPathReason.contains("sparse at or below 15 %"), sparse.inputPathReason)
+        XCTAssertTrue(sparse.inputPathReason.contains("sparse at or below 22 %"), sparse.inputPathReason)
         XCTAssertEqual(try XCTUnwrap(sparse.inputDensity), 0.08, accuracy: 0.01)
 
         let dense = try Trainer(spec: try spec("auto"), train: data(density: 0.7), test: nil, workers: 2)
