@@ -20,12 +20,6 @@ enum DistributedLaunch {
                 field: "distributed.launcher")
         }
         _ = launcher
-        guard findOnPath("setpriv") != nil else {
-            throw APIError(
-                422, "invalid_spec",
-                "setpriv (util-linux) is not on the daemon's PATH; it ties the launcher's life to the daemon's",
-                field: "distributed")
-        }
         let cpus = ProcessInfo.processInfo.activeProcessorCount
         if let hostfile = d.hostfile {
             let slots = try hostfileSlots(hostfile)
@@ -100,9 +94,10 @@ enum DistributedLaunch {
         searchPath.map { "\($0)/\(program)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    /// The command line: `setpriv --pdeathsig TERM -- mpirun -np N [--hostfile H] [args] nnd rank …`.
-    /// setpriv makes the kernel send the launcher SIGTERM when the daemon's thread that started it
-    /// ends — also when the daemon is killed with SIGKILL — and mpirun then ends every rank.
+    /// The command line: `nnd exec-tied -- mpirun -np N [--hostfile H] [args] nnd rank …`.
+    /// exec-tied makes the kernel send the launcher SIGTERM when the daemon's thread that
+    /// started it ends — also when the daemon is killed with SIGKILL — and mpirun then ends
+    /// every rank (MPIReducer.execTiedToParent).
     static func command(_ d: RunSpec.Distributed, runDirectory: String, dataDir: String?) -> [String] {
         let nnd =
             (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
@@ -114,7 +109,7 @@ enum DistributedLaunch {
         case .srun:
             launcher = [findOnPath("srun") ?? "srun", "--ntasks=\(d.ranks)", "--kill-on-bad-exit=1"]
         }
-        return [findOnPath("setpriv") ?? "/usr/bin/setpriv", "--pdeathsig", "TERM", "--"] + launcher + d.launcherArgs
+        return [nnd, "exec-tied", "--"] + launcher + d.launcherArgs
             + [nnd, "rank", "--run-dir", runDirectory] + (dataDir.map { ["--data-dir", $0] } ?? [])
     }
 
@@ -195,7 +190,7 @@ extension RunExecution {
         process.standardInput = FileHandle.nullDevice
         logger.info(
             "launching distributed run", metadata: ["run": "\(id)", "command": "\(command.joined(separator: " "))"])
-        // From this thread, which waits for the job: setpriv's parent-death signal follows it.
+        // From this thread, which waits for the job: the parent-death signal follows it.
         try process.run()
         let pid = process.processIdentifier
 

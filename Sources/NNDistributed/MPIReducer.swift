@@ -21,6 +21,18 @@ public final class MPIReducer: GradientReducer {
     /// Asks the kernel to send this process `SIGTERM` when its parent (mpirun) exits.
     public static func stopWithLauncher() { _ = nnd_signal_on_parent_death(SIGTERM) }
 
+    /// Runs `command` (searched on PATH) in place of this process, tied to its parent: the kernel
+    /// sends it SIGTERM when the parent thread that started it ends — also when the daemon is
+    /// killed with SIGKILL — and mpirun then ends every rank. (What `setpriv --pdeathsig` does;
+    /// setpriv itself fails under nnd.service's empty capability bounding set.) Returns only if
+    /// the exec fails, with errno's message.
+    public static func execTiedToParent(_ command: [String]) -> String {
+        _ = nnd_signal_on_parent_death(SIGTERM)
+        var argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) } + [nil]
+        execvp(command[0], &argv)
+        return "\(command[0]): \(String(cString: strerror(errno)))"
+    }
+
     public init() throws {
         var provided: Int32 = 0
         let rc = nnd_mpi_init(&provided)

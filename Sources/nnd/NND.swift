@@ -4,6 +4,7 @@ import Foundation
 import NNAPI
 import NNDaemon
 import NNData
+import NNDistributed
 import NNEngine
 import NNNumerics
 import NNTraining
@@ -17,6 +18,17 @@ struct NND: AsyncParsableCommand {
         subcommands: [Serve.self, Train.self, Bench.self, DatasetCommand.self, Info.self, Settings.self, Rank.self])
 
     static func main() async {
+        // `nnd exec-tied -- PROGRAM ARGS…`: how the daemon starts a distributed run's launcher
+        // (DistributedLaunch.command); before anything else, since it becomes that program.
+        if CommandLine.arguments.dropFirst().first == "exec-tied" {
+            let command = Array(CommandLine.arguments.dropFirst(2).drop { $0 == "--" })
+            guard !command.isEmpty else {
+                stderrLine("nnd exec-tied: usage: nnd exec-tied -- PROGRAM [ARGS…]")
+                Glibc.exit(2)
+            }
+            stderrLine("nnd exec-tied: \(MPIReducer.execTiedToParent(command))")
+            Glibc.exit(127)
+        }
         if CommandLine.arguments.dropFirst().first == "serve" { Daemon.prepareProcess() }
         // Must run before anything calls into OpenBLAS: choose its kernel and re-exec if needed.
         BLASKernelSelector.reexecWithBestKernelIfNeeded()
