@@ -51,6 +51,9 @@ extension DataParallelEngine {
         _ reducer: any GradientReducer, data: Dataset, indices: UnsafeMutablePointer<Int32>, count n: Int,
         learningRate: Float
     ) -> PassResult {
+        // The sparse first layer keeps its weight gradient in its own transposed slices, which the
+        // allreduce of the flat gradient would miss.
+        precondition(inputPath == .dense, "the sparse first layer is not used across processes")
         let W = workerCount
         let share = reducer.share(of: n)
         let t0 = DispatchTime.now().uptimeNanoseconds
