@@ -51,6 +51,19 @@ static void gradient_portable(const long *const *colStarts, const int *const *en
 // registers a pass uses) is a compile-time constant in each specialisation below, so the
 // accumulator array lives in registers.
 
+// Calls the specialisation NAME_1 … NAME_8 for nv registers (nv ≥ 8: NAME_8) with ARGS.
+#define NN_BY_REGISTERS(NAME, nv, ...)             \
+    switch ((nv) > 8 ? 8 : (nv)) {                  \
+        case 1: NAME##_1(__VA_ARGS__); break;       \
+        case 2: NAME##_2(__VA_ARGS__); break;       \
+        case 3: NAME##_3(__VA_ARGS__); break;       \
+        case 4: NAME##_4(__VA_ARGS__); break;       \
+        case 5: NAME##_5(__VA_ARGS__); break;       \
+        case 6: NAME##_6(__VA_ARGS__); break;       \
+        case 7: NAME##_7(__VA_ARGS__); break;       \
+        default: NAME##_8(__VA_ARGS__); break;      \
+    }
+
 #define NN_MASK16(left) ((left) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (left)) - 1))
 
 #define NN_FORWARD512(NV)                                                                                    \
@@ -83,16 +96,8 @@ __attribute__((target("avx512f"))) static void forward_avx512(const int *records
         float *out = z + r * ldz;
         for (long j0 = 0; j0 < units; j0 += 128) {
             long nv = (units - j0 + 15) / 16;
-            switch (nv > 8 ? 8 : nv) {  // wt's rows are padded to ldw, so every load stays inside
-                case 1: forward512_1(b, e, cols, vals, wt, ldw, j0, units, out); break;
-                case 2: forward512_2(b, e, cols, vals, wt, ldw, j0, units, out); break;
-                case 3: forward512_3(b, e, cols, vals, wt, ldw, j0, units, out); break;
-                case 4: forward512_4(b, e, cols, vals, wt, ldw, j0, units, out); break;
-                case 5: forward512_5(b, e, cols, vals, wt, ldw, j0, units, out); break;
-                case 6: forward512_6(b, e, cols, vals, wt, ldw, j0, units, out); break;
-                case 7: forward512_7(b, e, cols, vals, wt, ldw, j0, units, out); break;
-                default: forward512_8(b, e, cols, vals, wt, ldw, j0, units, out); break;
-            }
+            // wt's rows are padded to ldw, so every load stays inside
+            NN_BY_REGISTERS(forward512, nv, b, e, cols, vals, wt, ldw, j0, units, out)
         }
     }
 }
@@ -142,16 +147,7 @@ __attribute__((target("avx512f"))) static void gradient_avx512(const long *const
         float *out = g + k * ldg;
         for (long j0 = 0; j0 < units; j0 += 128) {
             long nv = (units - j0 + 15) / 16;
-            switch (nv > 8 ? 8 : nv) {
-                case 1: gradient512_1(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
-                case 2: gradient512_2(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
-                case 3: gradient512_3(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
-                case 4: gradient512_4(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
-                case 5: gradient512_5(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
-                case 6: gradient512_6(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
-                case 7: gradient512_7(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
-                default: gradient512_8(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
-            }
+            NN_BY_REGISTERS(gradient512, nv, colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale)
         }
     }
 }
@@ -193,16 +189,7 @@ __attribute__((target("avx2,fma"))) static void forward_avx2(const int *records,
         float *out = z + r * ldz;
         for (long j0 = 0; j0 < units; j0 += 64) {
             long nv = (units - j0 + 7) / 8;
-            switch (nv > 8 ? 8 : nv) {
-                case 1: forward256_1(b, e, cols, vals, wt, ldw, j0, units, out); break;
-                case 2: forward256_2(b, e, cols, vals, wt, ldw, j0, units, out); break;
-                case 3: forward256_3(b, e, cols, vals, wt, ldw, j0, units, out); break;
-                case 4: forward256_4(b, e, cols, vals, wt, ldw, j0, units, out); break;
-                case 5: forward256_5(b, e, cols, vals, wt, ldw, j0, units, out); break;
-                case 6: forward256_6(b, e, cols, vals, wt, ldw, j0, units, out); break;
-                case 7: forward256_7(b, e, cols, vals, wt, ldw, j0, units, out); break;
-                default: forward256_8(b, e, cols, vals, wt, ldw, j0, units, out); break;
-            }
+            NN_BY_REGISTERS(forward256, nv, b, e, cols, vals, wt, ldw, j0, units, out)
         }
     }
 }
@@ -251,16 +238,7 @@ __attribute__((target("avx2,fma"))) static void gradient_avx2(const long *const 
         float *out = g + k * ldg;
         for (long j0 = 0; j0 < units; j0 += 64) {
             long nv = (units - j0 + 7) / 8;
-            switch (nv > 8 ? 8 : nv) {
-                case 1: gradient256_1(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
-                case 2: gradient256_2(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
-                case 3: gradient256_3(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
-                case 4: gradient256_4(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
-                case 5: gradient256_5(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
-                case 6: gradient256_6(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
-                case 7: gradient256_7(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
-                default: gradient256_8(colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale); break;
-            }
+            NN_BY_REGISTERS(gradient256, nv, colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale)
         }
     }
 }

@@ -11,7 +11,7 @@ enum DistributedLaunch {
     /// Problems with a spec's `distributed` section on this machine, as the API's 422.
     static func check(_ d: RunSpec.Distributed) throws(APIError) {
         guard d.ranks > 1 else { return }
-        guard let launcher = findOnPath(d.launcher.rawValue) else {
+        guard findOnPath(d.launcher.rawValue) != nil else {
             throw APIError(
                 422, "invalid_spec",
                 "distributed.launcher: '\(d.launcher.rawValue)' is not on the daemon's PATH (\(searchPath.joined(separator: ":"))); "
@@ -19,7 +19,6 @@ enum DistributedLaunch {
                         ? "install Open MPI (apt install openmpi-bin libopenmpi-dev)" : "install Slurm's srun"),
                 field: "distributed.launcher")
         }
-        _ = launcher
         let cpus = ProcessInfo.processInfo.activeProcessorCount
         if let hostfile = d.hostfile {
             let slots = try hostfileSlots(hostfile)
@@ -121,21 +120,14 @@ enum DistributedLaunch {
             return String(own.dropFirst("nnd: ".count))
         }
         // "mpirun noticed that process rank 1 with PID 4242 on node host-a exited on signal 9 (Killed)."
+        // (Open MPI sometimes reports PID 0, and may leave out the signal's name.)
         if let noticed = lines.first(where: { $0.contains("noticed that process rank") }),
             let match = noticed.firstMatch(
-                of: #/process rank (\d+) with PID (\d+) on node (\S+) exited on signal (\d+) \(([^)]*)\)/#)
+                of: #/process rank (\d+) with PID (\d+) on node (\S+) exited on signal (\d+)(?: \(([^)]*)\))?/#)
         {
             let (_, rank, pid, host, signal, name) = match.output
-            return
-                "rank \(rank)\(pid == "0" ? "" : " (pid \(pid))") on host \(host) was killed by signal \(signal) (\(name)); the job ended"
-        }
-        if let noticed = lines.first(where: { $0.contains("noticed that process rank") }),
-            let match = noticed.firstMatch(
-                of: #/process rank (\d+) with PID (\d+) on node (\S+) exited on signal (\d+)/#)
-        {
-            let (_, rank, pid, host, signal) = match.output
-            return
-                "rank \(rank)\(pid == "0" ? "" : " (pid \(pid))") on host \(host) was killed by signal \(signal); the job ended"
+            return "rank \(rank)\(pid == "0" ? "" : " (pid \(pid))") on host \(host) was killed by signal \(signal)"
+                + (name.map { " (\($0))" } ?? "") + "; the job ended"
         }
         let tail = lines.filter { !$0.isEmpty && !$0.allSatisfy { $0 == "-" } }.suffix(3).joined(separator: " | ")
         return "the launcher exited with status \(status)" + (tail.isEmpty ? "" : ": \(tail)") + " (log: \(logPath))"

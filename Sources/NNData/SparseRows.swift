@@ -23,8 +23,7 @@ public final class SparseRows: @unchecked Sendable {
         let n = data.count
         let f = data.featureCount
         let x = data.features.pointer
-        var nonZeros = 0
-        for i in 0..<(n * f) where x[i] != 0 { nonZeros += 1 }
+        let nonZeros = Self.nonZeroCount(data)
         offsets = .allocate(capacity: n + 1)
         columns = .allocate(capacity: max(1, nonZeros))
         values = .allocate(capacity: max(1, nonZeros))
@@ -47,11 +46,14 @@ public final class SparseRows: @unchecked Sendable {
 
     /// The share of inputs that are not zero, without building the index (for `auto`).
     public static func density(of data: Dataset) -> Double {
-        let count = data.count * data.featureCount
+        Double(nonZeroCount(data)) / Double(max(1, data.count * data.featureCount))
+    }
+
+    static func nonZeroCount(_ data: Dataset) -> Int {
         let x = data.features.pointer
         var nonZeros = 0
-        for i in 0..<count where x[i] != 0 { nonZeros += 1 }
-        return Double(nonZeros) / Double(max(1, count))
+        for i in 0..<(data.count * data.featureCount) where x[i] != 0 { nonZeros += 1 }
+        return nonZeros
     }
 
     deinit {

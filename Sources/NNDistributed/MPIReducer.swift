@@ -33,6 +33,14 @@ public final class MPIReducer: GradientReducer {
         return "\(command[0]): \(String(cString: strerror(errno)))"
     }
 
+    /// Worker threads for this process when none are asked for: the machine's online CPUs,
+    /// shared among the ranks mpirun started on this host (`OMPI_COMM_WORLD_LOCAL_SIZE`; 1
+    /// outside MPI).
+    public static func defaultWorkers(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int {
+        let localRanks = Int(environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
+        return Swift.max(1, NUMATopology.detect().cpus.count / Swift.max(1, localRanks))
+    }
+
     public init() throws {
         var provided: Int32 = 0
         let rc = nnd_mpi_init(&provided)

@@ -1,3 +1,5 @@
+import Dispatch
+import Foundation
 import Synchronization
 
 /// A pause/stop request shared between a controller thread (signal handler, HTTP handler)
@@ -13,6 +15,20 @@ public final class ControlFlag: TrainingControl, Sendable {
         case 1: .pause
         case 2: .stop
         default: .proceed
+        }
+    }
+}
+
+extension ControlFlag {
+    /// Requests `decision` when the process receives the signal paired with it (the signal's
+    /// default action is turned off). Keep the returned sources for as long as they should act.
+    public func request(on signals: [(Int32, ControlDecision)]) -> [DispatchSourceSignal] {
+        signals.map { sig, decision in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { self.request(decision) }
+            source.resume()
+            return source
         }
     }
 }

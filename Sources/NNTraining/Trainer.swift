@@ -112,8 +112,6 @@ public final class Trainer {
     /// second; in between (around the measured crossover, about 29 % non-zero on the seed
     /// network: docs/performance.md) it times both on the first batches.
     public static let autoSparseDensity = (sureBelow: 0.22, sureAbove: 0.45)
-    /// The training data's index of non-zeros, when the sparse path is used.
-    let sparseRows: SparseRows?
     /// A decision and a due flag, agreed across processes (distributed runs); allocated once.
     let agreement = UnsafeMutablePointer<Int64>.allocate(capacity: 2)
     /// How often (in steps) the processes of a distributed run compare their parameters,
@@ -190,7 +188,8 @@ public final class Trainer {
                 timeBoth = true
             }
         }
-        sparseRows = inputPath == .sparse ? SparseRows(train) : nil
+        // The training data's index of non-zeros (the engine keeps it).
+        let sparseRows = inputPath == .sparse ? SparseRows(train) : nil
         // Batch mode can be the whole training set; the engine processes a step in chunks of at
         // most 1024 records and accumulates, so its buffers stay small.
         engine = DataParallelEngine(

@@ -20,8 +20,7 @@ struct Bench: ParsableCommand {
     var density: Double = 0.19
     @Flag(help: "One JSON object") var json = false
     func run() throws {
-        let localRanks = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
-        let w = workers ?? max(1, NUMATopology.detect().cpus.count / max(1, localRanks))
+        let w = workers ?? MPIReducer.defaultWorkers()
         guard w >= 1, batch >= 1, rounds >= 1 else {
             stderrLine("nnd: --workers, --batch and --rounds must be ≥ 1")
             throw ExitCode(2)

@@ -55,8 +55,7 @@ struct Rank: ParsableCommand {
             if checkpoint == nil, let bytes = FileManager.default.contents(atPath: warmPath) {
                 warm = try Checkpoint.decode([UInt8](bytes), path: warmPath).parameters
             }
-            let localRanks = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
-            let nWorkers = workers ?? max(1, NUMATopology.detect().cpus.count / max(1, localRanks))
+            let nWorkers = workers ?? MPIReducer.defaultWorkers()
             let trainer = try Trainer(
                 spec: spec, train: data.train, test: data.test, workers: nWorkers, dataHash: data.contentHash,
                 dataFingerprint: data.fingerprint, resume: checkpoint,
@@ -64,17 +63,8 @@ struct Rank: ParsableCommand {
             var outcome = TrainingOutcome.completed
             if !trainer.state.finished {
                 let flag = ControlFlag()
-                var sources: [DispatchSourceSignal] = []
-                for (sig, decision) in [
-                    (SIGUSR1, ControlDecision.pause), (SIGUSR2, .stop), (SIGTERM, .stop), (SIGINT, .stop),
-                ] {
-                    signal(sig, SIG_IGN)
-                    let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-                    s.setEventHandler { flag.request(decision) }
-                    s.resume()
-                    sources.append(s)
-                }
-                defer { for s in sources { s.cancel() } }
+                let signals = flag.request(on: [(SIGUSR1, .pause), (SIGUSR2, .stop), (SIGTERM, .stop), (SIGINT, .stop)])
+                defer { for s in signals { s.cancel() } }
                 outcome = try trainer.run(
                     control: flag,
                     checkpointSink: reporting

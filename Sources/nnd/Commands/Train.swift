@@ -45,8 +45,7 @@ struct Train: ParsableCommand {
         }
         defer { reducer?.finish() }
         let printing = (reducer?.rank ?? 0) == 0
-        let localRanks = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
-        let nWorkers = workers ?? max(1, NUMATopology.detect().cpus.count / max(1, localRanks))
+        let nWorkers = workers ?? MPIReducer.defaultWorkers()
         guard nWorkers >= 1 && nWorkers <= 1024 else {
             stderrLine("nnd: --workers \(nWorkers) must be between 1 and 1024")
             throw ExitCode(2)
@@ -82,15 +81,7 @@ struct Train: ParsableCommand {
         }
         // Ctrl-C / SIGTERM: stop between steps, report, exit.
         let flag = ControlFlag()
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler { flag.request(.stop) }
-            s.resume()
-            sources.append(s)
-        }
+        let signals = flag.request(on: [(SIGINT, .stop), (SIGTERM, .stop)])
         let outcome = try trainer.run(
             control: flag,
             onEvent: { e in
@@ -108,7 +99,7 @@ struct Train: ParsableCommand {
                     fflush(nil)
                 }
             })
-        _ = sources
+        _ = signals  // the sources act until training returns
         guard printing else {
             // The other ranks evaluate nothing: their parameters equal rank 0's (checked at the end).
             if outcome != .completed { throw ExitCode(130) }
