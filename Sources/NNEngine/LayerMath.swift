@@ -99,9 +99,14 @@ extension DataParallelEngine {
         let w = UnsafePointer(parameters.pointer + layout.weightOffsets[l - 1])
         let b = UnsafePointer(parameters.pointer + layout.biasOffsets[l - 1])
         // Z_l (rows × n_l) = A_{l−1} (rows × n_{l−1}) · W_lᵀ (n_{l−1} × n_l)
-        BLAS.sgemm(
-            transA: false, transB: true, m: rows, n: nOut, k: nIn, alpha: 1, a: input, lda: nIn,
-            b: w, ldb: nIn, beta: 0, c: z, ldc: nOut)
+        if l >= 2 {
+            BLAS.smallProductTransposed(m: rows, n: nOut, k: nIn, a: input, lda: nIn, b: w, ldb: nIn, c: z, ldc: nOut)
+        } else {
+            // the first layer (784 inputs: OpenBLAS's packing pays off)
+            BLAS.sgemm(
+                transA: false, transB: true, m: rows, n: nOut, k: nIn, alpha: 1, a: input, lda: nIn,
+                b: w, ldb: nIn, beta: 0, c: z, ldc: nOut)
+        }
         if l == layout.sizes.count - 1 {
             VectorKernels.softmax(z, bias: b, rows: rows, cols: nOut)
         } else {

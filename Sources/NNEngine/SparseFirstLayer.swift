@@ -113,15 +113,12 @@ extension DataParallelEngine {
             for i in 0...optimizerState.count {
                 let flat = i == 0 ? parameters : optimizerState[i - 1]
                 let slice = i == 0 ? sp.weights[w] : sp.states[w][i - 1]
-                let rowsStart = flat.pointer + base + units.lowerBound * nIn
-                let t = slice.pointer
-                for j in 0..<units.count {
-                    let row = rowsStart + j * nIn
-                    if toSlices {
-                        for k in 0..<nIn { t[k * ld + j] = row[k] }
-                    } else {
-                        for k in 0..<nIn { row[k] = t[k * ld + j] }
-                    }
+                let rows = flat.pointer + base + units.lowerBound * nIn
+                if toSlices {
+                    // Wᵀ_w[k, j] = W₁[units_w.lowerBound + j, k]
+                    nn_transpose(units.count, nIn, rows, nIn, slice.pointer, ld)
+                } else {
+                    nn_transpose(nIn, units.count, slice.pointer, ld, rows, nIn)
                 }
             }
         }

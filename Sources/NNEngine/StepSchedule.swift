@@ -47,7 +47,9 @@ extension DataParallelEngine {
             }
             schedule.gather.finish()
         }
-        schedule.gather.waitForAll(W, round: round)
+        // The dense first layer reads the gathered inputs; the sparse one reads the records'
+        // non-zeros directly, and only the gradient slices need the column indexes (below).
+        if !sparseInput { schedule.gather.waitForAll(W, round: round) }
         phaseTimes.add(.input, index: iteration, since: &t)
         if splitFirstLayer {
             while let w = schedule.firstLayer.claim(below: W, round: round) {
@@ -68,6 +70,7 @@ extension DataParallelEngine {
             schedule.shards.finish()
         }
         schedule.shards.waitForAll(W, round: round)
+        if sparseInput { schedule.gather.waitForAll(W, round: round) }
         phaseTimes.add(.wait, index: iteration, since: &t)
         while let slice = schedule.slices.claim(below: W, round: round) {
             // A round that is a whole step (never an accumulating chunk) can fuse the SGD update.

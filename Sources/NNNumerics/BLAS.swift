@@ -17,6 +17,40 @@ public enum BLAS {
             Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
+    /// C[m×n] = A[m×k] · B[n×k]ᵀ for the small products of the hidden layers' forward pass (a
+    /// shard's rows against a layer's weights), in blocks of rows where that is faster.
+    /// Why: OpenBLAS 0.3.21's SkylakeX kernels run this product with their small-matrix kernel
+    /// only while the output block is small; the seed's 32 × 100 output went through its
+    /// general path (pack, then multiply) and took 18.6 µs, in 8-row blocks 12.4 µs (the
+    /// 32 × 50 one: 5.6 against 4.0 µs; docs/performance.md). Other kernel families get one call.
+    @inline(__always)
+    public static func smallProductTransposed(
+        m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        let block = smallProductRowBlock(outputs: n)
+        var row = 0
+        while row < m {
+            let rows = min(block, m - row)
+            sgemm(
+                transA: false, transB: true, m: rows, n: n, k: k, alpha: 1, a: a + row * lda, lda: lda, b: b, ldb: ldb,
+                beta: 0, c: c + row * ldc, ldc: ldc)
+            row += rows
+        }
+    }
+
+    /// Rows per call of `smallProductTransposed`: with SkylakeX kernels the largest power of two
+    /// that keeps a call's output within 1,200 elements (measured fastest: 8 rows for 100 outputs,
+    /// 16 for 50); otherwise all rows.
+    public static func smallProductRowBlock(outputs n: Int) -> Int {
+        guard usesSkylakeXKernels else { return Int.max }
+        var block = 1
+        while block * 2 * n <= 1200 { block *= 2 }
+        return block
+    }
+
+    static let usesSkylakeXKernels = kernelName == "SkylakeX"
+
     /// The OpenBLAS kernel family the library chose when it loaded ("Haswell", "Prescott", ...).
     public static var kernelName: String {
         guard let p = openblas_get_corename() else { return "unknown" }

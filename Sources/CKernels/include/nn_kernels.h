@@ -54,6 +54,10 @@ void nn_sparse_weight_gradient(const long *const *colStarts, const int *const *e
                                const float *const *entryVals, long shards, long inputs, const float *delta, long ldd,
                                long units, float *g, long ldg, int mode, float decay, float scale);
 
+/// dst[c·ldd + r] = src[r·lds + c] for r < rows, c < cols: a worker's rows of W₁ into its
+/// transposed slice and back (8 × 8 blocks in AVX registers where the CPU has AVX2).
+void nn_transpose(long rows, long cols, const float *src, long lds, float *dst, long ldd);
+
 /// Which implementation the sparse kernels use on this CPU.
 const char *nn_sparse_isa(void);
 
