@@ -44,15 +44,23 @@ static void forward_portable(const int *records, long rows, const long *offsets,
 
 static void gradient_portable(const long *const *colStarts, const int *const *entryRows,
                               const float *const *entryVals, long shards, long inputs, const float *delta, long ldd,
-                              long units, float *g, long ldg, int mode, float decay, float scale) {
+                              long units, float *g, long ldg, const nn_sparse_store *st) {
     for (long k = 0; k < inputs; k++) {
         float *out = g + k * ldg;
+        float *vel = st->velocity ? st->velocity + k * ldg : 0;
         for (long j = 0; j < units; j++) {
             float acc = 0;
             for (long s = 0; s < shards; s++)
                 for (long e = colStarts[s][k]; e < colStarts[s][k + 1]; e++)
                     acc += entryVals[s][e] * delta[(long)entryRows[s][e] * ldd + j];
-            out[j] = mode == 0 ? acc : mode == 1 ? out[j] + acc : decay * out[j] + scale * acc;
+            if (st->mode == 3) {
+                // the momentum rule of Optimizer.swift, operation by operation
+                const float gj = acc * st->scale + st->decay * out[j];
+                vel[j] = st->momentum * vel[j] + gj;
+                out[j] = out[j] - st->rate * vel[j];
+            } else {
+                out[j] = st->mode == 0 ? acc : st->mode == 1 ? out[j] + acc : st->decay * out[j] + st->scale * acc;
+            }
         }
     }
 }
@@ -116,11 +124,12 @@ __attribute__((target("avx512f"))) static void forward_avx512(const int *records
     }
 }
 
-// mode 0: g = Σ; 1: g += Σ; 2 (SGD, fused): g = decay·g + scale·Σ (g is then the weights).
+// The stores of nn_sparse_store's modes (see nn_kernels.h).
 #define NN_GRADIENT512(NV)                                                                                   \
     static inline __attribute__((target("avx512f"), always_inline)) void gradient512_##NV(                 \
         const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long k, const float *delta, long ldd, long j0,     \
-        long units, float *out, int mode, float decay, float scale) {                                        \
+        long units, float *out, float *vel, const nn_sparse_store *st) {                                     \
+        const int mode = st->mode;                                                                           \
         __m512 a[NV];                                                                                        \
         __mmask16 m[NV];                                                                                     \
         for (int v = 0; v < NV; v++) {                                                                       \
@@ -140,8 +149,18 @@ __attribute__((target("avx512f"))) static void forward_avx512(const int *records
             float *o = out + j0 + 16 * v;                                                                    \
             if (mode == 1) a[v] = _mm512_add_ps(_mm512_maskz_loadu_ps(m[v], o), a[v]);                        \
             if (mode == 2)                                                                                   \
-                a[v] = _mm512_fmadd_ps(_mm512_set1_ps(scale), a[v],                                           \
-                                       _mm512_mul_ps(_mm512_set1_ps(decay), _mm512_maskz_loadu_ps(m[v], o))); \
+                a[v] = _mm512_fmadd_ps(_mm512_set1_ps(st->scale), a[v],                                       \
+                                       _mm512_mul_ps(_mm512_set1_ps(st->decay), _mm512_maskz_loadu_ps(m[v], o))); \
+            if (mode == 3) {                                                                                 \
+                /* momentum, as Optimizer.swift rounds it: ĝ = S/n + (λ/n)·w; v = μ·v + ĝ; w = w − α·v */     \
+                const __m512 w = _mm512_maskz_loadu_ps(m[v], o);                                             \
+                const __m512 g = _mm512_add_ps(_mm512_mul_ps(a[v], _mm512_set1_ps(st->scale)),                \
+                                               _mm512_mul_ps(_mm512_set1_ps(st->decay), w));                  \
+                const __m512 u = _mm512_add_ps(                                                              \
+                    _mm512_mul_ps(_mm512_set1_ps(st->momentum), _mm512_maskz_loadu_ps(m[v], vel + j0 + 16 * v)), g); \
+                _mm512_mask_storeu_ps(vel + j0 + 16 * v, m[v], u);                                           \
+                a[v] = _mm512_sub_ps(w, _mm512_mul_ps(_mm512_set1_ps(st->rate), u));                         \
+            }                                                                                                \
             _mm512_mask_storeu_ps(o, m[v], a[v]);                                                            \
         }                                                                                                    \
     }
@@ -155,13 +174,14 @@ NN_GRADIENT512(7)
 NN_GRADIENT512(8)
 
 __attribute__((target("avx512f"))) static void gradient_avx512(const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long inputs, const float *delta,
-                                                              long ldd, long units, float *g, long ldg, int mode,
-                                                              float decay, float scale) {
+                                                              long ldd, long units, float *g, long ldg,
+                                                              const nn_sparse_store *st) {
     for (long k = 0; k < inputs; k++) {
         float *out = g + k * ldg;
+        float *vel = st->velocity ? st->velocity + k * ldg : 0;
         for (long j0 = 0; j0 < units; j0 += 128) {
             long nv = (units - j0 + 15) / 16;
-            NN_BY_REGISTERS(gradient512, nv, colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale)
+            NN_BY_REGISTERS(gradient512, nv, colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, vel, st)
         }
     }
 }
@@ -212,7 +232,8 @@ __attribute__((target("avx2,fma"))) static void forward_avx2(const int *records,
 #define NN_GRADIENT256(NV)                                                                                   \
     static inline __attribute__((target("avx2,fma"), always_inline)) void gradient256_##NV(                \
         const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long k, const float *delta, long ldd, long j0,     \
-        long units, float *out, int mode, float decay, float scale) {                                        \
+        long units, float *out, float *vel, const nn_sparse_store *st) {                                     \
+        const int mode = st->mode;                                                                           \
         __m256 a[NV];                                                                                        \
         __m256i m[NV];                                                                                       \
         for (int v = 0; v < NV; v++) {                                                                       \
@@ -232,8 +253,17 @@ __attribute__((target("avx2,fma"))) static void forward_avx2(const int *records,
             float *o = out + j0 + 8 * v;                                                                     \
             if (mode == 1) a[v] = _mm256_add_ps(_mm256_maskload_ps(o, m[v]), a[v]);                           \
             if (mode == 2)                                                                                   \
-                a[v] = _mm256_fmadd_ps(_mm256_set1_ps(scale), a[v],                                           \
-                                       _mm256_mul_ps(_mm256_set1_ps(decay), _mm256_maskload_ps(o, m[v])));   \
+                a[v] = _mm256_fmadd_ps(_mm256_set1_ps(st->scale), a[v],                                       \
+                                       _mm256_mul_ps(_mm256_set1_ps(st->decay), _mm256_maskload_ps(o, m[v]))); \
+            if (mode == 3) {                                                                                 \
+                const __m256 w = _mm256_maskload_ps(o, m[v]);                                                \
+                const __m256 g = _mm256_add_ps(_mm256_mul_ps(a[v], _mm256_set1_ps(st->scale)),                \
+                                               _mm256_mul_ps(_mm256_set1_ps(st->decay), w));                  \
+                const __m256 u = _mm256_add_ps(                                                              \
+                    _mm256_mul_ps(_mm256_set1_ps(st->momentum), _mm256_maskload_ps(vel + j0 + 8 * v, m[v])), g); \
+                _mm256_maskstore_ps(vel + j0 + 8 * v, m[v], u);                                              \
+                a[v] = _mm256_sub_ps(w, _mm256_mul_ps(_mm256_set1_ps(st->rate), u));                         \
+            }                                                                                                \
             _mm256_maskstore_ps(o, m[v], a[v]);                                                              \
         }                                                                                                    \
     }
@@ -247,13 +277,14 @@ NN_GRADIENT256(7)
 NN_GRADIENT256(8)
 
 __attribute__((target("avx2,fma"))) static void gradient_avx2(const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long inputs, const float *delta,
-                                                             long ldd, long units, float *g, long ldg, int mode,
-                                                             float decay, float scale) {
+                                                             long ldd, long units, float *g, long ldg,
+                                                             const nn_sparse_store *st) {
     for (long k = 0; k < inputs; k++) {
         float *out = g + k * ldg;
+        float *vel = st->velocity ? st->velocity + k * ldg : 0;
         for (long j0 = 0; j0 < units; j0 += 64) {
             long nv = (units - j0 + 7) / 8;
-            NN_BY_REGISTERS(gradient256, nv, colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, mode, decay, scale)
+            NN_BY_REGISTERS(gradient256, nv, colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, vel, st)
         }
     }
 }
@@ -295,19 +326,15 @@ void nn_sparse_forward(const int *records, long rows, const long *offsets, const
 
 void nn_sparse_weight_gradient(const long *const *colStarts, const int *const *entryRows,
                                const float *const *entryVals, long shards, long inputs, const float *delta, long ldd,
-                               long units, float *g, long ldg, int mode, float decay, float scale) {
+                               long units, float *g, long ldg, nn_sparse_store store) {
 #ifdef NN_X86
     switch (sparse_level()) {
-        case 2:
-            gradient_avx512(colStarts, entryRows, entryVals, shards, inputs, delta, ldd, units, g, ldg, mode, decay, scale);
-            return;
-        case 1:
-            gradient_avx2(colStarts, entryRows, entryVals, shards, inputs, delta, ldd, units, g, ldg, mode, decay, scale);
-            return;
+        case 2: gradient_avx512(colStarts, entryRows, entryVals, shards, inputs, delta, ldd, units, g, ldg, &store); return;
+        case 1: gradient_avx2(colStarts, entryRows, entryVals, shards, inputs, delta, ldd, units, g, ldg, &store); return;
         default: break;
     }
 #endif
-    gradient_portable(colStarts, entryRows, entryVals, shards, inputs, delta, ldd, units, g, ldg, mode, decay, scale);
+    gradient_portable(colStarts, entryRows, entryVals, shards, inputs, delta, ldd, units, g, ldg, &store);
 }
 
 void nn_sparse_batch_columns(const int *records, long rows, long firstRow, const long *offsets, const int *cols,

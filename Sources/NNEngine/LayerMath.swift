@@ -191,12 +191,17 @@ extension DataParallelEngine {
     /// ∂J/∂b_l[units] = Σ_rows δ_l[:, units]
     /// Slice `slice` of the gradient of every layer, summed over the batch's first `rows` rows —
     /// every shard's records: the reduction over workers is this GEMM's inner sum. Written
-    /// (or, with `accumulate`, added) into `gradient`.
+    /// (or, with `accumulate`, added) into `gradient`; the sparse first layer's into its
+    /// transposed slice, or with `fusedFirstLayer` straight into its weights (SparseFirstLayer.swift).
     @inline(__always)
-    func weightGradient(slice: Int, indices: UnsafeMutablePointer<Int32>, rows: Int, accumulate: Bool) {
+    func weightGradient(
+        slice: Int, indices: UnsafeMutablePointer<Int32>, rows: Int, accumulate: Bool,
+        fusedFirstLayer: FusedUpdate? = nil
+    ) {
         for s in gradientSlices[slice] {
             if s.layer == 1 && inputPath == .sparse {
-                sparseWeightGradient(slice, indices: indices, rows: rows, accumulate: accumulate)
+                sparseWeightGradient(
+                    slice, indices: indices, rows: rows, accumulate: accumulate, fused: fusedFirstLayer)
             } else {
                 sliceGEMM(s, rows: rows, alpha: 1, beta: accumulate ? 1 : 0, into: gradient.pointer)
             }

@@ -109,8 +109,7 @@ extension DataParallelEngine {
         let scale = learningRate / Float(rows)
         for s in gradientSlices[slice] {
             if s.layer == 1 && inputPath == .sparse {
-                sparseWeightGradient(
-                    slice, indices: indices, rows: rows, accumulate: false, sgdLearningRate: learningRate)
+                sparseWeightGradient(slice, indices: indices, rows: rows, accumulate: false, fused: .sgd(learningRate))
             } else {
                 sliceGEMM(s, rows: rows, alpha: -scale, beta: 1 - scale * lambda, into: parameters.pointer)
             }
@@ -121,9 +120,22 @@ extension DataParallelEngine {
         }
     }
 
-    /// The optimiser update of slice `slice`'s parameters from their summed gradient.
+    /// Momentum for a whole step (one round): the sparse first layer's weights updated inside
+    /// its gradient kernel (the gradient never written, then read back: the first layer is 86 %
+    /// of the seed network's weights), everything else from the summed gradient as usual.
     @inline(__always)
-    func applyUpdate(slice: Int, records: Int, learningRate: Float, adamStep: Int) {
+    func momentumUpdateFromBatch(slice: Int, indices: UnsafeMutablePointer<Int32>, rows: Int, learningRate: Float) {
+        weightGradient(
+            slice: slice, indices: indices, rows: rows, accumulate: false, fusedFirstLayer: .momentum(learningRate))
+        applyUpdate(slice: slice, records: rows, learningRate: learningRate, adamStep: 0, firstLayerWeightsDone: true)
+    }
+
+    /// The optimiser update of slice `slice`'s parameters from their summed gradient (but the
+    /// sparse first layer's weights when `firstLayerWeightsDone`: a fused kernel updated them).
+    @inline(__always)
+    func applyUpdate(
+        slice: Int, records: Int, learningRate: Float, adamStep: Int, firstLayerWeightsDone: Bool = false
+    ) {
         let g = gradient.pointer
         let s1 = optimizerState.first?.pointer
         let s2 = optimizerState.count > 1 ? optimizerState[1].pointer : nil
@@ -137,7 +149,9 @@ extension DataParallelEngine {
         for s in gradientSlices[slice] {
             let (weights, biases) = segments(of: s)
             if s.layer == 1 && inputPath == .sparse {
-                sparseUpdate(slice, records: records, learningRate: learningRate, adamStep: adamStep)
+                if !firstLayerWeightsDone {
+                    sparseUpdate(slice, records: records, learningRate: learningRate, adamStep: adamStep)
+                }
             } else {
                 apply(weights)
             }

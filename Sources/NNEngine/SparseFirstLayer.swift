@@ -15,6 +15,15 @@ import NNNumerics
 // the slices are loaded from them when a call starts and written back when it ends, so
 // evaluation, checkpoints, exports and everything else see the usual layout.
 
+/// An optimiser update the sparse first layer's gradient kernel applies as it goes, for a step
+/// whose records are all in one round (the gradient is then never written).
+enum FusedUpdate {
+    /// The seed's SGD with learning rate α.
+    case sgd(Float)
+    /// Momentum with learning rate α (μ from the optimiser's configuration).
+    case momentum(Float)
+}
+
 /// The choice of input path a run trains with, and why.
 public enum InputPathChoice: Sendable, Equatable {
     case dense
@@ -140,27 +149,32 @@ extension DataParallelEngine {
 
     /// ∂J/∂Wᵀ_w[k, j] (+)= Σ_{r: x_rk ≠ 0} x_rk · δ₁[r, units_w[j]]   (n_0 × u)
     /// The slice's transposed weight gradient over the batch's first `rows` records (from the
-    /// shards' column indexes, built in the gather phase); with
-    /// `sgdLearningRate`, the seed's SGD update straight from it instead (as
-    /// `sgdUpdateFromBatch` does for the dense layers): Wᵀ ← (1 − α·λ/n)·Wᵀ − (α/n)·∂J/∂Wᵀ,
-    /// the gradient never written.
+    /// shards' column indexes, built in the gather phase), or, with `fused`, the update straight
+    /// from it, the gradient never written: the seed's SGD (as `sgdUpdateFromBatch` does for the
+    /// dense layers), Wᵀ ← (1 − α·λ/n)·Wᵀ − (α/n)·∂J/∂Wᵀ, or momentum (Optimizer.swift's rule).
     @inline(__always)
     func sparseWeightGradient(
-        _ w: Int, indices: UnsafeMutablePointer<Int32>, rows: Int, accumulate: Bool, sgdLearningRate: Float? = nil
+        _ w: Int, indices: UnsafeMutablePointer<Int32>, rows: Int, accumulate: Bool, fused: FusedUpdate? = nil
     ) {
         let sp = sparse!
         let units = firstLayerUnits[w]
         let delta = batch.deltas[1] + units.lowerBound
-        if let lr = sgdLearningRate {
-            let scale = lr / Float(rows)
-            nn_sparse_weight_gradient(
-                sp.columnStarts, sp.entryRows, sp.entryValues, workerCount, sp.inputs, delta, layout.sizes[1],
-                units.count, sp.weights[w].pointer, sp.ldw[w], 2, 1 - scale * lambda, -scale)
-        } else {
-            nn_sparse_weight_gradient(
-                sp.columnStarts, sp.entryRows, sp.entryValues, workerCount, sp.inputs, delta, layout.sizes[1],
-                units.count, sp.gradients[w].pointer, sp.ldw[w], accumulate ? 1 : 0, 1, 1)
+        let n = Float(rows)
+        let store: nn_sparse_store
+        switch fused {
+        case nil:
+            store = nn_sparse_store(mode: accumulate ? 1 : 0, decay: 1, scale: 1, momentum: 0, rate: 0, velocity: nil)
+        case .sgd(let lr):
+            store = nn_sparse_store(
+                mode: 2, decay: 1 - lr / n * lambda, scale: -lr / n, momentum: 0, rate: 0, velocity: nil)
+        case .momentum(let lr):
+            store = nn_sparse_store(
+                mode: 3, decay: lambda * (1 / n), scale: 1 / n, momentum: optimizer.momentum, rate: lr,
+                velocity: sp.states[w][0].pointer)
         }
+        nn_sparse_weight_gradient(
+            sp.columnStarts, sp.entryRows, sp.entryValues, workerCount, sp.inputs, delta, layout.sizes[1], units.count,
+            store.mode == 0 || store.mode == 1 ? sp.gradients[w].pointer : sp.weights[w].pointer, sp.ldw[w], store)
     }
 
     /// Shard s's column index: the non-zeros of batch rows `row ..< row + rows` grouped by input.

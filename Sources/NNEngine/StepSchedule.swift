@@ -76,6 +76,8 @@ extension DataParallelEngine {
             // A round that is a whole step (never an accumulating chunk) can fuse the SGD update.
             if optimizer.kind == .sgd, let n, n == c {
                 sgdUpdateFromBatch(slice: slice, indices: indices, rows: c, learningRate: learningRate)
+            } else if optimizer.kind == .momentum, sparseInput, let n, n == c {
+                momentumUpdateFromBatch(slice: slice, indices: indices, rows: c, learningRate: learningRate)
             } else {
                 weightGradient(slice: slice, indices: indices, rows: c, accumulate: accumulate)
                 if let n { applyUpdate(slice: slice, records: n, learningRate: learningRate, adamStep: adamStep) }

@@ -136,7 +136,8 @@ final class SparseFirstLayerTests: XCTestCase {
             nn_sparse_limit_isa(Int32(cap))
             seen.insert(DataParallelEngine.sparseKernels)
             for workers in [1, 2, 7] {
-                for kind in [OptimizerKind.sgd, .adam] {
+                // SGD and momentum run fused into the gradient kernel, Adam from the written gradient.
+                for kind in [OptimizerKind.sgd, .momentum, .adam] {
                     let opt = OptimizerConfig(kind: kind)
                     let lr: Float = kind == .adam ? 0.001 : 0.05
                     let dense = engine([70, 40, 10, 4], .tanh, workers: workers, maxBatch: 16, opt: opt, sparse: false)

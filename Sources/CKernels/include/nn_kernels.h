@@ -44,15 +44,29 @@ void nn_sparse_batch_columns(const int *records, long rows, long firstRow, const
                              const float *vals, long inputs, long *colStart, long *cursor, int *entryRow,
                              float *entryVal);
 
+/// What nn_sparse_weight_gradient does with its sums S (below), g being the slice's
+/// transposed gradient or, in the fused modes, its transposed weights:
+/// mode 0: g = S (an input no record uses gets a zero row); 1: g += S (chunks of a step);
+/// 2, the seed's SGD fused: g = decay·g + scale·S (decay = 1 − α·λ/n, scale = −α/n);
+/// 3, momentum fused, rounded as Optimizer.swift rounds it: ĝ = scale·S + decay·g
+///   (scale = 1/n, decay = λ/n), velocity = momentum·velocity + ĝ, g = g − rate·velocity
+///   (`velocity` laid out like g). The fused modes never write the gradient.
+typedef struct {
+    int mode;
+    float decay;
+    float scale;
+    float momentum;
+    float rate;
+    float *velocity;
+} nn_sparse_store;
+
 /// S[k][j] = Σ_e entryVal[e] · delta[entryRow[e]·ldd + j] over input k's entries of every
 /// shard's column index (shards 0 ..< shards in order, so the rows in order), j < units:
-/// the transposed weight gradient of the slice (δ₁ᵀ·X restricted to the non-zeros), and then
-/// mode 0: g[k·ldg + j] = S (an input no record uses gets a zero row); 1: g += S (chunks of a
-/// step); 2, the seed's SGD fused: g = decay·g + scale·S, where g holds the weights themselves
-/// (decay = 1 − α·λ/n, scale = −α/n), so the gradient is never written.
+/// the transposed weight gradient of the slice (δ₁ᵀ·X restricted to the non-zeros), stored
+/// into g (k·ldg + j) as `store` says.
 void nn_sparse_weight_gradient(const long *const *colStarts, const int *const *entryRows,
                                const float *const *entryVals, long shards, long inputs, const float *delta, long ldd,
-                               long units, float *g, long ldg, int mode, float decay, float scale);
+                               long units, float *g, long ldg, nn_sparse_store store);
 
 /// dst[c·ldd + r] = src[r·lds + c] for r < rows, c < cols: a worker's rows of W₁ into its
 /// transposed slice and back (8 × 8 blocks in AVX registers where the CPU has AVX2).
