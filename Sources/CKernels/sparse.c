@@ -87,17 +87,22 @@ static void gradient_portable(const long *const *colStarts, const int *const *en
 
 #define NN_MASK16(left) ((left) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (left)) - 1))
 
+// One record's non-zeros from *pos on, up to input k1 (or its end e), added into its block of
+// outputs (`out`, which holds the sums so far), the block in registers meanwhile.
 #define NN_FORWARD512(NV)                                                                                    \
     static inline __attribute__((target("avx512f"), always_inline)) void forward512_##NV(                  \
-        long b, long e, const int *cols, const float *vals, const float *wt, long ldw, long j0, long units,  \
-        float *out) {                                                                                        \
+        long *pos, long e, long k1, const int *cols, const float *vals, const float *wt, long ldw, long j0,   \
+        long units, float *out) {                                                                            \
         __m512 a[NV];                                                                                        \
-        for (int v = 0; v < NV; v++) a[v] = _mm512_setzero_ps();                                             \
-        for (long p = b; p < e; p++) {                                                                       \
+        for (int v = 0; v < NV; v++)                                                                         \
+            a[v] = _mm512_maskz_loadu_ps(NN_MASK16(units - j0 - 16 * v), out + j0 + 16 * v);                 \
+        long p = *pos;                                                                                       \
+        for (; p < e && cols[p] < k1; p++) {                                                                 \
             const __m512 x = _mm512_set1_ps(vals[p]);                                                        \
             const float *w = wt + (long)cols[p] * ldw + j0;                                                  \
             for (int v = 0; v < NV; v++) a[v] = _mm512_fmadd_ps(x, _mm512_loadu_ps(w + 16 * v), a[v]);      \
         }                                                                                                    \
+        *pos = p;                                                                                            \
         for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(out + j0 + 16 * v, NN_MASK16(units - j0 - 16 * v), a[v]); \
     }
 NN_FORWARD512(1)
@@ -109,20 +114,36 @@ NN_FORWARD512(6)
 NN_FORWARD512(7)
 NN_FORWARD512(8)
 
-__attribute__((target("avx512f"))) static void forward_avx512(const int *records, long rows, const long *offsets,
-                                                             const int *cols, const float *vals, const float *wt,
-                                                             long ldw, long units, float *z, long ldz) {
-    for (long r = 0; r < rows; r++) {
-        if (r + NN_PREFETCH_AHEAD < rows) prefetch_record(records[r + NN_PREFETCH_AHEAD], offsets, cols, vals);
-        const long rec = records[r], b = offsets[rec], e = offsets[rec + 1];
-        float *out = z + r * ldz;
-        for (long j0 = 0; j0 < units; j0 += 128) {
-            long nv = (units - j0 + 15) / 16;
-            // wt's rows are padded to ldw, so every load stays inside
-            NN_BY_REGISTERS(forward512, nv, b, e, cols, vals, wt, ldw, j0, units, out)
-        }
+// Inputs per block of the blocked forward: 64 rows of a slice's transposed weights (≤ 128
+// units: 32 KB) stay in L1 while every record of the batch adds its non-zeros among them.
+#define NN_FORWARD_BLOCK 64
+
+// The blocked forward for one instruction set: passes of PASS units (KERNEL_1 … KERNEL_8 take
+// 1 … 8 registers of WIDTH floats), in each pass the inputs block by block, in each block every
+// record's next non-zeros from its cursor on.
+#define NN_FORWARD_DRIVER(NAME, TARGET, KERNEL, WIDTH, PASS)                                                  \
+    __attribute__((target(TARGET))) static void NAME(const int *records, long rows, const long *offsets,      \
+                                                     const int *cols, const float *vals, const float *wt,     \
+                                                     long ldw, long units, long inputs, float *z, long ldz,    \
+                                                     long *cursor) {                                           \
+        for (long j0 = 0; j0 < units; j0 += PASS) {                                                           \
+            const long nv = (units - j0 + WIDTH - 1) / WIDTH;                                                 \
+            for (long r = 0; r < rows; r++) cursor[r] = offsets[records[r]];                                  \
+            for (long k0 = 0; k0 < inputs; k0 += NN_FORWARD_BLOCK) {                                          \
+                for (long r = 0; r < rows; r++) {                                                             \
+                    if (k0 == 0 && j0 == 0 && r + NN_PREFETCH_AHEAD < rows)                                   \
+                        prefetch_record(records[r + NN_PREFETCH_AHEAD], offsets, cols, vals);                 \
+                    const long e = offsets[records[r] + 1];                                                   \
+                    if (cursor[r] >= e || cols[cursor[r]] >= k0 + NN_FORWARD_BLOCK) continue;                \
+                    /* wt's rows are padded to ldw, so every load stays inside */                             \
+                    NN_BY_REGISTERS(KERNEL, nv, cursor + r, e, k0 + NN_FORWARD_BLOCK, cols, vals, wt, ldw, j0, \
+                                    units, z + r * ldz)                                                       \
+                }                                                                                             \
+            }                                                                                                 \
+        }                                                                                                     \
     }
-}
+
+NN_FORWARD_DRIVER(forward_avx512, "avx512f", forward512, 16, 128)
 
 // The stores of nn_sparse_store's modes (see nn_kernels.h).
 #define NN_GRADIENT512(NV)                                                                                   \
@@ -195,15 +216,17 @@ static inline __attribute__((target("avx2,fma"), always_inline)) __m256i tail_ma
 
 #define NN_FORWARD256(NV)                                                                                    \
     static inline __attribute__((target("avx2,fma"), always_inline)) void forward256_##NV(                 \
-        long b, long e, const int *cols, const float *vals, const float *wt, long ldw, long j0, long units,  \
-        float *out) {                                                                                        \
+        long *pos, long e, long k1, const int *cols, const float *vals, const float *wt, long ldw, long j0,   \
+        long units, float *out) {                                                                            \
         __m256 a[NV];                                                                                        \
-        for (int v = 0; v < NV; v++) a[v] = _mm256_setzero_ps();                                             \
-        for (long p = b; p < e; p++) {                                                                       \
+        for (int v = 0; v < NV; v++) a[v] = _mm256_maskload_ps(out + j0 + 8 * v, tail_mask8(units - j0 - 8 * v)); \
+        long p = *pos;                                                                                       \
+        for (; p < e && cols[p] < k1; p++) {                                                                 \
             const __m256 x = _mm256_set1_ps(vals[p]);                                                        \
             const float *w = wt + (long)cols[p] * ldw + j0;                                                  \
             for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(w + 8 * v), a[v]);       \
         }                                                                                                    \
+        *pos = p;                                                                                            \
         for (int v = 0; v < NV; v++) _mm256_maskstore_ps(out + j0 + 8 * v, tail_mask8(units - j0 - 8 * v), a[v]); \
     }
 NN_FORWARD256(1)
@@ -215,19 +238,8 @@ NN_FORWARD256(6)
 NN_FORWARD256(7)
 NN_FORWARD256(8)
 
-__attribute__((target("avx2,fma"))) static void forward_avx2(const int *records, long rows, const long *offsets,
-                                                            const int *cols, const float *vals, const float *wt,
-                                                            long ldw, long units, float *z, long ldz) {
-    for (long r = 0; r < rows; r++) {
-        if (r + NN_PREFETCH_AHEAD < rows) prefetch_record(records[r + NN_PREFETCH_AHEAD], offsets, cols, vals);
-        const long rec = records[r], b = offsets[rec], e = offsets[rec + 1];
-        float *out = z + r * ldz;
-        for (long j0 = 0; j0 < units; j0 += 64) {
-            long nv = (units - j0 + 7) / 8;
-            NN_BY_REGISTERS(forward256, nv, b, e, cols, vals, wt, ldw, j0, units, out)
-        }
-    }
-}
+// Blocks of inputs as in forward_avx512; 64 units per pass, so 64 inputs are 16 KB of weights.
+NN_FORWARD_DRIVER(forward_avx2, "avx2,fma", forward256, 8, 64)
 
 #define NN_GRADIENT256(NV)                                                                                   \
     static inline __attribute__((target("avx2,fma"), always_inline)) void gradient256_##NV(                \
@@ -313,11 +325,13 @@ static int sparse_level(void) {  // 2: AVX-512, 1: AVX2+FMA, 0: portable
 void nn_sparse_limit_isa(int cap) { level_cap = cap < 0 ? 0 : cap > 2 ? 2 : cap; }
 
 void nn_sparse_forward(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
-                       const float *wt, long ldw, long units, float *z, long ldz) {
+                       const float *wt, long ldw, long units, long inputs, float *z, long ldz, long *cursor) {
+    // The vector versions add into z block by block of inputs.
+    for (long r = 0; r < rows; r++) memset(z + r * ldz, 0, (size_t)units * sizeof(float));
 #ifdef NN_X86
     switch (sparse_level()) {
-        case 2: forward_avx512(records, rows, offsets, cols, vals, wt, ldw, units, z, ldz); return;
-        case 1: forward_avx2(records, rows, offsets, cols, vals, wt, ldw, units, z, ldz); return;
+        case 2: forward_avx512(records, rows, offsets, cols, vals, wt, ldw, units, inputs, z, ldz, cursor); return;
+        case 1: forward_avx2(records, rows, offsets, cols, vals, wt, ldw, units, inputs, z, ldz, cursor); return;
         default: break;
     }
 #endif

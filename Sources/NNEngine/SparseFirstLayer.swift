@@ -50,6 +50,8 @@ final class SparseFirstLayer: @unchecked Sendable {
     /// in the gather phase; every slice's weight gradient reads all shards' after the barrier.
     let columnStart: [UnsafeMutablePointer<Int>]
     let cursor: [UnsafeMutablePointer<Int>]
+    /// Per slice: each batch record's position in its non-zeros during the blocked forward.
+    let forwardCursor: [UnsafeMutablePointer<Int>]
     let entryRow: [UnsafeMutablePointer<Int32>]
     let entryValue: [UnsafeMutablePointer<Float>]
     /// The same, as the C arrays of pointers the gradient kernel takes.
@@ -68,6 +70,7 @@ final class SparseFirstLayer: @unchecked Sendable {
         // A batch has at most maxBatch · n_0 non-zeros.
         columnStart = units.map { _ in .allocate(capacity: inputs + 1) }
         cursor = units.map { _ in .allocate(capacity: inputs) }
+        forwardCursor = units.map { _ in .allocate(capacity: maxBatch) }
         entryRow = units.map { _ in .allocate(capacity: maxBatch * inputs) }
         entryValue = units.map { _ in .allocate(capacity: maxBatch * inputs) }
         columnStarts = .allocate(capacity: units.count)
@@ -86,6 +89,7 @@ final class SparseFirstLayer: @unchecked Sendable {
     deinit {
         for p in columnStart { p.deallocate() }
         for p in cursor { p.deallocate() }
+        for p in forwardCursor { p.deallocate() }
         for p in entryRow { p.deallocate() }
         for p in entryValue { p.deallocate() }
         columnStarts.deallocate()
@@ -144,7 +148,7 @@ extension DataParallelEngine {
         let csr = sp.rows!
         nn_sparse_forward(
             indices, rows, csr.offsets.baseAddress, csr.columns.baseAddress, csr.values.baseAddress,
-            sp.weights[w].pointer, sp.ldw[w], firstLayerUnits[w].count, z, sp.ldw[w])
+            sp.weights[w].pointer, sp.ldw[w], firstLayerUnits[w].count, sp.inputs, z, sp.ldw[w], sp.forwardCursor[w])
     }
 
     /// ∂J/∂Wᵀ_w[k, j] (+)= Σ_{r: x_rk ≠ 0} x_rk · δ₁[r, units_w[j]]   (n_0 × u)

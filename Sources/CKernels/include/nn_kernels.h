@@ -32,9 +32,13 @@ const char *nn_kernels_isa(void);
 // AVX2+FMA, with a portable fallback; the CPU's best is picked on the first call.
 
 /// z[r·ldz + j] = Σ_p vals[p] · wt[cols[p]·ldw + j] over the non-zeros p of record records[r],
-/// for j < units (the slice's pre-activations for the batch, rows × units).
+/// for j < units (the slice's pre-activations for the batch, rows × units); wt has `inputs`
+/// rows. Each sum runs over the record's non-zeros in input order, one FMA each, so the result
+/// does not depend on the blocking: the vector versions go block by block of 64 inputs (whose
+/// weights then stay in L1 while every record adds its non-zeros among them), each record's
+/// block of outputs in registers meanwhile. `cursor`: room for `rows` positions.
 void nn_sparse_forward(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
-                       const float *wt, long ldw, long units, float *z, long ldz);
+                       const float *wt, long ldw, long units, long inputs, float *z, long ldz, long *cursor);
 
 /// The non-zeros of batch rows firstRow ..< firstRow + rows (records[0 ..< rows], one shard's)
 /// grouped by input (a counting sort, stable in the row order): input k's entries are the batch
