@@ -111,6 +111,35 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(metrics.contains("nnd_run_input_density{run=\"\(id)\""), metrics)
     }
 
+    /// `nnd bench`: the GEMM reference, the dense and sparse steps on 1 and 2 workers and their
+    /// speedups, in the table and in JSON (one short round; the figures are not asserted, only
+    /// that each was measured).
+    func testBenchReportsEveryMeasurementInTextAndJSON() throws {
+        let (c1, text, e1) = try runBuilt("nnd", ["bench", "--rounds", "1", "--workers", "2"])
+        XCTAssertEqual(c1, 0, e1)
+        for line in [
+            "GEMM reference:", "step, 1 worker, batch 64:", "step, 2 workers, batch 64:", "speedup 2 workers / 1:",
+            "sparse first layer (", "inputs 19% non-zero", "sparse step, 1 worker:",
+            "2-worker sparse step (best round):",
+        ] {
+            XCTAssertTrue(text.contains(line), "missing '\(line)' in:\n\(text)")
+        }
+        let (c2, json, e2) = try runBuilt(
+            "nnd", ["bench", "--rounds", "1", "--workers", "2", "--density", "0.1", "--json"])
+        XCTAssertEqual(c2, 0, e2)
+        let r = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any], json)
+        for key in [
+            "gemm_gflops_one_core", "gemm_gflops_all_cores", "step_samples_per_second_one_worker",
+            "step_samples_per_second_all_workers", "speedup", "sparse_step_samples_per_second",
+            "sparse_step_samples_per_second_one_worker", "sparse_speedup",
+            "dense_step_on_sparse_data_samples_per_second",
+        ] {
+            XCTAssertGreaterThan(try XCTUnwrap(r[key] as? Double, "\(key) in \(json)"), 0, key)
+        }
+        XCTAssertEqual(r["sparse_density"] as? Double, 0.1)
+        XCTAssertEqual(r["workers"] as? Int, 2)
+    }
+
     func testCommandLineManners() throws {
         let (vc, version, _) = try nnctl(["--version"])
         XCTAssertEqual(vc, 0)

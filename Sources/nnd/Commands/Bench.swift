@@ -95,6 +95,11 @@ struct Bench: ParsableCommand {
                 r.sparseKernels, r.sparseDensity * 100, r.sparseStepSamplesPerSecond, r.sparseEffectiveGflops,
                 r.ratioSparseEffectiveToGemm * 100, w, r.denseStepOnSparseDataSamplesPerSecond,
                 r.sparseSpeedupOverDense))
+        print(
+            String(
+                format:
+                    "sparse step, 1 worker:        %.0f samples/s; speedup %d workers / 1: %.2fx (median of rounds %.2fx)",
+                r.sparseStepSamplesPerSecondOneWorker, w, r.sparseSpeedup, r.sparseMedianSpeedup))
         for (name, p) in [
             ("", r.phasesOfBestRound), (" sparse", r.sparsePhasesOfBestRound),
             (" dense on the sparse data", r.densePhasesOnSparseDataOfBestRound),
