@@ -102,3 +102,28 @@ const char *nn_kernels_isa(void) {
     return "portable C";
 #endif
 }
+
+unsigned long nn_flush_denormals(void) {
+#if defined(__x86_64__)
+    const unsigned int mode = __builtin_ia32_stmxcsr();
+    __builtin_ia32_ldmxcsr(mode | 0x8040);  // FTZ (bit 15) | DAZ (bit 6)
+    return mode;
+#elif defined(__aarch64__)
+    unsigned long mode;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(mode));
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(mode | (1UL << 24)));  // FZ
+    return mode;
+#else
+    return 0;
+#endif
+}
+
+void nn_restore_float_mode(unsigned long mode) {
+#if defined(__x86_64__)
+    __builtin_ia32_ldmxcsr((unsigned int)mode);
+#elif defined(__aarch64__)
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(mode));
+#else
+    (void)mode;
+#endif
+}

@@ -203,9 +203,12 @@ public final class DataParallelEngine: @unchecked Sendable {
             let lastChunk = chunkStart + c == n
             schedule.reset()
             DispatchQueue.concurrentPerform(iterations: W) { iteration in
-                runRound(
-                    0, iteration: iteration, data: data, indices: indices.pointer + base, rows: c,
-                    accumulate: accumulate, update: lastChunk ? n : nil, learningRate: learningRate, adamStep: adamStep)
+                VectorKernels.withDenormalsFlushed {
+                    runRound(
+                        0, iteration: iteration, data: data, indices: indices.pointer + base, rows: c,
+                        accumulate: accumulate, update: lastChunk ? n : nil, learningRate: learningRate,
+                        adamStep: adamStep)
+                }
             }
             result.add(roundTotal(0))
             chunkStart += c
@@ -253,15 +256,17 @@ public final class DataParallelEngine: @unchecked Sendable {
         defer { transposeSlices(toSlices: false) }
         schedule.reset()
         DispatchQueue.concurrentPerform(iterations: W) { iteration in
-            for r in 0..<k {
-                if r > 0 { schedule.slices.waitForAll(W, round: r - 1) }
-                let lo = r * stepSize
-                let n = min(stepSize, records - lo)
-                runRound(
-                    r, iteration: iteration, data: data, indices: indices.pointer + lo, rows: n,
-                    accumulate: false, update: n, learningRate: learningRate, adamStep: firstUpdate + r)
-                // Every thread reads the same finished shard results, so all stop at the same step.
-                if !roundTotal(r).costSum.isFinite { break }
+            VectorKernels.withDenormalsFlushed {
+                for r in 0..<k {
+                    if r > 0 { schedule.slices.waitForAll(W, round: r - 1) }
+                    let lo = r * stepSize
+                    let n = min(stepSize, records - lo)
+                    runRound(
+                        r, iteration: iteration, data: data, indices: indices.pointer + lo, rows: n,
+                        accumulate: false, update: n, learningRate: learningRate, adamStep: firstUpdate + r)
+                    // Every thread reads the same finished shard results, so all stop at the same step.
+                    if !roundTotal(r).costSum.isFinite { break }
+                }
             }
         }
         var done = 0
@@ -297,18 +302,20 @@ public final class DataParallelEngine: @unchecked Sendable {
             let n = end - start
             let base = start
             DispatchQueue.concurrentPerform(iterations: W) { w in
-                placer.bindCurrentThread(toNode: placements[w].node)
-                let lo = n * w / W
-                let hi = n * (w + 1) / W
-                let rows = hi - lo
-                roundResults[w] = .zero
-                if rows == 0 { return }
-                // Worker w's own band of the batch buffers.
-                forward(input: data.features.pointer + (base + lo) * inSize, row: w * chunk, rows: rows)
-                let (cost, correct) = data.labels.withUnsafeBufferPointer { labels in
-                    lossAndOutputDelta(row: w * chunk, rows: rows) { labels[base + lo + $0] }
+                VectorKernels.withDenormalsFlushed {
+                    placer.bindCurrentThread(toNode: placements[w].node)
+                    let lo = n * w / W
+                    let hi = n * (w + 1) / W
+                    let rows = hi - lo
+                    roundResults[w] = .zero
+                    if rows == 0 { return }
+                    // Worker w's own band of the batch buffers.
+                    forward(input: data.features.pointer + (base + lo) * inSize, row: w * chunk, rows: rows)
+                    let (cost, correct) = data.labels.withUnsafeBufferPointer { labels in
+                        lossAndOutputDelta(row: w * chunk, rows: rows) { labels[base + lo + $0] }
+                    }
+                    roundResults[w] = PassResult(costSum: cost, correct: correct, records: rows)
                 }
-                roundResults[w] = PassResult(costSum: cost, correct: correct, records: rows)
             }
             total.add(roundTotal(0))
             start = end

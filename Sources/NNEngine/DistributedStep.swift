@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import NNData
+import NNNumerics
 
 // Data-parallel training across processes (MPI ranks): each process runs this engine on its
 // contiguous share of every global mini-batch, the flat gradient is summed across processes,
@@ -68,9 +69,11 @@ extension DataParallelEngine {
                 let accumulate = chunkStart > 0
                 schedule.reset()
                 DispatchQueue.concurrentPerform(iterations: W) { iteration in
-                    runRound(
-                        0, iteration: iteration, data: data, indices: base.pointer, rows: c, accumulate: accumulate,
-                        update: nil, learningRate: learningRate, adamStep: 0)
+                    VectorKernels.withDenormalsFlushed {
+                        runRound(
+                            0, iteration: iteration, data: data, indices: base.pointer, rows: c, accumulate: accumulate,
+                            update: nil, learningRate: learningRate, adamStep: 0)
+                    }
                 }
                 local.add(roundTotal(0))
                 chunkStart += c
@@ -87,7 +90,9 @@ extension DataParallelEngine {
         updateCount += 1
         let adamStep = updateCount
         DispatchQueue.concurrentPerform(iterations: W) { w in
-            applyUpdate(slice: w, records: n, learningRate: learningRate, adamStep: adamStep)
+            VectorKernels.withDenormalsFlushed {
+                applyUpdate(slice: w, records: n, learningRate: learningRate, adamStep: adamStep)
+            }
         }
         let t3 = DispatchTime.now().uptimeNanoseconds
         distributedTimes.computeSeconds += Double(t1 - t0) * 1e-9

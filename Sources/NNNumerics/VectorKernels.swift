@@ -35,6 +35,16 @@ public enum VectorKernels {
         nn_relu_backward(d, a, count)
     }
 
+    /// Runs `body` with denormal floats flushed to zero on this thread (see `nn_flush_denormals`),
+    /// then restores the thread's mode: each engine worker's part of a call runs in it, and the
+    /// threads it borrows (GCD's, the daemon's) get their mode back.
+    @inline(__always)
+    public static func withDenormalsFlushed<T>(_ body: () throws -> T) rethrows -> T {
+        let mode = nn_flush_denormals()
+        defer { nn_restore_float_mode(mode) }
+        return try body()
+    }
+
     /// The instruction set the kernels run with on this CPU, for `nnd info` and the benchmark.
     public static var instructionSet: String { String(cString: nn_kernels_isa()) }
 }

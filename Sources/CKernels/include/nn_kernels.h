@@ -21,6 +21,14 @@ void nn_relu_bias(float *z, const float *bias, long rows, long cols);
 /// d[i] = 0 where a[i] <= 0   (the ReLU's derivative, from its output)
 void nn_relu_backward(float *d, const float *a, long count);
 
+/// Makes this thread's float arithmetic flush denormal results and inputs to zero (x86: MXCSR's
+/// FTZ and DAZ bits; ARM: FPCR.FZ) and returns the previous mode for nn_restore_float_mode.
+/// Denormals cost ~100 cycles per operation on x86, and Adam's second moment of weights whose
+/// gradient is ~0 decays into them: an Adam run's epochs grew from 0.6 s to 2–3.6 s over 16
+/// epochs without this.
+unsigned long nn_flush_denormals(void);
+void nn_restore_float_mode(unsigned long mode);
+
 /// Which clone runs: "avx2+fma" or "baseline".
 const char *nn_kernels_isa(void);
 
