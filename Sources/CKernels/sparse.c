@@ -7,8 +7,9 @@
 #endif
 
 // The sparse first layer. The forward keeps a block of a record's outputs in registers across
-// all of the record's non-zeros (a plain loop over an output row per non-zero runs 4× slower
-// than the dense GEMM); the weight gradient goes input by input over the batch's entries for
+// its non-zeros (a plain loop over an output row per non-zero runs 4× slower than the dense
+// GEMM), going block by block of inputs so that their weights stay in L1; the weight gradient
+// goes input by input over the batch's entries for
 // that input, in registers, and writes each row of the gradient once (a scatter-add into a
 // zeroed gradient is slower than the dense GEMM). Sums run in a fixed order (non-zeros in
 // column order, entries in row order), so results are reproducible.

@@ -9,8 +9,14 @@ final class MetricsTests: XCTestCase {
         try d.start(args: ["--metrics-listen", "127.0.0.1:\(port)"])
         let run = try d.createRun(longSpec(name: "metered", everySteps: 100))
         try d.waitFor(run, states: ["running"])
-        usleep(600_000)
-        let during = try d.client.request("GET", "/metrics")
+        // The step histogram appears with the first step event (0.2 s of steps after the data
+        // is loaded and indexed); poll for it rather than guess how long loading takes here.
+        var during = try d.client.request("GET", "/metrics")
+        let deadline = Date().addingTimeInterval(60)
+        while !during.text.contains("nnd_step_duration_seconds_count{run=\"\(run)\"") && Date() < deadline {
+            usleep(100_000)
+            during = try d.client.request("GET", "/metrics")
+        }
         XCTAssertEqual(during.status, 200)
         XCTAssertTrue(during.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
         XCTAssertTrue(during.text.contains("nnd_run_running{run=\"\(run)\",name=\"metered\"} 1"), during.text)
