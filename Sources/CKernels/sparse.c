@@ -32,8 +32,7 @@ static void forward_portable(const int *records, long rows, const long *offsets,
                              const float *wt, long ldw, long units, float *z, long ldz) {
     for (long r = 0; r < rows; r++) {
         if (r + NN_PREFETCH_AHEAD < rows) prefetch_record(records[r + NN_PREFETCH_AHEAD], offsets, cols, vals);
-        float *out = z + r * ldz;
-        for (long j = 0; j < units; j++) out[j] = 0;
+        float *out = z + r * ldz;  // zeroed by nn_sparse_forward
         long rec = records[r];
         for (long p = offsets[rec]; p < offsets[rec + 1]; p++) {
             const float v = vals[p];
@@ -327,7 +326,7 @@ void nn_sparse_limit_isa(int cap) { level_cap = cap < 0 ? 0 : cap > 2 ? 2 : cap;
 
 void nn_sparse_forward(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
                        const float *wt, long ldw, long units, long inputs, float *z, long ldz, long *cursor) {
-    // The vector versions add into z block by block of inputs.
+    // Every version adds into z (the vector ones block by block of inputs).
     for (long r = 0; r < rows; r++) memset(z + r * ldz, 0, (size_t)units * sizeof(float));
 #ifdef NN_X86
     switch (sparse_level()) {

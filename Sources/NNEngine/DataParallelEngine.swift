@@ -150,6 +150,17 @@ public final class DataParallelEngine: @unchecked Sendable {
         }
     }
 
+    /// Runs `body(0 ..< workerCount)` on the worker threads, each with denormal floats flushed to
+    /// zero for the call (Adam's second moment decays into them, at ~100 cycles an operation;
+    /// `VectorKernels.withDenormalsFlushed` gives the borrowed thread its mode back): every
+    /// parallel region of the engine goes through here.
+    @inline(__always)
+    func onWorkers(_ body: @Sendable (Int) -> Void) {
+        DispatchQueue.concurrentPerform(iterations: workerCount) { w in
+            VectorKernels.withDenormalsFlushed { body(w) }
+        }
+    }
+
     /// Slice w of a layer's n output units: `[n·w/W, n·(w+1)/W)`.
     static func unitSlice(units n: Int, workers: Int, slice w: Int) -> Range<Int> {
         (n * w / workers)..<(n * (w + 1) / workers)
@@ -202,13 +213,11 @@ public final class DataParallelEngine: @unchecked Sendable {
             let accumulate = chunkStart > 0
             let lastChunk = chunkStart + c == n
             schedule.reset()
-            DispatchQueue.concurrentPerform(iterations: W) { iteration in
-                VectorKernels.withDenormalsFlushed {
-                    runRound(
-                        0, iteration: iteration, data: data, indices: indices.pointer + base, rows: c,
-                        accumulate: accumulate, update: lastChunk ? n : nil, learningRate: learningRate,
-                        adamStep: adamStep)
-                }
+            onWorkers { iteration in
+                runRound(
+                    0, iteration: iteration, data: data, indices: indices.pointer + base, rows: c,
+                    accumulate: accumulate, update: lastChunk ? n : nil, learningRate: learningRate,
+                    adamStep: adamStep)
             }
             result.add(roundTotal(0))
             chunkStart += c
@@ -255,18 +264,16 @@ public final class DataParallelEngine: @unchecked Sendable {
         transposeSlices(toSlices: true)
         defer { transposeSlices(toSlices: false) }
         schedule.reset()
-        DispatchQueue.concurrentPerform(iterations: W) { iteration in
-            VectorKernels.withDenormalsFlushed {
-                for r in 0..<k {
-                    if r > 0 { schedule.slices.waitForAll(W, round: r - 1) }
-                    let lo = r * stepSize
-                    let n = min(stepSize, records - lo)
-                    runRound(
-                        r, iteration: iteration, data: data, indices: indices.pointer + lo, rows: n,
-                        accumulate: false, update: n, learningRate: learningRate, adamStep: firstUpdate + r)
-                    // Every thread reads the same finished shard results, so all stop at the same step.
-                    if !roundTotal(r).costSum.isFinite { break }
-                }
+        onWorkers { iteration in
+            for r in 0..<k {
+                if r > 0 { schedule.slices.waitForAll(W, round: r - 1) }
+                let lo = r * stepSize
+                let n = min(stepSize, records - lo)
+                runRound(
+                    r, iteration: iteration, data: data, indices: indices.pointer + lo, rows: n,
+                    accumulate: false, update: n, learningRate: learningRate, adamStep: firstUpdate + r)
+                // Every thread reads the same finished shard results, so all stop at the same step.
+                if !roundTotal(r).costSum.isFinite { break }
             }
         }
         var done = 0
@@ -301,21 +308,19 @@ public final class DataParallelEngine: @unchecked Sendable {
             let end = min(data.count, start + W * chunk)
             let n = end - start
             let base = start
-            DispatchQueue.concurrentPerform(iterations: W) { w in
-                VectorKernels.withDenormalsFlushed {
-                    placer.bindCurrentThread(toNode: placements[w].node)
-                    let lo = n * w / W
-                    let hi = n * (w + 1) / W
-                    let rows = hi - lo
-                    roundResults[w] = .zero
-                    if rows == 0 { return }
-                    // Worker w's own band of the batch buffers.
-                    forward(input: data.features.pointer + (base + lo) * inSize, row: w * chunk, rows: rows)
-                    let (cost, correct) = data.labels.withUnsafeBufferPointer { labels in
-                        lossAndOutputDelta(row: w * chunk, rows: rows) { labels[base + lo + $0] }
-                    }
-                    roundResults[w] = PassResult(costSum: cost, correct: correct, records: rows)
+            onWorkers { w in
+                placer.bindCurrentThread(toNode: placements[w].node)
+                let lo = n * w / W
+                let hi = n * (w + 1) / W
+                let rows = hi - lo
+                roundResults[w] = .zero
+                if rows == 0 { return }
+                // Worker w's own band of the batch buffers.
+                forward(input: data.features.pointer + (base + lo) * inSize, row: w * chunk, rows: rows)
+                let (cost, correct) = data.labels.withUnsafeBufferPointer { labels in
+                    lossAndOutputDelta(row: w * chunk, rows: rows) { labels[base + lo + $0] }
                 }
+                roundResults[w] = PassResult(costSum: cost, correct: correct, records: rows)
             }
             total.add(roundTotal(0))
             start = end

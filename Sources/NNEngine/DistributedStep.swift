@@ -1,7 +1,6 @@
 import Dispatch
 import Foundation
 import NNData
-import NNNumerics
 
 // Data-parallel training across processes (MPI ranks): each process runs this engine on its
 // contiguous share of every global mini-batch, the flat gradient is summed across processes,
@@ -68,12 +67,10 @@ extension DataParallelEngine {
                 let base = SharedPointer(indices + share.lowerBound + chunkStart)
                 let accumulate = chunkStart > 0
                 schedule.reset()
-                DispatchQueue.concurrentPerform(iterations: W) { iteration in
-                    VectorKernels.withDenormalsFlushed {
-                        runRound(
-                            0, iteration: iteration, data: data, indices: base.pointer, rows: c, accumulate: accumulate,
-                            update: nil, learningRate: learningRate, adamStep: 0)
-                    }
+                onWorkers { iteration in
+                    runRound(
+                        0, iteration: iteration, data: data, indices: base.pointer, rows: c, accumulate: accumulate,
+                        update: nil, learningRate: learningRate, adamStep: 0)
                 }
                 local.add(roundTotal(0))
                 chunkStart += c
@@ -89,10 +86,8 @@ extension DataParallelEngine {
         let t2 = DispatchTime.now().uptimeNanoseconds
         updateCount += 1
         let adamStep = updateCount
-        DispatchQueue.concurrentPerform(iterations: W) { w in
-            VectorKernels.withDenormalsFlushed {
-                applyUpdate(slice: w, records: n, learningRate: learningRate, adamStep: adamStep)
-            }
+        onWorkers { w in
+            applyUpdate(slice: w, records: n, learningRate: learningRate, adamStep: adamStep)
         }
         let t3 = DispatchTime.now().uptimeNanoseconds
         distributedTimes.computeSeconds += Double(t1 - t0) * 1e-9

@@ -113,13 +113,13 @@ extension DataParallelEngine {
     }
 
     /// The transposed slices from the flat buffers (`toSlices`) or back (`!toSlices`):
-    /// W₁[units_w, :] (u × n_0) ↔ Wᵀ_w (n_0 × ldw), and each optimiser state alike. One
-    /// `concurrentPerform`, one slice per iteration; when a training call starts and ends.
+    /// W₁[units_w, :] (u × n_0) ↔ Wᵀ_w (n_0 × ldw), and each optimiser state alike. One slice
+    /// per worker; when a training call starts and ends.
     func transposeSlices(toSlices: Bool) {
         guard let sp = sparse else { return }
         let nIn = layout.inputSize
         let base = layout.weightOffsets[0]
-        DispatchQueue.concurrentPerform(iterations: workerCount) { w in
+        onWorkers { w in
             let units = firstLayerUnits[w]
             let ld = sp.ldw[w]
             // The weights, then each optimiser state buffer.
@@ -164,21 +164,25 @@ extension DataParallelEngine {
         let units = firstLayerUnits[w]
         let delta = batch.deltas[1] + units.lowerBound
         let n = Float(rows)
-        let store: nn_sparse_store
+        // The store, and what it writes: the slice's gradient, or (fused) its weights.
+        let (store, target): (nn_sparse_store, FloatBuffer)
         switch fused {
         case nil:
             store = nn_sparse_store(mode: accumulate ? 1 : 0, decay: 1, scale: 1, momentum: 0, rate: 0, velocity: nil)
+            target = sp.gradients[w]
         case .sgd(let lr):
             store = nn_sparse_store(
                 mode: 2, decay: 1 - lr / n * lambda, scale: -lr / n, momentum: 0, rate: 0, velocity: nil)
+            target = sp.weights[w]
         case .momentum(let lr):
             store = nn_sparse_store(
                 mode: 3, decay: lambda * (1 / n), scale: 1 / n, momentum: optimizer.momentum, rate: lr,
                 velocity: sp.states[w][0].pointer)
+            target = sp.weights[w]
         }
         nn_sparse_weight_gradient(
             sp.columnStarts, sp.entryRows, sp.entryValues, workerCount, sp.inputs, delta, layout.sizes[1], units.count,
-            store.mode == 0 || store.mode == 1 ? sp.gradients[w].pointer : sp.weights[w].pointer, sp.ldw[w], store)
+            target.pointer, sp.ldw[w], store)
     }
 
     /// Shard s's column index: the non-zeros of batch rows `row ..< row + rows` grouped by input.
