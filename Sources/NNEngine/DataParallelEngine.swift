@@ -86,7 +86,7 @@ public final class DataParallelEngine: @unchecked Sendable {
     /// Per-worker shard size limit: ceil(maxBatch / workers).
     let maxRows: Int
     /// Claims and waits of the phases inside one `concurrentPerform`.
-    let schedule = StepSchedule()
+    let schedule: StepSchedule
     /// Cost and accuracy of shard s in round r of a `steps` call (or of worker s's part of an
     /// evaluation chunk, r = 0), at [r·W + s].
     let roundResults: UnsafeMutablePointer<PassResult>
@@ -140,6 +140,7 @@ public final class DataParallelEngine: @unchecked Sendable {
             // room for the sparse first layer's rows, padded to 16 floats
             blockFloats: sizes.count > 2 ? maxBatch * split.map { SparseFirstLayer.paddedWidth($0.count) }.max()! : 0,
             placements: placements, placer: placer)
+        schedule = StepSchedule(workers: workers)
         roundResults = .allocate(capacity: Self.maxStepsPerCall * workers)
         roundResults.initialize(repeating: .zero, count: Self.maxStepsPerCall * workers)
         gradientSlices = (0..<workers).map { w in
