@@ -267,7 +267,11 @@ public final class DataParallelEngine: @unchecked Sendable {
         schedule.reset()
         onWorkers { iteration in
             for r in 0..<k {
-                if r > 0 { schedule.slices.waitForAll(W, round: r - 1) }
+                if r > 0 {
+                    var t = phaseTimes.now()
+                    schedule.slices.waitForAll(W, round: r - 1)
+                    phaseTimes.add(.wait, index: iteration, since: &t)
+                }
                 let lo = r * stepSize
                 let n = min(stepSize, records - lo)
                 runRound(

@@ -182,8 +182,9 @@ final class StepSchedule: Sendable {
 }
 
 /// Per-phase time of the steps, for `nnd bench`: the input gather and the first layer (each
-/// with its barrier), each shard's forward + backward, the time threads wait at the barrier for the
-/// slowest shard, and the gradient slices with their update. Off by default, then
+/// with its barrier), each shard's forward + backward, the time threads wait at the barriers
+/// for the slowest shard and, at the start of each step after a call's first, for the previous
+/// step's gradient slices, and the gradient slices with their update. Off by default, then
 /// every call is one predictable branch. Recording neither allocates nor locks.
 ///
 /// `@unchecked Sendable`: the counters are plain memory allocated in `init`, and every slot has

@@ -53,7 +53,7 @@ public enum Benchmark {
 
     /// Mean microseconds per step: wall time; the input gather and the first layer by units,
     /// each with its barrier; each shard's forward + backward (deltas); time threads spent waiting at
-    /// the barrier for the slowest shard, and computing gradient slices over the whole batch
+    /// the barriers for the slowest shard and for the previous step's gradient slices, and computing gradient slices over the whole batch
     /// with their update (all but the shards summed over threads).
     public struct StepPhases: Codable, Sendable {
         public var stepMicroseconds: Double

@@ -107,7 +107,7 @@ struct Bench: ParsableCommand {
             print(
                 String(
                     format:
-                        "%d-worker%@ step (best round): %.0f µs; input gather %.0f µs, first layer %.0f µs; shards %@ µs; waiting for shards %.0f µs, gradient slices + update %.0f µs (all but shards summed over threads)",
+                        "%d-worker%@ step (best round): %.0f µs; input gather %.0f µs, first layer %.0f µs; shards %@ µs; waiting at barriers %.0f µs, gradient slices + update %.0f µs (all but shards summed over threads)",
                     w, name, p.stepMicroseconds, p.inputGatherMicroseconds, p.firstLayerMicroseconds,
                     p.shardMicroseconds.map { String(format: "%.0f", $0) }.joined(separator: " / "),
                     p.barrierWaitMicroseconds, p.gradientMicroseconds))
