@@ -199,7 +199,6 @@ public final class DataParallelEngine: @unchecked Sendable {
             }
             return result
         }
-        let W = workerCount
         let indices = SharedPointer(UnsafeMutablePointer(mutating: indices))
         updateCount += 1
         phaseTimes.countStep()
@@ -258,7 +257,6 @@ public final class DataParallelEngine: @unchecked Sendable {
             }
             return done
         }
-        let W = workerCount
         let indices = SharedPointer(UnsafeMutablePointer(mutating: indices))
         let firstUpdate = updateCount + 1
         checkSparseInput(data)
@@ -269,7 +267,7 @@ public final class DataParallelEngine: @unchecked Sendable {
             for r in 0..<k {
                 if r > 0 {
                     var t = phaseTimes.now()
-                    schedule.slices.waitForAll(W, round: r - 1)
+                    schedule.slices.waitForAll(round: r - 1)
                     phaseTimes.add(.wait, index: iteration, since: &t)
                 }
                 let lo = r * stepSize

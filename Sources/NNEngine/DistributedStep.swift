@@ -54,7 +54,6 @@ extension DataParallelEngine {
         // The sparse first layer keeps its weight gradient in its own transposed slices, which the
         // allreduce of the flat gradient would miss.
         precondition(inputPath == .dense, "the sparse first layer is not used across processes")
-        let W = workerCount
         let share = reducer.share(of: n)
         let t0 = DispatchTime.now().uptimeNanoseconds
         var local = PassResult.zero

@@ -36,7 +36,7 @@ extension DataParallelEngine {
         let splitFirstLayer = !firstLayerUnits.isEmpty
         let sparseInput = inputPath == .sparse
         var t = phaseTimes.now()
-        while let s = schedule.gather.claim(below: W, round: round, preferring: iteration) {
+        while let s = schedule.gather.claim(round: round, preferring: iteration) {
             placer.bindCurrentThread(toNode: placements[s].node)
             // The sparse first layer reads the records' non-zeros, not a dense copy; its weight
             // gradient, each shard's non-zeros grouped by input.
@@ -49,17 +49,17 @@ extension DataParallelEngine {
         }
         // The dense first layer reads the gathered inputs; the sparse one reads the records'
         // non-zeros directly, and only the gradient slices need the column indexes (below).
-        if !sparseInput { schedule.gather.waitForAll(W, round: round) }
+        if !sparseInput { schedule.gather.waitForAll(round: round) }
         phaseTimes.add(.input, index: iteration, since: &t)
         if splitFirstLayer {
-            while let w = schedule.firstLayer.claim(below: W, round: round, preferring: iteration) {
+            while let w = schedule.firstLayer.claim(round: round, preferring: iteration) {
                 firstLayerSlice(w, indices: indices, rows: c)
                 schedule.firstLayer.finish()
             }
-            schedule.firstLayer.waitForAll(W, round: round)
+            schedule.firstLayer.waitForAll(round: round)
         }
         phaseTimes.add(.firstLayer, index: iteration, since: &t)
-        while let s = schedule.shards.claim(below: W, round: round, preferring: iteration) {
+        while let s = schedule.shards.claim(round: round, preferring: iteration) {
             let lo = c * s / W
             let hi = c * (s + 1) / W
             roundResults[round * W + s] = runShard(
@@ -69,14 +69,16 @@ extension DataParallelEngine {
             phaseTimes.add(.shard, index: s, since: &t)
             schedule.shards.finish()
         }
-        schedule.shards.waitForAll(W, round: round)
-        if sparseInput { schedule.gather.waitForAll(W, round: round) }
+        schedule.shards.waitForAll(round: round)
+        if sparseInput { schedule.gather.waitForAll(round: round) }
         phaseTimes.add(.wait, index: iteration, since: &t)
-        while let slice = schedule.slices.claim(below: W, round: round, preferring: iteration) {
-            // A round that is a whole step (never an accumulating chunk) can fuse the SGD update.
-            if optimizer.kind == .sgd, let n, n == c {
+        // A round that is a whole step (never an accumulating chunk) can fuse the update: SGD's
+        // into every layer's gradient, momentum's into the sparse first layer's.
+        let wholeStep = n == c
+        while let slice = schedule.slices.claim(round: round, preferring: iteration) {
+            if wholeStep && optimizer.kind == .sgd {
                 sgdUpdateFromBatch(slice: slice, indices: indices, rows: c, learningRate: learningRate)
-            } else if optimizer.kind == .momentum, sparseInput, let n, n == c {
+            } else if wholeStep && optimizer.kind == .momentum && sparseInput {
                 momentumUpdateFromBatch(slice: slice, indices: indices, rows: c, learningRate: learningRate)
             } else {
                 weightGradient(slice: slice, indices: indices, rows: c, accumulate: accumulate)
@@ -132,12 +134,11 @@ final class WorkQueue: @unchecked Sendable {
         done.store(0, ordering: .relaxed)
     }
 
-    /// Piece `preferred` of round `round` if it is free, else another free piece 0..<count, or
-    /// nil when all are taken.
-    func claim(below count: Int, round: Int, preferring preferred: Int) -> Int? {
-        precondition(count <= pieces)
-        for i in 0..<count {
-            let p = (preferred + i) % count
+    /// Piece `preferred` of round `round` if it is free, else another free piece, or nil when
+    /// all are taken.
+    func claim(round: Int, preferring preferred: Int) -> Int? {
+        for i in 0..<pieces {
+            let p = (preferred + i) % pieces
             // A plain load first: most pieces a thread looks at are taken.
             if claims[p].load(ordering: .relaxed) == round
                 && claims[p].compareExchange(expected: round, desired: round + 1, ordering: .relaxed).exchanged
@@ -151,9 +152,9 @@ final class WorkQueue: @unchecked Sendable {
     /// Publishes the piece's writes (release) to the threads of the next phase.
     func finish() { done.wrappingAdd(1, ordering: .releasing) }
 
-    /// Returns once all `count` pieces of round `round` are finished; their writes are visible (acquire).
-    func waitForAll(_ count: Int, round: Int) {
-        let end = (round + 1) * count
+    /// Returns once all pieces of round `round` are finished; their writes are visible (acquire).
+    func waitForAll(round: Int) {
+        let end = (round + 1) * pieces
         while done.load(ordering: .acquiring) < end { sched_yield() }
     }
 }

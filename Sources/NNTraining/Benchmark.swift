@@ -52,9 +52,10 @@ public enum Benchmark {
     }
 
     /// Mean microseconds per step: wall time; the input gather and the first layer by units,
-    /// each with its barrier; each shard's forward + backward (deltas); time threads spent waiting at
-    /// the barriers for the slowest shard and for the previous step's gradient slices, and computing gradient slices over the whole batch
-    /// with their update (all but the shards summed over threads).
+    /// each with its barrier; each shard's forward + backward (deltas); time threads spent
+    /// waiting at the barriers for the slowest shard and for the previous step's gradient
+    /// slices, and computing gradient slices over the whole batch with their update (all but
+    /// the shards summed over threads).
     public struct StepPhases: Codable, Sendable {
         public var stepMicroseconds: Double
         public var inputGatherMicroseconds: Double
