@@ -351,6 +351,16 @@ void nn_sparse_weight_gradient(const long *const *colStarts, const int *const *e
     gradient_portable(colStarts, entryRows, entryVals, shards, inputs, delta, ldd, units, g, ldg, &store);
 }
 
+void nn_sparse_prefetch_records(const int *records, long rows, const long *offsets, const int *cols,
+                                const float *vals) {
+    for (long r = 0; r < rows; r++) prefetch_record(records[r], offsets, cols, vals);
+}
+
+// The batch's column index is written block by block of NN_COLUMN_BLOCK inputs, for groups of
+// up to NN_COLUMN_GROUP records (the group's cursors live on the stack).
+#define NN_COLUMN_BLOCK 128
+#define NN_COLUMN_GROUP 256
+
 void nn_sparse_batch_columns(const int *records, long rows, long firstRow, const long *offsets, const int *cols,
                              const float *vals, long inputs, long *colStart, long *cursor, int *entryRow,
                              float *entryVal) {
@@ -367,12 +377,27 @@ void nn_sparse_batch_columns(const int *records, long rows, long firstRow, const
         colStart[k + 1] += colStart[k];
         cursor[k] = colStart[k];
     }
-    for (long r = 0; r < rows; r++) {
-        long rec = records[r];
-        for (long p = offsets[rec]; p < offsets[rec + 1]; p++) {
-            long e = cursor[cols[p]]++;
-            entryRow[e] = (int)(firstRow + r);
-            entryVal[e] = vals[p];
+    // The entries go out block by block of inputs, a group of records at a time: a block's
+    // entries (≈ 1/6 of the shard's) stay in L1 while every record adds its non-zeros among them.
+    // Record by record over all inputs, each entry landed on a cache line of its own among all
+    // the inputs', and the whole function took 1.7× as long (37 against 22 µs for 64 records of
+    // 150 non-zeros in cache; scripts/bench-batch-columns.c). A column's entries still come in
+    // row order: blocks split the inputs, groups follow the rows.
+    long next[NN_COLUMN_GROUP];  // each record's first non-zero not written yet
+    for (long g = 0; g < rows; g += NN_COLUMN_GROUP) {
+        const long n = rows - g < NN_COLUMN_GROUP ? rows - g : NN_COLUMN_GROUP;
+        for (long r = 0; r < n; r++) next[r] = offsets[records[g + r]];
+        for (long k0 = 0; k0 < inputs; k0 += NN_COLUMN_BLOCK) {
+            for (long r = 0; r < n; r++) {
+                const long end = offsets[records[g + r] + 1];
+                long p = next[r];
+                for (; p < end && cols[p] < k0 + NN_COLUMN_BLOCK; p++) {
+                    long e = cursor[cols[p]]++;
+                    entryRow[e] = (int)(firstRow + g + r);
+                    entryVal[e] = vals[p];
+                }
+                next[r] = p;
+            }
         }
     }
 }

@@ -274,7 +274,8 @@ public final class DataParallelEngine: @unchecked Sendable {
                 let n = min(stepSize, records - lo)
                 runRound(
                     r, iteration: iteration, data: data, indices: indices.pointer + lo, rows: n,
-                    accumulate: false, update: n, learningRate: learningRate, adamStep: firstUpdate + r)
+                    accumulate: false, update: n, learningRate: learningRate, adamStep: firstUpdate + r,
+                    nextRows: r + 1 < k ? min(stepSize, records - lo - n) : 0)
                 // Every thread reads the same finished shard results, so all stop at the same step.
                 if !roundTotal(r).costSum.isFinite { break }
             }

@@ -195,6 +195,14 @@ extension DataParallelEngine {
             sp.inputs, sp.columnStart[s], sp.cursor[s], sp.entryRow[s], sp.entryValue[s])
     }
 
+    /// Asks for the non-zeros of shard s of a later step (batch rows `row ..< row + rows` of
+    /// `indices`), so that its gather finds them in cache instead of waiting on memory.
+    func prefetchShardRecords(indices: UnsafeMutablePointer<Int32>, row: Int, rows: Int) {
+        let csr = sparse!.rows!
+        nn_sparse_prefetch_records(
+            indices + row, rows, csr.offsets.baseAddress, csr.columns.baseAddress, csr.values.baseAddress)
+    }
+
     /// The optimiser update of slice w's transposed first-layer weights from their gradient:
     /// the same rule as every other weight (Optimizer.swift), element by element.
     @inline(__always)

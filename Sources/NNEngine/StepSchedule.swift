@@ -30,7 +30,7 @@ extension DataParallelEngine {
     @inline(__always)
     func runRound(
         _ round: Int, iteration: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, rows c: Int,
-        accumulate: Bool, update n: Int?, learningRate: Float, adamStep: Int
+        accumulate: Bool, update n: Int?, learningRate: Float, adamStep: Int, nextRows: Int = 0
     ) {
         let W = workerCount
         let splitFirstLayer = !firstLayerUnits.isEmpty
@@ -75,6 +75,13 @@ extension DataParallelEngine {
         // A round that is a whole step (never an accumulating chunk) can fuse the update: SGD's
         // into every layer's gradient, momentum's into the sparse first layer's.
         let wholeStep = n == c
+        // The next step's records (rows c ..< c + nextRows of `indices`) are scattered over the
+        // whole data set; asking for this thread's shard of them now lets memory fetch them
+        // while the gradient slices compute, so that the next gather does not wait on it.
+        if sparseInput && nextRows > 0 {
+            let lo = nextRows * iteration / W
+            prefetchShardRecords(indices: indices + c, row: lo, rows: nextRows * (iteration + 1) / W - lo)
+        }
         while let slice = schedule.slices.claim(round: round, preferring: iteration) {
             if wholeStep && optimizer.kind == .sgd {
                 sgdUpdateFromBatch(slice: slice, indices: indices, rows: c, learningRate: learningRate)

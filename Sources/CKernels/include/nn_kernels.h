@@ -48,6 +48,11 @@ const char *nn_kernels_isa(void);
 void nn_sparse_forward(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
                        const float *wt, long ldw, long units, long inputs, float *z, long ldz, long *cursor);
 
+/// Asks for the cache lines of the non-zeros of `rows` records (indices into offsets), so that
+/// a later pass over them finds them in cache.
+void nn_sparse_prefetch_records(const int *records, long rows, const long *offsets, const int *cols,
+                                const float *vals);
+
 /// The non-zeros of batch rows firstRow ..< firstRow + rows (records[0 ..< rows], one shard's)
 /// grouped by input (a counting sort, stable in the row order): input k's entries are the batch
 /// row entryRow[e] and value entryVal[e] for e in colStart[k] ..< colStart[k+1]. colStart has
