@@ -63,6 +63,11 @@ public struct RunSpec: Codable, Sendable, Equatable {
         public var earlyStoppingPatience: Int?
         /// Which validation figure chooses the best epoch and stops early.
         public var earlyStoppingMetric: EarlyStoppingMetric?
+        /// Stochastic weight averaging: from this epoch (1-based) on, the run's weights are the
+        /// mean of the weights at the end of each epoch since, while training goes on from the
+        /// last ones; test accuracy is the mean's, and the mean is what the run keeps. 0 = off.
+        /// Optional only so that records written before it existed still load.
+        public var averageFromEpoch: Int?
     }
 
     public enum EarlyStoppingMetric: String, WireEnum {

@@ -33,6 +33,10 @@ public struct ResumeState: Codable, Sendable, Equatable {
     /// The first layer's input path the run chose when it started (`dense` or `sparse`), which
     /// a resume keeps under `model.input_path: auto`. Absent in older checkpoints (dense).
     public var inputPath: String?
+    /// Epoch ends averaged so far (`training.average_from_epoch`); the mean itself is the
+    /// checkpoint's `average.` tensors until the run finishes, and then its weights. Absent when
+    /// the run does not average.
+    public var averagedEpochs: Int?
     public var finished: Bool
 
     public init(
@@ -83,24 +87,32 @@ public struct ResumeState: Codable, Sendable, Equatable {
 }
 
 /// A checkpoint in memory: the parameters and optimiser state (flat, in the engine's layout)
-/// plus the resume state.
+/// plus the resume state, and a run's mean weights so far when it averages them.
 public struct Checkpoint: Sendable, Equatable {
     public var layers: [Int]
     public var parameters: [Float]
     public var optimizerState: [[Float]]
+    /// The mean of the weights at the epoch ends averaged so far (`state.averagedEpochs`), which
+    /// a resumed run goes on averaging; nil when the run does not average (yet).
+    public var averagedParameters: [Float]?
     public var state: ResumeState
 
-    public init(layers: [Int], parameters: [Float], optimizerState: [[Float]], state: ResumeState) {
+    public init(
+        layers: [Int], parameters: [Float], optimizerState: [[Float]], averagedParameters: [Float]? = nil,
+        state: ResumeState
+    ) {
         self.layers = layers
         self.parameters = parameters
         self.optimizerState = optimizerState
+        self.averagedParameters = averagedParameters
         self.state = state
     }
 
-    public init(engine: DataParallelEngine, state: ResumeState) {
+    public init(engine: DataParallelEngine, averagedParameters: FloatBuffer? = nil, state: ResumeState) {
         layers = engine.layout.sizes
         parameters = engine.parameters.toArray()
         optimizerState = engine.optimizerState.map { $0.toArray() }
+        self.averagedParameters = averagedParameters?.toArray()
         self.state = state
     }
 
@@ -120,6 +132,7 @@ public struct Checkpoint: Sendable, Equatable {
 
     public var allFinite: Bool {
         parameters.allSatisfy(\.isFinite) && optimizerState.allSatisfy { $0.allSatisfy(\.isFinite) }
+            && (averagedParameters?.allSatisfy(\.isFinite) ?? true)
     }
 
     /// Per-layer tensors in the seed's names and shapes (`theta_l` is [out, in], `bias_l` is [out]).
@@ -172,6 +185,7 @@ public struct Checkpoint: Sendable, Equatable {
     public func encode() -> [UInt8] {
         var tensors = layerTensors(from: parameters)
         for (i, s) in optimizerState.enumerated() { tensors += layerTensors(from: s, prefix: "optimizer.\(i).") }
+        if let averagedParameters { tensors += layerTensors(from: averagedParameters, prefix: "average.") }
         let stateJSON = String(decoding: try! JSONEncoder().encode(state), as: UTF8.self)
         var meta: [String: String] = [
             "format": "pt", "nnd.layers": layers.map(String.init).joined(separator: ","),
@@ -225,7 +239,11 @@ public struct Checkpoint: Sendable, Equatable {
         }
         let params = try flat(from: file, layers: layers, prefix: "", path: path)
         let opt = try (0..<nbuf).map { try flat(from: file, layers: layers, prefix: "optimizer.\($0).", path: path) }
-        return Checkpoint(layers: layers, parameters: params, optimizerState: opt, state: state)
+        let averaged =
+            (state.averagedEpochs ?? 0) > 0 && !state.finished
+            ? try flat(from: file, layers: layers, prefix: "average.", path: path) : nil
+        return Checkpoint(
+            layers: layers, parameters: params, optimizerState: opt, averagedParameters: averaged, state: state)
     }
 }
 

@@ -27,6 +27,7 @@ extension RunSpec {
                 "mode": "minibatch", "batch_size": 64, "epochs": 50, "learning_rate": 0.1, "lambda": 0.01,
                 "anneal": true, "optimizer": "sgd", "momentum": 0.9, "seed": 1, "evaluate_every_epoch": true,
                 "validation": 0, "early_stopping_patience": 0, "early_stopping_metric": "validation_cost",
+                "average_from_epoch": 0,
             ],
             "data": [
                 "dir": NSNull(), "train_csv": NSNull(), "test_csv": NSNull(), "train_limit": NSNull(),
@@ -186,6 +187,17 @@ extension RunSpec {
             throw bad(
                 "training.early_stopping_patience", patience,
                 "needs validation records: set training.validation, e.g. 0.1 (the test set never chooses weights)")
+        }
+        let averageFrom = training.averageFromEpoch ?? 0
+        guard averageFrom >= 0 && averageFrom <= training.epochs else {
+            throw bad(
+                "training.average_from_epoch", averageFrom,
+                "must be between 0 (off) and training.epochs (\(training.epochs))")
+        }
+        guard averageFrom == 0 || validation == 0 else {
+            throw bad(
+                "training.average_from_epoch", averageFrom,
+                "and training.validation choose the kept weights in two ways; set one of them to 0")
         }
         if let l = data.trainLimit, l < 1 { throw bad("data.train_limit", l, "must be ≥ 1") }
         if let scale = data.featureScale, !(scale.isFinite && scale > 0) {

@@ -81,6 +81,11 @@ public final class Trainer {
     /// known, e.g. after a resume that found no best checkpoint). Allocated once.
     let bestParameters: FloatBuffer?
     private(set) var bestParametersEpoch: Int?
+    /// `training.average_from_epoch`: the mean of the weights at the ends of the epochs averaged
+    /// so far (`state.averagedEpochs` of them), and room to hold the training weights while the
+    /// mean is evaluated. Allocated once, when the run averages.
+    let averagedParameters: FloatBuffer?
+    let heldParameters: FloatBuffer?
     /// Set when the run stopped before its epoch limit, with why.
     public private(set) var earlyStop: String?
     /// The epoch whose weights the finished run kept (the best validation epoch), when chosen.
@@ -89,8 +94,13 @@ public final class Trainer {
     /// How the finished run chose its weights, in a sentence (for notes and `nnd train`); nil
     /// when it simply ran all its epochs without validation records.
     public var weightsChoice: String? {
-        let parts = [earlyStop, keptEpoch.map { "kept the weights of epoch \($0), the best by \(metric.rawValue)" }]
-            .compactMap { $0 }
+        let averaged = (state.averagedEpochs ?? 0) > 0 && state.finished
+        let parts = [
+            earlyStop, keptEpoch.map { "kept the weights of epoch \($0), the best by \(metric.rawValue)" },
+            averaged
+                ? "kept the mean of the weights at the ends of epochs \(state.epoch - state.averagedEpochs! + 1)–\(state.epoch)"
+                : nil,
+        ].compactMap { $0 }
         return parts.isEmpty ? nil : parts.joined(separator: "; ")
     }
     public private(set) var state: ResumeState
@@ -208,10 +218,23 @@ public final class Trainer {
         }
         order = .allocate(capacity: train.count)
         bestParameters = validation == nil ? nil : FloatBuffer(count: engine.parameters.count)
+        let averages = (spec.training.averageFromEpoch ?? 0) > 0
+        averagedParameters = averages ? FloatBuffer(count: engine.parameters.count) : nil
+        heldParameters = averages ? FloatBuffer(count: engine.parameters.count) : nil
         rng = DeterministicRNG(seed: spec.training.seed)
         if let resume {
             try resume.restore(into: engine)
             state = resume.state
+            if (state.averagedEpochs ?? 0) > 0 {
+                guard let averagedParameters, let mean = resume.averagedParameters,
+                    mean.count == averagedParameters.count
+                else {
+                    throw TrainingError.data(
+                        "the checkpoint has \(state.averagedEpochs!) averaged epochs but the spec's training.average_from_epoch is \(spec.training.averageFromEpoch ?? 0) or the mean is missing"
+                    )
+                }
+                averagedParameters.load(mean)
+            }
             if !dataHash.isEmpty && !state.dataHash.isEmpty && dataHash != state.dataHash {
                 throw TrainingError.data(
                     "the training data changed since the run started (content hash \(dataHash.prefix(12))…, recorded \(state.dataHash.prefix(12))…)"
@@ -255,7 +278,39 @@ public final class Trainer {
         agreement.deallocate()
     }
 
-    public func checkpoint() -> Checkpoint { Checkpoint(engine: engine, state: state) }
+    public func checkpoint() -> Checkpoint {
+        Checkpoint(
+            engine: engine,
+            // A finished run's weights are already the mean (see `run`).
+            averagedParameters: (state.averagedEpochs ?? 0) > 0 && !state.finished ? averagedParameters : nil,
+            state: state)
+    }
+
+    /// At the end of epoch `epoch` (1-based): from `training.average_from_epoch` on, folds the
+    /// weights into their running mean, m ← m + (θ − m) / n over the n epoch ends so far.
+    func averageWeights(afterEpoch epoch: Int) {
+        guard let averagedParameters, let from = spec.training.averageFromEpoch, from > 0, epoch >= from else { return }
+        let n = (state.averagedEpochs ?? 0) + 1
+        let mean = averagedParameters.pointer
+        let theta = engine.parameters.pointer
+        if n == 1 {
+            averagedParameters.copy(from: engine.parameters)
+        } else {
+            let share = Float(n)
+            for i in 0..<averagedParameters.count { mean[i] += (theta[i] - mean[i]) / share }
+        }
+        state.averagedEpochs = n
+    }
+
+    /// Runs `body` with the averaged weights in the engine (when the run has them), then puts the
+    /// training weights back.
+    func withRunWeights<T>(_ body: () -> T) -> T {
+        guard (state.averagedEpochs ?? 0) > 0, let averagedParameters, let heldParameters else { return body() }
+        heldParameters.copy(from: engine.parameters)
+        engine.parameters.copy(from: averagedParameters)
+        defer { engine.parameters.copy(from: heldParameters) }
+        return body()
+    }
 
     /// The validation metric that chooses the kept epoch.
     var metric: RunSpec.EarlyStoppingMetric { spec.training.earlyStoppingMetric ?? .validationCost }
@@ -386,7 +441,11 @@ public final class Trainer {
             // The seed anneals only once it has two earlier costs (`len(costs) > 1`); kept as is.
             let annealed = spec.training.anneal && state.history.count > 1 && j > state.history.last!.cost
             if annealed { state.learningRate = state.learningRate * 0.9 }
-            let testAcc = spec.training.evaluateEveryEpoch ? test.map { engine.evaluate($0).accuracy * 100 } : nil
+            averageWeights(afterEpoch: state.epoch + 1)
+            // Test accuracy is the run's weights': the mean, once the run averages.
+            let testAcc = withRunWeights {
+                spec.training.evaluateEveryEpoch ? test.map { engine.evaluate($0).accuracy * 100 } : nil
+            }
             let validated = validation.map { engine.evaluate($0) }
             let trainAcc = Double(state.epochCorrect) / Double(max(state.epochRecords, 1)) * 100
             state.history.append(
@@ -447,6 +506,8 @@ public final class Trainer {
             }
             keptEpoch = bestEpoch
         }
+        // An averaging run keeps the mean: the final checkpoint, the export and the promotion gate see it.
+        if (state.averagedEpochs ?? 0) > 0, let averagedParameters { engine.parameters.copy(from: averagedParameters) }
         state.finished = true
         // best.safetensors stays the best epoch's own checkpoint (written at its end), unless that
         // epoch is the last one, which had no checkpoint of its own.

@@ -72,6 +72,29 @@ final class CLITests: XCTestCase {
     /// --version, the default socket, enum options, pause/stop that wait, and exit code 4.
     /// Which first layer a run trains with, and why, in `nnd train`'s header and result line,
     /// `nnctl status` (table and JSON) and /metrics.
+    /// `nnd train` with `training.average_from_epoch` says whose mean it kept, in text and in the
+    /// `--json` result; the fast preset run shorter than its averaging start is refused, naming
+    /// the field and both values.
+    func testTrainSaysItKeptTheMeanOfEpochEnds() throws {
+        let fast = "\(repoRoot)/etc/nnd/runs/mnist-fast.yaml"
+        let common = [
+            "train", fast, "--data", sharedMNIST, "--epochs", "3", "--workers", "2", "--set", "data.train_limit=2000",
+            "--set", "data.test_limit=500", "--set", "training.average_from_epoch=2",
+        ]
+        let (c1, text, e1) = try runBuilt("nnd", common)
+        XCTAssertEqual(c1, 0, e1)
+        XCTAssertTrue(text.contains("nnd: kept the mean of the weights at the ends of epochs 2–3"), text)
+        let (c2, json, e2) = try runBuilt("nnd", common + ["--json"])
+        XCTAssertEqual(c2, 0, e2)
+        let result = try XCTUnwrap(
+            JSONSerialization.jsonObject(with: Data(json.split(separator: "\n").last!.utf8)) as? [String: Any])
+        XCTAssertEqual(result["averaged_epochs"] as? Int, 2)
+        let (c3, _, e3) = try runBuilt("nnd", ["train", fast, "--data", sharedMNIST, "--epochs", "3"])
+        XCTAssertNotEqual(c3, 0)
+        XCTAssertTrue(
+            e3.contains("training.average_from_epoch: 7 must be between 0 (off) and training.epochs (3)"), e3)
+    }
+
     func testTheFirstLayersInputPathIsShownEverywhere() throws {
         let spec = "\(repoRoot)/etc/nnd/runs/mnist-seed.yaml"
         let common = [

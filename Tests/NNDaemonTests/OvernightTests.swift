@@ -242,6 +242,34 @@ final class OvernightTests: XCTestCase {
         XCTAssertEqual(try d.parameters(run), bestFile.parameters, "exported weights are not the best epoch's")
     }
 
+    /// A run with `training.average_from_epoch` ends with the mean of its epoch ends as its
+    /// weights: `nnctl status` says so (text and JSON), and the export is that final checkpoint,
+    /// with no resume tensors left beside the weights.
+    func testAveragingRunSaysItKeptTheMean() throws {
+        let d = DaemonProcess()
+        try d.start()
+        let spec = "\(d.dir)/mean.yaml"
+        try smallSpec(name: "mean", trainLimit: 2000, epochs: 3, everySteps: 0)
+            .replacingOccurrences(of: "seed: 7}", with: "seed: 7, average_from_epoch: 2}")
+            .write(toFile: spec, atomically: true, encoding: .utf8)
+        let (code, out, err) = try nnctl(["start", spec, "--wait", "--socket", d.socket])
+        XCTAssertEqual(code, 0, out + err)
+        let sentence = "kept the mean of the weights at the ends of epochs 2–3"
+        let (sc, text, serr) = try nnctl(["status", "mean", "--socket", d.socket])
+        XCTAssertEqual(sc, 0, serr)
+        XCTAssertTrue(text.contains("note") && text.contains(sentence), text)
+        let (jc, json, jerr) = try nnctl(["status", "mean", "--json", "--socket", d.socket])
+        XCTAssertEqual(jc, 0, jerr)
+        let record = try APIJSON.decoder.decode(RunRecord.self, from: Data(json.utf8))
+        XCTAssertTrue(record.notes.contains { $0.contains(sentence) }, "\(record.notes)")
+        let exported = try d.client.request("GET", "/v1/runs/\(record.id)/export?format=safetensors")
+        XCTAssertEqual(exported.status, 200, exported.text)
+        let file = try Checkpoint.decode(exported.body, path: "export")
+        XCTAssertEqual(file.state.averagedEpochs, 2)
+        XCTAssertTrue(file.state.finished)
+        XCTAssertNil(file.averagedParameters, "a finished run's weights are the mean; no second copy")
+    }
+
     /// Without XDG_RUNTIME_DIR the socket is in /tmp/nnd-$UID, a name anyone can create first:
     /// a directory that another user owns, or that others may write, is refused by nnd serve
     /// and by nnctl (exit 2, naming the directory).

@@ -68,6 +68,12 @@ final class TrainingTests: XCTestCase {
         expectSpecError("training:\n  optimizer: rmsprop\n", field: "training.optimizer", contains: "rmsprop")
         expectSpecError("name: ../../etc\n", field: "name", contains: "../../etc")
         expectSpecError("training: 5\n", field: "training", contains: "mapping")
+        expectSpecError(
+            "training:\n  epochs: 5\n  average_from_epoch: 6\n", field: "training.average_from_epoch",
+            contains: "6 must be between 0 (off) and training.epochs (5)")
+        expectSpecError(
+            "training:\n  average_from_epoch: 3\n  validation: 0.1\n", field: "training.average_from_epoch",
+            contains: "training.validation")
         expectSpecError("", field: "training.batch_size", contains: "0", overrides: ["training.batch_size=0"])
         expectSpecError("a: [", field: "", contains: "not valid YAML")
         expectSpecError("promotion: {model: ../x}\n", field: "promotion.model", contains: "../x")
@@ -298,6 +304,52 @@ final class TrainingTests: XCTestCase {
             XCTAssertEqual(resumed.state.history.map(\.cost), straight.state.history.map(\.cost))
             XCTAssertEqual(resumed.state.learningRate, straight.state.learningRate)
         }
+    }
+
+    /// `training.average_from_epoch`: the run keeps the mean of its weights at the epoch ends
+    /// since that epoch, its test accuracy is the mean's, training itself is unchanged, and a
+    /// run paused after the averaging began resumes to the same bits.
+    func testWeightAveragingKeepsTheMeanOfEpochEndsAndResumesExactly() throws {
+        let plain = try smallSpec([
+            "model.activation=relu", "model.init=he", "training.optimizer=momentum", "training.learning_rate=0.05",
+        ])
+        let data = try DataLoading.load(spec: plain, dataDirOverride: sharedMNIST)
+        func trained(_ spec: RunSpec) throws -> Trainer {
+            let trainer = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2)
+            XCTAssertEqual(try trainer.run(), .completed)
+            return trainer
+        }
+        var twoEpochs = plain
+        twoEpochs.training.epochs = 2
+        let theta2 = try trained(twoEpochs).engine.parameters.toArray()
+        let plainRun = try trained(plain)
+        let theta3 = plainRun.engine.parameters.toArray()
+        var averaging = plain
+        averaging.training.averageFromEpoch = 2
+        let straight = try trained(averaging)
+        XCTAssertEqual(straight.engine.parameters.toArray(), zip(theta2, theta3).map { m, t in m + (t - m) / 2 })
+        XCTAssertEqual(straight.weightsChoice, "kept the mean of the weights at the ends of epochs 2–3")
+        XCTAssertEqual(straight.state.history.map(\.cost), plainRun.state.history.map(\.cost), "training changed")
+        XCTAssertEqual(straight.state.history.first?.testAccuracy, plainRun.state.history.first?.testAccuracy)
+        XCTAssertEqual(straight.state.history.last?.testAccuracy, straight.engine.evaluate(data.test).accuracy * 100)
+        XCTAssertNil(plainRun.weightsChoice)
+
+        // 19 steps per epoch in calls of 16 + 3: five calls end 16 steps into epoch 3.
+        var saved: [UInt8] = []
+        let first = try Trainer(spec: averaging, train: data.train, test: data.test, workers: 2)
+        XCTAssertEqual(try first.run(control: PauseAfter(5), checkpointSink: { c, _ in saved = c.encode() }), .paused)
+        let checkpoint = try Checkpoint.decode(saved, path: "memory")
+        XCTAssertEqual(checkpoint.state.epoch, 2)
+        XCTAssertEqual(checkpoint.state.averagedEpochs, 1)
+        XCTAssertEqual(checkpoint.averagedParameters, theta2, "the mean of one epoch end is that epoch's weights")
+        let resumed = try Trainer(spec: averaging, train: data.train, test: data.test, workers: 2, resume: checkpoint)
+        XCTAssertEqual(try resumed.run(), .completed)
+        XCTAssertEqual(resumed.engine.parameters.toArray(), straight.engine.parameters.toArray())
+        XCTAssertEqual(resumed.state.history.map(\.testAccuracy), straight.state.history.map(\.testAccuracy))
+        // The same checkpoint under a spec that does not average is refused, naming why.
+        XCTAssertThrowsError(
+            try Trainer(spec: plain, train: data.train, test: data.test, workers: 2, resume: checkpoint)
+        ) { XCTAssertTrue("\($0)".contains("average_from_epoch"), "\($0)") }
     }
 
     func testDivergenceStopsAtFirstBadStepAndCheckpointsHoldNoNaN() throws {

@@ -133,6 +133,8 @@ struct Train: ParsableCommand {
             var completed: Bool
             /// The epoch whose weights were kept (best validation), when the run had validation records.
             var keptEpoch: Int?
+            /// Epoch ends whose mean the run kept (`training.average_from_epoch`), when it averaged.
+            var averagedEpochs: Int?
             var validationRecords: Int
             /// Records in the training data (base files and shards, before the hold-out).
             var trainRecords: Int
@@ -144,7 +146,8 @@ struct Train: ParsableCommand {
             workers: nWorkers, ranks: reducer?.size ?? 1, blasKernel: BLAS.kernelName,
             inputPath: trainer.inputPath == .sparse ? "sparse" : "dense", inputDensity: trainer.inputDensity,
             completed: outcome == .completed,
-            keptEpoch: trainer.keptEpoch, validationRecords: trainer.validation?.count ?? 0,
+            keptEpoch: trainer.keptEpoch, averagedEpochs: trainer.state.averagedEpochs,
+            validationRecords: trainer.validation?.count ?? 0,
             trainRecords: loaded.train.count, dataFingerprint: loaded.fingerprint)
         if json {
             print(jsonLine(f))
