@@ -195,13 +195,12 @@ extension DataParallelEngine {
     /// transposed slice, or with `fusedFirstLayer` straight into its weights (SparseFirstLayer.swift).
     @inline(__always)
     func weightGradient(
-        slice: Int, indices: UnsafeMutablePointer<Int32>, rows: Int, accumulate: Bool,
-        fusedFirstLayer: FusedUpdate? = nil
+        slice: Int, columnSet: Int, rows: Int, accumulate: Bool, fusedFirstLayer: FusedUpdate? = nil
     ) {
         for s in gradientSlices[slice] {
             if s.layer == 1 && inputPath == .sparse {
                 sparseWeightGradient(
-                    slice, indices: indices, rows: rows, accumulate: accumulate, fused: fusedFirstLayer)
+                    slice, columnSet: columnSet, rows: rows, accumulate: accumulate, fused: fusedFirstLayer)
             } else {
                 sliceGEMM(s, rows: rows, alpha: 1, beta: accumulate ? 1 : 0, into: gradient.pointer)
             }

@@ -105,11 +105,12 @@ extension DataParallelEngine {
     /// it saves writing the slice's gradient and reading it back — per step, for the first
     /// layer, more bytes than the GEMM's own inputs.
     @inline(__always)
-    func sgdUpdateFromBatch(slice: Int, indices: UnsafeMutablePointer<Int32>, rows: Int, learningRate: Float) {
+    func sgdUpdateFromBatch(slice: Int, columnSet: Int, rows: Int, learningRate: Float) {
         let scale = learningRate / Float(rows)
         for s in gradientSlices[slice] {
             if s.layer == 1 && inputPath == .sparse {
-                sparseWeightGradient(slice, indices: indices, rows: rows, accumulate: false, fused: .sgd(learningRate))
+                sparseWeightGradient(
+                    slice, columnSet: columnSet, rows: rows, accumulate: false, fused: .sgd(learningRate))
             } else {
                 sliceGEMM(s, rows: rows, alpha: -scale, beta: 1 - scale * lambda, into: parameters.pointer)
             }
@@ -124,9 +125,10 @@ extension DataParallelEngine {
     /// its gradient kernel (the gradient never written, then read back: the first layer is 86 %
     /// of the seed network's weights), everything else from the summed gradient as usual.
     @inline(__always)
-    func momentumUpdateFromBatch(slice: Int, indices: UnsafeMutablePointer<Int32>, rows: Int, learningRate: Float) {
+    func momentumUpdateFromBatch(slice: Int, columnSet: Int, rows: Int, learningRate: Float) {
         weightGradient(
-            slice: slice, indices: indices, rows: rows, accumulate: false, fusedFirstLayer: .momentum(learningRate))
+            slice: slice, columnSet: columnSet, rows: rows, accumulate: false,
+            fusedFirstLayer: .momentum(learningRate))
         applyUpdate(slice: slice, records: rows, learningRate: learningRate, adamStep: 0, firstLayerWeightsDone: true)
     }
 

@@ -46,8 +46,10 @@ final class SparseFirstLayer: @unchecked Sendable {
     let gradients: [FloatBuffer]
     /// states[w][i]: optimiser state buffer i of slice w, transposed like the weights.
     let states: [[FloatBuffer]]
-    /// Per shard: its rows' non-zeros grouped by input (see `nn_sparse_batch_columns`), built
-    /// in the gather phase; every slice's weight gradient reads all shards' after the barrier.
+    /// Per set and shard ([set · shards + shard]): the shard's rows' non-zeros grouped by input
+    /// (see `nn_sparse_batch_columns`); every slice's weight gradient reads all shards' after the
+    /// barrier. Two sets, used by alternate steps: a thread that is done with step r's gradient
+    /// builds step r + 1's index in the other set while step r's slices still read theirs.
     let columnStart: [UnsafeMutablePointer<Int>]
     let cursor: [UnsafeMutablePointer<Int>]
     /// Per slice: each batch record's position in its non-zeros during the blocked forward.
@@ -68,20 +70,24 @@ final class SparseFirstLayer: @unchecked Sendable {
         gradients = ldw.map { FloatBuffer(count: inputs * $0) }
         states = ldw.map { l in (0..<stateBuffers).map { _ in FloatBuffer(count: inputs * l) } }
         // A batch has at most maxBatch · n_0 non-zeros.
-        columnStart = units.map { _ in .allocate(capacity: inputs + 1) }
-        cursor = units.map { _ in .allocate(capacity: inputs) }
+        let indexes = Self.columnSets * units.count
+        columnStart = (0..<indexes).map { _ in .allocate(capacity: inputs + 1) }
+        cursor = (0..<indexes).map { _ in .allocate(capacity: inputs) }
         forwardCursor = units.map { _ in .allocate(capacity: maxBatch) }
-        entryRow = units.map { _ in .allocate(capacity: maxBatch * inputs) }
-        entryValue = units.map { _ in .allocate(capacity: maxBatch * inputs) }
-        columnStarts = .allocate(capacity: units.count)
-        entryRows = .allocate(capacity: units.count)
-        entryValues = .allocate(capacity: units.count)
-        for s in units.indices {
-            columnStarts[s] = UnsafePointer(columnStart[s])
-            entryRows[s] = UnsafePointer(entryRow[s])
-            entryValues[s] = UnsafePointer(entryValue[s])
+        entryRow = (0..<indexes).map { _ in .allocate(capacity: maxBatch * inputs) }
+        entryValue = (0..<indexes).map { _ in .allocate(capacity: maxBatch * inputs) }
+        columnStarts = .allocate(capacity: indexes)
+        entryRows = .allocate(capacity: indexes)
+        entryValues = .allocate(capacity: indexes)
+        for i in 0..<indexes {
+            columnStarts[i] = UnsafePointer(columnStart[i])
+            entryRows[i] = UnsafePointer(entryRow[i])
+            entryValues[i] = UnsafePointer(entryValue[i])
         }
     }
+
+    /// Column-index sets: step r uses set r mod 2 (see `columnStart`).
+    static let columnSets = 2
 
     /// A slice's row stride in the transposed buffers: its unit count rounded up to 16 floats.
     static func paddedWidth(_ units: Int) -> Int { max(16, (units + 15) / 16 * 16) }
@@ -157,9 +163,7 @@ extension DataParallelEngine {
     /// from it, the gradient never written: the seed's SGD (as `sgdUpdateFromBatch` does for the
     /// dense layers), Wᵀ ← (1 − α·λ/n)·Wᵀ − (α/n)·∂J/∂Wᵀ, or momentum (Optimizer.swift's rule).
     @inline(__always)
-    func sparseWeightGradient(
-        _ w: Int, indices: UnsafeMutablePointer<Int32>, rows: Int, accumulate: Bool, fused: FusedUpdate? = nil
-    ) {
+    func sparseWeightGradient(_ w: Int, columnSet: Int, rows: Int, accumulate: Bool, fused: FusedUpdate? = nil) {
         let sp = sparse!
         let units = firstLayerUnits[w]
         let delta = batch.deltas[1] + units.lowerBound
@@ -180,19 +184,24 @@ extension DataParallelEngine {
                 velocity: sp.states[w][0].pointer)
             target = sp.weights[w]
         }
+        let set = columnSet * workerCount
         nn_sparse_weight_gradient(
-            sp.columnStarts, sp.entryRows, sp.entryValues, workerCount, sp.inputs, delta, layout.sizes[1], units.count,
-            target.pointer, sp.ldw[w], store)
+            sp.columnStarts + set, sp.entryRows + set, sp.entryValues + set, workerCount, sp.inputs, delta,
+            layout.sizes[1], units.count, target.pointer, sp.ldw[w], store)
     }
 
-    /// Shard s's column index: the non-zeros of batch rows `row ..< row + rows` grouped by input.
+    /// Shard s's column index in set `columnSet`: the non-zeros of batch rows `row ..< row + rows`
+    /// grouped by input.
     @inline(__always)
-    func sparseShardColumns(_ s: Int, indices: UnsafeMutablePointer<Int32>, row: Int, rows: Int) {
+    func sparseShardColumns(
+        _ s: Int, columnSet: Int, indices: UnsafeMutablePointer<Int32>, row: Int, rows: Int
+    ) {
         let sp = sparse!
         let csr = sp.rows!
+        let i = columnSet * workerCount + s
         nn_sparse_batch_columns(
             indices + row, rows, row, csr.offsets.baseAddress, csr.columns.baseAddress, csr.values.baseAddress,
-            sp.inputs, sp.columnStart[s], sp.cursor[s], sp.entryRow[s], sp.entryValue[s])
+            sp.inputs, sp.columnStart[i], sp.cursor[i], sp.entryRow[i], sp.entryValue[i])
     }
 
     /// Asks for the non-zeros of shard s of a later step (batch rows `row ..< row + rows` of

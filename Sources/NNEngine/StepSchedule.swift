@@ -35,13 +35,16 @@ extension DataParallelEngine {
         let W = workerCount
         let splitFirstLayer = !firstLayerUnits.isEmpty
         let sparseInput = inputPath == .sparse
+        let columnSet = round % SparseFirstLayer.columnSets
         var t = phaseTimes.now()
+        // Pieces a thread took at the end of the previous round (below) are no longer free here.
         while let s = schedule.gather.claim(round: round, preferring: iteration) {
             placer.bindCurrentThread(toNode: placements[s].node)
             // The sparse first layer reads the records' non-zeros, not a dense copy; its weight
             // gradient, each shard's non-zeros grouped by input.
             if sparseInput {
-                sparseShardColumns(s, indices: indices, row: c * s / W, rows: c * (s + 1) / W - c * s / W)
+                sparseShardColumns(
+                    s, columnSet: columnSet, indices: indices, row: c * s / W, rows: c * (s + 1) / W - c * s / W)
             } else {
                 gatherInputs(data: data, indices: indices, row: c * s / W, rows: c * (s + 1) / W - c * s / W)
             }
@@ -84,16 +87,30 @@ extension DataParallelEngine {
         }
         while let slice = schedule.slices.claim(round: round, preferring: iteration) {
             if wholeStep && optimizer.kind == .sgd {
-                sgdUpdateFromBatch(slice: slice, indices: indices, rows: c, learningRate: learningRate)
+                sgdUpdateFromBatch(slice: slice, columnSet: columnSet, rows: c, learningRate: learningRate)
             } else if wholeStep && optimizer.kind == .momentum && sparseInput {
-                momentumUpdateFromBatch(slice: slice, indices: indices, rows: c, learningRate: learningRate)
+                momentumUpdateFromBatch(slice: slice, columnSet: columnSet, rows: c, learningRate: learningRate)
             } else {
-                weightGradient(slice: slice, indices: indices, rows: c, accumulate: accumulate)
+                weightGradient(slice: slice, columnSet: columnSet, rows: c, accumulate: accumulate)
                 if let n { applyUpdate(slice: slice, records: n, learningRate: learningRate, adamStep: adamStep) }
             }
             schedule.slices.finish()
         }
         phaseTimes.add(.gradient, index: iteration, since: &t)
+        // A thread done with its slices would wait at the next step's start for the others';
+        // it builds the next step's column indexes instead, in the other set (every reader of
+        // that set, two steps back, has finished: this step's shards started after it). Any
+        // shard still free is taken, so a slow thread finds its index built.
+        if sparseInput && nextRows > 0 {
+            while let s = schedule.gather.claim(round: round + 1, preferring: iteration) {
+                let lo = nextRows * s / W
+                sparseShardColumns(
+                    s, columnSet: (round + 1) % SparseFirstLayer.columnSets, indices: indices + c, row: lo,
+                    rows: nextRows * (s + 1) / W - lo)
+                schedule.gather.finish()
+            }
+            phaseTimes.add(.input, index: iteration, since: &t)
+        }
     }
 }
 
