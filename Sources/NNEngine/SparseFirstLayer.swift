@@ -69,13 +69,14 @@ final class SparseFirstLayer: @unchecked Sendable {
         weights = ldw.map { FloatBuffer(count: inputs * $0) }
         gradients = ldw.map { FloatBuffer(count: inputs * $0) }
         states = ldw.map { l in (0..<stateBuffers).map { _ in FloatBuffer(count: inputs * l) } }
-        // A batch has at most maxBatch · n_0 non-zeros.
+        // A shard has at most ⌈maxBatch / shards⌉ rows, so that many times n_0 non-zeros.
+        let shardEntries = (maxBatch + units.count - 1) / units.count * inputs
         let indexes = Self.columnSets * units.count
         columnStart = (0..<indexes).map { _ in .allocate(capacity: inputs + 1) }
         cursor = (0..<indexes).map { _ in .allocate(capacity: inputs) }
         forwardCursor = units.map { _ in .allocate(capacity: maxBatch) }
-        entryRow = (0..<indexes).map { _ in .allocate(capacity: maxBatch * inputs) }
-        entryValue = (0..<indexes).map { _ in .allocate(capacity: maxBatch * inputs) }
+        entryRow = (0..<indexes).map { _ in .allocate(capacity: shardEntries) }
+        entryValue = (0..<indexes).map { _ in .allocate(capacity: shardEntries) }
         columnStarts = .allocate(capacity: indexes)
         entryRows = .allocate(capacity: indexes)
         entryValues = .allocate(capacity: indexes)

@@ -39,15 +39,7 @@ extension DataParallelEngine {
         var t = phaseTimes.now()
         // Pieces a thread took at the end of the previous round (below) are no longer free here.
         while let s = schedule.gather.claim(round: round, preferring: iteration) {
-            placer.bindCurrentThread(toNode: placements[s].node)
-            // The sparse first layer reads the records' non-zeros, not a dense copy; its weight
-            // gradient, each shard's non-zeros grouped by input.
-            if sparseInput {
-                sparseShardColumns(
-                    s, columnSet: columnSet, indices: indices, row: c * s / W, rows: c * (s + 1) / W - c * s / W)
-            } else {
-                gatherInputs(data: data, indices: indices, row: c * s / W, rows: c * (s + 1) / W - c * s / W)
-            }
+            gatherShard(s, data: data, indices: indices, rows: c, columnSet: columnSet)
             schedule.gather.finish()
         }
         // The dense first layer reads the gathered inputs; the sparse one reads the records'
@@ -103,13 +95,29 @@ extension DataParallelEngine {
         // shard still free is taken, so a slow thread finds its index built.
         if sparseInput && nextRows > 0 {
             while let s = schedule.gather.claim(round: round + 1, preferring: iteration) {
-                let lo = nextRows * s / W
-                sparseShardColumns(
-                    s, columnSet: (round + 1) % SparseFirstLayer.columnSets, indices: indices + c, row: lo,
-                    rows: nextRows * (s + 1) / W - lo)
+                gatherShard(
+                    s, data: data, indices: indices + c, rows: nextRows,
+                    columnSet: (round + 1) % SparseFirstLayer.columnSets)
                 schedule.gather.finish()
             }
             phaseTimes.add(.input, index: iteration, since: &t)
+        }
+    }
+}
+
+extension DataParallelEngine {
+    /// Shard s's input for a step on batch rows 0..<rows of `indices`: for the sparse first
+    /// layer, which reads the records' non-zeros directly, the shard's non-zeros grouped by input
+    /// (in column-index set `columnSet`) for its weight gradient; else a dense copy of its rows.
+    @inline(__always)
+    func gatherShard(_ s: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, rows c: Int, columnSet: Int) {
+        let W = workerCount
+        let lo = c * s / W
+        placer.bindCurrentThread(toNode: placements[s].node)
+        if inputPath == .sparse {
+            sparseShardColumns(s, columnSet: columnSet, indices: indices, row: lo, rows: c * (s + 1) / W - lo)
+        } else {
+            gatherInputs(data: data, indices: indices, row: lo, rows: c * (s + 1) / W - lo)
         }
     }
 }
