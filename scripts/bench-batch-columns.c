@@ -9,40 +9,15 @@
 //   clang -O2 -c Sources/CKernels/sparse.c -I Sources/CKernels/include -o /tmp/sparse.o
 //   clang -O2 -I Sources/CKernels/include scripts/bench-batch-columns.c /tmp/sparse.o -o /tmp/columns && /tmp/columns
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
+#include "bench-records.h"
 #include "nn_kernels.h"
 
 enum { INPUTS = 784, NON_ZEROS = 150, ROWS = 64, RECORDS = 60000, ROUNDS = 3000 };
 
-static double seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-// The data set as CSR, like nnd's SparseRows, each record's non-zeros in input order.
+// The data set as CSR (bench-records.h).
 static long offsets[RECORDS + 1];
-static int *cols;
-static float *vals;
-
-static void makeRecords(void) {
-    cols = malloc(sizeof(int) * RECORDS * NON_ZEROS);
-    vals = malloc(sizeof(float) * RECORDS * NON_ZEROS);
-    long p = 0;
-    for (int i = 0; i < RECORDS; i++) {
-        offsets[i] = p;
-        char used[INPUTS] = {0};
-        for (int chosen = 0; chosen < NON_ZEROS;) {
-            int k = rand() % INPUTS;
-            if (!used[k]) used[k] = 1, chosen++;
-        }
-        for (int k = 0; k < INPUTS; k++)
-            if (used[k]) cols[p] = k, vals[p++] = (rand() % 255) / 255.f;
-    }
-    offsets[RECORDS] = p;
-}
+static int cols[RECORDS * NON_ZEROS];
+static float vals[RECORDS * NON_ZEROS];
 
 // The column index as nnd wrote it before: count, prefix sums, then each record's entries in turn.
 static void columnsRecordByRecord(const int *records, long *colStart, long *cursor, int *entryRow,
@@ -63,7 +38,7 @@ static void columnsRecordByRecord(const int *records, long *colStart, long *curs
 }
 
 int main(void) {
-    makeRecords();
+    makeRecords(RECORDS, NON_ZEROS, INPUTS, offsets, cols, vals);
     long colStart[INPUTS + 1], cursor[INPUTS];
     int *entryRow = malloc(sizeof(int) * ROWS * NON_ZEROS), *entryRowBefore = malloc(sizeof(int) * ROWS * NON_ZEROS);
     float *entryVal = malloc(sizeof(float) * ROWS * NON_ZEROS), *entryValBefore = malloc(sizeof(float) * ROWS * NON_ZEROS);

@@ -9,8 +9,7 @@
 //   clang -O2 -c Sources/CKernels/sparse.c -I Sources/CKernels/include -o /tmp/sparse.o
 //   clang -O2 -I Sources/CKernels/include scripts/bench-sparse-split.c /tmp/sparse.o -o /tmp/split && /tmp/split
 #include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
+#include "bench-records.h"
 #include "nn_kernels.h"
 
 enum { INPUTS = 784, UNITS = 200, BATCH = 64, SHARD = BATCH / 2, RECORDS = 4096, ROUNDS = 3000 };
@@ -19,28 +18,6 @@ enum { INPUTS = 784, UNITS = 200, BATCH = 64, SHARD = BATCH / 2, RECORDS = 4096,
 static long offsets[RECORDS + 1];
 static int cols[RECORDS * INPUTS];
 static float vals[RECORDS * INPUTS];
-
-static double seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-// Every record gets `nonZeros` distinct random inputs below `range`, in input order.
-static void makeRecords(int nonZeros, int range) {
-    long p = 0;
-    for (int i = 0; i < RECORDS; i++) {
-        offsets[i] = p;
-        char used[INPUTS] = {0};
-        for (int chosen = 0; chosen < nonZeros;) {
-            int k = rand() % range;
-            if (!used[k]) used[k] = 1, chosen++;
-        }
-        for (int k = 0; k < range; k++)
-            if (used[k]) cols[p] = k, vals[p++] = (rand() % 255) / 255.f;
-    }
-    offsets[RECORDS] = p;
-}
 
 static void drawBatch(int *records) {
     for (int r = 0; r < BATCH; r++) records[r] = rand() % RECORDS;
@@ -95,12 +72,12 @@ static double gradient(int units, int ldg) {
 
 int main(void) {
     srand(1);
-    makeRecords(150, INPUTS);
+    makeRecords(RECORDS, 150, INPUTS, offsets, cols, vals);
     printf("forward, 1 worker, 200 units, 150 non-zeros a record:       %.1f µs\n", forward(200, 208, INPUTS));
     printf("forward, one 100-unit slice, 150 non-zeros a record:        %.1f µs\n", forward(100, 112, INPUTS));
     printf("gradient, 200 units, both shards:                           %.1f µs\n", gradient(200, 208));
     printf("gradient, one 100-unit slice, both shards:                  %.1f µs\n", gradient(100, 112));
-    makeRecords(75, INPUTS / 2);
+    makeRecords(RECORDS, 75, INPUTS / 2, offsets, cols, vals);
     printf("forward, half of the inputs, 200 units, 75 non-zeros a record: %.1f µs\n", forward(200, 208, INPUTS / 2));
     return 0;
 }

@@ -39,6 +39,9 @@ public struct ResumeState: Codable, Sendable, Equatable {
     public var averagedEpochs: Int?
     public var finished: Bool
 
+    /// Whether the run has a mean of epoch-end weights (`training.average_from_epoch` reached).
+    public var hasAverage: Bool { (averagedEpochs ?? 0) > 0 }
+
     public init(
         epoch: Int = 0, stepInEpoch: Int = 0, epochRNGState: [UInt64], learningRate: Float, epochCostSum: Double = 0,
         epochCorrect: Int = 0, epochRecords: Int = 0, epochSeconds: Double = 0, updateCount: Int = 0,
@@ -240,7 +243,7 @@ public struct Checkpoint: Sendable, Equatable {
         let params = try flat(from: file, layers: layers, prefix: "", path: path)
         let opt = try (0..<nbuf).map { try flat(from: file, layers: layers, prefix: "optimizer.\($0).", path: path) }
         let averaged =
-            (state.averagedEpochs ?? 0) > 0 && !state.finished
+            state.hasAverage && !state.finished
             ? try flat(from: file, layers: layers, prefix: "average.", path: path) : nil
         return Checkpoint(
             layers: layers, parameters: params, optimizerState: opt, averagedParameters: averaged, state: state)

@@ -128,7 +128,7 @@ public final class DataParallelEngine: @unchecked Sendable {
         let maxRows = (maxBatch + workers - 1) / workers
         self.maxRows = maxRows
         let sizes = layout.sizes
-        let split = (0..<workers).map { Self.unitSlice(units: sizes[1], workers: workers, slice: $0) }
+        let split = (0..<workers).map { Self.evenSlice(of: sizes[1], workers: workers, slice: $0) }
         firstLayerUnits = sizes.count > 2 ? split : []
         // Only a hidden first layer is split by units (a softmax first layer needs whole rows).
         sparse =
@@ -145,7 +145,7 @@ public final class DataParallelEngine: @unchecked Sendable {
         roundResults.initialize(repeating: .zero, count: Self.maxStepsPerCall * workers)
         gradientSlices = (0..<workers).map { w in
             (1..<sizes.count).compactMap { l in
-                let rows = Self.unitSlice(units: sizes[l], workers: workers, slice: w)
+                let rows = Self.evenSlice(of: sizes[l], workers: workers, slice: w)
                 return rows.isEmpty ? nil : GradientSlice(layer: l, rows: rows)
             }
         }
@@ -162,8 +162,9 @@ public final class DataParallelEngine: @unchecked Sendable {
         }
     }
 
-    /// Slice w of a layer's n output units: `[n·w/W, n·(w+1)/W)`.
-    static func unitSlice(units n: Int, workers: Int, slice w: Int) -> Range<Int> {
+    /// Slice w of n things split evenly over W workers — a layer's output units, a batch's
+    /// rows: `[n·w/W, n·(w+1)/W)`.
+    static func evenSlice(of n: Int, workers: Int, slice w: Int) -> Range<Int> {
         (n * w / workers)..<(n * (w + 1) / workers)
     }
 
@@ -314,9 +315,9 @@ public final class DataParallelEngine: @unchecked Sendable {
             let base = start
             onWorkers { w in
                 placer.bindCurrentThread(toNode: placements[w].node)
-                let lo = n * w / W
-                let hi = n * (w + 1) / W
-                let rows = hi - lo
+                let band = Self.evenSlice(of: n, workers: W, slice: w)
+                let lo = band.lowerBound
+                let rows = band.count
                 roundResults[w] = .zero
                 if rows == 0 { return }
                 // Worker w's own band of the batch buffers.

@@ -55,10 +55,9 @@ extension DataParallelEngine {
         }
         phaseTimes.add(.firstLayer, index: iteration, since: &t)
         while let s = schedule.shards.claim(round: round, preferring: iteration) {
-            let lo = c * s / W
-            let hi = c * (s + 1) / W
+            let band = Self.evenSlice(of: c, workers: W, slice: s)
             roundResults[round * W + s] = runShard(
-                s, data: data, indices: indices, row: lo, rows: hi - lo,
+                s, data: data, indices: indices, row: band.lowerBound, rows: band.count,
                 fromLayer: splitFirstLayer ? 2 : 1)
             // Before `finish`, so the next round's claimer of shard s writes its slot after this.
             phaseTimes.add(.shard, index: s, since: &t)
@@ -74,8 +73,8 @@ extension DataParallelEngine {
         // whole data set; asking for this thread's shard of them now lets memory fetch them
         // while the gradient slices compute, so that the next gather does not wait on it.
         if sparseInput && nextRows > 0 {
-            let lo = nextRows * iteration / W
-            prefetchShardRecords(indices: indices + c, row: lo, rows: nextRows * (iteration + 1) / W - lo)
+            let band = Self.evenSlice(of: nextRows, workers: W, slice: iteration)
+            prefetchShardRecords(indices: indices + c, row: band.lowerBound, rows: band.count)
         }
         while let slice = schedule.slices.claim(round: round, preferring: iteration) {
             if wholeStep && optimizer.kind == .sgd {
@@ -111,13 +110,12 @@ extension DataParallelEngine {
     /// (in column-index set `columnSet`) for its weight gradient; else a dense copy of its rows.
     @inline(__always)
     func gatherShard(_ s: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, rows c: Int, columnSet: Int) {
-        let W = workerCount
-        let lo = c * s / W
+        let band = Self.evenSlice(of: c, workers: workerCount, slice: s)
         placer.bindCurrentThread(toNode: placements[s].node)
         if inputPath == .sparse {
-            sparseShardColumns(s, columnSet: columnSet, indices: indices, row: lo, rows: c * (s + 1) / W - lo)
+            sparseShardColumns(s, columnSet: columnSet, indices: indices, row: band.lowerBound, rows: band.count)
         } else {
-            gatherInputs(data: data, indices: indices, row: lo, rows: c * (s + 1) / W - lo)
+            gatherInputs(data: data, indices: indices, row: band.lowerBound, rows: band.count)
         }
     }
 }

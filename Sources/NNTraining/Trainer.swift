@@ -94,12 +94,12 @@ public final class Trainer {
     /// How the finished run chose its weights, in a sentence (for notes and `nnd train`); nil
     /// when it simply ran all its epochs without validation records.
     public var weightsChoice: String? {
-        let averaged = (state.averagedEpochs ?? 0) > 0 && state.finished
+        let averaged = state.finished ? state.averagedEpochs : nil
         let parts = [
             earlyStop, keptEpoch.map { "kept the weights of epoch \($0), the best by \(metric.rawValue)" },
-            averaged
-                ? "kept the mean of the weights at the ends of epochs \(state.epoch - state.averagedEpochs! + 1)–\(state.epoch)"
-                : nil,
+            averaged.map {
+                "kept the mean of the weights at the ends of epochs \(state.epoch - $0 + 1)–\(state.epoch)"
+            },
         ].compactMap { $0 }
         return parts.isEmpty ? nil : parts.joined(separator: "; ")
     }
@@ -225,13 +225,14 @@ public final class Trainer {
         if let resume {
             try resume.restore(into: engine)
             state = resume.state
-            if (state.averagedEpochs ?? 0) > 0 {
-                guard let averagedParameters, let mean = resume.averagedParameters,
-                    mean.count == averagedParameters.count
-                else {
+            if state.hasAverage {
+                guard let averagedParameters else {
                     throw TrainingError.data(
-                        "the checkpoint has \(state.averagedEpochs!) averaged epochs but the spec's training.average_from_epoch is \(spec.training.averageFromEpoch ?? 0) or the mean is missing"
+                        "the checkpoint holds the mean of \(state.averagedEpochs!) epochs' weights but the spec does not average them (training.average_from_epoch: 0)"
                     )
+                }
+                guard let mean = resume.averagedParameters, mean.count == averagedParameters.count else {
+                    throw TrainingError.data("the checkpoint's averaged_epochs is set but its mean is missing")
                 }
                 averagedParameters.load(mean)
             }
@@ -282,21 +283,20 @@ public final class Trainer {
         Checkpoint(
             engine: engine,
             // A finished run's weights are already the mean (see `run`).
-            averagedParameters: (state.averagedEpochs ?? 0) > 0 && !state.finished ? averagedParameters : nil,
+            averagedParameters: state.hasAverage && !state.finished ? averagedParameters : nil,
             state: state)
     }
 
     /// At the end of epoch `epoch` (1-based): from `training.average_from_epoch` on, folds the
     /// weights into their running mean, m ← m + (θ − m) / n over the n epoch ends so far.
     func averageWeights(afterEpoch epoch: Int) {
-        guard let averagedParameters, let from = spec.training.averageFromEpoch, from > 0, epoch >= from else { return }
+        // Allocated only when the run averages (average_from_epoch > 0).
+        guard let averagedParameters, epoch >= spec.training.averageFromEpoch! else { return }
         let n = (state.averagedEpochs ?? 0) + 1
-        let mean = averagedParameters.pointer
-        let theta = engine.parameters.pointer
         if n == 1 {
             averagedParameters.copy(from: engine.parameters)
         } else {
-            let share = Float(n)
+            let (mean, theta, share) = (averagedParameters.pointer, engine.parameters.pointer, Float(n))
             for i in 0..<averagedParameters.count { mean[i] += (theta[i] - mean[i]) / share }
         }
         state.averagedEpochs = n
@@ -305,7 +305,7 @@ public final class Trainer {
     /// Runs `body` with the averaged weights in the engine (when the run has them), then puts the
     /// training weights back.
     func withRunWeights<T>(_ body: () -> T) -> T {
-        guard (state.averagedEpochs ?? 0) > 0, let averagedParameters, let heldParameters else { return body() }
+        guard state.hasAverage, let averagedParameters, let heldParameters else { return body() }
         heldParameters.copy(from: engine.parameters)
         engine.parameters.copy(from: averagedParameters)
         defer { engine.parameters.copy(from: heldParameters) }
@@ -507,7 +507,7 @@ public final class Trainer {
             keptEpoch = bestEpoch
         }
         // An averaging run keeps the mean: the final checkpoint, the export and the promotion gate see it.
-        if (state.averagedEpochs ?? 0) > 0, let averagedParameters { engine.parameters.copy(from: averagedParameters) }
+        if state.hasAverage, let averagedParameters { engine.parameters.copy(from: averagedParameters) }
         state.finished = true
         // best.safetensors stays the best epoch's own checkpoint (written at its end), unless that
         // epoch is the last one, which had no checkpoint of its own.

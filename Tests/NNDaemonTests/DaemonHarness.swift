@@ -136,10 +136,23 @@ final class DaemonProcess {
     }
 
     /// The run's final parameters, from its exported safetensors.
-    func parameters(_ id: String) throws -> [Float] {
+    func parameters(_ id: String) throws -> [Float] { try exported(id).parameters }
+
+    /// The run's exported safetensors (its latest checkpoint), decoded.
+    func exported(_ id: String) throws -> Checkpoint {
         let r = try client.request("GET", "/v1/runs/\(id)/export?format=safetensors")
         XCTAssertEqual(r.status, 200, r.text)
-        return try Checkpoint.decode(r.body, path: id).parameters
+        return try Checkpoint.decode(r.body, path: id)
+    }
+
+    /// Writes `spec` to `<name>.yaml` in the daemon's directory and runs it with
+    /// `nnctl start --wait`, which must succeed; returns nnctl's output.
+    func startAndWait(_ spec: String, name: String) throws -> String {
+        let path = "\(dir)/\(name).yaml"
+        try spec.write(toFile: path, atomically: true, encoding: .utf8)
+        let (code, out, err) = try nnctl(["start", path, "--wait", "--socket", socket])
+        XCTAssertEqual(code, 0, out + err)
+        return out
     }
 }
 

@@ -217,14 +217,11 @@ final class OvernightTests: XCTestCase {
     func testEarlyStoppedRunExportsItsBestValidationEpoch() throws {
         let d = DaemonProcess()
         try d.start()
-        let spec = "\(d.dir)/early.yaml"
-        try smallSpec(name: "early", trainLimit: 2000, epochs: 60, everySteps: 0)
-            .replacingOccurrences(of: "seed: 7}", with: "seed: 7, validation: 0.2, early_stopping_patience: 3}")
-            .replacingOccurrences(of: "learning_rate: 0.02", with: "learning_rate: 0.05")
-            .replacingOccurrences(of: "lambda: 0.01", with: "lambda: 0")
-            .write(toFile: spec, atomically: true, encoding: .utf8)
-        let (code, out, err) = try nnctl(["start", spec, "--wait", "--socket", d.socket])
-        XCTAssertEqual(code, 0, out + err)
+        let out = try d.startAndWait(
+            smallSpec(name: "early", trainLimit: 2000, epochs: 60, everySteps: 0)
+                .replacingOccurrences(of: "seed: 7}", with: "seed: 7, validation: 0.2, early_stopping_patience: 3}")
+                .replacingOccurrences(of: "learning_rate: 0.02", with: "learning_rate: 0.05")
+                .replacingOccurrences(of: "lambda: 0.01", with: "lambda: 0"), name: "early")
         XCTAssertTrue(out.contains("validation "), out)
         let run = try XCTUnwrap((try d.get("/v1/runs").1["runs"] as? [[String: Any]])?.first?["id"] as? String)
         let record = try APIJSON.decoder.decode(
@@ -248,12 +245,9 @@ final class OvernightTests: XCTestCase {
     func testAveragingRunSaysItKeptTheMean() throws {
         let d = DaemonProcess()
         try d.start()
-        let spec = "\(d.dir)/mean.yaml"
-        try smallSpec(name: "mean", trainLimit: 2000, epochs: 3, everySteps: 0)
-            .replacingOccurrences(of: "seed: 7}", with: "seed: 7, average_from_epoch: 2}")
-            .write(toFile: spec, atomically: true, encoding: .utf8)
-        let (code, out, err) = try nnctl(["start", spec, "--wait", "--socket", d.socket])
-        XCTAssertEqual(code, 0, out + err)
+        _ = try d.startAndWait(
+            smallSpec(name: "mean", trainLimit: 2000, epochs: 3, everySteps: 0)
+                .replacingOccurrences(of: "seed: 7}", with: "seed: 7, average_from_epoch: 2}"), name: "mean")
         let sentence = "kept the mean of the weights at the ends of epochs 2–3"
         let (sc, text, serr) = try nnctl(["status", "mean", "--socket", d.socket])
         XCTAssertEqual(sc, 0, serr)
@@ -262,9 +256,7 @@ final class OvernightTests: XCTestCase {
         XCTAssertEqual(jc, 0, jerr)
         let record = try APIJSON.decoder.decode(RunRecord.self, from: Data(json.utf8))
         XCTAssertTrue(record.notes.contains { $0.contains(sentence) }, "\(record.notes)")
-        let exported = try d.client.request("GET", "/v1/runs/\(record.id)/export?format=safetensors")
-        XCTAssertEqual(exported.status, 200, exported.text)
-        let file = try Checkpoint.decode(exported.body, path: "export")
+        let file = try d.exported(record.id)
         XCTAssertEqual(file.state.averagedEpochs, 2)
         XCTAssertTrue(file.state.finished)
         XCTAssertNil(file.averagedParameters, "a finished run's weights are the mean; no second copy")
