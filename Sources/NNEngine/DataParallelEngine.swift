@@ -180,7 +180,7 @@ public final class DataParallelEngine: @unchecked Sendable {
     // MARK: - Training steps
 
     /// The most steps `steps` runs in one `concurrentPerform`.
-    public static let maxStepsPerCall = 16
+    public static let maxStepsPerCall = 64
 
     /// One gradient-descent step on the records `indices[0..<count]` of `data`. A step larger
     /// than `maxBatch` (batch mode) is processed in chunks whose gradients accumulate.

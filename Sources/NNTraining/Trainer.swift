@@ -7,7 +7,7 @@ import NNEngine
 import NNNumerics
 
 /// What the driver (CLI or daemon) wants, checked between engine calls: every
-/// `DataParallelEngine.maxStepsPerCall` (16) steps at most, and at every epoch's end.
+/// `Trainer.stepsPerCall` (64) steps at most, and at every epoch's end.
 public enum ControlDecision: Sendable { case proceed, pause, stop }
 
 public protocol TrainingControl: Sendable {
@@ -65,7 +65,7 @@ public enum TrainingError: Error, CustomStringConvertible, Sendable {
 
 /// The epoch loop of the seed (stochastic, batch or mini-batch gradient descent with
 /// annealing) around a `DataParallelEngine`, with pause/stop points between steps (every
-/// engine call, ≤ 16 steps) and
+/// engine call, ≤ `stepsPerCall` steps) and
 /// checkpoints that resume exactly.
 ///
 /// Not `Sendable`: one thread drives a trainer at a time.
@@ -107,6 +107,14 @@ public final class Trainer {
     public let stepSize: Int
     public let stepsPerEpoch: Int
     public private(set) var stepDurations = StepDurations()
+    /// The most steps handed to the engine in one call, and so the most steps between two
+    /// pause/stop points (64 of the seed's steps take ≈ 20 ms). Each call wakes the pool's other
+    /// threads and transposes W₁'s slices in and out; calls of 64 instead of 16 steps made the
+    /// 2-worker step 4–5 % faster (docs/performance.md). Tests that pause mid-epoch on small
+    /// data sets lower it to land there; 1 … `DataParallelEngine.maxStepsPerCall`.
+    public var stepsPerCall = DataParallelEngine.maxStepsPerCall {
+        didSet { precondition((1...DataParallelEngine.maxStepsPerCall).contains(stepsPerCall)) }
+    }
     /// The current epoch's record order; allocated once.
     let order: UnsafeMutableBufferPointer<Int32>
     /// Cost and accuracy of each step of one `engine.steps` call; allocated once.
@@ -372,15 +380,15 @@ public final class Trainer {
                     try save()
                     return decision == .stop ? .stopped : .paused
                 }
-                // Up to `maxStepsPerCall` steps per engine call (one thread wake-up for all of
+                // Up to `stepsPerCall` steps per engine call (one thread wake-up for all of
                 // them), ending at the epoch's end and at every due step-count checkpoint; the
                 // pause/stop decision, events and time-based checkpoints come between calls
-                // (≤ 16 steps, a few ms for the seed's network).
+                // (≤ 64 steps, ≈ 20 ms for the seed's network).
                 // A step larger than the engine's buffers (batch mode) goes alone, in chunks.
                 // Steps of one call share its mean duration in `stepDurations`.
                 let grouped = stepSize <= engine.maxBatch
                 let lo = state.stepInEpoch * stepSize
-                var k = grouped ? min(DataParallelEngine.maxStepsPerCall, stepsPerEpoch - state.stepInEpoch) : 1
+                var k = grouped ? min(stepsPerCall, stepsPerEpoch - state.stepInEpoch) : 1
                 if everySteps > 0 { k = min(k, everySteps - state.updateCount % everySteps) }
                 let records = min(k * stepSize, m - lo)
                 let t0 = DispatchTime.now().uptimeNanoseconds

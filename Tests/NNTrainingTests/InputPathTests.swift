@@ -60,6 +60,7 @@ final class InputPathTests: XCTestCase {
         _ = try whole.run()
         var saved: Checkpoint?
         let first = try Trainer(spec: try spec("auto"), train: train, test: nil, workers: 2)
+        first.stepsPerCall = 16  // pauses mid-run
         XCTAssertEqual(try first.run(control: PauseAfter(2), checkpointSink: { c, _ in saved = c }), .paused)
         let checkpoint = try XCTUnwrap(saved)
         XCTAssertEqual(checkpoint.state.inputPath, "sparse")

@@ -14,7 +14,7 @@ let sharedMNIST = URL(fileURLWithPath: repoRoot + "/../shared/datasets/mnist").s
 
 /// Pauses after a given number of decisions (one per step).
 /// Proceeds `calls` times, then pauses. The trainer asks between engine calls, each of up to
-/// `DataParallelEngine.maxStepsPerCall` steps, ending at epoch ends.
+/// `Trainer.stepsPerCall` steps, ending at epoch ends.
 final class PauseAfter: TrainingControl, @unchecked Sendable {  // used from the one training thread only
     var remaining: Int
     init(_ calls: Int) { remaining = calls }
@@ -166,7 +166,7 @@ final class TrainingTests: XCTestCase {
         var best: Checkpoint?
         let first = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2)
         let steps = 1600 / 32
-        let callsPerEpoch = (steps + DataParallelEngine.maxStepsPerCall - 1) / DataParallelEngine.maxStepsPerCall
+        let callsPerEpoch = (steps + first.stepsPerCall - 1) / first.stepsPerCall
         let outcome = try first.run(
             control: PauseAfter(callsPerEpoch * (kept + 1) + 1),
             checkpointSink: { c, isBest in
@@ -291,6 +291,7 @@ final class TrainingTests: XCTestCase {
             var saved: [UInt8] = []
             let first = try Trainer(spec: spec, train: data.train, test: data.test, workers: 2)
             // 19 steps per epoch, handed to the engine as 16 + 3: three calls end mid-epoch 2.
+            first.stepsPerCall = 16
             let outcome = try first.run(control: PauseAfter(3), checkpointSink: { c, _ in saved = c.encode() })
             XCTAssertEqual(outcome, .paused)
             let ckpt = try Checkpoint.decode(saved, path: "memory")
@@ -337,6 +338,7 @@ final class TrainingTests: XCTestCase {
         // 19 steps per epoch in calls of 16 + 3: five calls end 16 steps into epoch 3.
         var saved: [UInt8] = []
         let first = try Trainer(spec: averaging, train: data.train, test: data.test, workers: 2)
+        first.stepsPerCall = 16
         XCTAssertEqual(try first.run(control: PauseAfter(5), checkpointSink: { c, _ in saved = c.encode() }), .paused)
         let checkpoint = try Checkpoint.decode(saved, path: "memory")
         XCTAssertEqual(checkpoint.state.epoch, 2)
@@ -378,6 +380,7 @@ final class TrainingTests: XCTestCase {
         let spec = try smallSpec(["data.train_limit=12000"])
         let data = try DataLoading.load(spec: spec, dataDirOverride: sharedMNIST)
         let trainer = try Trainer(spec: spec, train: data.train, test: data.test, workers: 1)
+        trainer.stepsPerCall = 16
         var states: [Int] = []
         _ = try trainer.run(
             control: PauseAfter(5),
