@@ -49,6 +49,14 @@ public enum Benchmark {
         public var sparseMedianSpeedup: Double
         public var sparsePhasesOfBestRound: StepPhases
         public var densePhasesOnSparseDataOfBestRound: StepPhases
+        /// `workers` 1-worker sparse steps at once, each its own engine on its own thread
+        /// (nothing shared but the read-only records): their summed rate, and it over one
+        /// worker's (best round; median of the rounds' ratios). What this machine gives the
+        /// step's work on all cores when no step is split — the ceiling for `sparseSpeedup`,
+        /// which a shared VM's memory and caches can keep below `gemmSpeedup`.
+        public var independentSparseSamplesPerSecond: Double
+        public var independentSparseSpeedup: Double
+        public var independentSparseMedianSpeedup: Double
     }
 
     /// Mean microseconds per step: wall time; the input gather and the first layer by units,
@@ -119,20 +127,26 @@ public enum Benchmark {
         let order: UnsafeMutableBufferPointer<Int32>
         let results = UnsafeMutableBufferPointer<PassResult>.allocate(capacity: DataParallelEngine.maxStepsPerCall)
         var position = 0
+        /// The sparse index of `data` (sparse probes).
+        let rows: SparseRows?
+        /// A probe of `sharing`'s records and index, when given (`density` is then its).
         init(
             workers: Int, batch: Int, layers: [Int] = [784, 200, 100, 50, 10], reducer: (any GradientReducer)? = nil,
-            density: Double = 1, sparse: Bool = false
+            density: Double = 1, sparse: Bool = false, sharing: StepProbe? = nil
         ) {
             self.batch = batch
-            data = Dataset.synthetic(
-                records: records, features: layers[0], classes: layers.last!, density: density, seed: 7)
+            data =
+                sharing?.data
+                ?? Dataset.synthetic(
+                    records: records, features: layers[0], classes: layers.last!, density: density, seed: 7)
+            rows = sparse ? (sharing?.rows ?? SparseRows(data)) : nil
             var rng = DeterministicRNG(seed: 8)
             engine = DataParallelEngine(
                 layout: NetworkLayout(sizes: layers), activation: .logistic, optimizer: OptimizerConfig(),
                 lambda: 0.01, workers: workers, maxBatch: batch, recordPhaseTimes: true, sparseFirstLayer: sparse)
             engine.layout.initialise(engine.parameters, scheme: .xavier, rng: &rng)
             engine.reducer = reducer
-            if sparse { engine.useSparseInput(SparseRows(data)) }
+            if let rows { engine.useSparseInput(rows) }
             order = .allocate(capacity: records)
             for i in 0..<records { order[i] = Int32(i) }
             rng.shuffle(order)
@@ -179,6 +193,30 @@ public enum Benchmark {
                     firstLayerMicroseconds: p.firstLayer, shardMicroseconds: p.shards,
                     barrierWaitMicroseconds: p.wait, gradientMicroseconds: p.gradient)
             )
+        }
+    }
+
+    /// `workers` 1-worker probes of `one`'s records and index, stepping at once, one per thread.
+    final class IndependentProbes {
+        let probes: [StepProbe]
+        init(workers: Int, like one: StepProbe) {
+            probes = (0..<workers).map { _ in
+                StepProbe(workers: 1, batch: one.batch, sparse: one.rows != nil, sharing: one)
+            }
+        }
+        /// The probes' summed samples/s, each measured for about `seconds` at the same time.
+        func measure(seconds: Double) -> Double {
+            // `@unchecked Sendable`: iteration i touches only probe i and slot i of `rates`.
+            struct Shared: @unchecked Sendable {
+                let probes: [StepProbe]
+                let rates: UnsafeMutableBufferPointer<Double>
+            }
+            let shared = Shared(probes: probes, rates: .allocate(capacity: probes.count))
+            defer { shared.rates.deallocate() }
+            DispatchQueue.concurrentPerform(iterations: probes.count) { i in
+                shared.rates[i] = shared.probes[i].measure(seconds: seconds).samplesPerSecond
+            }
+            return shared.rates.reduce(0, +)
         }
     }
 
@@ -267,6 +305,8 @@ public enum Benchmark {
         let sparseAll = StepProbe(workers: workers, batch: batch, density: density, sparse: true)
         let sparseOne = StepProbe(workers: 1, batch: batch, density: density, sparse: true)
         let denseOnSparse = StepProbe(workers: workers, batch: batch, density: density)
+        let independent = IndependentProbes(workers: workers, like: sparseOne)
+        var iS: [Double] = []
         var sS: [Double] = []
         var sS1: [Double] = []
         var dS: [Double] = []
@@ -288,14 +328,16 @@ public enum Benchmark {
             sS.append(sparseRound.samplesPerSecond)
             sP.append(sparseRound.phases)
             sS1.append(sparseOne.measure(seconds: 1).samplesPerSecond)
+            iS.append(independent.measure(seconds: 1))
             let denseRound = denseOnSparse.measure(seconds: 1)
             dS.append(denseRound.samplesPerSecond)
             dP.append(denseRound.phases)
             log(
                 String(
                     format:
-                        "round %d/%d: GEMM %.1f / %.1f GFLOP/s, step %.0f / %.0f samples/s; at density %.2f sparse %.0f / %.0f, dense %.0f",
-                    r, rounds, g1.last!, gA.last!, s1.last!, sA.last!, density, sS1.last!, sS.last!, dS.last!))
+                        "round %d/%d: GEMM %.1f / %.1f GFLOP/s, step %.0f / %.0f samples/s; at density %.2f sparse %.0f / %.0f (independent %.0f), dense %.0f",
+                    r, rounds, g1.last!, gA.last!, s1.last!, sA.last!, density, sS1.last!, sS.last!, iS.last!, dS.last!)
+            )
         }
         func median(_ x: [Double]) -> Double {
             let s = x.sorted()
@@ -324,6 +366,8 @@ public enum Benchmark {
             sparseStepSamplesPerSecondOneWorker: sS1.max()!, sparseSpeedup: sS.max()! / sS1.max()!,
             sparseMedianSpeedup: median(zip(sS, sS1).map { $0 / $1 }),
             sparsePhasesOfBestRound: sP[sS.firstIndex(of: sS.max()!)!],
-            densePhasesOnSparseDataOfBestRound: dP[dS.firstIndex(of: dS.max()!)!])
+            densePhasesOnSparseDataOfBestRound: dP[dS.firstIndex(of: dS.max()!)!],
+            independentSparseSamplesPerSecond: iS.max()!, independentSparseSpeedup: iS.max()! / sS1.max()!,
+            independentSparseMedianSpeedup: median(zip(iS, sS1).map { $0 / $1 }))
     }
 }

@@ -143,7 +143,7 @@ final class CLITests: XCTestCase {
         for line in [
             "GEMM reference:", "step, 1 worker, batch 64:", "step, 2 workers, batch 64:", "speedup 2 workers / 1:",
             "sparse first layer (", "inputs 19% non-zero", "sparse step, 1 worker:",
-            "2-worker sparse step (best round):",
+            "2-worker sparse step (best round):", "2 independent 1-worker sparse steps at once:",
         ] {
             XCTAssertTrue(text.contains(line), "missing '\(line)' in:\n\(text)")
         }
@@ -155,7 +155,8 @@ final class CLITests: XCTestCase {
             "gemm_gflops_one_core", "gemm_gflops_all_cores", "step_samples_per_second_one_worker",
             "step_samples_per_second_all_workers", "speedup", "sparse_step_samples_per_second",
             "sparse_step_samples_per_second_one_worker", "sparse_speedup",
-            "dense_step_on_sparse_data_samples_per_second",
+            "dense_step_on_sparse_data_samples_per_second", "independent_sparse_samples_per_second",
+            "independent_sparse_speedup",
         ] {
             XCTAssertGreaterThan(try XCTUnwrap(r[key] as? Double, "\(key) in \(json)"), 0, key)
         }

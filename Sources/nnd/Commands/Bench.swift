@@ -100,6 +100,12 @@ struct Bench: ParsableCommand {
                 format:
                     "sparse step, 1 worker:        %.0f samples/s; speedup %d workers / 1: %.2fx (median of rounds %.2fx)",
                 r.sparseStepSamplesPerSecondOneWorker, w, r.sparseSpeedup, r.sparseMedianSpeedup))
+        print(
+            String(
+                format:
+                    "%d independent 1-worker sparse steps at once: %.0f samples/s = %.2fx one (median of rounds %.2fx): the most that splitting one step over %d workers can give on this machine",
+                w, r.independentSparseSamplesPerSecond, r.independentSparseSpeedup, r.independentSparseMedianSpeedup, w)
+        )
         for (name, p) in [
             ("", r.phasesOfBestRound), (" sparse", r.sparsePhasesOfBestRound),
             (" dense on the sparse data", r.densePhasesOnSparseDataOfBestRound),
