@@ -39,6 +39,7 @@ extension DataParallelEngine {
             lossAndOutputDelta(row: row, rows: rows) { labels[Int(indices[row + $0])] }
         }
         backwardDeltas(row: row, rows: rows)
+        if inputPath == .sparse { copyDeltasToSlices(row: row, rows: rows) }
         return PassResult(costSum: cost, correct: correct, records: rows)
     }
 

@@ -62,6 +62,14 @@ final class SparseFirstLayer: @unchecked Sendable {
     let entryValues: UnsafeMutablePointer<UnsafePointer<Float>?>
     /// The index of the data set the steps train on (set by the trainer).
     var rows: SparseRows?
+    /// δ₁ again, slice by slice, for the weight gradient: row r (of `deltaStride` floats) holds
+    /// slice w's units from `deltaOffset[w]` on, padded to ldw[w]. δ₁'s own rows are 200 floats
+    /// for the seed, so slice 1's units (from 100 on) and every odd row began inside a 64-byte
+    /// line, and each of the kernel's loads straddled two lines: slice 1's gradient ran ~10 %
+    /// slower than slice 0's and the other thread waited. Here every slice's row is line-aligned.
+    let deltaBlock: FloatBuffer
+    let deltaOffset: [Int]
+    let deltaStride: Int
 
     init(inputs: Int, units: [Range<Int>], stateBuffers: Int, maxBatch: Int) {
         self.inputs = inputs
@@ -77,6 +85,10 @@ final class SparseFirstLayer: @unchecked Sendable {
         forwardCursor = units.map { _ in .allocate(capacity: maxBatch) }
         entryRow = (0..<indexes).map { _ in .allocate(capacity: shardEntries) }
         entryValue = (0..<indexes).map { _ in .allocate(capacity: shardEntries) }
+        let widths = units.map { Self.paddedWidth($0.count) }
+        deltaOffset = widths.indices.map { w in widths[..<w].reduce(0, +) }
+        deltaStride = widths.reduce(0, +)
+        deltaBlock = FloatBuffer(count: maxBatch * deltaStride)
         columnStarts = .allocate(capacity: indexes)
         entryRows = .allocate(capacity: indexes)
         entryValues = .allocate(capacity: indexes)
@@ -160,14 +172,14 @@ extension DataParallelEngine {
 
     /// ∂J/∂Wᵀ_w[k, j] (+)= Σ_{r: x_rk ≠ 0} x_rk · δ₁[r, units_w[j]]   (n_0 × u)
     /// The slice's transposed weight gradient over the batch's first `rows` records (from the
-    /// shards' column indexes, built in the gather phase), or, with `fused`, the update straight
+    /// shards' column indexes, built in the gather phase, and the slice's part of `deltaBlock`), or, with `fused`, the update straight
     /// from it, the gradient never written: the seed's SGD (as `sgdUpdateFromBatch` does for the
     /// dense layers), Wᵀ ← (1 − α·λ/n)·Wᵀ − (α/n)·∂J/∂Wᵀ, or momentum (Optimizer.swift's rule).
     @inline(__always)
     func sparseWeightGradient(_ w: Int, columnSet: Int, rows: Int, accumulate: Bool, fused: FusedUpdate? = nil) {
         let sp = sparse!
         let units = firstLayerUnits[w]
-        let delta = batch.deltas[1] + units.lowerBound
+        let delta = sp.deltaBlock.pointer + sp.deltaOffset[w]
         let n = Float(rows)
         // The store, and what it writes: the slice's gradient, or (fused) its weights.
         let (store, target): (nn_sparse_store, FloatBuffer)
@@ -188,7 +200,23 @@ extension DataParallelEngine {
         let set = columnSet * workerCount
         nn_sparse_weight_gradient(
             sp.columnStarts + set, sp.entryRows + set, sp.entryValues + set, workerCount, sp.inputs, delta,
-            layout.sizes[1], units.count, target.pointer, sp.ldw[w], store)
+            sp.deltaStride, units.count, target.pointer, sp.ldw[w], store)
+    }
+
+    /// δ₁ of batch rows `row ..< row + rows`, copied slice by slice into the line-aligned
+    /// `deltaBlock` the weight gradient reads (by the shard that computed those rows).
+    @inline(__always)
+    func copyDeltasToSlices(row: Int, rows: Int) {
+        let sp = sparse!
+        let n1 = layout.sizes[1]
+        let d1 = batch.deltas[1]
+        for r in row..<(row + rows) {
+            for (w, units) in firstLayerUnits.enumerated() {
+                memcpy(
+                    sp.deltaBlock.pointer + r * sp.deltaStride + sp.deltaOffset[w], d1 + r * n1 + units.lowerBound,
+                    units.count * MemoryLayout<Float>.stride)
+            }
+        }
     }
 
     /// Shard s's column index in set `columnSet`: the non-zeros of batch rows `row ..< row + rows`
