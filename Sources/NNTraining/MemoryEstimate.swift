@@ -14,7 +14,7 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
     public var description: String { Self.format(bytes) }
 
     /// The training engine (parameters, gradient, optimiser state, every worker's batch
-    /// buffers), one evaluation engine (eval, report and the promotion gate build one), a
+    /// buffers, the sparse first layer's buffers and index), one evaluation engine (eval, report and the promotion gate build one), a
     /// checkpoint being encoded, and the data set in float32 with its bytes as read.
     public static func of(spec: RunSpec, trainRecords: Int, testRecords: Int, workers: Int) -> MemoryEstimate {
         let sizes = spec.model.layers
@@ -35,8 +35,25 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
             let (product, overflow) = a.multipliedReportingOverflow(by: b)
             return overflow ? Int.max / 16 : min(product, Int.max / 16)
         }
+        // The sparse first layer (a hidden first layer, `model.input_path` auto or sparse): the
+        // training data's index of non-zeros, 8 bytes a non-zero at the highest density the path
+        // is taken at (auto: `Trainer.autoSparseDensity.sureAbove`; sparse: all inputs), plus
+        // W₁'s transposed slices with their gradient and optimiser state, two sets of column
+        // indexes and δ₁'s slice-aligned copy (each slice padded by < 16 units).
+        var sparse = 0
+        if spec.model.inputPath != .dense && sizes.count >= 3 {
+            let density = spec.model.inputPath == .sparse ? 1 : Trainer.autoSparseDensity.sureAbove
+            let paddedUnits = sizes[1] + 16 * workers
+            sparse = [
+                times(trainRecords, Int((Double(inputs) * density * 8).rounded(.up)) + 8),
+                times(times(inputs, paddedUnits), (2 + states) * float),
+                times(2 * workers * rowsPerWorker, inputs * 8),
+                times(maxBatch, paddedUnits * float),
+            ].reduce(0) { min(Int.max / 16, $0 + $1) }
+        }
         return MemoryEstimate(parts: [
             "parameters, gradient and optimiser state": times(parameters, (2 + states) * float),
+            "sparse first layer": sparse,
             "batch buffers": times(2 * workers * rowsPerWorker + maxBatch, units * float),
             "evaluation engine": times(parameters, 2 * float) + times(2 * 1024, units * float),
             "checkpoint encoding": times(parameters, (1 + states) * float),

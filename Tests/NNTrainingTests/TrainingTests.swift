@@ -280,6 +280,24 @@ final class TrainingTests: XCTestCase {
             overrides: ["data.feature_scale=0"])
     }
 
+    /// The memory estimate a spec is admitted by counts the sparse first layer: MNIST's index of
+    /// non-zeros alone is about a third of its float32 features, and a run on `auto` builds it.
+    func testMemoryEstimateCountsTheSparseFirstLayersIndex() throws {
+        func estimate(_ path: String) throws -> MemoryEstimate {
+            MemoryEstimate.of(
+                spec: try smallSpec(["model.input_path=\(path)", "data.train_limit=5000"]), trainRecords: 5000,
+                testRecords: 500, workers: 2)
+        }
+        let data = try DataLoading.load(spec: try smallSpec(["data.train_limit=5000"]), dataDirOverride: sharedMNIST)
+        let index = SparseRows(data.train)
+        let built = index.offsets.count * 8 + index.columns.count * 4 + index.values.count * 4
+        let (dense, auto, sparse) = (try estimate("dense"), try estimate("auto"), try estimate("sparse"))
+        XCTAssertEqual(dense.parts["sparse first layer"], 0)
+        XCTAssertGreaterThanOrEqual(try XCTUnwrap(auto.parts["sparse first layer"]), built)
+        XCTAssertGreaterThan(sparse.bytes, auto.bytes, "sparse on any density: an index of every input")
+        XCTAssertGreaterThanOrEqual(auto.bytes - dense.bytes, built)
+    }
+
     func testResumeFromCheckpointIsBitwiseExact() throws {
         for opt in ["sgd", "adam"] {
             let spec = try smallSpec([
