@@ -129,7 +129,8 @@ public enum Benchmark {
         var position = 0
         /// The sparse index of `data` (sparse probes).
         let rows: SparseRows?
-        /// A probe of `sharing`'s records and index, when given (`density` is then its).
+        /// With `sharing`, the probe steps through that probe's records and index (`density` is
+        /// then ignored) instead of making its own.
         init(
             workers: Int, batch: Int, layers: [Int] = [784, 200, 100, 50, 10], reducer: (any GradientReducer)? = nil,
             density: Double = 1, sparse: Bool = false, sharing: StepProbe? = nil
