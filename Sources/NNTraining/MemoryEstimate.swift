@@ -14,7 +14,8 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
     public var description: String { Self.format(bytes) }
 
     /// The training engine (parameters, gradient, optimiser state, every worker's batch
-    /// buffers, the sparse first layer's buffers and index), one evaluation engine (eval, report and the promotion gate build one), a
+    /// buffers, the sparse first layer's buffers and index, kept copies of the weights), one
+    /// evaluation engine (eval, report and the promotion gate build one), a
     /// checkpoint being encoded, and the data set in float32 with its bytes as read.
     public static func of(spec: RunSpec, trainRecords: Int, testRecords: Int, workers: Int) -> MemoryEstimate {
         let sizes = spec.model.layers
@@ -51,12 +52,18 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
                 times(maxBatch, paddedUnits * float),
             ].reduce(0) { min(Int.max / 16, $0 + $1) }
         }
+        // Whole copies of the weights a run keeps beside the training ones: the best validation
+        // epoch's, or (`training.average_from_epoch`) the running mean and the training weights
+        // held while the mean is evaluated; an averaging run's checkpoints carry the mean too.
+        let averages = (spec.training.averageFromEpoch ?? 0) > 0
+        let keptCopies = ((spec.training.validation ?? 0) > 0 ? 1 : 0) + (averages ? 2 : 0)
         return MemoryEstimate(parts: [
             "parameters, gradient and optimiser state": times(parameters, (2 + states) * float),
+            "kept weights (best epoch, mean of epoch ends)": times(parameters, keptCopies * float),
             "sparse first layer": sparse,
             "batch buffers": times(2 * workers * rowsPerWorker + maxBatch, units * float),
             "evaluation engine": times(parameters, 2 * float) + times(2 * 1024, units * float),
-            "checkpoint encoding": times(parameters, (1 + states) * float),
+            "checkpoint encoding": times(parameters, (1 + states + (averages ? 1 : 0)) * float),
             "data set": times(trainRecords + testRecords, inputs * (float + 1)),
         ])
     }

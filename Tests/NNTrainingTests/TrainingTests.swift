@@ -12,7 +12,6 @@ let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().delet
     .deletingLastPathComponent().path
 let sharedMNIST = URL(fileURLWithPath: repoRoot + "/../shared/datasets/mnist").standardized.path
 
-/// Pauses after a given number of decisions (one per step).
 /// Proceeds `calls` times, then pauses. The trainer asks between engine calls, each of up to
 /// `Trainer.stepsPerCall` steps, ending at epoch ends.
 final class PauseAfter: TrainingControl, @unchecked Sendable {  // used from the one training thread only
@@ -296,6 +295,22 @@ final class TrainingTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(try XCTUnwrap(auto.parts["sparse first layer"]), built)
         XCTAssertGreaterThan(sparse.bytes, auto.bytes, "sparse on any density: an index of every input")
         XCTAssertGreaterThanOrEqual(auto.bytes - dense.bytes, built)
+    }
+
+    /// Weight averaging holds two more copies of the weights (the mean, and the training weights
+    /// while the mean is evaluated) and checkpoints the mean: three copies the estimate counts.
+    func testMemoryEstimateCountsTheAveragedWeights() throws {
+        func estimate(_ overrides: [String]) throws -> MemoryEstimate {
+            MemoryEstimate.of(spec: try smallSpec(overrides), trainRecords: 5000, testRecords: 500, workers: 2)
+        }
+        let layers = try smallSpec([]).model.layers
+        var weights = 0  // Σ n_{l−1}·n_l + n_l, unpadded, as the estimate counts them
+        for l in 1..<layers.count { weights += layers[l - 1] * layers[l] + layers[l] }
+        let copy = weights * MemoryLayout<Float>.stride
+        let plain = try estimate([])
+        let averaging = try estimate(["training.average_from_epoch=2"])
+        XCTAssertEqual(averaging.bytes - plain.bytes, 3 * copy)
+        XCTAssertEqual(try estimate(["training.validation=0.1"]).bytes - plain.bytes, copy)
     }
 
     func testResumeFromCheckpointIsBitwiseExact() throws {
