@@ -23,6 +23,9 @@ final class DistributedTests: XCTestCase {
 
     override func setUpWithError() throws { try requireMPI() }
 
+    /// Each test's checkpoints (a few MB) go with it; they were left in the temporary directory.
+    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
+
     let dir = NSTemporaryDirectory() + "nnd-mpi-\(UUID().uuidString.prefix(8))"
 
     func trainArgs(_ save: String, workers: Int, extra: [String] = []) -> [String] {
