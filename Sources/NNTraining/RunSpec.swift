@@ -167,7 +167,7 @@ extension RunSpec {
             throw bad("training.batch_size", training.batchSize, "must be between 1 and 1000000")
         }
         guard training.learningRate.isFinite && training.learningRate > 0 else {
-            throw bad("training.learning_rate", training.learningRate, "must be a positive number")
+            throw bad("training.learning_rate", training.learningRate, "must be a positive finite number")
         }
         guard training.lambda.isFinite && training.lambda >= 0 else {
             throw bad("training.lambda", training.lambda, "must be ≥ 0")
@@ -201,7 +201,8 @@ extension RunSpec {
         }
         if let l = data.trainLimit, l < 1 { throw bad("data.train_limit", l, "must be ≥ 1") }
         if let scale = data.featureScale, !(scale.isFinite && scale > 0) {
-            throw bad("data.feature_scale", scale, "must be a positive number (255: pixels 0-255; 1: already scaled)")
+            throw bad(
+                "data.feature_scale", scale, "must be a positive finite number (255: pixels 0-255; 1: already scaled)")
         }
         if let l = data.testLimit, l < 1 { throw bad("data.test_limit", l, "must be ≥ 1") }
         if (data.trainCSV == nil) != (data.testCSV == nil) {
@@ -247,8 +248,8 @@ extension SpecError {
                 separator: "."
             ).replacingOccurrences(of: ".[", with: "[")
         }
-        func value(_ ctx: DecodingError.Context) -> String {
-            if ctx.codingPath.isEmpty { return "the spec" }
+        // The value at the error's path in the spec as written (before `normalise`).
+        func raw(_ ctx: DecodingError.Context) -> Any? {
             var cur: Any? = root
             for k in ctx.codingPath {
                 if let i = k.intValue {
@@ -257,10 +258,19 @@ extension SpecError {
                     cur = (cur as? [String: Any])?[APIJSON.snakeCase(k.stringValue)]
                 }
             }
-            return cur.map { "'\($0)'" } ?? "missing"
+            return cur
+        }
+        func value(_ ctx: DecodingError.Context) -> String {
+            if ctx.codingPath.isEmpty { return "the spec" }
+            return raw(ctx).map { "'\($0)'" } ?? "missing"
         }
         switch e {
-        case .typeMismatch(let t, let ctx): return SpecError(field: path(ctx), "\(value(ctx)) is not a valid \(t)")
+        case .typeMismatch(let t, let ctx):
+            // A number `normalise` turned into text: '1e+30' is a number, just not one for this field.
+            if let d = raw(ctx) as? Double, !(d.isFinite && abs(d) < 1e15) {
+                return SpecError(field: path(ctx), "\(value(ctx)) is out of range (numbers in a run spec must be below 1e15)")
+            }
+            return SpecError(field: path(ctx), "\(value(ctx)) is not a valid \(t)")
         case .valueNotFound(let t, let ctx): return SpecError(field: path(ctx), "missing value, expected \(t)")
         case .keyNotFound(let k, let ctx):
             return SpecError(

@@ -61,6 +61,14 @@ final class TrainingTests: XCTestCase {
         expectSpecError("name: a\nmodle: {}\n", field: "modle", contains: "unknown field")
         expectSpecError("training:\n  epochs: -2\n", field: "training.epochs", contains: "-2")
         expectSpecError("training:\n  epochs: many\n", field: "training.epochs", contains: "'many'")
+        // Numbers too large for any field are out of range, not "not a valid Double".
+        expectSpecError(
+            "", field: "training.learning_rate", contains: "'1e+30' is out of range",
+            overrides: ["training.learning_rate=1e30"])
+        expectSpecError("training:\n  epochs: 1e20\n", field: "training.epochs", contains: "'1e+20' is out of range")
+        expectSpecError(
+            "", field: "training.learning_rate", contains: "inf must be a positive finite number",
+            overrides: ["training.learning_rate=inf"])
         expectSpecError("training:\n  learning_rate: 0\n", field: "training.learning_rate", contains: "0")
         expectSpecError("model:\n  activation: sigmoid\n", field: "model.activation", contains: "sigmoid")
         expectSpecError("model:\n  layers: [784]\n", field: "model.layers", contains: "784")
@@ -275,7 +283,7 @@ final class TrainingTests: XCTestCase {
                 "\($0)".contains("bad.csv") && "\($0)".contains("line 2, column 3: 'x' is not a number"), "\($0)")
         }
         expectSpecError(
-            "name: x\n", field: "data.feature_scale", contains: "must be a positive number",
+            "name: x\n", field: "data.feature_scale", contains: "must be a positive finite number",
             overrides: ["data.feature_scale=0"])
     }
 
