@@ -268,7 +268,8 @@ extension SpecError {
         case .typeMismatch(let t, let ctx):
             // A number `normalise` turned into text: '1e+30' is a number, just not one for this field.
             if let d = raw(ctx) as? Double, !(d.isFinite && abs(d) < 1e15) {
-                return SpecError(field: path(ctx), "\(value(ctx)) is out of range (numbers in a run spec must be below 1e15)")
+                return SpecError(
+                    field: path(ctx), "\(value(ctx)) is out of range (numbers in a run spec must be below 1e15)")
             }
             return SpecError(field: path(ctx), "\(value(ctx)) is not a valid \(t)")
         case .valueNotFound(let t, let ctx): return SpecError(field: path(ctx), "missing value, expected \(t)")
