@@ -95,6 +95,11 @@ final class PredictTests: XCTestCase {
             contentType: "application/octet-stream")
         XCTAssertEqual(torn.status, 422)
         XCTAssertTrue(torn.text.contains("not a whole number of records of 784"), torn.text)
+        let (lc, _, mismatch) = try nnctl(
+            ["predict", "digits", images, "--labels", "\(sharedMNIST)/train-labels-idx1-ubyte.gz", "--limit", "10"],
+            env: env)
+        XCTAssertEqual(lc, 1, "the training set's labels do not go with the test images")
+        XCTAssertTrue(mismatch.contains("train-labels-idx1-ubyte.gz: 60000 labels for 10000 records"), mismatch)
         let (wc, _, wrong) = try nnctl(["predict", "digits", "\(d.dir)/digits.yaml"], env: env)
         XCTAssertEqual(wc, 1)
         XCTAssertTrue(wrong.contains("digits.yaml: line 2: 6 fields, expected 784"), wrong)

@@ -68,10 +68,12 @@ struct Predict: ParsableCommand {
         } catch let problem as RecordFiles.Problem {
             throw Refused(message: problem.description)
         }
-        if let limit { inputs = Array(inputs.prefix(limit)) }
-        if let known = truth, known.count < inputs.count {
+        // Checked before --limit: a label file of another set (60,000 training labels for the
+        // 10,000 test images) would otherwise pair the wrong labels and print a made-up accuracy.
+        if let known = truth, known.count != inputs.count {
             throw Refused(message: "\(labels ?? files[0]): \(known.count) labels for \(inputs.count) records")
         }
+        if let limit { inputs = Array(inputs.prefix(limit)) }
         var query = "/v1/models/\(model)/predict"
         if let version { query += "?version=\(version)" }
         var all = Prediction(model: model, version: chosen.version, labels: [], probabilities: [])
