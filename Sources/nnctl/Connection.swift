@@ -91,10 +91,22 @@ struct Connection: ParsableArguments {
     func download(_ path: String, to output: String) throws -> Int {
         let response = try client.request("GET", path)
         try check(response)
-        guard FileManager.default.createFile(atPath: output, contents: Data(response.body)) else {
-            throw Refused(message: "cannot write \(output)")
-        }
+        try Self.write(response.body, to: output)
         return response.body.count
+    }
+
+    /// Writes `bytes` to the file `path`, with the system's reason when it cannot ("No such file
+    /// or directory", "No space left on device" — which may only show when the file is closed).
+    static func write(_ bytes: [UInt8], to path: String) throws {
+        func failure() -> Refused { Refused(message: "cannot write \(path): \(String(cString: strerror(errno)))") }
+        guard let file = fopen(path, "wb") else { throw failure() }
+        let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, file) }
+        if written != bytes.count {
+            let error = failure()
+            fclose(file)
+            throw error
+        }
+        guard fclose(file) == 0 else { throw failure() }
     }
 }
 

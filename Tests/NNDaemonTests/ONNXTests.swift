@@ -103,6 +103,15 @@ final class ONNXTests: XCTestCase {
             ["export", "--model", "digits-tanh", "--version", "v999", "--format", "onnx", "-o", "/dev/null"], env: env)
         XCTAssertEqual(vc, 1)
         XCTAssertTrue(verr.contains("model digits-tanh has no version v999"), verr)
+        // A file that cannot be written says why: a missing directory, a full device.
+        for (path, reason) in [
+            ("\(d.dir)/no-such-dir/m.onnx", "No such file or directory"), ("/dev/full", "No space left on device"),
+        ] {
+            let (wc, _, werr) = try nnctl(
+                ["export", "--model", "digits-tanh", "--format", "onnx", "-o", path], env: env)
+            XCTAssertEqual(wc, 1, werr)
+            XCTAssertTrue(werr.contains("cannot write \(path): \(reason)"), werr)
+        }
         let bad = try d.client.request("GET", "/v1/models/digits-tanh/export?format=pickle")
         XCTAssertEqual(bad.status, 422)
         XCTAssertTrue(bad.text.contains("format must be one of safetensors, npz, onnx, got 'pickle'"), bad.text)
