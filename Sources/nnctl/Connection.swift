@@ -97,8 +97,15 @@ struct Connection: ParsableArguments {
 
     /// Writes `bytes` to the file `path`, with the system's reason when it cannot ("No such file
     /// or directory", "No space left on device" — which may only show when the file is closed).
+    /// A file this call created is removed again when the write fails, so no truncated model is
+    /// left behind; an existing path (a file, /dev/null) is written in place, never replaced.
     static func write(_ bytes: [UInt8], to path: String) throws {
-        func failure() -> Refused { Refused(message: "cannot write \(path): \(String(cString: strerror(errno)))") }
+        let existed = access(path, F_OK) == 0
+        func failure() -> Refused {
+            let reason = String(cString: strerror(errno))
+            if !existed { unlink(path) }
+            return Refused(message: "cannot write \(path): \(reason)")
+        }
         guard let file = fopen(path, "wb") else { throw failure() }
         let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, file) }
         if written != bytes.count {

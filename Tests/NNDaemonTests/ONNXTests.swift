@@ -112,6 +112,20 @@ final class ONNXTests: XCTestCase {
             XCTAssertEqual(wc, 1, werr)
             XCTAssertTrue(werr.contains("cannot write \(path): \(reason)"), werr)
         }
+        // On a file system that fills up part-way, the truncated file is removed (as root, on a
+        // 64 KiB tmpfs; the model is ≈ 700 KB).
+        let small = "\(d.dir)/small-fs"
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        if getuid() == 0,
+            (try? runProgram("/usr/bin/env", ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", small]))?.0 == 0
+        {
+            defer { _ = try? runProgram("/usr/bin/env", ["umount", "-l", small]) }
+            let (fc, _, ferr) = try nnctl(
+                ["export", "--model", "digits-tanh", "--format", "onnx", "-o", "\(small)/m.onnx"], env: env)
+            XCTAssertEqual(fc, 1, ferr)
+            XCTAssertTrue(ferr.contains("cannot write \(small)/m.onnx: No space left on device"), ferr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: "\(small)/m.onnx"), "a truncated model was left")
+        }
         let bad = try d.client.request("GET", "/v1/models/digits-tanh/export?format=pickle")
         XCTAssertEqual(bad.status, 422)
         XCTAssertTrue(bad.text.contains("format must be one of safetensors, npz, onnx, got 'pickle'"), bad.text)
