@@ -102,7 +102,9 @@ public enum MNIST {
     /// Fills `into` with the four files, verified, from the first source that has all of them.
     /// Returns the source used; throws listing every source tried and why it failed.
     public static func fetch(into: String, from explicit: String?, log: (String) -> Void) throws -> String {
-        try FileManager.default.createDirectory(atPath: into, withIntermediateDirectories: true)
+        do { try FileManager.default.createDirectory(atPath: into, withIntermediateDirectories: true) } catch {
+            throw DataError(file: into, "cannot create the directory: \(DataError.reason(error))")
+        }
         var sources: [String] = []
         if let explicit { sources.append(explicit) }
         if let env = ProcessInfo.processInfo.environment["NND_DATASET_MIRROR"], !env.isEmpty, env != explicit {
@@ -142,8 +144,9 @@ public enum MNIST {
                 log("mnist: verified 4 files from \(source) into \(into)")
                 return source
             } catch {
-                failures.append("  \(source): \(error)")
-                log("mnist: \(source) failed: \(error)")
+                let reason = error is DataError ? "\(error)" : DataError.reason(error)
+                failures.append("  \(source): \(reason)")
+                log("mnist: \(source) failed: \(reason)")
             }
         }
         throw DataError(file: into, "could not fetch MNIST; tried:\n" + failures.joined(separator: "\n"))

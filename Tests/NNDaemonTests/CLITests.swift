@@ -95,6 +95,25 @@ final class CLITests: XCTestCase {
             e3.contains("training.average_from_epoch: 7 must be between 0 (off) and training.epochs (3)"), e3)
     }
 
+    /// Destinations that cannot be written are refused with the system's reason, before any
+    /// work: `nnd train --save` before the first epoch (it used to fail after the last one),
+    /// `nnd dataset fetch --into` without Foundation's error dump.
+    func testUnwritableDestinationsAreRefusedFirst() throws {
+        // A --save that cannot be written is refused before training, naming the directory.
+        let (c4, o4, e4) = try runBuilt(
+            "nnd",
+            [
+                "train", "\(repoRoot)/etc/nnd/runs/mnist-seed.yaml", "--data", sharedMNIST, "--epochs", "1",
+                "--set", "data.train_limit=1000", "--save", "/dev/null/run.ckpt",
+            ])
+        XCTAssertEqual(c4, 2, e4)
+        XCTAssertTrue(e4.contains("nnd: --save /dev/null/run.ckpt: /dev/null: not a directory"), e4)
+        XCTAssertFalse(o4.contains("epoch"), "refused before training: \(o4)")
+        let (c5, _, e5) = try runBuilt("nnd", ["dataset", "fetch", "mnist", "--into", "/dev/null/mnist"])
+        XCTAssertEqual(c5, 1, e5)
+        XCTAssertTrue(e5.contains("/dev/null/mnist: cannot create the directory: Not a directory"), e5)
+    }
+
     func testTheFirstLayersInputPathIsShownEverywhere() throws {
         let spec = "\(repoRoot)/etc/nnd/runs/mnist-seed.yaml"
         let common = [

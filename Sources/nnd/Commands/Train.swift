@@ -29,6 +29,19 @@ struct Train: ParsableCommand {
     var save: String?
     @Flag(help: "One JSON object per line") var json = false
 
+    /// Why a checkpoint could not be written at `path` (its directory missing, not a directory,
+    /// not writable), or nil.
+    static func unwritable(_ path: String) -> String? {
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) else {
+            return "\(directory): no such directory"
+        }
+        guard isDirectory.boolValue else { return "\(directory): not a directory" }
+        guard access(directory, W_OK) == 0 else { return "\(directory): \(String(cString: strerror(errno)))" }
+        return nil
+    }
+
     func run() throws {
         var ov = overrides
         if let epochs { ov.append("training.epochs=\(epochs)") }
@@ -48,6 +61,11 @@ struct Train: ParsableCommand {
         let nWorkers = workers ?? MPIReducer.defaultWorkers()
         guard nWorkers >= 1 && nWorkers <= 1024 else {
             stderrLine("nnd: --workers \(nWorkers) must be between 1 and 1024")
+            throw ExitCode(2)
+        }
+        // A --save path that cannot be written is refused now, not after the whole run.
+        if let save, let problem = Self.unwritable(save) {
+            stderrLine("nnd: --save \(save): \(problem)")
             throw ExitCode(2)
         }
         // Refuse a spec too big for this machine before allocating anything.
