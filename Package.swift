@@ -41,6 +41,9 @@ let package = Package(
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         // the git commit a binary was built from (written by make into commit.h), for `nnd info`.
         .target(name: "CBuildInfo"),
+        // sets Swift concurrency's global enqueue hook where NIO's dlsym-based installer cannot
+        // (the runtime linked in statically): the daemon's async code on its event loops.
+        .target(name: "CExecutorHook"),
         // the contract: run specs, run records, events, every request and response body, and the
         // one JSON configuration; shared by the daemon, the training layer and nnctl. Foundation only.
         .target(name: "NNAPI"),
@@ -77,7 +80,7 @@ let package = Package(
         .target(
             name: "NNDaemon",
             dependencies: [
-                "NNAPI", "NNControl", "NNTraining", "NNONNX",
+                "NNAPI", "NNControl", "NNTraining", "NNONNX", "CExecutorHook",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

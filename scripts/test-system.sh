@@ -129,6 +129,12 @@ check "a member of group nnd drives it: nnctl list (default socket)" 'runuser -u
 check "a non-member is refused, naming the socket" \
     'out=$(runuser -u bob -- nnctl list 2>&1); code=$?; echo "$out" | tail -1; [ $code = 3 ] && echo "$out" | grep -q "only root and members of the socket.s group may connect to /run/nnd/nnd.sock"'
 
+check "the control plane on its event loops at control_nice 10 (the static binary installs the executor hook)" \
+    'pid=$(systemctl show -p MainPID --value nnd); ! journalctl -q -u nnd | grep "runs on Dispatch.s pool" || exit 1; \
+     loops=0; for t in /proc/$pid/task/*; do case $(cat $t/comm) in NIO-*) loops=$((loops + 1)); \
+     nice=$(awk "{print \$19}" $t/stat); [ "$nice" = 10 ] || { echo "$(cat $t/comm): nice $nice"; exit 1; };; esac; done; \
+     echo "$loops event-loop threads at nice 10"; [ $loops -gt 0 ]'
+
 # --- runs under the service ----------------------------------------------------------------------
 check "a short run completes" \
     'runuser -u alice -- nnctl start /srv/specs/short.yaml --wait >/tmp/short.log 2>&1 || { cat /tmp/short.log; exit 1; }; tail -1 /tmp/short.log'

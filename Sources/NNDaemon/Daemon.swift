@@ -1,3 +1,4 @@
+import CExecutorHook
 import Foundation
 import Hummingbird
 import Logging
@@ -35,7 +36,12 @@ public enum Daemon {
     /// starts the `TrainingThreadLauncher` while every thread still has the process's priority.
     public static func prepareProcess() {
         _ = TrainingThreadLauncher.shared
-        asyncOnEventLoops = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        // NIO finds the runtime's hook with dlsym, which fails in the release binaries: their Swift
+        // runtime is linked in statically and its symbols are not exported. The C shim sets the
+        // same hook by a link-time reference, to the same effect.
+        asyncOnEventLoops =
+            NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+            || nn_install_global_enqueue_hook(enqueueOnEventLoop) == 1
     }
 
     public static func run(config: DaemonConfig) async throws {
@@ -231,4 +237,12 @@ struct ManagerService: Service {
 func errnoText() -> String {
     let code = errno
     return "\(String(cString: strerror(code))) (errno \(code))"
+}
+
+/// Swift concurrency's global jobs onto NIO's event loops (the hook `prepareProcess` installs
+/// through the C shim): `any()` keeps a job on the loop it was enqueued from, as NIO's own hook.
+private func enqueueOnEventLoop(_ job: UnsafeMutableRawPointer?) {
+    // The runtime hands over its Job pointer, which is what an UnownedJob holds.
+    let unownedJob = unsafeBitCast(job, to: UnownedJob.self)
+    MultiThreadedEventLoopGroup.singleton.any().executor.enqueue(unownedJob)
 }
