@@ -244,5 +244,5 @@ func errnoText() -> String {
 private func enqueueOnEventLoop(_ job: UnsafeMutableRawPointer?) {
     // The runtime hands over its Job pointer, which is what an UnownedJob holds.
     let unownedJob = unsafeBitCast(job, to: UnownedJob.self)
-    MultiThreadedEventLoopGroup.singleton.any().executor.enqueue(unownedJob)
+    MultiThreadedEventLoopGroup.singleton.any().executor.enqueue(ExecutorJob(unownedJob))
 }
