@@ -129,11 +129,16 @@ check "a member of group nnd drives it: nnctl list (default socket)" 'runuser -u
 check "a non-member is refused, naming the socket" \
     'out=$(runuser -u bob -- nnctl list 2>&1); code=$?; echo "$out" | tail -1; [ $code = 3 ] && echo "$out" | grep -q "only root and members of the socket.s group may connect to /run/nnd/nnd.sock"'
 
-check "the control plane on its event loops at control_nice 10 (the static binary installs the executor hook)" \
-    'pid=$(systemctl show -p MainPID --value nnd); ! journalctl -q -u nnd | grep "runs on Dispatch.s pool" || exit 1; \
+# The hook is what this checks; the nice value needs RLIMIT_NICE (LimitNICE=+0), which a
+# container whose host withholds it cannot grant: the daemon then logs "control_nice not
+# applied" and keeps every thread at 0, which is what is expected then.
+check "the control plane on its event loops, at control_nice (the static binary installs the executor hook)" \
+    'pid=$(systemctl show -p MainPID --value nnd); log=$(journalctl -q -u nnd); \
+     if echo "$log" | grep "runs on Dispatch.s pool"; then exit 1; fi; \
+     want=10; note=""; if echo "$log" | grep -q "control_nice not applied"; then want=0; note=" (no RLIMIT_NICE here: control_nice not applied, as logged)"; fi; \
      loops=0; for t in /proc/$pid/task/*; do case $(cat $t/comm) in NIO-*) loops=$((loops + 1)); \
-     nice=$(awk "{print \$19}" $t/stat); [ "$nice" = 10 ] || { echo "$(cat $t/comm): nice $nice"; exit 1; };; esac; done; \
-     echo "$loops event-loop threads at nice 10"; [ $loops -gt 0 ]'
+     nice=$(awk "{print \$19}" $t/stat); [ "$nice" = $want ] || { echo "$(cat $t/comm): nice $nice, expected $want"; exit 1; };; esac; done; \
+     echo "$loops event-loop threads at nice $want$note"; [ $loops -gt 0 ]'
 
 # --- runs under the service ----------------------------------------------------------------------
 check "a short run completes" \
