@@ -187,6 +187,16 @@ final class DaemonTests: XCTestCase {
         try expect("POST", "/v1/runs", b("{not json"), 400, "malformed_json", "not valid JSON")
         try expect("POST", "/v1/runs", b("[1,2]"), 400, "malformed_json", "JSON object")
         try expect("POST", "/v1/runs", b("{\"spec\": {}, \"colour\": 1}"), 422, "unknown_field", "colour")
+        // Query parameters a route does not read are refused like unknown body fields.
+        try expect(
+            "GET", "/v1/runs?state=failed", nil, 422, "unknown_field", "unknown query parameter 'state' (allowed: none)"
+        )
+        try expect(
+            "POST", "/v1/runs?nme=x", b("{\"spec\": {}}"), 422, "unknown_field",
+            "unknown query parameter 'nme' (allowed: name)")
+        try expect(
+            "GET", "/v1/models/x/export?format=onnx&verison=1", nil, 422, "unknown_field",
+            "unknown query parameter 'verison' (allowed: format, version)")
         try expect(
             "POST", "/v1/runs", b("{\"spec\": {\"training\": {\"epochs\": 0}}}"), 422, "invalid_spec", "training.epochs"
         )

@@ -9,28 +9,46 @@ final class APIRoutes {
 
     init(router: Router<APIRequestContext>) { self.router = router }
 
-    func get(
-        _ path: String,
-        use handler: @escaping @Sendable (Request, APIRequestContext) async throws -> some ResponseGenerator
+    /// Registers `handler` for GET `path`; `query` lists the query parameters it reads, and a
+    /// request with any other is refused (422 `unknown_field`), as unknown body fields are.
+    func get<Output: ResponseGenerator>(
+        _ path: String, query: Set<String> = [],
+        use handler: @escaping @Sendable (Request, APIRequestContext) async throws -> Output
     ) {
         entries.append((path, .get))
-        router.get(RouterPath(path), use: handler)
+        router.get(RouterPath(path), use: Self.refusingUnknownQuery(query, handler))
     }
 
-    func post(
-        _ path: String,
-        use handler: @escaping @Sendable (Request, APIRequestContext) async throws -> some ResponseGenerator
+    func post<Output: ResponseGenerator>(
+        _ path: String, query: Set<String> = [],
+        use handler: @escaping @Sendable (Request, APIRequestContext) async throws -> Output
     ) {
         entries.append((path, .post))
-        router.post(RouterPath(path), use: handler)
+        router.post(RouterPath(path), use: Self.refusingUnknownQuery(query, handler))
     }
 
-    func delete(
-        _ path: String,
-        use handler: @escaping @Sendable (Request, APIRequestContext) async throws -> some ResponseGenerator
+    func delete<Output: ResponseGenerator>(
+        _ path: String, query: Set<String> = [],
+        use handler: @escaping @Sendable (Request, APIRequestContext) async throws -> Output
     ) {
         entries.append((path, .delete))
-        router.delete(RouterPath(path), use: handler)
+        router.delete(RouterPath(path), use: Self.refusingUnknownQuery(query, handler))
+    }
+
+    /// `handler`, after a check that the request's query parameters are all in `allowed`: a
+    /// misspelt or made-up one (`?state=failed` on the run list) would otherwise be ignored.
+    static func refusingUnknownQuery<Output: ResponseGenerator>(
+        _ allowed: Set<String>, _ handler: @escaping @Sendable (Request, APIRequestContext) async throws -> Output
+    ) -> @Sendable (Request, APIRequestContext) async throws -> Output {
+        { request, context in
+            for parameter in request.uri.queryParameters where !allowed.contains(String(parameter.key)) {
+                let known = allowed.isEmpty ? "none" : allowed.sorted().joined(separator: ", ")
+                throw APIError(
+                    422, "unknown_field", "unknown query parameter '\(parameter.key.prefix(40))' (allowed: \(known))",
+                    field: String(parameter.key.prefix(40)))
+            }
+            return try await handler(request, context)
+        }
     }
 }
 

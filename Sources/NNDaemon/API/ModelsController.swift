@@ -9,8 +9,8 @@ struct ModelsController {
 
     func addRoutes(to routes: APIRoutes) {
         routes.get("/v1/models", use: list)
-        routes.get("/v1/models/:name/export", use: export)
-        routes.post("/v1/models/:name/predict", use: predict)
+        routes.get("/v1/models/:name/export", query: ["format", "version"], use: export)
+        routes.post("/v1/models/:name/predict", query: ["version"], use: predict)
         routes.post("/v1/models/:name/promote", use: promote)
         routes.post("/v1/models/:name/rollback", use: rollback)
     }

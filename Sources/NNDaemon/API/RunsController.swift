@@ -12,7 +12,7 @@ struct RunsController {
 
     func addRoutes(to routes: APIRoutes) {
         routes.get("/v1/runs", use: list)
-        routes.post("/v1/runs", use: create)
+        routes.post("/v1/runs", query: ["name"], use: create)
         routes.get("/v1/runs/:id", use: show)
         routes.delete("/v1/runs/:id", use: remove)
         routes.post("/v1/runs/:id/pause", use: pause)
@@ -20,7 +20,7 @@ struct RunsController {
         routes.post("/v1/runs/:id/stop", use: stop)
         routes.get("/v1/runs/:id/events", use: events)
         routes.post("/v1/runs/:id/eval", use: evaluate)
-        routes.get("/v1/runs/:id/export", use: export)
+        routes.get("/v1/runs/:id/export", query: ["format"], use: export)
         routes.get("/v1/runs/:id/report", use: report)
     }
 
