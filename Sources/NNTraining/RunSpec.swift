@@ -136,11 +136,16 @@ extension RunSpec {
         case let s as String: return s
         case let b as Bool: return b
         case let i as Int: return i
-        // Out-of-range numbers become text so the typed decode names the field ("'1e+99' is not a valid Int").
-        case let d as Double: return d.isFinite && abs(d) < 1e15 ? d : String(describing: d)
+        // Out-of-range numbers become text, so the typed decode fails and names the field
+        // ("'1e+99' is out of range", see `SpecError.from`).
+        case let d as Double: return isInRange(d) ? d : String(describing: d)
         default: return String(describing: v)
         }
     }
+
+    /// Whether a number in a spec can be any field's value: finite and below 1e15 in magnitude
+    /// (larger ones become text in `normalise`, so the typed decode refuses them as out of range).
+    static func isInRange(_ d: Double) -> Bool { d.isFinite && abs(d) < 1e15 }
 
     public func validate() throws {
         func bad(_ f: String, _ v: Any, _ why: String) -> SpecError { SpecError(field: f, "\(v) \(why)") }
@@ -267,7 +272,7 @@ extension SpecError {
         switch e {
         case .typeMismatch(let t, let ctx):
             // A number `normalise` turned into text: '1e+30' is a number, just not one for this field.
-            if let d = raw(ctx) as? Double, !(d.isFinite && abs(d) < 1e15) {
+            if let d = raw(ctx) as? Double, !RunSpec.isInRange(d) {
                 return SpecError(
                     field: path(ctx), "\(value(ctx)) is out of range (numbers in a run spec must be below 1e15)")
             }

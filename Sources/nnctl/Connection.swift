@@ -100,20 +100,19 @@ struct Connection: ParsableArguments {
     /// A file this call created is removed again when the write fails, so no truncated model is
     /// left behind; an existing path (a file, /dev/null) is written in place, never replaced.
     static func write(_ bytes: [UInt8], to path: String) throws {
+        func refused(_ code: Int32) -> Refused {
+            Refused(message: "cannot write \(path): \(String(cString: strerror(code)))")
+        }
         let existed = access(path, F_OK) == 0
-        func failure() -> Refused {
-            let reason = String(cString: strerror(errno))
-            if !existed { unlink(path) }
-            return Refused(message: "cannot write \(path): \(reason)")
-        }
-        guard let file = fopen(path, "wb") else { throw failure() }
+        guard let file = fopen(path, "wb") else { throw refused(errno) }
         let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, file) }
-        if written != bytes.count {
-            let error = failure()
-            fclose(file)
-            throw error
+        let writeError = written == bytes.count ? 0 : errno
+        let closeError = fclose(file) == 0 ? 0 : errno
+        let code = writeError != 0 ? writeError : closeError
+        guard code == 0 else {
+            if !existed { unlink(path) }
+            throw refused(code)
         }
-        guard fclose(file) == 0 else { throw failure() }
     }
 }
 
