@@ -134,6 +134,40 @@ final class DaemonTests: XCTestCase {
             "\(done["notes"] ?? "")")
     }
 
+    /// A second daemon on the same state directory (say, a hand-started `nnd serve` next to the
+    /// service) would resume the first one's runs and write their checkpoints too. It is refused
+    /// at start, naming the daemon that holds the directory, and the first one trains on
+    /// undisturbed; once that one has stopped, or died by `kill -9`, the directory is free again.
+    func testSecondDaemonOnTheSameStateDirectoryIsRefused() throws {
+        let d = DaemonProcess()
+        try d.start()
+        let run = try d.createRun(longSpec(name: "held", everySteps: 0))
+        try d.waitFor(run, states: ["running"])
+        let otherSocket = "\(d.dir)/other.sock"
+        let (code, out, err) = try runBuilt(
+            "nnd", ["serve", "--socket", otherSocket, "--state-dir", d.stateDir, "--data-dir", sharedMNIST], timeout: 30
+        )
+        XCTAssertEqual(code, 1, out + err)
+        let pid = try XCTUnwrap(d.process).processIdentifier
+        XCTAssertTrue(
+            err.contains(
+                "nnd: state directory \(d.stateDir) is in use by another nnd (pid \(pid), serving on \(d.socket)); "
+                    + "stop it, or give this one its own --state-dir"), err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: otherSocket), "the refused daemon made a socket")
+        XCTAssertEqual(try d.state(run), "running")
+        XCTAssertEqual(try d.get("/v1/runs").0, 200)
+
+        d.kill9()
+        try d.start()
+        XCTAssertEqual(try d.get("/v1/health").0, 200)
+        let (status, _) = d.terminate()
+        XCTAssertEqual(status, 0)
+        let free = DaemonProcess()
+        free.serveArgs = ["--socket", free.socket, "--state-dir", d.stateDir, "--data-dir", sharedMNIST]
+        try free.start()
+        XCTAssertEqual(try free.get("/v1/health").0, 200)
+    }
+
     /// A watcher following a queued run (as the nightly unit's `nnctl retrain` does) must not hold
     /// the daemon's shutdown open until systemd's TimeoutStopSec= kills it: SIGTERM ends every
     /// event stream, and the watcher reconnects to the restarted daemon and sees its run through.
