@@ -6,6 +6,7 @@ import NIOCore
 import NIOPosix
 import NNAPI
 import NNControl
+import NNData
 import ServiceLifecycle
 
 /// `nnd serve`: the long-running process. Wires the `RunManager`, the control API on the
@@ -155,7 +156,7 @@ public enum Daemon {
                 try FileManager.default.createDirectory(
                     atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: Int(mode)])
             } catch {
-                throw StartupError(description: "cannot create directory \(path): \(error.localizedDescription)")
+                throw StartupError(description: "cannot create directory \(path): \(DataError.reason(error))")
             }
         } else if !isDir.boolValue {
             throw StartupError(description: "\(path) exists and is not a directory")

@@ -70,7 +70,8 @@ public struct DaemonConfig: Sendable, Equatable {
             self.field = field
             self.message = message
         }
-        public var description: String { "\(source): \(field): \(message)" }
+        /// `source: field: message`, or `source: message` for the file as a whole (no field).
+        public var description: String { field.isEmpty ? "\(source): \(message)" : "\(source): \(field): \(message)" }
     }
 
     /// Applies a YAML settings file; unknown keys are refused (a misspelt setting must not be
@@ -78,10 +79,10 @@ public struct DaemonConfig: Sendable, Equatable {
     public mutating func apply(yaml text: String, source: String) throws {
         let loaded: Any?
         do { loaded = try Yams.load(yaml: text) } catch {
-            throw ConfigError(source: source, field: "-", message: "not valid YAML: \(error)")
+            throw ConfigError(source: source, field: "", message: "not valid YAML: \(error)")
         }
         guard let map = (loaded ?? [String: Any]()) as? [String: Any] else {
-            throw ConfigError(source: source, field: "-", message: "must be a mapping of settings")
+            throw ConfigError(source: source, field: "", message: "must be a mapping of settings")
         }
         for (key, value) in map.sorted(by: { $0.key < $1.key }) {
             guard let setting = DaemonSetting.named(key) else {

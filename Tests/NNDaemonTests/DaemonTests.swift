@@ -444,10 +444,10 @@ final class DaemonTests: XCTestCase {
         let dir = NSTemporaryDirectory() + "nnd-config-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        func serve(_ args: [String], env: [String: String] = [:]) throws -> (Int32, String) {
+        func serve(_ args: [String], env: [String: String] = [:], stateDir: String? = nil) throws -> (Int32, String) {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "\(binDir)/nnd")
-            p.arguments = ["serve", "--socket", "\(dir)/s.sock", "--state-dir", "\(dir)/state"] + args
+            p.arguments = ["serve", "--socket", "\(dir)/s.sock", "--state-dir", stateDir ?? "\(dir)/state"] + args
             var e = ProcessInfo.processInfo.environment
             for (k, v) in env { e[k] = v }
             p.environment = e
@@ -479,6 +479,27 @@ final class DaemonTests: XCTestCase {
             XCTAssertFalse(
                 FileManager.default.fileExists(atPath: "\(dir)/state"), "state dir created despite bad settings")
         }
+        // A settings file that cannot be read at all: the system's reason, not a bare "cannot read".
+        let notUTF8 = "\(dir)/latin1.yaml"
+        try Data([0x77, 0x6F, 0x72, 0x6B, 0x65, 0x72, 0x73, 0x3A, 0x20, 0xE9, 0x0A]).write(
+            to: URL(fileURLWithPath: notUTF8))
+        let files = [
+            (
+                "\(dir)/missing.yaml",
+                "nnd: \(dir)/missing.yaml: cannot read the settings file: No such file or directory"
+            ),
+            (dir, "nnd: \(dir): cannot read the settings file: Is a directory"),
+            (notUTF8, "nnd: \(notUTF8): is not UTF-8 text"),
+        ]
+        for (path, message) in files {
+            let (code, err) = try serve(["--config", path])
+            XCTAssertEqual(code, 2, err)
+            XCTAssertEqual(err, message + "\n")
+        }
+        // A state directory that cannot be made: the system's reason too (exit 1, the daemon's own start).
+        let (code, err) = try serve([], stateDir: "/proc/nnd-state")
+        XCTAssertEqual(code, 1, err)
+        XCTAssertEqual(err, "nnd: cannot create directory /proc/nnd-state: No such file or directory\n")
     }
 
     /// etc/nnd/nnd.yaml is what the settings table generates, so a setting added, renamed or

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NNDaemon
+import NNData
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -29,10 +30,13 @@ struct Serve: AsyncParsableCommand {
         do {
             let environment = ProcessInfo.processInfo.environment
             if let path = config ?? environment["NND_CONFIG"] {
-                guard let data = FileManager.default.contents(atPath: path),
-                    let text = String(data: data, encoding: .utf8)
-                else {
-                    throw DaemonConfig.ConfigError(source: path, field: "-", message: "cannot read the settings file")
+                let bytes: Data
+                do { bytes = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+                    throw DaemonConfig.ConfigError(
+                        source: path, field: "", message: "cannot read the settings file: \(DataError.reason(error))")
+                }
+                guard let text = String(data: bytes, encoding: .utf8) else {
+                    throw DaemonConfig.ConfigError(source: path, field: "", message: "is not UTF-8 text")
                 }
                 try settings.apply(yaml: text, source: path)
             }
