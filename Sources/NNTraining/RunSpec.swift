@@ -1,5 +1,6 @@
 import Foundation
 import NNAPI
+import NNData
 import NNEngine
 import Yams
 
@@ -117,9 +118,12 @@ extension RunSpec {
     }
 
     public static func load(path: String, overrides: [String] = []) throws -> RunSpec {
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8)
-        else {
-            throw SpecError(field: "", "\(path): cannot read run spec")
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw SpecError(field: "", "\(path): cannot read the run spec: \(DataError.reason(error))")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw SpecError(field: "", "\(path): the run spec is not UTF-8 text")
         }
         do { return try parse(text, overrides: overrides, source: path) } catch let e as SpecError {
             throw SpecError(field: e.field, e.field.isEmpty ? e.message : "\(e.message) (in \(path))")

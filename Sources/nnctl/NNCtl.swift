@@ -55,6 +55,8 @@ struct NNCtl: ParsableCommand {
             fail(error.message, code: 4)
         } catch let error as UnsafeSocket {
             fail(error.message, code: 2)
+        } catch let error as UsageProblem {
+            fail(error.message, code: 2)
         } catch let error as UnixHTTPClient.ClientError {
             if case .unreachable(let path, let why) = error, why.contains("Permission denied") {
                 // The system service's socket and its directory belong to group nnd (mode 0660/0750).
@@ -82,6 +84,10 @@ struct NNCtl: ParsableCommand {
 
 /// The daemon refused the request (exit 1).
 struct Refused: Error { var message: String }
+
+/// A usage error found after parsing, such as a file argument that cannot be read (exit 2,
+/// without the usage text that argument-parser's `ValidationError` would add).
+struct UsageProblem: Error { var message: String }
 
 /// The socket's directory could be another user's (exit 2).
 struct UnsafeSocket: Error { var message: String }

@@ -55,10 +55,8 @@ struct RecordFiles {
 
     /// The file's bytes, inflated when it is gzip.
     func contents(_ path: String) throws -> [UInt8] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw Problem(file: path, message: "cannot be read (no such file, or no permission)")
-        }
-        let raw = [UInt8](data)
+        let raw: [UInt8]
+        do { raw = try LocalFile.bytes(path) } catch { throw Problem(file: path, message: error.reason) }
         guard raw.starts(with: [0x1F, 0x8B]) else { return raw }
         return try inflate(raw, gzip: true, path)
     }

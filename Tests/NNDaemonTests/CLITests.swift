@@ -114,6 +114,31 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(e5.contains("/dev/null/mnist: cannot create the directory: Not a directory"), e5)
     }
 
+    /// A run spec that cannot be read is a usage error naming the file and the system's reason,
+    /// before anything is asked of the daemon (none runs here) or trained.
+    func testUnreadableRunSpecsNameTheReason() throws {
+        let dir = NSTemporaryDirectory() + "nnd-spec-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let latin1 = "\(dir)/latin1.yaml"
+        try Data([0x6E, 0x61, 0x6D, 0x65, 0x3A, 0x20, 0xE9, 0x0A]).write(to: URL(fileURLWithPath: latin1))
+        let cases = [
+            ("\(dir)/missing.yaml", "cannot read the run spec: No such file or directory"),
+            (dir, "cannot read the run spec: Is a directory"),
+            (latin1, "the run spec is not UTF-8 text"),
+        ]
+        let socket = ["--socket", "\(dir)/no-daemon.sock"]
+        for (path, reason) in cases {
+            for command in [["nnctl", "start", path], ["nnctl", "retrain", path], ["nnd", "train", path]] {
+                let (code, out, err) = try runBuilt(
+                    command[0], Array(command.dropFirst()) + (command[0] == "nnctl" ? socket : []))
+                XCTAssertEqual(code, 2, "\(command): \(out)\(err)")
+                XCTAssertEqual(err, "\(command[0]): \(path): \(reason)\n", "\(command)")
+                XCTAssertEqual(out, "")
+            }
+        }
+    }
+
     func testTheFirstLayersInputPathIsShownEverywhere() throws {
         let spec = "\(repoRoot)/etc/nnd/runs/mnist-seed.yaml"
         let common = [

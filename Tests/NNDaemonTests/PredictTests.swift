@@ -103,6 +103,14 @@ final class PredictTests: XCTestCase {
         let (wc, _, wrong) = try nnctl(["predict", "digits", "\(d.dir)/digits.yaml"], env: env)
         XCTAssertEqual(wc, 1)
         XCTAssertTrue(wrong.contains("digits.yaml: line 2: 6 fields, expected 784"), wrong)
+        for (file, reason) in [("\(d.dir)/missing.gz", "No such file or directory"), (d.dir, "Is a directory")] {
+            let (mc, _, missing) = try nnctl(["predict", "digits", file], env: env)
+            XCTAssertEqual(mc, 1)
+            XCTAssertEqual(missing, "nnctl: \(file): \(reason)\n")
+            let (lc, _, noLabels) = try nnctl(["predict", "digits", images, "--labels", file], env: env)
+            XCTAssertEqual(lc, 1)
+            XCTAssertEqual(noLabels, "nnctl: \(file): \(reason)\n")
+        }
         XCTAssertEqual(try d.get("/v1/health").0, 200)
 
         // What the model was trained on is recorded: in its info, its run and `nnd train --json`.

@@ -40,10 +40,14 @@ struct Start: ParsableCommand {
     }
 }
 
-/// The spec file's text, or a usage error naming the file.
+/// The spec file's text, or a usage error naming the file and why.
 func readSpec(_ path: String) throws -> String {
-    guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-        throw ValidationError("cannot read run spec '\(path)'")
+    let bytes: [UInt8]
+    do { bytes = try LocalFile.bytes(path) } catch {
+        throw UsageProblem(message: "\(path): cannot read the run spec: \(error.reason)")
+    }
+    guard let text = String(validating: bytes, as: UTF8.self) else {
+        throw UsageProblem(message: "\(path): the run spec is not UTF-8 text")
     }
     return text
 }
