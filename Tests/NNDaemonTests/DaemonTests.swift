@@ -250,6 +250,8 @@ final class DaemonTests: XCTestCase {
         try expect("POST", "/v1/runs", [UInt8](repeating: 0x20, count: 2 << 20), 413, "body_too_large", "limit")
         try expect("GET", "/v1/runs/nope", nil, 404, "not_found", "nope")
         try expect("POST", "/v1/runs/nope/pause", nil, 404, "not_found", "nope")
+        // The name as the client typed it (nnctl percent-encodes it into the path).
+        try expect("GET", "/v1/runs/my%20run", nil, 404, "not_found", "no run with id or name 'my run'")
         try expect("GET", "/v1/unknown", nil, 404, "not_found", "/v1/unknown")
         try expect("DELETE", "/v1/runs", nil, 405, "method_not_allowed", "DELETE is not allowed on /v1/runs")
         // Illegal transitions: a queued run behind a running one can be paused, not resumed; a completed one cannot be paused.

@@ -62,11 +62,13 @@ extension APIRequestContext {
         return value
     }
 
-    /// A run id or name from the path; names are looked up, so only the length is checked here.
+    /// A run id or name from the path, percent-decoded (so that a 404 quotes what the client
+    /// asked for: `nnctl status "my run"` sends `my%20run`); names are looked up, so only the
+    /// length is checked here.
     func runKey() throws(APIError) -> String {
-        guard let id = parameters.get("id"), !id.isEmpty, id.utf8.count <= 200 else {
+        guard let raw = parameters.get("id"), !raw.isEmpty, raw.utf8.count <= 200 else {
             throw APIError(400, "invalid_id", "missing or oversized run id")
         }
-        return id
+        return raw.removingPercentEncoding ?? raw
     }
 }
