@@ -82,8 +82,19 @@ public struct ModelRegistry: Sendable {
         return (try? JSONDecoder().decode([String].self, from: d)) ?? []
     }
 
+    /// Not found for a model no version was ever stored under (no directory), so that the
+    /// message does not talk about the versions of a model that does not exist.
+    public func requireModel(_ model: String) throws(RegistryError) {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir(model), isDirectory: &isDirectory), isDirectory.boolValue
+        else {
+            throw RegistryError.notFound("no model named \(model) (GET /v1/models lists them)")
+        }
+    }
+
     /// Makes `version` current.
     public func promote(model: String, version: String) throws {
+        try requireModel(model)
         guard self.version(model, version) != nil else {
             throw RegistryError.notFound("model \(model) has no version \(version)")
         }
@@ -95,6 +106,7 @@ public struct ModelRegistry: Sendable {
     /// Makes the previously current version current again.
     @discardableResult
     public func rollback(model: String) throws -> String {
+        try requireModel(model)
         var s = stack(model)
         guard s.count >= 2 else {
             throw RegistryError.conflict("model \(model) has no earlier version to roll back to")

@@ -42,8 +42,18 @@ final class RetrainTests: XCTestCase {
         let (rc, ro, _) = try nnctl(["rollback", "digits"], env: env)
         XCTAssertEqual(rc, 0)
         XCTAssertTrue(ro.contains(versions[0]), ro)
-        XCTAssertEqual(try nnctl(["rollback", "digits"], env: env).0, 1)  // nothing earlier
-        XCTAssertEqual(try nnctl(["promote", "digits", "no-such-version"], env: env).0, 1)
+        let (nc, _, nothingEarlier) = try nnctl(["rollback", "digits"], env: env)
+        XCTAssertEqual(nc, 1)
+        XCTAssertTrue(nothingEarlier.contains("model digits has no earlier version to roll back to"), nothingEarlier)
+        let (vc, _, noVersion) = try nnctl(["promote", "digits", "no-such-version"], env: env)
+        XCTAssertEqual(vc, 1)
+        XCTAssertTrue(noVersion.contains("model digits has no version no-such-version"), noVersion)
+        // A misspelt model is named as such, not as a model without that version or history.
+        for command in [["promote", "digts", versions[0]], ["rollback", "digts"]] {
+            let (code, _, err) = try nnctl(command, env: env)
+            XCTAssertEqual(code, 1)
+            XCTAssertTrue(err.contains("no model named digts (GET /v1/models lists them) (HTTP 404 not_found)"), err)
+        }
 
         // Warm start from the current model; the outcome is in the run's record and status.
         let (c3, o3, e3) = try nnctl(

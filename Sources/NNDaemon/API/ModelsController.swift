@@ -106,6 +106,7 @@ extension ModelsController {
 extension ModelRegistry {
     /// The requested version of `model`, or its current one; 404s name what is missing.
     func resolve(model: String, version requested: String?) throws(APIError) -> ModelVersion {
+        do { try requireModel(model) } catch { throw error.api }
         if let requested {
             guard let found = version(model, requested) else {
                 throw APIError.notFound("model \(model) has no version \(requested.prefix(100))")
@@ -113,9 +114,7 @@ extension ModelRegistry {
             return found
         }
         guard let current = current(model) else {
-            throw APIError.notFound(
-                list().contains { $0.name == model }
-                    ? "model \(model) has no current version (nnctl promote)" : "no model named \(model)")
+            throw APIError.notFound("model \(model) has no current version (nnctl promote)")
         }
         return current
     }
