@@ -150,6 +150,9 @@ public struct Evaluation: Codable, Sendable {
 /// One line of a run's event stream (`GET /v1/runs/{id}/events`, NDJSON).
 public struct StreamLine: Codable, Sendable {
     public enum Kind: String, Codable, Sendable { case progress, state, heartbeat }
+    /// How often the daemon writes a heartbeat line into a stream that has nothing else to say;
+    /// a client that hears nothing for several of these can tell a hung daemon from a quiet run.
+    public static let heartbeatSeconds = 10
     public var type: Kind
     public var run: String
     public var event: TrainingEvent?

@@ -31,10 +31,14 @@ public struct UnixHTTPClient: Sendable {
     public enum ClientError: Error, CustomStringConvertible {
         case unreachable(String, String)
         case protocolError(String)
+        /// An event stream that carried nothing, not even its heartbeat, for this many seconds.
+        case silent(Int)
         public var description: String {
             switch self {
             case .unreachable(let p, let why): "cannot reach nnd at \(p): \(why)"
             case .protocolError(let why): "bad response from nnd: \(why)"
+            case .silent(let seconds):
+                "nnd sent nothing on the event stream for \(seconds) s, not even a heartbeat: the daemon is stopped or hung"
             }
         }
     }
@@ -97,15 +101,19 @@ public struct UnixHTTPClient: Sendable {
     }
 
     /// Reads a response head, then hands body bytes to `onBody` as they arrive (de-chunked).
-    func receive(_ fd: Int32, bodyExpected: Bool = true, onBody: ([UInt8]) throws -> Void) throws -> (
-        Int, [String: String]
-    ) {
+    /// Reads one response; a read that waits longer than the socket's receive timeout throws
+    /// `timeout`.
+    func receive(
+        _ fd: Int32, bodyExpected: Bool = true, timeout: ClientError = .protocolError("timed out"),
+        onBody: ([UInt8]) throws -> Void
+    ) throws -> (Int, [String: String]) {
         var buffer = [UInt8]()
         var chunk = [UInt8](repeating: 0, count: 65536)
         func fill() throws -> Bool {
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
             if n < 0 {
-                throw ClientError.protocolError(errno == EAGAIN ? "timed out" : String(cString: strerror(errno)))
+                if errno == EAGAIN { throw timeout }
+                throw ClientError.protocolError(String(cString: strerror(errno)))
             }
             if n == 0 { return false }
             buffer.append(contentsOf: chunk[0..<n])
@@ -186,15 +194,18 @@ public struct UnixHTTPClient: Sendable {
         return Response(status: status, headers: headers, body: data)
     }
 
-    /// Streams an NDJSON response line by line; returns the status (the body of an error response is passed as one line).
-    public func stream(_ path: String, onLine: (String) throws -> Void) throws -> Int {
+    /// Streams an NDJSON response line by line; returns the status (the body of an error response
+    /// is passed as one line). A run's stream may carry no event for hours (a queued run), but the
+    /// daemon writes a heartbeat into it every few seconds; `silenceLimit` seconds without a byte
+    /// (a stopped or hung daemon, whose socket still accepts) throw `silent`.
+    public func stream(_ path: String, silenceLimit: Int, onLine: (String) throws -> Void) throws -> Int {
         let fd = try connectSocket()
         defer { close(fd) }
-        var tv = timeval(tv_sec: 0, tv_usec: 0)  // streams may be quiet for long; the daemon sends heartbeats
+        var tv = timeval(tv_sec: silenceLimit, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         try send(fd, method: "GET", path: path, body: nil, contentType: "application/json")
         var pending = [UInt8]()
-        let (status, _) = try receive(fd) { bytes in
+        let (status, _) = try receive(fd, timeout: .silent(silenceLimit)) { bytes in
             pending += bytes
             while let nl = pending.firstIndex(of: 10) {
                 let line = String(decoding: pending[0..<nl], as: UTF8.self)

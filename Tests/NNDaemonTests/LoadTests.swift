@@ -78,7 +78,7 @@ final class LoadTests: XCTestCase {
                             usleep(20_000)
                             continue
                         }
-                        _ = try? client.stream("/v1/runs/\(run)/events") { _ in
+                        _ = try? client.stream("/v1/runs/\(run)/events", silenceLimit: 60) { _ in
                             let go = tally.lock.withLock {
                                 tally.lines += 1
                                 return tally.active

@@ -1,6 +1,7 @@
 import Foundation
 import NNAPI
 import NNCheckpoint
+import NNControl
 import XCTest
 
 /// Faults a nightly job meets on real machines: each against real `nnd` processes.
@@ -104,6 +105,55 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertEqual(after, checkpoints, "checkpoints changed although no training happened")
     }
 
+    /// A daemon that is stopped or hung still accepts connections (the kernel queues them), so a
+    /// follower would wait for ever. The event stream carries a heartbeat every 10 s; the client
+    /// gives up on a stream silent for its limit (`nnctl watch`: 25 s, and it then reconnects as
+    /// to a daemon that went away; `make test-system` checks that against a SIGSTOPped service).
+    /// Here a socket that answers one line and then nothing, with a 1 s limit.
+    func testSilentEventStreamIsGivenUpOn() throws {
+        let path = NSTemporaryDirectory() + "nnd-silent-\(UUID().uuidString.prefix(8)).sock"
+        defer { unlink(path) }
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, byte) in path.utf8.enumerated() { raw[i] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        XCTAssertEqual(bound, 0)
+        XCTAssertEqual(listen(listener, 4), 0)
+        let server = Thread {
+            let connection = accept(listener, nil, nil)
+            var request = [UInt8](repeating: 0, count: 4096)
+            _ = read(connection, &request, request.count)
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n"
+            let line = #"{"type":"state","run":"r","state":"running"}"# + "\n"
+            let chunk = String(line.utf8.count, radix: 16) + "\r\n" + line + "\r\n"
+            _ = (head + chunk).withCString { write(connection, $0, strlen($0)) }
+            sleep(4)  // then nothing: a SIGSTOPped daemon
+            close(connection)
+        }
+        server.start()
+        var lines: [String] = []
+        let started = Date()
+        XCTAssertThrowsError(
+            try UnixHTTPClient(socketPath: path).stream("/v1/runs/r/events", silenceLimit: 1) { lines.append($0) }
+        ) { error in
+            XCTAssertEqual(
+                "\(error)",
+                "nnd sent nothing on the event stream for 1 s, not even a heartbeat: the daemon is stopped or hung")
+        }
+        let waited = Date().timeIntervalSince(started)
+        XCTAssertEqual(lines.count, 1)
+        XCTAssertGreaterThan(waited, 0.9)
+        XCTAssertLessThan(waited, 3.5, "gave up only when the server closed")
+    }
+
     /// SIGTERM while three runs train and clients stream their progress: exit 0 within 10 s,
     /// and every run resumes and completes after a restart.
     func testGracefulStopUnderLoad() throws {
@@ -113,7 +163,7 @@ final class ReliabilityTests: XCTestCase {
         for r in runs { try d.waitFor(r, states: ["running"]) }
         let client = d.client
         let streams = runs.map { run -> Thread in
-            let t = Thread { _ = try? client.stream("/v1/runs/\(run)/events") { _ in } }
+            let t = Thread { _ = try? client.stream("/v1/runs/\(run)/events", silenceLimit: 60) { _ in } }
             t.start()
             return t
         }

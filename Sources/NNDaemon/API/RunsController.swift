@@ -90,7 +90,7 @@ struct RunsController {
     }
 
     /// NDJSON: the run's state first, then progress and state lines until it settles; a
-    /// heartbeat every 10 s keeps idle-timeouts (ours and proxies') from cutting a queued run's stream.
+    /// heartbeat every `StreamLine.heartbeatSeconds` keeps idle-timeouts (ours and proxies') from cutting a queued run's stream.
     @Sendable func events(_ request: Request, context: APIRequestContext) async throws -> Response {
         let record = try await manager.get(try context.runKey())
         let (_, stream) = manager.hub.subscribe(run: record.id)
@@ -115,7 +115,7 @@ struct RunsController {
                         }
                         group.addTask {
                             while !Task.isCancelled {
-                                try await Task.sleep(for: .seconds(10))
+                                try await Task.sleep(for: .seconds(StreamLine.heartbeatSeconds))
                                 continuation.yield(Self.line(heartbeat))
                             }
                         }

@@ -77,7 +77,10 @@ struct RunFollower {
     private func stream(_ run: String, printer: inout ProgressPrinter) throws -> RunState? {
         var last: RunState?
         var failure: String?
-        let status = try connection.client.stream(runPath(run, "/events")) { text in
+        // Two heartbeats missed: the daemon is stopped or hung (its socket still accepts), which
+        // is followed like a daemon that went away.
+        let silence = 2 * StreamLine.heartbeatSeconds + 5
+        let status = try connection.client.stream(runPath(run, "/events"), silenceLimit: silence) { text in
             if connection.json { print(text) }
             if let body = try? APIJSON.decoder.decode(ErrorBody.self, from: Data(text.utf8)) {
                 failure = body.error.description
