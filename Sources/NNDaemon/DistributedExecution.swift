@@ -145,9 +145,10 @@ extension RunExecution {
     /// weights) into the run directory, launches the job, turns rank 0's report lines into the
     /// run's events, metrics and checkpoint list, passes pause and stop on as SIGUSR1 / SIGUSR2
     /// (mpirun forwards them to every rank), and waits for it. Returns how training ended and
-    /// rank 0's last history and weights choice.
+    /// rank 0's last history and weights choice. `shards`: the training shards the daemon read,
+    /// which the ranks read too (not one that landed in between).
     func trainDistributed(
-        _ d: RunSpec.Distributed, warmStart: Checkpoint?
+        _ d: RunSpec.Distributed, warmStart: Checkpoint?, shards: [String]
     ) throws -> (outcome: TrainingOutcome, history: [EpochRecord], weightsChoice: String?) {
         let id = record.id
         let fm = FileManager.default
@@ -155,6 +156,8 @@ extension RunExecution {
         try CheckpointStore.atomicWrite(
             [UInt8](try APIJSON.prettyEncoder.encode(record.spec)),
             to: DistributedFiles.spec(runDirectory: runDirectory))
+        try CheckpointStore.atomicWrite(
+            [UInt8](try APIJSON.prettyEncoder.encode(shards)), to: DistributedFiles.shards(runDirectory: runDirectory))
         let warmPath = DistributedFiles.warmStart(runDirectory: runDirectory)
         if let warmStart {
             try CheckpointStore.atomicWrite(warmStart.encode(), to: warmPath)

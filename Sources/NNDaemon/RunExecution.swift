@@ -50,7 +50,11 @@ final class RunExecution: Sendable {
         let store = CheckpointStore(directory: "\(runDirectory)/checkpoints", keep: spec.checkpoint.keep)
         var history: [EpochRecord] = record.history
         do {
-            let data = try datasets.load(spec: spec, dataDir: dataDir)
+            // A resumed run reads the files it started with: a shard that landed since (tonight's
+            // export, during a pause or a restart) waits for the next run instead of changing the
+            // data under this one and failing it.
+            let recordedFiles = record.dataFiles
+            let data = try datasets.load(spec: spec, dataDir: dataDir, onlyShards: recordedFiles.map { Set($0.keys) })
             let (checkpoint, path, skipped) = store.loadLatestValid()
             var notes: [String] = skipped.map { "skipped unreadable checkpoint: \($0)" }
             if let path {
@@ -59,10 +63,18 @@ final class RunExecution: Sendable {
                 )
             }
             for n in notes { logger.warning("\(n)", metadata: ["run": "\(id)"]) }
-            if let recorded = record.dataHash, recorded != data.contentHash {
-                let changed = data.files.filter { record.dataFiles?[$0] != data.fileHashes[$0] }
+            for shard in data.shardsNotRead {
+                let note = "\(shard): added after this run started; not read by it (the next run trains on it)"
+                logger.notice("\(note)", metadata: ["run": "\(id)"])
+                notes.append(note)
+            }
+            if let recordedHash = record.dataHash, recordedHash != data.contentHash {
+                let recorded = recordedFiles ?? [:]
+                let changed = data.files.filter { recorded[$0] != data.fileHashes[$0] }
+                let gone = recorded.keys.filter { data.fileHashes[$0] == nil }.sorted().map { "\($0) (gone)" }
+                let named = changed + gone
                 throw TrainingError.data(
-                    "data changed since the run started: \((changed.isEmpty ? data.files : changed).joined(separator: ", ")) (content hash differs from the one recorded at start); refusing to continue, checkpoints left as they are"
+                    "data changed since the run started: \((named.isEmpty ? data.files : named).joined(separator: ", ")) (content hash differs from the one recorded at start); refusing to continue, checkpoints left as they are"
                 )
             }
             Task {
@@ -148,7 +160,7 @@ final class RunExecution: Sendable {
         var outcome = TrainingOutcome.completed
         var weightsChoice: String?
         if !alreadyFinished {
-            let ended = try trainDistributed(d, warmStart: warmStart)
+            let ended = try trainDistributed(d, warmStart: warmStart, shards: data.shards)
             outcome = ended.outcome
             history = ended.history
             weightsChoice = ended.weightsChoice

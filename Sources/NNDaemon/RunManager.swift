@@ -534,18 +534,21 @@ public actor RunManager {
 
 /// Keeps the most recently loaded dataset so pause → resume does not read and hash it again.
 /// A hit must have the same spec data section, the same shard files (a shard added since is a
-/// reload: tonight's retrain must see it) and files whose content has not changed.
+/// reload: tonight's retrain must see it), the same `onlyShards` and files whose content has not
+/// changed.
 public final class DatasetCache: Sendable {
     private let cached = Mutex<(key: String, value: DataLoading.Loaded)?>(nil)
     public init() {}
-    public func load(spec: RunSpec, dataDir: String?) throws -> DataLoading.Loaded {
+    public func load(spec: RunSpec, dataDir: String?, onlyShards: Set<String>? = nil) throws -> DataLoading.Loaded {
         let shards = DataLoading.trainingShards(spec: spec, fallbackDataDir: dataDir).joined(separator: ",")
-        let key = "\(spec.data)|\(dataDir ?? "")|\(spec.model.layers.first!)|\(spec.model.layers.last!)|\(shards)"
+        let only = onlyShards.map { $0.sorted().joined(separator: ",") } ?? "all"
+        let key =
+            "\(spec.data)|\(dataDir ?? "")|\(spec.model.layers.first!)|\(spec.model.layers.last!)|\(shards)|\(only)"
         if let hit = cached.withLock({ $0?.key == key ? $0?.value : nil }) {
             // The files may have changed or vanished since: re-hash them (cheap next to parsing).
             if (try? DataLoading.hashFiles(hit.files)) == hit.fileHashes { return hit }
         }
-        let loaded = try DataLoading.load(spec: spec, fallbackDataDir: dataDir)
+        let loaded = try DataLoading.load(spec: spec, fallbackDataDir: dataDir, onlyShards: onlyShards)
         cached.withLock { $0 = (key, loaded) }
         return loaded
     }

@@ -31,6 +31,11 @@ public enum DataLoading {
         public var files: [String]
         /// SHA-256 of each file's bytes, to name the file that changed.
         public var fileHashes: [String: String]
+        /// The training shards read (their image files), in the order they were joined.
+        public var shards: [String] = []
+        /// Shards in the directory that `onlyShards` left out (their image files): added after
+        /// the run started.
+        public var shardsNotRead: [String] = []
 
         /// What a run trained on, in one hash: SHA-256 over the sorted `name sha256` lines of
         /// its data files (so adding, removing or changing a shard changes it).
@@ -41,12 +46,17 @@ public enum DataLoading {
     }
 
     /// `dataDirOverride` beats the spec's `data.dir` (`nnd train --data`); `fallbackDataDir`
-    /// is used only when the spec names none (the daemon's `data_dir`).
-    public static func load(spec: RunSpec, dataDirOverride: String? = nil, fallbackDataDir: String? = nil) throws
-        -> Loaded
-    {
+    /// is used only when the spec names none (the daemon's `data_dir`). `onlyShards` (image file
+    /// paths) limits the training shards read to those a run started with, so that tonight's
+    /// new shard does not change the data under a run resumed after it landed; nil reads every
+    /// shard in the directory.
+    public static func load(
+        spec: RunSpec, dataDirOverride: String? = nil, fallbackDataDir: String? = nil, onlyShards: Set<String>? = nil
+    ) throws -> Loaded {
         let train: Dataset
         let test: Dataset
+        var read: [String] = []
+        var notRead: [String] = []
         if let trainCSV = spec.data.trainCSV, let testCSV = spec.data.testCSV {
             let scale = Float(spec.data.featureScale ?? 255)
             train = try CSVReader.load(
@@ -63,7 +73,10 @@ public enum DataLoading {
                     file: defaultFetchDirectory(),
                     "no MNIST data found; run `nnd dataset fetch mnist` or set data.dir in the spec")
             }
-            let shards = try MNIST.trainingShards(in: dir)
+            let present = try MNIST.trainingShards(in: dir)
+            let shards = onlyShards.map { only in present.filter { only.contains($0.images) } } ?? present
+            read = shards.map(\.images)
+            notRead = present.map(\.images).filter { !read.contains($0) }
             if shards.isEmpty {
                 train = try MNIST.load(from: dir, train: true, limit: spec.data.trainLimit)
             } else {
@@ -78,7 +91,9 @@ public enum DataLoading {
         }
         let files = train.sources + test.sources
         let hashes = try hashFiles(files)
-        return Loaded(train: train, test: test, contentHash: combined(hashes, files), files: files, fileHashes: hashes)
+        return Loaded(
+            train: train, test: test, contentHash: combined(hashes, files), files: files, fileHashes: hashes,
+            shards: read, shardsNotRead: notRead)
     }
 
     /// The MNIST-layout directory a load of `spec` reads, or nil for a CSV spec (or no data found).

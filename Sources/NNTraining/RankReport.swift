@@ -34,6 +34,8 @@ public struct RankReport: Codable, Sendable, Equatable {
 public enum DistributedFiles {
     /// The run spec the ranks train (APIJSON).
     public static func spec(runDirectory: String) -> String { "\(runDirectory)/distributed/spec.json" }
+    /// The training shards' image files the ranks read (APIJSON array): those the daemon read.
+    public static func shards(runDirectory: String) -> String { "\(runDirectory)/distributed/shards.json" }
     /// The warm-start parameters, when the run starts from a model version.
     public static func warmStart(runDirectory: String) -> String {
         "\(runDirectory)/distributed/warm-start.safetensors"

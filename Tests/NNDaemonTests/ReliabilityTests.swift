@@ -105,6 +105,49 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertEqual(after, checkpoints, "checkpoints changed although no training happened")
     }
 
+    /// Tonight's export drops a new training shard beside the data while a run is paused (or the
+    /// daemon restarts under it): the resumed run goes on with the files it started with — bit for
+    /// bit an uninterrupted run's result, with a note naming the shard — and the next run reads
+    /// the shard. Before, the resume failed with "data changed since the run started".
+    func testShardThatLandsDuringAPauseWaitsForTheNextRun() throws {
+        let d = DaemonProcess()
+        try d.start()
+        let data = "\(d.dir)/mnist"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        for f in ["train-images", "train-labels", "t10k-images", "t10k-labels"] {
+            let name = "\(f)-idx\(f.hasSuffix("images") ? 3 : 1)-ubyte.gz"
+            try FileManager.default.createSymbolicLink(
+                atPath: "\(data)/\(name)", withDestinationPath: "\(sharedMNIST)/\(name)")
+        }
+        let spec = longSpec(name: "nightly", everySteps: 200)
+        let uninterrupted = try d.createRun(spec, overrides: ["data.dir=\(data)"])
+        try d.waitFor(uninterrupted, states: ["completed"])
+        let reference = try d.parameters(uninterrupted)
+        let run = try d.createRun(spec, overrides: ["data.dir=\(data)", "name=paused"])
+        try d.waitFor(run, states: ["running"])
+        usleep(500_000)
+        XCTAssertEqual(try d.post("/v1/runs/\(run)/pause").0, 200)
+        try d.waitFor(run, states: ["paused"])
+        let shard = "\(data)/train-2026-12-01-images-idx3-ubyte.gz"
+        try FileManager.default.createSymbolicLink(
+            atPath: shard, withDestinationPath: "\(sharedMNIST)/t10k-images-idx3-ubyte.gz")
+        try FileManager.default.createSymbolicLink(
+            atPath: "\(data)/train-2026-12-01-labels-idx1-ubyte.gz",
+            withDestinationPath: "\(sharedMNIST)/t10k-labels-idx1-ubyte.gz")
+        XCTAssertEqual(try d.post("/v1/runs/\(run)/resume").0, 200)
+        let done = try d.waitFor(run, states: ["completed", "failed"])
+        XCTAssertEqual(done["state"] as? String, "completed", "\(done["reason"] ?? "")")
+        XCTAssertTrue(try d.parameters(run) == reference, "not bit for bit the uninterrupted run's weights")
+        let notes = (done["notes"] as? [String] ?? []).joined(separator: "\n")
+        XCTAssertTrue(
+            notes.contains("\(shard): added after this run started; not read by it (the next run trains on it)"), notes)
+        XCTAssertNil((done["data_files"] as? [String: String])?[shard])
+
+        let next = try d.createRun(smallSpec(name: "tomorrow", epochs: 1), overrides: ["data.dir=\(data)"])
+        let read = try d.waitFor(next, states: ["completed"])
+        XCTAssertNotNil((read["data_files"] as? [String: String])?[shard], "\(read["data_files"] ?? "")")
+    }
+
     /// A daemon that is stopped or hung still accepts connections (the kernel queues them), so a
     /// follower would wait for ever. The event stream carries a heartbeat every 10 s; the client
     /// gives up on a stream silent for its limit (`nnctl watch`: 25 s, and it then reconnects as

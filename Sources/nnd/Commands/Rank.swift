@@ -47,7 +47,12 @@ struct Rank: ParsableCommand {
                 throw TrainingError.data("\(specPath): cannot read the run's spec")
             }
             let spec = try APIJSON.decoder.decode(RunSpec.self, from: specData)
-            let data = try DataLoading.load(spec: spec, dataDirOverride: dataDir)
+            // The shards the daemon read; absent (a job launched by hand): every shard.
+            var onlyShards: Set<String>?
+            if let bytes = FileManager.default.contents(atPath: DistributedFiles.shards(runDirectory: runDir)) {
+                onlyShards = Set(try APIJSON.decoder.decode([String].self, from: bytes))
+            }
+            let data = try DataLoading.load(spec: spec, dataDirOverride: dataDir, onlyShards: onlyShards)
             let store = CheckpointStore(directory: "\(runDir)/checkpoints", keep: spec.checkpoint.keep)
             let (checkpoint, _, _) = store.loadLatestValid()
             var warm: [Float]?
