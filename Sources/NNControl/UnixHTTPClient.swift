@@ -100,9 +100,8 @@ public struct UnixHTTPClient: Sendable {
         }
     }
 
-    /// Reads a response head, then hands body bytes to `onBody` as they arrive (de-chunked).
-    /// Reads one response; a read that waits longer than the socket's receive timeout throws
-    /// `timeout`.
+    /// Reads a response head, then hands body bytes to `onBody` as they arrive (de-chunked); a
+    /// read that waits longer than the socket's receive timeout throws `timeout`.
     func receive(
         _ fd: Int32, bodyExpected: Bool = true, timeout: ClientError = .protocolError("timed out"),
         onBody: ([UInt8]) throws -> Void

@@ -59,8 +59,10 @@ public enum Daemon {
         try prepareDirectory("\(config.stateDirectory)/runs", mode: 0o750)
         // Before the socket: a second daemon on this state directory must not even replace a
         // socket file, whichever socket it was given.
-        let stateLock = try StateDirectoryLock.acquire(stateDirectory: config.stateDirectory, socket: config.socketPath)
-        defer { stateLock.release() }
+        let (stateLock, lockWarning) = try StateDirectoryLock.acquire(
+            stateDirectory: config.stateDirectory, socket: config.socketPath)
+        defer { stateLock?.release() }
+        if let lockWarning { logger.warning("\(lockWarning)") }
         let socketDir = (config.socketPath as NSString).deletingLastPathComponent
         try prepareSocketDirectory(socketDir, groupAccess: config.socketGroup != nil)
         try removeStaleSocket(config.socketPath)

@@ -17,8 +17,11 @@ struct StateDirectoryLock {
     /// Once the daemon has stopped: every run is checkpointed and the socket removed.
     func release() { close(descriptor) }
 
-    /// Takes the lock, or throws naming the daemon that holds it.
-    static func acquire(stateDirectory: String, socket: String) throws -> StateDirectoryLock {
+    /// Takes the lock, or throws naming the daemon that holds it. A file system that cannot lock
+    /// (an NFS mount without a lock manager: ENOLCK) gives no lock and a `warning` for the log:
+    /// such a state directory must not keep the daemon from starting.
+    static func acquire(stateDirectory: String, socket: String) throws -> (lock: StateDirectoryLock?, warning: String?)
+    {
         let path = "\(stateDirectory)/\(fileName)"
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
         guard fd >= 0 else {
@@ -29,7 +32,11 @@ struct StateDirectoryLock {
             let holder = Self.holder(fd)
             close(fd)
             guard code == EWOULDBLOCK else {
-                throw Daemon.StartupError(description: "cannot lock \(path): \(String(cString: strerror(code)))")
+                return (
+                    nil,
+                    "cannot lock \(path) (\(String(cString: strerror(code)))): a second nnd on this state "
+                        + "directory would not be refused"
+                )
             }
             throw Daemon.StartupError(
                 description:
@@ -40,7 +47,7 @@ struct StateDirectoryLock {
         let text = "pid \(getpid()), serving on \(socket)\n"
         _ = ftruncate(fd, 0)
         _ = text.withCString { pwrite(fd, $0, strlen($0), 0) }
-        return StateDirectoryLock(descriptor: fd)
+        return (StateDirectoryLock(descriptor: fd), nil)
     }
 
     /// What the holder wrote: "pid N, serving on PATH".

@@ -12,7 +12,7 @@ import NNControl
 struct FollowOptions: ParsableArguments {
     @Option(
         help: ArgumentHelp(
-            "While following a run, how long to keep reconnecting to a daemon that went away (seconds).",
+            "While following a run, how long to keep reconnecting to a daemon that went away or stopped answering (no heartbeat for 25 s), in seconds.",
             valueName: "seconds"))
     var reconnectTimeout: Double = 600
 }
