@@ -128,7 +128,10 @@ public enum Daemon {
                     configuration: .init(address: .hostname(host, port: port), serverName: "nnd/\(version)"),
                     logger: logger), at: 0)
         }
-        let services = ServiceGroup(services: all, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // SIGHUP too: a daemon started by hand from a terminal gets it when the terminal closes,
+        // and would otherwise die on the spot, losing its runs' steps since their last checkpoint.
+        let services = ServiceGroup(
+            services: all, gracefulShutdownSignals: [.sigterm, .sigint, .sighup], logger: logger)
         try await services.run()
         unlink(socketPath)
         logger.info("stopped")

@@ -77,11 +77,11 @@ final class DaemonProcess {
         process = nil
     }
 
-    /// SIGTERM; returns (exit status, seconds taken).
-    func terminate() -> (Int32, Double) {
+    /// SIGTERM (or `signal`); returns (exit status, seconds taken).
+    func terminate(signal: Int32 = SIGTERM) -> (Int32, Double) {
         guard let p = process else { return (-1, 0) }
         let t0 = Date()
-        kill(p.processIdentifier, SIGTERM)
+        kill(p.processIdentifier, signal)
         p.waitUntilExit()
         process = nil
         return (p.terminationStatus, Date().timeIntervalSince(t0))
