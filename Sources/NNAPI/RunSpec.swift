@@ -77,6 +77,15 @@ public struct RunSpec: Codable, Sendable, Equatable {
         case validationAccuracy = "validation_accuracy"
     }
 
+    /// The files and directories the spec names, with their fields: what training opens.
+    public var paths: [(field: String, path: String)] {
+        let named = [
+            ("data.dir", data.dir), ("data.train_csv", data.trainCSV), ("data.test_csv", data.testCSV),
+            ("distributed.hostfile", distributed?.hostfile),
+        ]
+        return named.compactMap { field, path in path.map { (field, $0) } }
+    }
+
     public struct DataSource: Codable, Sendable, Equatable {
         /// Directory with the four MNIST IDX files (plain or .gz); nil = `nnd`'s default search.
         public var dir: String?

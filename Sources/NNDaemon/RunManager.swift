@@ -102,6 +102,14 @@ public actor RunManager {
     /// (it could never start), before anything is allocated.
     public func create(spec: RunSpec, memory estimate: MemoryEstimate) throws(APIError) -> RunRecord {
         guard !shuttingDown else { throw APIError(503, "shutting_down", "the daemon is shutting down") }
+        // The daemon opens the spec's files from its own working directory (`/` under systemd),
+        // not the client's: a relative path would name another file than the one meant.
+        if let (field, path) = spec.paths.first(where: { !$0.path.hasPrefix("/") }) {
+            throw APIError(
+                422, "invalid_spec",
+                "\(field): '\(path)' is a relative path; the daemon needs an absolute one (it does not run in "
+                    + "your working directory)", field: field)
+        }
         // A missing launcher or a bad hostfile is refused now, not when the run is due at 2 a.m.
         if let d = spec.distributed { try DistributedLaunch.check(d) }
         guard estimate.bytes <= memoryBudget else {
@@ -118,7 +126,7 @@ public actor RunManager {
         do {
             try FileManager.default.createDirectory(atPath: runDirectory(id), withIntermediateDirectories: true)
         } catch {
-            throw APIError(507, "storage", "cannot create \(runDirectory(id)): \(error.localizedDescription)")
+            throw APIError(507, "storage", "cannot create \(runDirectory(id)): \(DataError.reason(error))")
         }
         records[id] = r
         persist(r)
@@ -454,7 +462,7 @@ public actor RunManager {
         let directory = runDirectory(r.id)
         if FileManager.default.fileExists(atPath: directory) {
             do { try FileManager.default.removeItem(atPath: directory) } catch {
-                throw APIError(507, "storage", "cannot remove \(directory): \(error.localizedDescription)")
+                throw APIError(507, "storage", "cannot remove \(directory): \(DataError.reason(error))")
             }
         }
         records[r.id] = nil

@@ -116,7 +116,7 @@ final class APIFuzzTests: XCTestCase {
         let top = Set(try FileManager.default.contentsOfDirectory(atPath: d.dir))
         XCTAssertTrue(top.isSubset(of: ["nnd.sock", "nnd.log", "state"]), "\(top)")
         let state = Set(try FileManager.default.contentsOfDirectory(atPath: d.stateDir))
-        XCTAssertTrue(state.isSubset(of: ["runs", "models"]), "\(state)")
+        XCTAssertTrue(state.isSubset(of: ["runs", "models", "nnd.lock"]), "\(state)")
         for run in try FileManager.default.contentsOfDirectory(atPath: "\(d.stateDir)/runs") {
             XCTAssertFalse(run.contains("/") || run.hasPrefix("."), run)
         }

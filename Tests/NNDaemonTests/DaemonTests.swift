@@ -255,6 +255,10 @@ final class DaemonTests: XCTestCase {
             "not a valid run name")
         try expect("POST", "/v1/runs", b("{}"), 422, "invalid_request", "spec")
         try expect(
+            "POST", "/v1/runs", b("{\"spec\": {\"data\": {\"train_csv\": \"train.csv\", \"test_csv\": \"/t.csv\"}}}"),
+            422,
+            "invalid_spec", "data.train_csv: 'train.csv' is a relative path; the daemon needs an absolute one")
+        try expect(
             "POST", "/v1/runs", b("{\"spec_yaml\": \"name: a\", \"overrides\": [\"training.epochs=1e99\"]}"), 422,
             "invalid_spec", "training.epochs")
         try expect("POST", "/v1/runs", [UInt8](repeating: 0x20, count: 2 << 20), 413, "body_too_large", "limit")

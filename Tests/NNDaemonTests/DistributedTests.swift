@@ -238,6 +238,11 @@ final class DaemonDistributedTests: XCTestCase {
             (["--set", "distributed.ranks=\(ProcessInfo.processInfo.activeProcessorCount + 1)"], "CPUs"),
             (["--set", "distributed.hostfile=\(hostfile)"], "line 2: 'slots=two' is not slots=N"),
             (["--set", "distributed.hostfile=\(daemon.dir)/absent"], "cannot read"),
+            // Resolved from the daemon's working directory, not nnctl's: refused.
+            (
+                ["--set", "distributed.hostfile=hosts"],
+                "nnctl: distributed.hostfile: 'hosts' is a relative path; the daemon needs an absolute one"
+            ),
             (["--set", "distributed.launcher=srun"], "'srun' is not on the daemon's PATH"),
             (["--set", "distributed.launcher=mpiexec"], "distributed.launcher"),
             (["--set", "distributed.ranks=0"], "distributed.ranks: 0 must be between 1 and 4096"),
