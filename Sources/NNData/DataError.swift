@@ -20,3 +20,19 @@ public struct DataError: Error, CustomStringConvertible, Equatable, Sendable {
         return "\(error)"
     }
 }
+
+/// Text files a person writes (run specs, daemon settings), read whole.
+public enum TextFile {
+    /// The file's text, or a `DataError` naming the file and why, in terms of `what` it is:
+    /// "cannot read the run spec: No such file or directory", "the run spec is not UTF-8 text".
+    public static func read(_ path: String, what: String) throws(DataError) -> String {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw DataError(file: path, "cannot read \(what): \(DataError.reason(error))")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw DataError(file: path, "\(what) is not UTF-8 text")
+        }
+        return text
+    }
+}

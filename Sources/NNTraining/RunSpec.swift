@@ -118,12 +118,9 @@ extension RunSpec {
     }
 
     public static func load(path: String, overrides: [String] = []) throws -> RunSpec {
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw SpecError(field: "", "\(path): cannot read the run spec: \(DataError.reason(error))")
-        }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw SpecError(field: "", "\(path): the run spec is not UTF-8 text")
+        let text: String
+        do { text = try TextFile.read(path, what: "the run spec") } catch {
+            throw SpecError(field: "", error.description)
         }
         do { return try parse(text, overrides: overrides, source: path) } catch let e as SpecError {
             throw SpecError(field: e.field, e.field.isEmpty ? e.message : "\(e.message) (in \(path))")

@@ -505,7 +505,7 @@ final class DaemonTests: XCTestCase {
                 "nnd: \(dir)/missing.yaml: cannot read the settings file: No such file or directory"
             ),
             (dir, "nnd: \(dir): cannot read the settings file: Is a directory"),
-            (notUTF8, "nnd: \(notUTF8): is not UTF-8 text"),
+            (notUTF8, "nnd: \(notUTF8): the settings file is not UTF-8 text"),
         ]
         for (path, message) in files {
             let (code, err) = try serve(["--config", path])

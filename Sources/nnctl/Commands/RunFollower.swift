@@ -10,9 +10,14 @@ import NNControl
 #endif
 
 struct FollowOptions: ParsableArguments {
+    /// Seconds an event stream may carry nothing before the daemon counts as stopped or hung
+    /// (its socket still accepts): two heartbeats missed.
+    static let silenceSeconds = 2 * StreamLine.heartbeatSeconds + 5
+
     @Option(
         help: ArgumentHelp(
-            "While following a run, how long to keep reconnecting to a daemon that went away or stopped answering (no heartbeat for 25 s), in seconds.",
+            "While following a run, how long to keep reconnecting to a daemon that went away or stopped "
+                + "answering (no heartbeat for \(silenceSeconds) s), in seconds.",
             valueName: "seconds"))
     var reconnectTimeout: Double = 600
 }
@@ -77,10 +82,10 @@ struct RunFollower {
     private func stream(_ run: String, printer: inout ProgressPrinter) throws -> RunState? {
         var last: RunState?
         var failure: String?
-        // Two heartbeats missed: the daemon is stopped or hung (its socket still accepts), which
-        // is followed like a daemon that went away.
-        let silence = 2 * StreamLine.heartbeatSeconds + 5
-        let status = try connection.client.stream(runPath(run, "/events"), silenceLimit: silence) { text in
+        // A silent stream is followed like a daemon that went away.
+        let status = try connection.client.stream(
+            runPath(run, "/events"), silenceLimit: FollowOptions.silenceSeconds
+        ) { text in
             if connection.json { print(text) }
             if let body = try? APIJSON.decoder.decode(ErrorBody.self, from: Data(text.utf8)) {
                 failure = body.error.description

@@ -30,13 +30,9 @@ struct Serve: AsyncParsableCommand {
         do {
             let environment = ProcessInfo.processInfo.environment
             if let path = config ?? environment["NND_CONFIG"] {
-                let bytes: Data
-                do { bytes = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-                    throw DaemonConfig.ConfigError(
-                        source: path, field: "", message: "cannot read the settings file: \(DataError.reason(error))")
-                }
-                guard let text = String(data: bytes, encoding: .utf8) else {
-                    throw DaemonConfig.ConfigError(source: path, field: "", message: "is not UTF-8 text")
+                let text: String
+                do { text = try TextFile.read(path, what: "the settings file") } catch {
+                    throw DaemonConfig.ConfigError(source: path, field: "", message: error.problem)
                 }
                 try settings.apply(yaml: text, source: path)
             }
