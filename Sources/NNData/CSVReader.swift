@@ -5,7 +5,12 @@ import NNNumerics
 /// by `featureScale`. With the default scale 255 (the seed's layout) the values must be integer
 /// pixels 0–255; with any other scale they are decimal numbers (e.g. features already in [0, 1]
 /// with scale 1). A first line whose first field is not a number is a header and is skipped.
+/// A UTF-8 byte-order mark at the start (spreadsheets write one) is not part of the first field.
 public enum CSVReader {
+    /// The UTF-8 byte-order mark: without skipping it, a file without a header line would lose
+    /// its first record, taken for a header because "\u{FEFF}7" is not a number.
+    public static let byteOrderMark: [UInt8] = [0xEF, 0xBB, 0xBF]
+
     public static func load(
         _ path: String, featureCount: Int = 784, classCount: Int = 10, limit: Int? = nil, featureScale: Float = 255
     ) throws -> Dataset {
@@ -23,7 +28,7 @@ public enum CSVReader {
         var labels: [Int32] = []
         var values: [Float] = []
         var lineNo = 0
-        var start = 0
+        var start = raw.starts(with: byteOrderMark) ? byteOrderMark.count : 0
         func parseLine(_ line: ArraySlice<UInt8>) throws {
             lineNo += 1
             var trimmed = line

@@ -89,7 +89,9 @@ struct RecordFiles {
     /// Rows of `width` values, or of `width + 1` with the label first; a first line that is not
     /// numbers is a header.
     func csv(_ bytes: [UInt8], _ path: String) throws -> ([[Float]], [Int]?) {
-        let text = String(decoding: bytes, as: UTF8.self)
+        // A spreadsheet's UTF-8 byte-order mark would make the first record look like a header.
+        let text = String(
+            decoding: bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? bytes.dropFirst(3) : bytes[...], as: UTF8.self)
         var rows: [[Float]] = []
         var labels: [Int] = []
         var labelled: Bool?

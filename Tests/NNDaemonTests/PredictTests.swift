@@ -60,6 +60,12 @@ final class PredictTests: XCTestCase {
         XCTAssertEqual(cc, 0, cerr)
         XCTAssertTrue(csvOut.hasPrefix("\(answer.labels[0]) "), csvOut)
         XCTAssertTrue(csvOut.contains("accuracy"), "labelled CSV rows give an accuracy: \(csvOut)")
+        // Saved by a spreadsheet: a byte-order mark, no header. The record is read, not skipped.
+        try Data([0xEF, 0xBB, 0xBF] + Array(("7," + raw.map(String.init).joined(separator: ",") + "\n").utf8))
+            .write(to: URL(fileURLWithPath: "\(d.dir)/bom.csv"))
+        let (bc, bomOut, berr) = try nnctl(["predict", "digits", "\(d.dir)/bom.csv"], env: env)
+        XCTAssertEqual(bc, 0, berr)
+        XCTAssertTrue(bomOut.hasPrefix("\(answer.labels[0]) "), bomOut)
         try writePNG(raw, to: "\(d.dir)/one.png")
         let (gc, pngOut, gerr) = try nnctl(["predict", "digits", "\(d.dir)/one.png", "--json"], env: env)
         XCTAssertEqual(gc, 0, gerr)

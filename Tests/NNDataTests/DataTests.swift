@@ -112,6 +112,13 @@ final class DataTests: XCTestCase {
         XCTAssertEqual(d.count, 2)
         XCTAssertEqual(d.labels, [7, 7])
         XCTAssertEqual(d.features[3], 180 / 255)
+        // A spreadsheet's byte-order mark: every record is read, with or without a header line.
+        let bom = CSVReader.byteOrderMark
+        XCTAssertEqual(
+            try CSVReader.load(write("bom.csv", bom + Array("\(row)\n\(row)\n".utf8)), featureCount: 4).count, 2)
+        XCTAssertEqual(
+            try CSVReader.load(write("bomh.csv", bom + Array("label,p0,p1,p2,p3\n\(row)\n".utf8)), featureCount: 4)
+                .count, 1)
         assertDataError(
             { _ = try CSVReader.load(self.write("cols.csv", Array("\(row)\n1,2,3\n".utf8)), featureCount: 4) },
             file: "cols.csv", contains: "line 2: 3 columns, expected 5")
