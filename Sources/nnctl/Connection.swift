@@ -91,28 +91,8 @@ struct Connection: ParsableArguments {
     func download(_ path: String, to output: String) throws -> Int {
         let response = try client.request("GET", path)
         try check(response)
-        try Self.write(response.body, to: output)
+        try LocalFile.write(response.body, to: output)
         return response.body.count
-    }
-
-    /// Writes `bytes` to the file `path`, with the system's reason when it cannot ("No such file
-    /// or directory", "No space left on device" — which may only show when the file is closed).
-    /// A file this call created is removed again when the write fails, so no truncated model is
-    /// left behind; an existing path (a file, /dev/null) is written in place, never replaced.
-    static func write(_ bytes: [UInt8], to path: String) throws {
-        func refused(_ code: Int32) -> Refused {
-            Refused(message: "cannot write \(path): \(String(cString: strerror(code)))")
-        }
-        let existed = access(path, F_OK) == 0
-        guard let file = fopen(path, "wb") else { throw refused(errno) }
-        let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, file) }
-        let writeError = written == bytes.count ? 0 : errno
-        let closeError = fclose(file) == 0 ? 0 : errno
-        let code = writeError != 0 ? writeError : closeError
-        guard code == 0 else {
-            if !existed { unlink(path) }
-            throw refused(code)
-        }
     }
 }
 

@@ -14,25 +14,26 @@ final class APIRoutes {
     func get<Output: ResponseGenerator>(
         _ path: String, query: Set<String> = [],
         use handler: @escaping @Sendable (Request, APIRequestContext) async throws -> Output
-    ) {
-        entries.append((path, .get))
-        router.get(RouterPath(path), use: Self.refusingUnknownQuery(query, handler))
-    }
+    ) { add(.get, path, query: query, handler) }
 
     func post<Output: ResponseGenerator>(
         _ path: String, query: Set<String> = [],
         use handler: @escaping @Sendable (Request, APIRequestContext) async throws -> Output
-    ) {
-        entries.append((path, .post))
-        router.post(RouterPath(path), use: Self.refusingUnknownQuery(query, handler))
-    }
+    ) { add(.post, path, query: query, handler) }
 
     func delete<Output: ResponseGenerator>(
         _ path: String, query: Set<String> = [],
         use handler: @escaping @Sendable (Request, APIRequestContext) async throws -> Output
+    ) { add(.delete, path, query: query, handler) }
+
+    /// The one place a route is registered: kept for 405 answers, guarded against unknown query
+    /// parameters.
+    private func add<Output: ResponseGenerator>(
+        _ method: HTTPRequest.Method, _ path: String, query: Set<String>,
+        _ handler: @escaping @Sendable (Request, APIRequestContext) async throws -> Output
     ) {
-        entries.append((path, .delete))
-        router.delete(RouterPath(path), use: Self.refusingUnknownQuery(query, handler))
+        entries.append((path, method))
+        router.on(RouterPath(path), method: method, use: Self.refusingUnknownQuery(query, handler))
     }
 
     /// `handler`, after a check that the request's query parameters are all in `allowed`: a
