@@ -111,6 +111,16 @@ extension RetrainTests {
             to: URL(fileURLWithPath: "\(data)/train-2026-11-30-images-idx3-ubyte"))
         try idx(0x0801, [1000], trainLabels.dropFirst(2000).prefix(1000)).write(
             to: URL(fileURLWithPath: "\(data)/train-2026-11-30-labels-idx1-ubyte"))
+        // Evaluating last night's run on its training data reads the files it trained on, not
+        // the shard that landed since.
+        let trained = try APIJSON.decoder.decode(RunList.self, from: Data(try d.client.request("GET", "/v1/runs").body))
+        let lastNight = try XCTUnwrap(trained.runs.first?.id)
+        let (ec, eout, eerr) = try nnctl(["eval", lastNight, "--data", "train"], env: env)
+        XCTAssertEqual(ec, 0, eout + eerr)
+        XCTAssertTrue(eout.hasPrefix("\(lastNight): train accuracy "), eout)
+        XCTAssertTrue(eout.contains("(2000 records, cost "), eout)
+        let (_, ejson, _) = try nnctl(["eval", lastNight, "--data", "train", "--json"], env: env)
+        XCTAssertEqual(try APIJSON.decoder.decode(Evaluation.self, from: Data(ejson.utf8)).records, 2000, ejson)
         let (rc, rout, rerr) = try nnctl(["retrain", spec, "--warm-start"], env: env)
         XCTAssertEqual(rc, 0, rout + rerr)
 

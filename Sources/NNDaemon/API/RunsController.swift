@@ -142,8 +142,11 @@ struct RunsController {
         let (record, checkpoint) = try await manager.latestCheckpoint(try context.runKey())
         let datasets = manager.datasets
         let dataDir = manager.config.dataDirectory
+        // The run's own training files: a shard that landed after the run is not what it trained on.
+        let ownShards = record.dataFiles.map { Set($0.keys) }
         return try await offload { () throws -> Evaluation in
-            let loaded = try datasets.load(spec: record.spec, dataDir: dataDir)
+            let loaded = try datasets.load(
+                spec: record.spec, dataDir: dataDir, onlyShards: which == .train ? ownShards : nil)
             let data = which == .train ? loaded.train : loaded.test
             let model = try Inference.forData(checkpoint, spec: record.spec, data: data, workers: record.workers)
             return model.evaluate(data, which: which, run: record.id)
