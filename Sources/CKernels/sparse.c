@@ -72,17 +72,31 @@ static void gradient_portable(const long *const *colStarts, const int *const *en
 // registers a pass uses) is a compile-time constant in each specialisation below, so the
 // accumulator array lives in registers.
 
-// Calls the specialisation NAME_1 … NAME_8 for nv registers (nv ≥ 8: NAME_8) with ARGS.
-#define NN_BY_REGISTERS(NAME, nv, ...)             \
-    switch ((nv) > 8 ? 8 : (nv)) {                  \
-        case 1: NAME##_1(__VA_ARGS__); break;       \
-        case 2: NAME##_2(__VA_ARGS__); break;       \
-        case 3: NAME##_3(__VA_ARGS__); break;       \
-        case 4: NAME##_4(__VA_ARGS__); break;       \
-        case 5: NAME##_5(__VA_ARGS__); break;       \
-        case 6: NAME##_6(__VA_ARGS__); break;       \
-        case 7: NAME##_7(__VA_ARGS__); break;       \
-        default: NAME##_8(__VA_ARGS__); break;      \
+// Calls the specialisation NAME_1 … NAME_8 for nv registers (nv ≥ 8: NAME_8) with ARGS;
+// NN_BY_REGISTERS13 likewise up to NAME_13 (AVX2: 13 accumulators, the broadcast and a load
+// fill its 16 registers).
+#define NN_CASES_1_TO_7(NAME, ...)                                                                  \
+    case 1: NAME##_1(__VA_ARGS__); break;                                                           \
+    case 2: NAME##_2(__VA_ARGS__); break;                                                           \
+    case 3: NAME##_3(__VA_ARGS__); break;                                                           \
+    case 4: NAME##_4(__VA_ARGS__); break;                                                           \
+    case 5: NAME##_5(__VA_ARGS__); break;                                                           \
+    case 6: NAME##_6(__VA_ARGS__); break;                                                           \
+    case 7: NAME##_7(__VA_ARGS__); break;
+#define NN_BY_REGISTERS(NAME, nv, ...)                                                              \
+    switch ((nv) > 8 ? 8 : (nv)) {                                                                   \
+        NN_CASES_1_TO_7(NAME, __VA_ARGS__)                                                           \
+        default: NAME##_8(__VA_ARGS__); break;                                                       \
+    }
+#define NN_BY_REGISTERS13(NAME, nv, ...)                                                            \
+    switch ((nv) > 13 ? 13 : (nv)) {                                                                 \
+        NN_CASES_1_TO_7(NAME, __VA_ARGS__)                                                           \
+        case 8: NAME##_8(__VA_ARGS__); break;                                                        \
+        case 9: NAME##_9(__VA_ARGS__); break;                                                        \
+        case 10: NAME##_10(__VA_ARGS__); break;                                                      \
+        case 11: NAME##_11(__VA_ARGS__); break;                                                      \
+        case 12: NAME##_12(__VA_ARGS__); break;                                                      \
+        default: NAME##_13(__VA_ARGS__); break;                                                      \
     }
 
 #define NN_MASK16(left) ((left) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (left)) - 1))
@@ -121,7 +135,7 @@ NN_FORWARD512(8)
 // The blocked forward for one instruction set: passes of PASS units (KERNEL_1 … KERNEL_8 take
 // 1 … 8 registers of WIDTH floats), in each pass the inputs block by block, in each block every
 // record's next non-zeros from its cursor on.
-#define NN_FORWARD_DRIVER(NAME, TARGET, KERNEL, WIDTH, PASS)                                                  \
+#define NN_FORWARD_DRIVER(NAME, TARGET, BY, KERNEL, WIDTH, PASS)                                                \
     __attribute__((target(TARGET))) static void NAME(const int *records, long rows, const long *offsets,      \
                                                      const int *cols, const float *vals, const float *wt,     \
                                                      long ldw, long units, long inputs, float *z, long ldz,    \
@@ -136,14 +150,14 @@ NN_FORWARD512(8)
                     const long e = offsets[records[r] + 1];                                                   \
                     if (cursor[r] >= e || cols[cursor[r]] >= k0 + NN_FORWARD_BLOCK) continue;                \
                     /* wt's rows are padded to ldw, so every load stays inside */                             \
-                    NN_BY_REGISTERS(KERNEL, nv, cursor + r, e, k0 + NN_FORWARD_BLOCK, cols, vals, wt, ldw, j0, \
+                    BY(KERNEL, nv, cursor + r, e, k0 + NN_FORWARD_BLOCK, cols, vals, wt, ldw, j0, \
                                     units, z + r * ldz)                                                       \
                 }                                                                                             \
             }                                                                                                 \
         }                                                                                                     \
     }
 
-NN_FORWARD_DRIVER(forward_avx512, "avx512f", forward512, 16, 128)
+NN_FORWARD_DRIVER(forward_avx512, "avx512f", NN_BY_REGISTERS, forward512, 16, 128)
 
 // The stores of nn_sparse_store's modes (see nn_kernels.h).
 #define NN_GRADIENT512(NV)                                                                                   \
@@ -207,11 +221,27 @@ __attribute__((target("avx512f"))) static void gradient_avx512(const long *const
     }
 }
 
-// ---- AVX2 + FMA: the same with 8-float registers, up to 8 of them (64 outputs) per pass ----------
+// ---- AVX2 + FMA: the same with 8-float registers, up to 13 of them (104 outputs) per pass -------
+// 13 accumulators, the broadcast and a load use 15 of the 16 registers; a 100-unit slice (the
+// seed's first layer on 2 workers) is one pass over the records' non-zeros, not two.
+#define NN_AVX2_PASS 104
 
 static inline __attribute__((target("avx2,fma"), always_inline)) __m256i tail_mask8(long left) {
     const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(left >= 8 ? 8 : left)), lanes);
+}
+
+// Loads and stores of 8 floats, `left` of them wanted: masked only for the last, partial
+// register of a row. AMD's masked stores are microcoded (Zen 3: one every ~12 cycles and more),
+// and a masked store for every register made the kernels below 2× slower there.
+static inline __attribute__((target("avx2,fma"), always_inline)) __m256 load8(const float *p, long left) {
+    return left >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, tail_mask8(left));
+}
+static inline __attribute__((target("avx2,fma"), always_inline)) void store8(float *p, long left, __m256 v) {
+    if (left >= 8)
+        _mm256_storeu_ps(p, v);
+    else
+        _mm256_maskstore_ps(p, tail_mask8(left), v);
 }
 
 #define NN_FORWARD256(NV)                                                                                    \
@@ -219,7 +249,7 @@ static inline __attribute__((target("avx2,fma"), always_inline)) __m256i tail_ma
         long *pos, long e, long k1, const int *cols, const float *vals, const float *wt, long ldw, long j0,   \
         long units, float *out) {                                                                            \
         __m256 a[NV];                                                                                        \
-        for (int v = 0; v < NV; v++) a[v] = _mm256_maskload_ps(out + j0 + 8 * v, tail_mask8(units - j0 - 8 * v)); \
+        for (int v = 0; v < NV; v++) a[v] = load8(out + j0 + 8 * v, units - j0 - 8 * v);                       \
         long p = *pos;                                                                                       \
         for (; p < e && cols[p] < k1; p++) {                                                                 \
             const __m256 x = _mm256_set1_ps(vals[p]);                                                        \
@@ -227,7 +257,7 @@ static inline __attribute__((target("avx2,fma"), always_inline)) __m256i tail_ma
             for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(w + 8 * v), a[v]);       \
         }                                                                                                    \
         *pos = p;                                                                                            \
-        for (int v = 0; v < NV; v++) _mm256_maskstore_ps(out + j0 + 8 * v, tail_mask8(units - j0 - 8 * v), a[v]); \
+        for (int v = 0; v < NV; v++) store8(out + j0 + 8 * v, units - j0 - 8 * v, a[v]);                      \
     }
 NN_FORWARD256(1)
 NN_FORWARD256(2)
@@ -237,9 +267,14 @@ NN_FORWARD256(5)
 NN_FORWARD256(6)
 NN_FORWARD256(7)
 NN_FORWARD256(8)
+NN_FORWARD256(9)
+NN_FORWARD256(10)
+NN_FORWARD256(11)
+NN_FORWARD256(12)
+NN_FORWARD256(13)
 
-// Blocks of inputs as in forward_avx512; 64 units per pass, so 64 inputs are 16 KB of weights.
-NN_FORWARD_DRIVER(forward_avx2, "avx2,fma", forward256, 8, 64)
+// Blocks of inputs as in forward_avx512; 104 units per pass, so 64 inputs are 26 KB of weights.
+NN_FORWARD_DRIVER(forward_avx2, "avx2,fma", NN_BY_REGISTERS13, forward256, 8, NN_AVX2_PASS)
 
 #define NN_GRADIENT256(NV)                                                                                   \
     static inline __attribute__((target("avx2,fma"), always_inline)) void gradient256_##NV(                \
@@ -247,10 +282,10 @@ NN_FORWARD_DRIVER(forward_avx2, "avx2,fma", forward256, 8, 64)
         long units, float *out, float *vel, const nn_sparse_store *st) {                                     \
         const int mode = st->mode;                                                                           \
         __m256 a[NV];                                                                                        \
-        __m256i m[NV];                                                                                       \
+        long left[NV];                                                                                       \
         for (int v = 0; v < NV; v++) {                                                                       \
             a[v] = _mm256_setzero_ps();                                                                      \
-            m[v] = tail_mask8(units - j0 - 8 * v);                                                           \
+            left[v] = units - j0 - 8 * v;                                                           \
         }                                                                                                    \
         for (long s = 0; s < shards; s++) {                                                                  \
             const int *entryRow = entryRows[s];                                                              \
@@ -258,25 +293,25 @@ NN_FORWARD_DRIVER(forward_avx2, "avx2,fma", forward256, 8, 64)
             for (long p = colStarts[s][k]; p < colStarts[s][k + 1]; p++) {                                   \
                 const __m256 x = _mm256_set1_ps(entryVal[p]);                                                \
                 const float *d = delta + (long)entryRow[p] * ldd + j0;                                       \
-                for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x, _mm256_maskload_ps(d + 8 * v, m[v]), a[v]); \
+                for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x, load8(d + 8 * v, left[v]), a[v]); \
             }                                                                                                \
         }                                                                                                    \
         for (int v = 0; v < NV; v++) {                                                                       \
             float *o = out + j0 + 8 * v;                                                                     \
-            if (mode == 1) a[v] = _mm256_add_ps(_mm256_maskload_ps(o, m[v]), a[v]);                           \
+            if (mode == 1) a[v] = _mm256_add_ps(load8(o, left[v]), a[v]);                           \
             if (mode == 2)                                                                                   \
                 a[v] = _mm256_fmadd_ps(_mm256_set1_ps(st->scale), a[v],                                       \
-                                       _mm256_mul_ps(_mm256_set1_ps(st->decay), _mm256_maskload_ps(o, m[v]))); \
+                                       _mm256_mul_ps(_mm256_set1_ps(st->decay), load8(o, left[v]))); \
             if (mode == 3) {                                                                                 \
-                const __m256 w = _mm256_maskload_ps(o, m[v]);                                                \
+                const __m256 w = load8(o, left[v]);                                                \
                 const __m256 g = _mm256_add_ps(_mm256_mul_ps(a[v], _mm256_set1_ps(st->scale)),                \
                                                _mm256_mul_ps(_mm256_set1_ps(st->decay), w));                  \
                 const __m256 u = _mm256_add_ps(                                                              \
-                    _mm256_mul_ps(_mm256_set1_ps(st->momentum), _mm256_maskload_ps(vel + j0 + 8 * v, m[v])), g); \
-                _mm256_maskstore_ps(vel + j0 + 8 * v, m[v], u);                                              \
+                    _mm256_mul_ps(_mm256_set1_ps(st->momentum), load8(vel + j0 + 8 * v, left[v])), g); \
+                store8(vel + j0 + 8 * v, left[v], u);                                              \
                 a[v] = _mm256_sub_ps(w, _mm256_mul_ps(_mm256_set1_ps(st->rate), u));                         \
             }                                                                                                \
-            _mm256_maskstore_ps(o, m[v], a[v]);                                                              \
+            store8(o, left[v], a[v]);                                                              \
         }                                                                                                    \
     }
 NN_GRADIENT256(1)
