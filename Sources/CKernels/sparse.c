@@ -293,7 +293,8 @@ NN_FORWARD_DRIVER(forward_avx2, "avx2,fma", NN_BY_REGISTERS13, forward256, 8, NN
             for (long p = colStarts[s][k]; p < colStarts[s][k + 1]; p++) {                                   \
                 const __m256 x = _mm256_set1_ps(entryVal[p]);                                                \
                 const float *d = delta + (long)entryRow[p] * ldd + j0;                                       \
-                for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x, load8(d + 8 * v, left[v]), a[v]); \
+                /* whole registers, unmasked: delta's rows are padded (nn_kernels.h) */                       \
+                for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(d + 8 * v), a[v]); \
             }                                                                                                \
         }                                                                                                    \
         for (int v = 0; v < NV; v++) {                                                                       \
