@@ -16,10 +16,13 @@ public struct Health: Codable, Sendable {
     /// Memory the runs may hold together, and what the running ones hold (estimates).
     public var memoryBudgetBytes: Int
     public var memoryHeldBytes: Int
+    /// Run records (`<state>/runs/<id>/run.json`) the daemon could not read at start, each as
+    /// "path: reason": those runs are left out of every list, their files kept. Absent when none.
+    public var unreadableRunRecords: [String]?
 
     public init(
         status: String = "ok", version: String, uptimeSeconds: Double, runs: [String: Int], stateDirectoryBytes: Int,
-        memoryBudgetBytes: Int, memoryHeldBytes: Int
+        memoryBudgetBytes: Int, memoryHeldBytes: Int, unreadableRunRecords: [String]? = nil
     ) {
         self.status = status
         self.version = version
@@ -28,6 +31,7 @@ public struct Health: Codable, Sendable {
         self.stateDirectoryBytes = stateDirectoryBytes
         self.memoryBudgetBytes = memoryBudgetBytes
         self.memoryHeldBytes = memoryHeldBytes
+        self.unreadableRunRecords = unreadableRunRecords
     }
 }
 

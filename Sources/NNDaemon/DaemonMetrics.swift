@@ -95,6 +95,7 @@ public final class DaemonMetrics: Sendable {
         var stateDirectoryBytes: Int
         var memoryBudget: Int
         var memoryHeld: Int
+        var unreadableRunRecords: Int
     }
 
     /// How long a finished run's series stay in /metrics (so the last value is scraped, then the
@@ -115,6 +116,9 @@ public final class DaemonMetrics: Sendable {
             "nnd_memory_budget_bytes", "Memory the runs may hold together (memory_budget)", [],
             Double(snapshot.memoryBudget))
         out.gauge("nnd_memory_held_bytes", "Estimated memory held by running runs", [], Double(snapshot.memoryHeld))
+        out.gauge(
+            "nnd_run_records_unreadable", "Run records the daemon could not read at start (GET /v1/health names them)",
+            [], Double(snapshot.unreadableRunRecords))
 
         for model in snapshot.models {
             guard let current = model.versions.first(where: { $0.version == model.current }) else { continue }

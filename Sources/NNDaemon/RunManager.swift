@@ -19,6 +19,8 @@ public actor RunManager {
     /// in-place element mutation counts too); `encodedStatus` is valid while it stays.
     var records: [String: RunRecord] = [:] { didSet { revision &+= 1 } }
     private var revision = 0
+    /// Run records `recover` could not decode ("path: reason"); `GET /v1/health` names them.
+    private(set) var unreadableRecords: [String] = []
     /// The JSON of `GET /v1/runs/ID` per run, with the revision and live progress it was made
     /// from. A status poll is the most frequent request, and encoding a run with a long epoch
     /// history cost ≈ 2.6 ms of CPU (15 KB) — taken from a training core on a busy machine.
@@ -75,10 +77,20 @@ public actor RunManager {
                 }
                 records[id] = r
             } catch {
-                logger.error("cannot read run record", metadata: ["file": "\(path)", "error": "\(error)"])
+                let reason = Self.unreadableReason(error)
+                logger.error("cannot read run record", metadata: ["file": "\(path)", "error": "\(reason)"])
+                unreadableRecords.append("\(path): \(reason)")
             }
         }
         schedule()
+    }
+
+    /// Why a run record did not decode, in a line ("…: The given data was not valid JSON.",
+    /// "spec.model.layers is required").
+    static func unreadableReason(_ error: any Error) -> String {
+        guard let decoding = error as? DecodingError else { return "\(error)" }
+        let message = APIRequestDecoder.apiError(decoding).message
+        return message.hasPrefix(": ") ? String(message.dropFirst(2)) : message
     }
 
     /// A run during which the daemon died `crashes` times in a row without a new checkpoint:
@@ -414,7 +426,8 @@ public actor RunManager {
     public func metricsText() -> String {
         let snapshot = DaemonMetrics.Snapshot(
             runs: records.values.sorted { $0.createdAt < $1.createdAt }, counts: counts(), models: models.list(),
-            stateDirectoryBytes: stateDirectoryBytes(), memoryBudget: memoryBudget, memoryHeld: memoryHeld)
+            stateDirectoryBytes: stateDirectoryBytes(), memoryBudget: memoryBudget, memoryHeld: memoryHeld,
+            unreadableRunRecords: unreadableRecords.count)
         return metrics.render(snapshot) { hub.latestEvent(run: $0) }
     }
 
@@ -423,7 +436,8 @@ public actor RunManager {
         Health(
             version: version, uptimeSeconds: Date().timeIntervalSince(startedAt),
             runs: Dictionary(uniqueKeysWithValues: counts().map { ($0.key.rawValue, $0.value) }),
-            stateDirectoryBytes: stateDirectoryBytes(), memoryBudgetBytes: memoryBudget, memoryHeldBytes: memoryHeld)
+            stateDirectoryBytes: stateDirectoryBytes(), memoryBudgetBytes: memoryBudget, memoryHeldBytes: memoryHeld,
+            unreadableRunRecords: unreadableRecords.isEmpty ? nil : unreadableRecords)
     }
 
     private var diskUsage: (measured: Date, bytes: Int)?

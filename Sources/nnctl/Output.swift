@@ -149,6 +149,9 @@ enum Output {
     static func health(_ health: Health) {
         let runs = health.runs.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
         print("nnd \(health.version): up \(duration(health.uptimeSeconds)), runs: \(runs.isEmpty ? "none" : runs)")
+        for record in health.unreadableRunRecords ?? [] {
+            print("unreadable run record (the run is left out, its files kept): \(record)")
+        }
     }
 
     /// A file nnctl wrote: `wrote FILE (BYTES bytes[, FORMAT])`, or with --json one object.

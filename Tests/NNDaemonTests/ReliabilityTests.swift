@@ -36,6 +36,48 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertEqual(try d.parameters(run), reference)
     }
 
+    /// A run record damaged outside nnd (nnd writes it atomically): the daemon still starts and
+    /// serves the other runs, leaves that run's files as they are, and says so where an operator
+    /// looks: `nnctl status` (text and --json), GET /v1/health, /metrics (an alerting rule) and
+    /// the log.
+    func testUnreadableRunRecordIsReportedAndKept() throws {
+        let d = DaemonProcess()
+        try d.start()
+        let env = ["NND_SOCKET": d.socket]
+        let kept = try d.createRun(smallSpec(name: "kept", trainLimit: 500, epochs: 1))
+        let damaged = try d.createRun(smallSpec(name: "damaged", trainLimit: 500, epochs: 1))
+        try d.waitFor(kept, states: ["completed"])
+        try d.waitFor(damaged, states: ["completed"])
+        // While every record reads, none of it shows.
+        let (_, healthy, _) = try nnctl(["status"], env: env)
+        XCTAssertFalse(healthy.contains("unreadable"), healthy)
+        XCTAssertFalse(try nnctl(["status", "--json"], env: env).1.contains("unreadable_run_records"))
+        XCTAssertTrue(try d.client.request("GET", "/metrics").text.contains("\nnnd_run_records_unreadable 0.0\n"))
+        XCTAssertEqual(d.terminate().0, 0)
+        let record = "\(d.stateDir)/runs/\(damaged)/run.json"
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: record))
+        try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: record))
+        try d.start()
+
+        let (code, out, err) = try nnctl(["status"], env: env)
+        XCTAssertEqual(code, 0, out + err)
+        XCTAssertTrue(
+            out.contains(
+                "unreadable run record (the run is left out, its files kept): \(record): The given data was not valid JSON."
+            ), out)
+        XCTAssertTrue(out.contains(kept) && !out.contains("\(damaged) "), out)
+        let (_, json, _) = try nnctl(["status", "--json"], env: env)
+        let health = try APIJSON.decoder.decode(Health.self, from: Data(json.utf8))
+        XCTAssertEqual(health.unreadableRunRecords?.count, 1, json)
+        XCTAssertTrue(health.unreadableRunRecords?.first?.hasPrefix("\(record): ") == true, json)
+        XCTAssertTrue(
+            try d.client.request("GET", "/metrics").text.contains("\nnnd_run_records_unreadable 1.0\n"), "metrics")
+        XCTAssertTrue(d.log().contains("cannot read run record"), d.log())
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: record)), bytes.prefix(bytes.count / 2))
+        XCTAssertFalse(
+            try CheckpointStore(directory: "\(d.stateDir)/runs/\(damaged)/checkpoints", keep: 3).list().isEmpty)
+    }
+
     /// A learning rate that makes the cost blow up: the run fails at the first bad step with
     /// that reason, and no checkpoint holds a NaN.
     func testDivergenceFailsTheRunAndCheckpointsStayFinite() throws {
