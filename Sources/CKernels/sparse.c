@@ -75,28 +75,28 @@ static void gradient_portable(const long *const *colStarts, const int *const *en
 // Calls the specialisation NAME_1 … NAME_8 for nv registers (nv ≥ 8: NAME_8) with ARGS;
 // NN_BY_REGISTERS13 likewise up to NAME_13 (AVX2: 13 accumulators, the broadcast and a load
 // fill its 16 registers).
-#define NN_CASES_1_TO_7(NAME, ...)                                                                  \
-    case 1: NAME##_1(__VA_ARGS__); break;                                                           \
-    case 2: NAME##_2(__VA_ARGS__); break;                                                           \
-    case 3: NAME##_3(__VA_ARGS__); break;                                                           \
-    case 4: NAME##_4(__VA_ARGS__); break;                                                           \
-    case 5: NAME##_5(__VA_ARGS__); break;                                                           \
-    case 6: NAME##_6(__VA_ARGS__); break;                                                           \
+#define NN_CASES_1_TO_7(NAME, ...)                                                                           \
+    case 1: NAME##_1(__VA_ARGS__); break;                                                                    \
+    case 2: NAME##_2(__VA_ARGS__); break;                                                                    \
+    case 3: NAME##_3(__VA_ARGS__); break;                                                                    \
+    case 4: NAME##_4(__VA_ARGS__); break;                                                                    \
+    case 5: NAME##_5(__VA_ARGS__); break;                                                                    \
+    case 6: NAME##_6(__VA_ARGS__); break;                                                                    \
     case 7: NAME##_7(__VA_ARGS__); break;
-#define NN_BY_REGISTERS(NAME, nv, ...)                                                              \
-    switch ((nv) > 8 ? 8 : (nv)) {                                                                   \
-        NN_CASES_1_TO_7(NAME, __VA_ARGS__)                                                           \
-        default: NAME##_8(__VA_ARGS__); break;                                                       \
+#define NN_BY_REGISTERS(NAME, nv, ...)                                                                       \
+    switch ((nv) > 8 ? 8 : (nv)) {                                                                           \
+        NN_CASES_1_TO_7(NAME, __VA_ARGS__)                                                                   \
+        default: NAME##_8(__VA_ARGS__); break;                                                               \
     }
-#define NN_BY_REGISTERS13(NAME, nv, ...)                                                            \
-    switch ((nv) > 13 ? 13 : (nv)) {                                                                 \
-        NN_CASES_1_TO_7(NAME, __VA_ARGS__)                                                           \
-        case 8: NAME##_8(__VA_ARGS__); break;                                                        \
-        case 9: NAME##_9(__VA_ARGS__); break;                                                        \
-        case 10: NAME##_10(__VA_ARGS__); break;                                                      \
-        case 11: NAME##_11(__VA_ARGS__); break;                                                      \
-        case 12: NAME##_12(__VA_ARGS__); break;                                                      \
-        default: NAME##_13(__VA_ARGS__); break;                                                      \
+#define NN_BY_REGISTERS13(NAME, nv, ...)                                                                     \
+    switch ((nv) > 13 ? 13 : (nv)) {                                                                         \
+        NN_CASES_1_TO_7(NAME, __VA_ARGS__)                                                                   \
+        case 8: NAME##_8(__VA_ARGS__); break;                                                                \
+        case 9: NAME##_9(__VA_ARGS__); break;                                                                \
+        case 10: NAME##_10(__VA_ARGS__); break;                                                              \
+        case 11: NAME##_11(__VA_ARGS__); break;                                                              \
+        case 12: NAME##_12(__VA_ARGS__); break;                                                              \
+        default: NAME##_13(__VA_ARGS__); break;                                                              \
     }
 
 #define NN_MASK16(left) ((left) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (left)) - 1))
@@ -104,8 +104,8 @@ static void gradient_portable(const long *const *colStarts, const int *const *en
 // One record's non-zeros from *pos on, up to input k1 (or its end e), added into its block of
 // outputs (`out`, which holds the sums so far), the block in registers meanwhile.
 #define NN_FORWARD512(NV)                                                                                    \
-    static inline __attribute__((target("avx512f"), always_inline)) void forward512_##NV(                  \
-        long *pos, long e, long k1, const int *cols, const float *vals, const float *wt, long ldw, long j0,   \
+    static inline __attribute__((target("avx512f"), always_inline)) void forward512_##NV(                    \
+        long *pos, long e, long k1, const int *cols, const float *vals, const float *wt, long ldw, long j0,  \
         long units, float *out) {                                                                            \
         __m512 a[NV];                                                                                        \
         for (int v = 0; v < NV; v++)                                                                         \
@@ -114,7 +114,7 @@ static void gradient_portable(const long *const *colStarts, const int *const *en
         for (; p < e && cols[p] < k1; p++) {                                                                 \
             const __m512 x = _mm512_set1_ps(vals[p]);                                                        \
             const float *w = wt + (long)cols[p] * ldw + j0;                                                  \
-            for (int v = 0; v < NV; v++) a[v] = _mm512_fmadd_ps(x, _mm512_loadu_ps(w + 16 * v), a[v]);      \
+            for (int v = 0; v < NV; v++) a[v] = _mm512_fmadd_ps(x, _mm512_loadu_ps(w + 16 * v), a[v]);       \
         }                                                                                                    \
         *pos = p;                                                                                            \
         for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(out + j0 + 16 * v, NN_MASK16(units - j0 - 16 * v), a[v]); \
@@ -132,36 +132,36 @@ NN_FORWARD512(8)
 // units: 32 KB) stay in L1 while every record of the batch adds its non-zeros among them.
 #define NN_FORWARD_BLOCK 64
 
-// The blocked forward for one instruction set: passes of PASS units (KERNEL_1 … KERNEL_8 take
-// 1 … 8 registers of WIDTH floats), in each pass the inputs block by block, in each block every
+// The blocked forward for one instruction set: passes of PASS units (KERNEL_n takes n registers
+// of WIDTH floats; BY picks it), in each pass the inputs block by block, in each block every
 // record's next non-zeros from its cursor on.
-#define NN_FORWARD_DRIVER(NAME, TARGET, BY, KERNEL, WIDTH, PASS)                                                \
-    __attribute__((target(TARGET))) static void NAME(const int *records, long rows, const long *offsets,      \
-                                                     const int *cols, const float *vals, const float *wt,     \
-                                                     long ldw, long units, long inputs, float *z, long ldz,    \
-                                                     long *cursor) {                                           \
-        for (long j0 = 0; j0 < units; j0 += PASS) {                                                           \
-            const long nv = (units - j0 + WIDTH - 1) / WIDTH;                                                 \
-            for (long r = 0; r < rows; r++) cursor[r] = offsets[records[r]];                                  \
-            for (long k0 = 0; k0 < inputs; k0 += NN_FORWARD_BLOCK) {                                          \
-                for (long r = 0; r < rows; r++) {                                                             \
-                    if (k0 == 0 && j0 == 0 && r + NN_PREFETCH_AHEAD < rows)                                   \
-                        prefetch_record(records[r + NN_PREFETCH_AHEAD], offsets, cols, vals);                 \
-                    const long e = offsets[records[r] + 1];                                                   \
+#define NN_FORWARD_DRIVER(NAME, TARGET, BY, KERNEL, WIDTH, PASS)                                             \
+    __attribute__((target(TARGET))) static void NAME(const int *records, long rows, const long *offsets,     \
+                                                     const int *cols, const float *vals, const float *wt,    \
+                                                     long ldw, long units, long inputs, float *z, long ldz,  \
+                                                     long *cursor) {                                         \
+        for (long j0 = 0; j0 < units; j0 += PASS) {                                                          \
+            const long nv = (units - j0 + WIDTH - 1) / WIDTH;                                                \
+            for (long r = 0; r < rows; r++) cursor[r] = offsets[records[r]];                                 \
+            for (long k0 = 0; k0 < inputs; k0 += NN_FORWARD_BLOCK) {                                         \
+                for (long r = 0; r < rows; r++) {                                                            \
+                    if (k0 == 0 && j0 == 0 && r + NN_PREFETCH_AHEAD < rows)                                  \
+                        prefetch_record(records[r + NN_PREFETCH_AHEAD], offsets, cols, vals);                \
+                    const long e = offsets[records[r] + 1];                                                  \
                     if (cursor[r] >= e || cols[cursor[r]] >= k0 + NN_FORWARD_BLOCK) continue;                \
-                    /* wt's rows are padded to ldw, so every load stays inside */                             \
-                    BY(KERNEL, nv, cursor + r, e, k0 + NN_FORWARD_BLOCK, cols, vals, wt, ldw, j0, \
-                                    units, z + r * ldz)                                                       \
-                }                                                                                             \
-            }                                                                                                 \
-        }                                                                                                     \
+                    /* wt's rows are padded to ldw, so every load stays inside */                            \
+                    BY(KERNEL, nv, cursor + r, e, k0 + NN_FORWARD_BLOCK, cols, vals, wt, ldw, j0,            \
+                                    units, z + r * ldz)                                                      \
+                }                                                                                            \
+            }                                                                                                \
+        }                                                                                                    \
     }
 
 NN_FORWARD_DRIVER(forward_avx512, "avx512f", NN_BY_REGISTERS, forward512, 16, 128)
 
 // The stores of nn_sparse_store's modes (see nn_kernels.h).
 #define NN_GRADIENT512(NV)                                                                                   \
-    static inline __attribute__((target("avx512f"), always_inline)) void gradient512_##NV(                 \
+    static inline __attribute__((target("avx512f"), always_inline)) void gradient512_##NV(                   \
         const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long k, const float *delta, long ldd, long j0,     \
         long units, float *out, float *vel, const nn_sparse_store *st) {                                     \
         const int mode = st->mode;                                                                           \
@@ -182,15 +182,15 @@ NN_FORWARD_DRIVER(forward_avx512, "avx512f", NN_BY_REGISTERS, forward512, 16, 12
         }                                                                                                    \
         for (int v = 0; v < NV; v++) {                                                                       \
             float *o = out + j0 + 16 * v;                                                                    \
-            if (mode == 1) a[v] = _mm512_add_ps(_mm512_maskz_loadu_ps(m[v], o), a[v]);                        \
+            if (mode == 1) a[v] = _mm512_add_ps(_mm512_maskz_loadu_ps(m[v], o), a[v]);                       \
             if (mode == 2)                                                                                   \
-                a[v] = _mm512_fmadd_ps(_mm512_set1_ps(st->scale), a[v],                                       \
+                a[v] = _mm512_fmadd_ps(_mm512_set1_ps(st->scale), a[v],                                      \
                                        _mm512_mul_ps(_mm512_set1_ps(st->decay), _mm512_maskz_loadu_ps(m[v], o))); \
             if (mode == 3) {                                                                                 \
-                /* momentum, as Optimizer.swift rounds it: ĝ = S/n + (λ/n)·w; v = μ·v + ĝ; w = w − α·v */     \
+                /* momentum, as Optimizer.swift rounds it: ĝ = S/n + (λ/n)·w; v = μ·v + ĝ; w = w − α·v */    \
                 const __m512 w = _mm512_maskz_loadu_ps(m[v], o);                                             \
-                const __m512 g = _mm512_add_ps(_mm512_mul_ps(a[v], _mm512_set1_ps(st->scale)),                \
-                                               _mm512_mul_ps(_mm512_set1_ps(st->decay), w));                  \
+                const __m512 g = _mm512_add_ps(_mm512_mul_ps(a[v], _mm512_set1_ps(st->scale)),               \
+                                               _mm512_mul_ps(_mm512_set1_ps(st->decay), w));                 \
                 const __m512 u = _mm512_add_ps(                                                              \
                     _mm512_mul_ps(_mm512_set1_ps(st->momentum), _mm512_maskz_loadu_ps(m[v], vel + j0 + 16 * v)), g); \
                 _mm512_mask_storeu_ps(vel + j0 + 16 * v, m[v], u);                                           \
@@ -245,19 +245,19 @@ static inline __attribute__((target("avx2,fma"), always_inline)) void store8(flo
 }
 
 #define NN_FORWARD256(NV)                                                                                    \
-    static inline __attribute__((target("avx2,fma"), always_inline)) void forward256_##NV(                 \
-        long *pos, long e, long k1, const int *cols, const float *vals, const float *wt, long ldw, long j0,   \
+    static inline __attribute__((target("avx2,fma"), always_inline)) void forward256_##NV(                   \
+        long *pos, long e, long k1, const int *cols, const float *vals, const float *wt, long ldw, long j0,  \
         long units, float *out) {                                                                            \
         __m256 a[NV];                                                                                        \
-        for (int v = 0; v < NV; v++) a[v] = load8(out + j0 + 8 * v, units - j0 - 8 * v);                       \
+        for (int v = 0; v < NV; v++) a[v] = load8(out + j0 + 8 * v, units - j0 - 8 * v);                     \
         long p = *pos;                                                                                       \
         for (; p < e && cols[p] < k1; p++) {                                                                 \
             const __m256 x = _mm256_set1_ps(vals[p]);                                                        \
             const float *w = wt + (long)cols[p] * ldw + j0;                                                  \
-            for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(w + 8 * v), a[v]);       \
+            for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(w + 8 * v), a[v]);        \
         }                                                                                                    \
         *pos = p;                                                                                            \
-        for (int v = 0; v < NV; v++) store8(out + j0 + 8 * v, units - j0 - 8 * v, a[v]);                      \
+        for (int v = 0; v < NV; v++) store8(out + j0 + 8 * v, units - j0 - 8 * v, a[v]);                     \
     }
 NN_FORWARD256(1)
 NN_FORWARD256(2)
@@ -277,7 +277,7 @@ NN_FORWARD256(13)
 NN_FORWARD_DRIVER(forward_avx2, "avx2,fma", NN_BY_REGISTERS13, forward256, 8, NN_AVX2_PASS)
 
 #define NN_GRADIENT256(NV)                                                                                   \
-    static inline __attribute__((target("avx2,fma"), always_inline)) void gradient256_##NV(                \
+    static inline __attribute__((target("avx2,fma"), always_inline)) void gradient256_##NV(                  \
         const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long k, const float *delta, long ldd, long j0,     \
         long units, float *out, float *vel, const nn_sparse_store *st) {                                     \
         const int mode = st->mode;                                                                           \
@@ -285,7 +285,7 @@ NN_FORWARD_DRIVER(forward_avx2, "avx2,fma", NN_BY_REGISTERS13, forward256, 8, NN
         long left[NV];                                                                                       \
         for (int v = 0; v < NV; v++) {                                                                       \
             a[v] = _mm256_setzero_ps();                                                                      \
-            left[v] = units - j0 - 8 * v;                                                           \
+            left[v] = units - j0 - 8 * v;                                                                    \
         }                                                                                                    \
         for (long s = 0; s < shards; s++) {                                                                  \
             const int *entryRow = entryRows[s];                                                              \
@@ -293,26 +293,26 @@ NN_FORWARD_DRIVER(forward_avx2, "avx2,fma", NN_BY_REGISTERS13, forward256, 8, NN
             for (long p = colStarts[s][k]; p < colStarts[s][k + 1]; p++) {                                   \
                 const __m256 x = _mm256_set1_ps(entryVal[p]);                                                \
                 const float *d = delta + (long)entryRow[p] * ldd + j0;                                       \
-                /* whole registers, unmasked: delta's rows are padded (nn_kernels.h) */                       \
-                for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(d + 8 * v), a[v]); \
+                /* whole registers, unmasked: delta's rows are padded (nn_kernels.h) */                      \
+                for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(d + 8 * v), a[v]);    \
             }                                                                                                \
         }                                                                                                    \
         for (int v = 0; v < NV; v++) {                                                                       \
             float *o = out + j0 + 8 * v;                                                                     \
-            if (mode == 1) a[v] = _mm256_add_ps(load8(o, left[v]), a[v]);                           \
+            if (mode == 1) a[v] = _mm256_add_ps(load8(o, left[v]), a[v]);                                    \
             if (mode == 2)                                                                                   \
-                a[v] = _mm256_fmadd_ps(_mm256_set1_ps(st->scale), a[v],                                       \
-                                       _mm256_mul_ps(_mm256_set1_ps(st->decay), load8(o, left[v]))); \
+                a[v] = _mm256_fmadd_ps(_mm256_set1_ps(st->scale), a[v],                                      \
+                                       _mm256_mul_ps(_mm256_set1_ps(st->decay), load8(o, left[v])));         \
             if (mode == 3) {                                                                                 \
-                const __m256 w = load8(o, left[v]);                                                \
-                const __m256 g = _mm256_add_ps(_mm256_mul_ps(a[v], _mm256_set1_ps(st->scale)),                \
-                                               _mm256_mul_ps(_mm256_set1_ps(st->decay), w));                  \
+                const __m256 w = load8(o, left[v]);                                                          \
+                const __m256 g = _mm256_add_ps(_mm256_mul_ps(a[v], _mm256_set1_ps(st->scale)),               \
+                                               _mm256_mul_ps(_mm256_set1_ps(st->decay), w));                 \
                 const __m256 u = _mm256_add_ps(                                                              \
-                    _mm256_mul_ps(_mm256_set1_ps(st->momentum), load8(vel + j0 + 8 * v, left[v])), g); \
-                store8(vel + j0 + 8 * v, left[v], u);                                              \
+                    _mm256_mul_ps(_mm256_set1_ps(st->momentum), load8(vel + j0 + 8 * v, left[v])), g);       \
+                store8(vel + j0 + 8 * v, left[v], u);                                                        \
                 a[v] = _mm256_sub_ps(w, _mm256_mul_ps(_mm256_set1_ps(st->rate), u));                         \
             }                                                                                                \
-            store8(o, left[v], a[v]);                                                              \
+            store8(o, left[v], a[v]);                                                                        \
         }                                                                                                    \
     }
 NN_GRADIENT256(1)
