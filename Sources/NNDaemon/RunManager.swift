@@ -85,12 +85,11 @@ public actor RunManager {
         schedule()
     }
 
-    /// Why a run record did not decode, in a line ("…: The given data was not valid JSON.",
-    /// "spec.model.layers is required").
+    /// Why a run record did not decode, in a line, as the API words a bad request body ("The
+    /// given data was not valid JSON.", "spec.model.layers is required").
     static func unreadableReason(_ error: any Error) -> String {
         guard let decoding = error as? DecodingError else { return "\(error)" }
-        let message = APIRequestDecoder.apiError(decoding).message
-        return message.hasPrefix(": ") ? String(message.dropFirst(2)) : message
+        return APIRequestDecoder.apiError(decoding).message
     }
 
     /// A run during which the daemon died `crashes` times in a row without a new checkpoint:

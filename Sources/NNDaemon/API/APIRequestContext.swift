@@ -83,8 +83,10 @@ public struct APIRequestDecoder: RequestDecoder {
             let name = field(context.codingPath + [key])
             return APIError(422, "invalid_value", "\(name) is required", field: name)
         case .dataCorrupted(let context):
+            // Corrupt at the root (not JSON at all): no field to name.
             let name = field(context.codingPath)
-            return APIError(422, "invalid_value", "\(name): \(context.debugDescription)", field: name)
+            let message = name.isEmpty ? context.debugDescription : "\(name): \(context.debugDescription)"
+            return APIError(422, "invalid_value", message, field: name.isEmpty ? nil : name)
         @unknown default:
             return APIError(400, "malformed_json", "cannot decode the request: \(error)")
         }
