@@ -159,12 +159,28 @@ NN_FORWARD512(8)
 
 NN_FORWARD_DRIVER(forward_avx512, "avx512f", NN_BY_REGISTERS, forward512, 16, 128)
 
+// The gradient drivers: one copy of the loops per store mode, the mode a constant in each.
+// With the mode read at run time, the code after the entry loop kept every mode's stores
+// alive, and clang copied the 8 accumulators between registers on every entry (16 moves for
+// 8 FMAs): the AVX2 kernel ran 1.4× slower on AMD Zen 3 (docs/performance.md, "Eleventh session").
+#define NN_GRADIENT_BY_MODE(NAME, TARGET)                                                                      \
+    __attribute__((target(TARGET))) static void NAME(const long *const *colStarts, const int *const *entryRows,  \
+                                                     const float *const *entryVals, long shards, long inputs,   \
+                                                     const float *delta, long ldd, long units, float *g, long ldg, \
+                                                     const nn_sparse_store *st) {                               \
+        switch (st->mode) {                                                                                    \
+            case 0: NAME##_mode(colStarts, entryRows, entryVals, shards, inputs, delta, ldd, units, g, ldg, st, 0); break; \
+            case 1: NAME##_mode(colStarts, entryRows, entryVals, shards, inputs, delta, ldd, units, g, ldg, st, 1); break; \
+            case 2: NAME##_mode(colStarts, entryRows, entryVals, shards, inputs, delta, ldd, units, g, ldg, st, 2); break; \
+            default: NAME##_mode(colStarts, entryRows, entryVals, shards, inputs, delta, ldd, units, g, ldg, st, 3); break; \
+        }                                                                                                      \
+    }
+
 // The stores of nn_sparse_store's modes (see nn_kernels.h).
 #define NN_GRADIENT512(NV)                                                                                   \
     static inline __attribute__((target("avx512f"), always_inline)) void gradient512_##NV(                   \
         const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long k, const float *delta, long ldd, long j0,     \
-        long units, float *out, float *vel, const nn_sparse_store *st) {                                     \
-        const int mode = st->mode;                                                                           \
+        long units, float *out, float *vel, const nn_sparse_store *st, const int mode) {                     \
         __m512 a[NV];                                                                                        \
         __mmask16 m[NV];                                                                                     \
         for (int v = 0; v < NV; v++) {                                                                       \
@@ -208,18 +224,20 @@ NN_GRADIENT512(6)
 NN_GRADIENT512(7)
 NN_GRADIENT512(8)
 
-__attribute__((target("avx512f"))) static void gradient_avx512(const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long inputs, const float *delta,
-                                                              long ldd, long units, float *g, long ldg,
-                                                              const nn_sparse_store *st) {
+static inline __attribute__((target("avx512f"), always_inline)) void gradient_avx512_mode(
+    const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long inputs,
+    const float *delta, long ldd, long units, float *g, long ldg, const nn_sparse_store *st, const int mode) {
     for (long k = 0; k < inputs; k++) {
         float *out = g + k * ldg;
         float *vel = st->velocity ? st->velocity + k * ldg : 0;
         for (long j0 = 0; j0 < units; j0 += 128) {
             long nv = (units - j0 + 15) / 16;
-            NN_BY_REGISTERS(gradient512, nv, colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, vel, st)
+            NN_BY_REGISTERS(gradient512, nv, colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, vel, st, mode)
         }
     }
 }
+
+NN_GRADIENT_BY_MODE(gradient_avx512, "avx512f")
 
 // ---- AVX2 + FMA: the same with 8-float registers, up to 13 of them (104 outputs) per pass -------
 // 13 accumulators, the broadcast and a load use 15 of the 16 registers; a 100-unit slice (the
@@ -279,8 +297,7 @@ NN_FORWARD_DRIVER(forward_avx2, "avx2,fma", NN_BY_REGISTERS13, forward256, 8, NN
 #define NN_GRADIENT256(NV)                                                                                   \
     static inline __attribute__((target("avx2,fma"), always_inline)) void gradient256_##NV(                  \
         const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long k, const float *delta, long ldd, long j0,     \
-        long units, float *out, float *vel, const nn_sparse_store *st) {                                     \
-        const int mode = st->mode;                                                                           \
+        long units, float *out, float *vel, const nn_sparse_store *st, const int mode) {                     \
         __m256 a[NV];                                                                                        \
         long left[NV];                                                                                       \
         for (int v = 0; v < NV; v++) {                                                                       \
@@ -324,18 +341,20 @@ NN_GRADIENT256(6)
 NN_GRADIENT256(7)
 NN_GRADIENT256(8)
 
-__attribute__((target("avx2,fma"))) static void gradient_avx2(const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long inputs, const float *delta,
-                                                             long ldd, long units, float *g, long ldg,
-                                                             const nn_sparse_store *st) {
+static inline __attribute__((target("avx2,fma"), always_inline)) void gradient_avx2_mode(
+    const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long inputs,
+    const float *delta, long ldd, long units, float *g, long ldg, const nn_sparse_store *st, const int mode) {
     for (long k = 0; k < inputs; k++) {
         float *out = g + k * ldg;
         float *vel = st->velocity ? st->velocity + k * ldg : 0;
         for (long j0 = 0; j0 < units; j0 += 64) {
             long nv = (units - j0 + 7) / 8;
-            NN_BY_REGISTERS(gradient256, nv, colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, vel, st)
+            NN_BY_REGISTERS(gradient256, nv, colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, vel, st, mode)
         }
     }
 }
+
+NN_GRADIENT_BY_MODE(gradient_avx2, "avx2,fma")
 #endif
 
 // ---- dispatch --------------------------------------------------------------------------------
