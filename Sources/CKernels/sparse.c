@@ -299,11 +299,7 @@ NN_FORWARD_DRIVER(forward_avx2, "avx2,fma", NN_BY_REGISTERS13, forward256, 8, NN
         const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long k, const float *delta, long ldd, long j0,     \
         long units, float *out, float *vel, const nn_sparse_store *st, const int mode) {                     \
         __m256 a[NV];                                                                                        \
-        long left[NV];                                                                                       \
-        for (int v = 0; v < NV; v++) {                                                                       \
-            a[v] = _mm256_setzero_ps();                                                                      \
-            left[v] = units - j0 - 8 * v;                                                                    \
-        }                                                                                                    \
+        for (int v = 0; v < NV; v++) a[v] = _mm256_setzero_ps();                                             \
         for (long s = 0; s < shards; s++) {                                                                  \
             const int *entryRow = entryRows[s];                                                              \
             const float *entryVal = entryVals[s];                                                            \
@@ -314,22 +310,23 @@ NN_FORWARD_DRIVER(forward_avx2, "avx2,fma", NN_BY_REGISTERS13, forward256, 8, NN
                 for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(d + 8 * v), a[v]);    \
             }                                                                                                \
         }                                                                                                    \
+        /* whole registers here too: g's rows are padded (nn_kernels.h); a masked store is microcode on AMD */ \
         for (int v = 0; v < NV; v++) {                                                                       \
             float *o = out + j0 + 8 * v;                                                                     \
-            if (mode == 1) a[v] = _mm256_add_ps(load8(o, left[v]), a[v]);                                    \
+            if (mode == 1) a[v] = _mm256_add_ps(_mm256_loadu_ps(o), a[v]);                                    \
             if (mode == 2)                                                                                   \
                 a[v] = _mm256_fmadd_ps(_mm256_set1_ps(st->scale), a[v],                                      \
-                                       _mm256_mul_ps(_mm256_set1_ps(st->decay), load8(o, left[v])));         \
+                                       _mm256_mul_ps(_mm256_set1_ps(st->decay), _mm256_loadu_ps(o)));         \
             if (mode == 3) {                                                                                 \
-                const __m256 w = load8(o, left[v]);                                                          \
+                const __m256 w = _mm256_loadu_ps(o);                                                          \
                 const __m256 g = _mm256_add_ps(_mm256_mul_ps(a[v], _mm256_set1_ps(st->scale)),               \
                                                _mm256_mul_ps(_mm256_set1_ps(st->decay), w));                 \
                 const __m256 u = _mm256_add_ps(                                                              \
-                    _mm256_mul_ps(_mm256_set1_ps(st->momentum), load8(vel + j0 + 8 * v, left[v])), g);       \
-                store8(vel + j0 + 8 * v, left[v], u);                                                        \
+                    _mm256_mul_ps(_mm256_set1_ps(st->momentum), _mm256_loadu_ps(vel + j0 + 8 * v)), g);       \
+                _mm256_storeu_ps(vel + j0 + 8 * v, u);                                                        \
                 a[v] = _mm256_sub_ps(w, _mm256_mul_ps(_mm256_set1_ps(st->rate), u));                         \
             }                                                                                                \
-            store8(o, left[v], a[v]);                                                                        \
+            _mm256_storeu_ps(o, a[v]);                                                                        \
         }                                                                                                    \
     }
 NN_GRADIENT256(1)

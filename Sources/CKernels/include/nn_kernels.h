@@ -80,8 +80,11 @@ typedef struct {
 /// S[k][j] = Σ_e entryVal[e] · delta[entryRow[e]·ldd + j] over input k's entries of every
 /// shard's column index (shards 0 ..< shards in order, so the rows in order), j < units:
 /// the transposed weight gradient of the slice (δ₁ᵀ·X restricted to the non-zeros), stored
-/// into g (k·ldg + j) as `store` says. delta's rows must be readable up to units rounded up
-/// to 8 floats (the AVX2 version loads whole registers; lanes past `units` are never stored).
+/// into g (k·ldg + j) as `store` says. The AVX2 version loads and stores whole registers:
+/// delta's rows must be readable, and g's (and velocity's) rows writable, up to units rounded
+/// up to 8 floats. What it writes into g past `units` is computed from delta's lanes past
+/// `units` (nnd keeps those zero, so its padding lanes stay zero) and is never read back into
+/// the lanes below.
 void nn_sparse_weight_gradient(const long *const *colStarts, const int *const *entryRows,
                                const float *const *entryVals, long shards, long inputs, const float *delta, long ldd,
                                long units, float *g, long ldg, nn_sparse_store store);
