@@ -244,30 +244,17 @@ NN_GRADIENT_BY_MODE(gradient_avx512, "avx512f")
 // seed's first layer on 2 workers) is one pass over the records' non-zeros, not two.
 #define NN_AVX2_PASS 104
 
-static inline __attribute__((target("avx2,fma"), always_inline)) __m256i tail_mask8(long left) {
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(left >= 8 ? 8 : left)), lanes);
-}
-
-// Loads and stores of 8 floats, `left` of them wanted: masked only for the last, partial
-// register of a row. AMD's masked stores are microcoded (Zen 3: one every ~12 cycles and more),
-// and a masked store for every register made the kernels below 2× slower there.
-static inline __attribute__((target("avx2,fma"), always_inline)) __m256 load8(const float *p, long left) {
-    return left >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, tail_mask8(left));
-}
-static inline __attribute__((target("avx2,fma"), always_inline)) void store8(float *p, long left, __m256 v) {
-    if (left >= 8)
-        _mm256_storeu_ps(p, v);
-    else
-        _mm256_maskstore_ps(p, tail_mask8(left), v);
-}
-
+// No masks: every AVX2 load and store covers a whole register, the rows being padded
+// (nn_kernels.h). AMD's masked stores are microcoded (Zen 3: one every ~12 cycles and more);
+// one per register made these kernels 2× slower there, and even one for a row's last, partial
+// register, with the masks kept in registers, cost the forward a sixth of its time and the
+// gradient more (docs/performance.md, tenth and eleventh sessions).
 #define NN_FORWARD256(NV)                                                                                    \
     static inline __attribute__((target("avx2,fma"), always_inline)) void forward256_##NV(                   \
         long *pos, long e, long k1, const int *cols, const float *vals, const float *wt, long ldw, long j0,  \
         long units, float *out) {                                                                            \
         __m256 a[NV];                                                                                        \
-        for (int v = 0; v < NV; v++) a[v] = load8(out + j0 + 8 * v, units - j0 - 8 * v);                     \
+        for (int v = 0; v < NV; v++) a[v] = _mm256_loadu_ps(out + j0 + 8 * v);                                \
         long p = *pos;                                                                                       \
         for (; p < e && cols[p] < k1; p++) {                                                                 \
             const __m256 x = _mm256_set1_ps(vals[p]);                                                        \
@@ -275,7 +262,7 @@ static inline __attribute__((target("avx2,fma"), always_inline)) void store8(flo
             for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(w + 8 * v), a[v]);        \
         }                                                                                                    \
         *pos = p;                                                                                            \
-        for (int v = 0; v < NV; v++) store8(out + j0 + 8 * v, units - j0 - 8 * v, a[v]);                     \
+        for (int v = 0; v < NV; v++) _mm256_storeu_ps(out + j0 + 8 * v, a[v]);                               \
     }
 NN_FORWARD256(1)
 NN_FORWARD256(2)
@@ -378,8 +365,8 @@ void nn_sparse_limit_isa(int cap) { level_cap = cap < 0 ? 0 : cap > 2 ? 2 : cap;
 
 void nn_sparse_forward(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
                        const float *wt, long ldw, long units, long inputs, float *z, long ldz, long *cursor) {
-    // Every version adds into z (the vector ones block by block of inputs).
-    for (long r = 0; r < rows; r++) memset(z + r * ldz, 0, (size_t)units * sizeof(float));
+    // Every version adds into z (the vector ones block by block of inputs), AVX2 in whole registers.
+    for (long r = 0; r < rows; r++) memset(z + r * ldz, 0, (size_t)((units + 7) / 8 * 8) * sizeof(float));
 #ifdef NN_X86
     switch (sparse_level()) {
         case 2: forward_avx512(records, rows, offsets, cols, vals, wt, ldw, units, inputs, z, ldz, cursor); return;

@@ -44,7 +44,10 @@ const char *nn_kernels_isa(void);
 /// rows. Each sum runs over the record's non-zeros in input order, one FMA each, so the result
 /// does not depend on the blocking: the vector versions go block by block of 64 inputs (whose
 /// weights then stay in L1 while every record adds its non-zeros among them), each record's
-/// block of outputs in registers meanwhile. `cursor`: room for `rows` positions.
+/// block of outputs in registers meanwhile. `cursor`: room for `rows` positions. The AVX2
+/// version loads and stores whole registers: z's rows must be writable (ldz at least) up to units
+/// rounded up to 8 floats, and wt's rows readable as far; what lands in z past `units` is the
+/// sum over wt's lanes past `units` (nnd keeps those zero) and is never read by the lanes below.
 void nn_sparse_forward(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
                        const float *wt, long ldw, long units, long inputs, float *z, long ldz, long *cursor);
 
