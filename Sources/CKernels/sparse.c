@@ -297,7 +297,6 @@ NN_FORWARD_DRIVER(forward_avx2, "avx2,fma", NN_BY_REGISTERS13, forward256, 8, NN
                 for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(d + 8 * v), a[v]);    \
             }                                                                                                \
         }                                                                                                    \
-        /* whole registers here too: g's rows are padded (nn_kernels.h); a masked store is microcode on AMD */ \
         for (int v = 0; v < NV; v++) {                                                                       \
             float *o = out + j0 + 8 * v;                                                                     \
             if (mode == 1) a[v] = _mm256_add_ps(_mm256_loadu_ps(o), a[v]);                                    \

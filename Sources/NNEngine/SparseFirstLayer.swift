@@ -67,6 +67,8 @@ final class SparseFirstLayer: @unchecked Sendable {
     /// for the seed, so slice 1's units (from 100 on) and every odd row began inside a 64-byte
     /// line, and each of the kernel's loads straddled two lines: slice 1's gradient ran ~10 %
     /// slower than slice 0's and the other thread waited. Here every slice's row is line-aligned.
+    /// Its padding lanes are never written, so they stay zero: the AVX2 gradient kernel reads and
+    /// sums them in whole registers into W₁ᵀ's padding columns, which must stay zero (nn_kernels.h).
     let deltaBlock: FloatBuffer
     let deltaOffset: [Int]
     let deltaStride: Int
