@@ -108,7 +108,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
-        .testTarget(name: "NNNumericsTests", dependencies: ["NNNumerics"]),
+        .testTarget(name: "NNNumericsTests", dependencies: ["NNNumerics", "CKernels"]),
         .testTarget(name: "NNDataTests", dependencies: ["NNData", "NNFuzzing"]),
         .testTarget(name: "NNEngineTests", dependencies: ["NNAPI", "NNEngine", "NNData", "CKernels"]),
         .testTarget(name: "NNTrainingTests", dependencies: ["NNAPI", "NNTraining"]),

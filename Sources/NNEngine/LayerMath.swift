@@ -175,9 +175,9 @@ extension DataParallelEngine {
             let a = UnsafePointer(batch.activations[l - 1] + row * nIn)
             let w = UnsafePointer(parameters.pointer + layout.weightOffsets[l - 1])
             let dPrev = batch.deltas[l - 1] + row * nIn
-            BLAS.sgemm(
-                transA: false, transB: false, m: rows, n: nIn, k: nOut, alpha: 1, a: delta, lda: nOut,
-                b: w, ldb: nIn, beta: 0, c: dPrev, ldc: nIn)
+            BLAS.smallGEMM(
+                transA: false, m: rows, n: nIn, k: nOut, alpha: 1, a: delta, lda: nOut, b: w, ldb: nIn, beta: 0,
+                c: dPrev, ldc: nIn)
             let count = rows * nIn
             switch activation {
             case .logistic: VectorKernels.logisticBackward(dPrev, output: a, count: count)
@@ -217,8 +217,8 @@ extension DataParallelEngine {
         let nIn = layout.sizes[s.layer - 1]
         let nOut = layout.sizes[s.layer]
         let lo = s.rows.lowerBound
-        BLAS.sgemm(
-            transA: true, transB: false, m: s.rows.count, n: nIn, k: rows, alpha: alpha,
+        BLAS.smallGEMM(
+            transA: true, m: s.rows.count, n: nIn, k: rows, alpha: alpha,
             a: UnsafePointer(batch.deltas[s.layer] + lo), lda: nOut,
             b: UnsafePointer(batch.activations[s.layer - 1]), ldb: nIn,
             beta: beta, c: base + layout.weightOffsets[s.layer - 1] + lo * nIn, ldc: nIn)

@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 import Foundation
 
 /// Thin, allocation-free wrappers over OpenBLAS single-precision GEMM.
@@ -37,6 +38,39 @@ public enum BLAS {
                 beta: 0, c: c + row * ldc, ldc: ldc)
             row += rows
         }
+    }
+
+    /// C[m×n] = alpha · op(A) · B[k×n] + beta · C, op(A) = A[m×k] or (transA) A[k×m]ᵀ: the
+    /// hidden layers' deltas (a shard's rows through a layer's weights) and weight gradients
+    /// (δᵀ·A over a step's records). nnd's own kernel (`nn_small_gemm`, CKernels/gemm.c) where
+    /// `usesOwnSmallKernel` and k ≤ 256, else OpenBLAS.
+    /// Why: OpenBLAS 0.3.21's Haswell kernels pack both operands on every call; on AMD Zen 3
+    /// they ran these products at 58–77 % of a core's GEMM rate, the kernel at 79–97 %. For a
+    /// long inner sum (a batch-gradient chunk of 1,024 records) OpenBLAS's blocking wins.
+    @inline(__always)
+    public static func smallGEMM(
+        transA: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        if usesOwnSmallKernel && k <= 256 {
+            nn_small_gemm(m, n, k, alpha, a, transA ? 1 : lda, transA ? lda : 1, b, ldb, beta, c, ldc)
+        } else {
+            sgemm(
+                transA: transA, transB: false, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                beta: beta, c: c, ldc: ldc)
+        }
+    }
+
+    /// Whether `smallGEMM` runs nnd's AVX2+FMA kernel: on CPUs with AVX2+FMA but without
+    /// AVX-512, where OpenBLAS runs its Haswell kernels. With AVX-512, OpenBLAS's SkylakeX
+    /// kernels have twice the vector width and stay (docs/performance.md).
+    public static let usesOwnSmallKernel: Bool =
+        String(cString: nn_small_gemm_isa()) == "AVX2+FMA"
+        && !BLASKernelSelector.currentCPUFlags().contains("avx512f")
+
+    /// What `smallGEMM` runs on this machine, for `nnd info` and `nnd bench`.
+    public static var smallProductKernel: String {
+        usesOwnSmallKernel ? "nnd AVX2+FMA (k ≤ 256), else OpenBLAS" : "OpenBLAS \(kernelName)"
     }
 
     /// Rows per call of `smallProductTransposed`: with SkylakeX kernels the largest power of two

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import XCTest
 
@@ -112,6 +113,89 @@ final class NumericsTests: XCTestCase {
         VectorKernels.reluBackward(&d, output: [0, 0.1, -1], count: 3)
         XCTAssertEqual(d, [0, 2, 0])
         XCTAssertFalse(VectorKernels.instructionSet.isEmpty)
+    }
+
+    /// The hidden layers' small products (`BLAS.smallGEMM`, CKernels/gemm.c): A or Aᵀ, β = 0, 1
+    /// and the fused update's decay, shapes around every edge of the 6 × 16 register block.
+    /// Each agrees with a Float64 reference; the AVX2 kernel gives the portable one's bits (the
+    /// same FMAs in the same order); nothing past n in a row of C is written, and with β = 0
+    /// nothing in C is read (a NaN there stays out of the result); and the rows computed in two
+    /// calls are the bits of one call, so the shards' and slices' split cannot change a result.
+    func testSmallProductsMatchFloat64AndDoNotDependOnTheRowSplit() {
+        var rng = DeterministicRNG(seed: 7)
+        func values(_ count: Int) -> [Float] { (0..<count).map { _ in Float(rng.nextUnit() * 2 - 1) } }
+        for (m, n, k) in [
+            (1, 1, 1), (5, 7, 10), (6, 8, 3), (7, 9, 64), (13, 16, 50), (32, 17, 100), (25, 100, 64), (64, 50, 10),
+        ] {
+            for transA in [false, true] {
+                for (alpha, beta) in [(Float(1), Float(0)), (-0.01, 1), (-0.0015625, 0.99984375)] {
+                    let lda = transA ? m + 2 : k + 1  // A is m × k, or k × m for Aᵀ
+                    let a = values((transA ? k : m) * lda)
+                    let ldb = n + 5
+                    let b = values(k * ldb)
+                    let ldc = n + 3
+                    let start = values(m * ldc)
+                    // The columns of C past n hold NaN: they must stay untouched.
+                    var c0 = start
+                    for i in 0..<m { for j in n..<ldc { c0[i * ldc + j] = .nan } }
+                    if beta == 0 { for i in 0..<m { c0[i * ldc] = .nan } }  // not read when β = 0
+                    var viaBLAS = c0
+                    var avx = c0
+                    var portable = c0
+                    var split = c0
+                    BLAS.smallGEMM(
+                        transA: transA, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta,
+                        c: &viaBLAS, ldc: ldc)
+                    let (ars, acs) = transA ? (1, lda) : (lda, 1)
+                    nn_small_gemm(m, n, k, alpha, a, ars, acs, b, ldb, beta, &avx, ldc)
+                    nn_small_gemm_portable(m, n, k, alpha, a, ars, acs, b, ldb, beta, &portable, ldc)
+                    let cut = m / 2 + 1
+                    a.withUnsafeBufferPointer { a in
+                        split.withUnsafeMutableBufferPointer { c in
+                            nn_small_gemm(cut, n, k, alpha, a.baseAddress, ars, acs, b, ldb, beta, c.baseAddress, ldc)
+                            if cut < m {
+                                nn_small_gemm(
+                                    m - cut, n, k, alpha, a.baseAddress! + cut * ars, ars, acs, b, ldb, beta,
+                                    c.baseAddress! + cut * ldc, ldc)
+                            }
+                        }
+                    }
+                    let shape = "m \(m) n \(n) k \(k) transA \(transA) alpha \(alpha) beta \(beta)"
+                    for i in 0..<m {
+                        for j in 0..<ldc {
+                            let at = i * ldc + j
+                            if j >= n {
+                                for c in [viaBLAS, avx, portable, split] {
+                                    XCTAssertTrue(c[at].isNaN, "wrote past n: \(shape)")
+                                }
+                                continue
+                            }
+                            var sum = 0.0
+                            var size = 0.0
+                            for p in 0..<k {
+                                let x = Double(transA ? a[p * lda + i] : a[i * lda + p]) * Double(b[p * ldb + j])
+                                sum += x
+                                size += abs(x)
+                            }
+                            let old = beta == 0 ? 0 : Double(start[at])
+                            let expected = Double(alpha) * sum + Double(beta) * old
+                            let tolerance = 1e-6 * (abs(Double(alpha)) * size + abs(Double(beta) * old)) + 1e-30
+                            XCTAssertEqual(Double(viaBLAS[at]), expected, accuracy: tolerance, shape)
+                            XCTAssertEqual(Double(avx[at]), expected, accuracy: tolerance, shape)
+                            XCTAssertEqual(avx[at].bitPattern, portable[at].bitPattern, "AVX2 ≠ portable: \(shape)")
+                            XCTAssertEqual(split[at].bitPattern, avx[at].bitPattern, "row split changed bits: \(shape)")
+                        }
+                    }
+                }
+            }
+        }
+        #if arch(x86_64)
+            let flags = BLASKernelSelector.currentCPUFlags()
+            XCTAssertEqual(
+                String(cString: nn_small_gemm_isa()), flags.isSuperset(of: ["avx2", "fma"]) ? "AVX2+FMA" : "portable C")
+            XCTAssertEqual(
+                BLAS.usesOwnSmallKernel, flags.isSuperset(of: ["avx2", "fma"]) && !flags.contains("avx512f"))
+        #endif
     }
 
     /// The element-wise kernels run the clone for the CPU at hand (the tests above then check

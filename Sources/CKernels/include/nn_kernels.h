@@ -104,4 +104,22 @@ const char *nn_sparse_isa(void);
 /// when no kernel runs.
 void nn_sparse_limit_isa(int cap);
 
+// --- The hidden layers' small products (gemm.c) -------------------------------------------------
+
+/// C = α · op(A) · B + β · C for small products: C is m × n (row stride ldc), B is k × n (row
+/// stride ldb), op(A)(i, p) = a[i·ars + p·acs] — a row-major A with (ars, acs) = (lda, 1), or Aᵀ
+/// of a row-major k × m matrix with (1, lda). β = 0: C is not read. Each element's sum runs over
+/// p = 0 … k−1 in order, one FMA each, so splitting C into row ranges changes no bit. The AVX2+FMA
+/// version where the CPU has it, else the portable one; nnd calls it only where it is faster than
+/// OpenBLAS (BLAS.swift says where).
+void nn_small_gemm(long m, long n, long k, float alpha, const float *a, long ars, long acs, const float *b, long ldb,
+                   float beta, float *c, long ldc);
+
+/// The portable version of nn_small_gemm, for the tests.
+void nn_small_gemm_portable(long m, long n, long k, float alpha, const float *a, long ars, long acs,
+                            const float *b, long ldb, float beta, float *c, long ldc);
+
+/// Which implementation nn_small_gemm uses on this CPU: "AVX2+FMA" or "portable C".
+const char *nn_small_gemm_isa(void);
+
 #endif
