@@ -112,6 +112,8 @@ let package = Package(
         .testTarget(name: "NNDataTests", dependencies: ["NNData", "NNFuzzing"]),
         .testTarget(name: "NNEngineTests", dependencies: ["NNAPI", "NNEngine", "NNData", "CKernels"]),
         .testTarget(name: "NNTrainingTests", dependencies: ["NNAPI", "NNTraining"]),
-        .testTarget(name: "NNDaemonTests", dependencies: ["NNAPI", "NNControl", "NNCheckpoint", "NNInflate"]),
+        .testTarget(
+            name: "NNDaemonTests",
+            dependencies: ["NNAPI", "NNControl", "NNCheckpoint", "NNInflate", "NNEngine", "NNNumerics"]),
     ]
 )

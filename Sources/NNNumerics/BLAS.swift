@@ -70,7 +70,7 @@ public enum BLAS {
 
     /// What `smallGEMM` runs on this machine, for `nnd info` and `nnd bench`.
     public static var smallProductKernel: String {
-        usesOwnSmallKernel ? "nnd AVX2+FMA (k ≤ 256), else OpenBLAS" : "OpenBLAS \(kernelName)"
+        usesOwnSmallKernel ? "nnd AVX2+FMA (inner sums up to 256), else OpenBLAS" : "OpenBLAS"
     }
 
     /// Rows per call of `smallProductTransposed`: with SkylakeX kernels the largest power of two

@@ -11,6 +11,8 @@ public enum Benchmark {
     public struct Result: Codable, Sendable {
         public var blasKernel: String
         public var vectorKernels: String
+        /// What runs the hidden layers' small products (`BLAS.smallProductKernel`).
+        public var smallProductKernel: String
         public var workers: Int
         public var batch: Int
         public var rounds: Int
@@ -349,7 +351,8 @@ public enum Benchmark {
         let bestS1 = s1.max()!
         let bestSA = sA.max()!
         return Result(
-            blasKernel: BLAS.kernelName, vectorKernels: VectorKernels.instructionSet, workers: workers, batch: batch,
+            blasKernel: BLAS.kernelName, vectorKernels: VectorKernels.instructionSet,
+            smallProductKernel: BLAS.smallProductKernel, workers: workers, batch: batch,
             rounds: g1.count,
             gemmGflopsOneCore: bestG1, gemmGflopsAllCores: bestGA,
             stepSamplesPerSecondOneWorker: bestS1, stepSamplesPerSecondAllWorkers: bestSA,

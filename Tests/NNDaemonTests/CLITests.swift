@@ -1,5 +1,7 @@
 import Foundation
 import NNAPI
+import NNEngine
+import NNNumerics
 import XCTest
 
 /// nnctl as a user drives it: its tables show the figures the daemon sent, it has the manners
@@ -185,7 +187,8 @@ final class CLITests: XCTestCase {
         let (c1, text, e1) = try runBuilt("nnd", ["bench", "--rounds", "1", "--workers", "2"])
         XCTAssertEqual(c1, 0, e1)
         for line in [
-            "GEMM reference:", "step, 1 worker, batch 64:", "step, 2 workers, batch 64:", "speedup 2 workers / 1:",
+            "GEMM reference:", "hidden-layer products:       \(BLAS.smallProductKernel)", "step, 1 worker, batch 64:",
+            "step, 2 workers, batch 64:", "speedup 2 workers / 1:",
             "sparse first layer (", "inputs 19% non-zero", "sparse step, 1 worker:",
             "2-worker sparse step (best round):", "2 independent 1-worker sparse steps at once:",
         ] {
@@ -205,6 +208,7 @@ final class CLITests: XCTestCase {
             XCTAssertGreaterThan(try XCTUnwrap(r[key] as? Double, "\(key) in \(json)"), 0, key)
         }
         XCTAssertEqual(r["sparse_density"] as? Double, 0.1)
+        XCTAssertEqual(r["small_product_kernel"] as? String, BLAS.smallProductKernel)
         XCTAssertEqual(r["workers"] as? Int, 2)
     }
 
@@ -219,6 +223,9 @@ final class CLITests: XCTestCase {
         let commit = header?.split(separator: "\"").dropFirst().first.map(String.init) ?? "unknown"
         XCTAssertEqual(
             info.split(separator: "\n").first.map(String.init), "nnd \(NNDVersion.current) (commit \(commit))")
+        // and the kernels it picked for this CPU
+        XCTAssertTrue(info.contains("hidden-layer products: \(BLAS.smallProductKernel)\n"), info)
+        XCTAssertTrue(info.contains("sparse first-layer kernels: \(DataParallelEngine.sparseKernels)\n"), info)
 
         let d = DaemonProcess()
         try d.start()

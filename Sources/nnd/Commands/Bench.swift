@@ -66,6 +66,7 @@ struct Bench: ParsableCommand {
             return
         }
         print("BLAS kernel:                 \(r.blasKernel); element-wise kernels \(r.vectorKernels)")
+        print("hidden-layer products:       \(r.smallProductKernel)")
         print("best of \(r.rounds) rounds:")
         print(
             String(
