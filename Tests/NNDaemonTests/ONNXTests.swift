@@ -99,10 +99,28 @@ final class ONNXTests: XCTestCase {
             ["export", "--model", "nothing", "--format", "onnx", "-o", "/dev/null"], env: env)
         XCTAssertEqual(uc, 1)
         XCTAssertTrue(uerr.contains("no model named nothing"), uerr)
-        let (vc, _, verr) = try nnctl(
-            ["export", "--model", "digits-tanh", "--version", "v999", "--format", "onnx", "-o", "/dev/null"], env: env)
-        XCTAssertEqual(vc, 1)
-        XCTAssertTrue(verr.contains("model digits-tanh has no version v999"), verr)
+        // A model version is --model-version; --version V, its earlier name, still works for scripts.
+        for flag in ["--model-version", "--version"] {
+            let (vc, _, verr) = try nnctl(
+                ["export", "--model", "digits-tanh", flag, "v999", "--format", "onnx", "-o", "/dev/null"], env: env)
+            XCTAssertEqual(vc, 1, flag)
+            XCTAssertTrue(verr.contains("model digits-tanh has no version v999"), verr)
+        }
+        let (pc, _, perr) = try nnctl(["predict", "digits-tanh", "/dev/null", "--model-version", "v999"], env: env)
+        XCTAssertEqual(pc, 1)
+        XCTAssertTrue(perr.contains("model digits-tanh has no version v999"), perr)
+        // The help shows each --version once: the bare one is nnctl's own version.
+        for command in ["export", "predict"] {
+            let (hc, help, _) = try nnctl([command, "--help"])
+            XCTAssertEqual(hc, 0)
+            XCTAssertTrue(help.contains("--model-version <version>"), help)
+            let versionLines = help.split(separator: "\n").filter {
+                $0.trimmingCharacters(in: .whitespaces).hasPrefix("--version")
+            }
+            XCTAssertEqual(
+                versionLines.map { $0.trimmingCharacters(in: .whitespaces) },
+                ["--version               Show the version."], help)
+        }
         // A file that cannot be written says why: a missing directory, a full device.
         for (path, reason) in [
             ("\(d.dir)/no-such-dir/m.onnx", "No such file or directory"), ("/dev/full", "No space left on device"),

@@ -10,7 +10,7 @@ import NNAPI
 
 struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Classify records with a model's current version (or --version).",
+        abstract: "Classify records with a model's current version (or --model-version).",
         discussion: """
             Reads IDX image files (plain or .gz, e.g. t10k-images-idx3-ubyte.gz), CSV files (the \
             model's input width of values per line, optionally the label first; a header line is \
@@ -28,8 +28,17 @@ struct Predict: ParsableCommand {
     @Argument(help: ArgumentHelp("IDX, CSV or PNG files.", valueName: "file"))
     var files: [String]
 
-    @Option(help: "A model version instead of the current one.")
-    var version: String?
+    @Option(
+        name: .customLong("model-version"),
+        help: ArgumentHelp("A model version instead of the current one.", valueName: "version"))
+    var modelVersion: String?
+
+    /// The same under its earlier name, still accepted from scripts; not in the help, where a bare
+    /// `--version` is nnctl's own.
+    @Option(name: .customLong("version"), help: .hidden)
+    var legacyVersion: String?
+
+    var version: String? { modelVersion ?? legacyVersion }
 
     @Option(help: ArgumentHelp("IDX label file: print the accuracy against it.", valueName: "file"))
     var labels: String?

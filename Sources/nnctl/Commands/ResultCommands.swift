@@ -36,6 +36,7 @@ struct Export: ParsableCommand {
 
               nnctl export nightly --format onnx -o nightly.onnx
               nnctl export --model mnist --format onnx -o mnist.onnx
+              nnctl export --model mnist --model-version v3 --format onnx -o mnist-v3.onnx
             """)
 
     @Argument(help: ArgumentHelp("The run's id, or its name (the newest run of that name).", valueName: "run"))
@@ -44,8 +45,17 @@ struct Export: ParsableCommand {
     @Option(help: "Export a model's current version instead of a run's weights.")
     var model: String?
 
-    @Option(help: "With --model: this version instead of the current one.")
-    var version: String?
+    @Option(
+        name: .customLong("model-version"),
+        help: ArgumentHelp("With --model: this version instead of the current one.", valueName: "version"))
+    var modelVersion: String?
+
+    /// The same under its earlier name, still accepted from scripts; not in the help, where a bare
+    /// `--version` is nnctl's own.
+    @Option(name: .customLong("version"), help: .hidden)
+    var legacyVersion: String?
+
+    var version: String? { modelVersion ?? legacyVersion }
 
     @Option(help: "File format.")
     var format: ExportFormat = .safetensors
@@ -57,7 +67,7 @@ struct Export: ParsableCommand {
 
     func validate() throws {
         guard (runName == nil) != (model == nil) else { throw ValidationError("name a run or --model, not both") }
-        if version != nil, model == nil { throw ValidationError("--version needs --model") }
+        if version != nil, model == nil { throw ValidationError("--model-version needs --model") }
     }
 
     func run() throws {
