@@ -28,17 +28,9 @@ struct Predict: ParsableCommand {
     @Argument(help: ArgumentHelp("IDX, CSV or PNG files.", valueName: "file"))
     var files: [String]
 
-    @Option(
-        name: .customLong("model-version"),
-        help: ArgumentHelp("A model version instead of the current one.", valueName: "version"))
-    var modelVersion: String?
+    @OptionGroup var modelVersion: ModelVersionOption
 
-    /// The same under its earlier name, still accepted from scripts; not in the help, where a bare
-    /// `--version` is nnctl's own.
-    @Option(name: .customLong("version"), help: .hidden)
-    var legacyVersion: String?
-
-    var version: String? { modelVersion ?? legacyVersion }
+    var version: String? { modelVersion.version }
 
     @Option(help: ArgumentHelp("IDX label file: print the accuracy against it.", valueName: "file"))
     var labels: String?
@@ -116,4 +108,19 @@ struct Predict: ParsableCommand {
                     + "(\(correct)/\(all.labels.count) records, model \(model) version \(all.version))")
         }
     }
+}
+
+/// `--model-version V` of `predict` and `export`.
+struct ModelVersionOption: ParsableArguments {
+    @Option(
+        name: .customLong("model-version"),
+        help: ArgumentHelp("A model version instead of the current one.", valueName: "version"))
+    var modelVersion: String?
+
+    /// The same under its earlier name, still accepted from scripts; not in the help, where a bare
+    /// `--version` is nnctl's own.
+    @Option(name: .customLong("version"), help: .hidden)
+    var legacyVersion: String?
+
+    var version: String? { modelVersion ?? legacyVersion }
 }

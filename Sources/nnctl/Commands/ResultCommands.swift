@@ -45,17 +45,9 @@ struct Export: ParsableCommand {
     @Option(help: "Export a model's current version instead of a run's weights.")
     var model: String?
 
-    @Option(
-        name: .customLong("model-version"),
-        help: ArgumentHelp("With --model: this version instead of the current one.", valueName: "version"))
-    var modelVersion: String?
+    @OptionGroup var modelVersion: ModelVersionOption
 
-    /// The same under its earlier name, still accepted from scripts; not in the help, where a bare
-    /// `--version` is nnctl's own.
-    @Option(name: .customLong("version"), help: .hidden)
-    var legacyVersion: String?
-
-    var version: String? { modelVersion ?? legacyVersion }
+    var version: String? { modelVersion.version }
 
     @Option(help: "File format.")
     var format: ExportFormat = .safetensors
