@@ -14,7 +14,7 @@ SHELL := /bin/bash
 # Which build `install` copies (check-install uses the debug build `swift test` just made).
 CONFIG ?= release
 
-.PHONY: build commit-header test test-system deb demo bench compare fuzz verify-units check-install install install-files uninstall deps clean format lint man
+.PHONY: build commit-header test test-system deb demo bench compare compare-numpy fuzz verify-units check-install install install-files uninstall deps clean format lint man
 
 # Release binaries with the Swift runtime linked in (and no RUNPATH into the toolchain): they
 # need only Debian's shared libraries, so `make install` and `make deb` run on any server.
@@ -72,6 +72,13 @@ ROUNDS ?= 5
 EPOCHS ?= 5
 compare:
 	scripts/compare-pytorch.sh $(ROUNDS) $(EPOCHS)
+
+# nnd against the seed's own numpy code (scripts/seed_numpy.py, ~10 s an epoch on 2 cores), rounds
+# alternated: `make compare-numpy NUMPY_ROUNDS=3 NUMPY_EPOCHS=2`. Not part of `make test`.
+NUMPY_ROUNDS ?= 3
+NUMPY_EPOCHS ?= 2
+compare-numpy:
+	scripts/compare-numpy.sh $(NUMPY_ROUNDS) $(NUMPY_EPOCHS)
 
 # Coverage-guided fuzzing of the IDX, gzip, CSV and checkpoint readers (FUZZ_SECONDS each).
 FUZZ_SECONDS ?= 30

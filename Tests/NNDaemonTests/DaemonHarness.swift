@@ -213,10 +213,12 @@ func smallSpec(
     """
 }
 
-/// A run that lasts a few seconds, so that kills and signals land in the middle of it: 25,000
-/// steps of 8 records, ~2 s on 2 AMD Zen 3 cores (3 epochs, 0.6 s, were over before a SIGHUP
-/// 0.8 s into the run once the hidden layers' products got faster).
-func longSpec(name: String, everySteps: Int) -> String {
+/// A run that lasts long enough for kills and signals to land in the middle of it: 2,500 steps
+/// of 8 records an epoch, ~0.2 s an epoch on 2 AMD Zen 3 cores. Tests that only wait for a
+/// moment in the middle (a signal, a second daemon) take 6 epochs: 3 were once over before a
+/// SIGHUP sent 0.8 s into the run. Tests that checkpoint often keep 3 (each write is a file).
+func longSpec(name: String, everySteps: Int, epochs: Int = 3) -> String {
     smallSpec(
-        name: name, trainLimit: 20000, epochs: 10, batch: 8, everySteps: everySteps, layers: "[784, 200, 100, 50, 10]")
+        name: name, trainLimit: 20000, epochs: epochs, batch: 8, everySteps: everySteps,
+        layers: "[784, 200, 100, 50, 10]")
 }

@@ -72,10 +72,8 @@ final class DaemonTests: XCTestCase {
     /// kill -9 at several moments, including inside a (slowed) checkpoint write; restart; the
     /// run completes with the parameters of an uninterrupted run, bit for bit.
     func testKill9AndRestartResumesExactly() throws {
-        let spec = longSpec(name: "crash", everySteps: 200)
-            .replacingOccurrences(
-                of: "epochs: 3",
-                with: "epochs: \((Int(ProcessInfo.processInfo.environment["NND_KILLS"] ?? "") ?? 5) > 5 ? 8 : 3)")
+        let wanted = Int(ProcessInfo.processInfo.environment["NND_KILLS"] ?? "") ?? 5  // README reports a 20-kill run
+        let spec = longSpec(name: "crash", everySteps: 200, epochs: wanted > 5 ? 8 : 3)
         let refDaemon = DaemonProcess()
         try refDaemon.start()
         let reference = try refDaemon.referenceParameters(spec)
@@ -89,7 +87,6 @@ final class DaemonTests: XCTestCase {
         let run = try d.createRun(spec)
         var kills = 0
         var rng = SystemRandomNumberGenerator()
-        let wanted = Int(ProcessInfo.processInfo.environment["NND_KILLS"] ?? "") ?? 5  // README reports a 20-kill run
         while kills < wanted {
             if try d.state(run) == "completed" { break }
             usleep(UInt32.random(in: 200_000...900_000, using: &rng))
@@ -123,13 +120,13 @@ final class DaemonTests: XCTestCase {
     }
 
     private func checkGracefulStop(signal: Int32) throws {
-        let spec = longSpec(name: "term", everySteps: 0)
+        let spec = longSpec(name: "term", everySteps: 0, epochs: 6)
         let d = DaemonProcess()
         try d.start()
         let reference = try d.referenceParameters(spec)
         let run = try d.createRun(spec, overrides: ["name=term2"])
         try d.waitFor(run, states: ["running"])
-        usleep(800_000)
+        usleep(300_000)  // some steps in, well before the end
         let (status, seconds) = d.terminate(signal: signal)
         let saved = try String(contentsOfFile: "\(d.stateDir)/runs/\(run)/run.json", encoding: .utf8)
         XCTAssertTrue(saved.contains("interrupted by daemon shutdown"), saved)
@@ -151,7 +148,7 @@ final class DaemonTests: XCTestCase {
     func testSecondDaemonOnTheSameStateDirectoryIsRefused() throws {
         let d = DaemonProcess()
         try d.start()
-        let run = try d.createRun(longSpec(name: "held", everySteps: 0))
+        let run = try d.createRun(longSpec(name: "held", everySteps: 0, epochs: 6))
         try d.waitFor(run, states: ["running"])
         let otherSocket = "\(d.dir)/other.sock"
         let (code, out, err) = try runBuilt(
@@ -184,7 +181,7 @@ final class DaemonTests: XCTestCase {
     func testSIGTERMIsQuickWithAWatcherOfAQueuedRun() throws {
         let d = DaemonProcess()
         try d.start(args: ["--max-concurrent-runs", "1"])
-        let busy = try d.createRun(longSpec(name: "busy", everySteps: 0))
+        let busy = try d.createRun(longSpec(name: "busy", everySteps: 0, epochs: 6))
         try d.waitFor(busy, states: ["running"])
         let waiting = try d.createRun(smallSpec(name: "waiting", epochs: 1))
         XCTAssertEqual(try d.state(waiting), "queued")

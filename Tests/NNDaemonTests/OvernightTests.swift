@@ -58,7 +58,7 @@ final class OvernightTests: XCTestCase {
         let args = ["--max-concurrent-runs", "2"]
         try d.start(args: args)
         // No checkpoint until the end: every death happens "without a new checkpoint".
-        let victim = try d.createRun(longSpec(name: "victim", everySteps: 0))
+        let victim = try d.createRun(longSpec(name: "victim", everySteps: 0, epochs: 6))
         let other = try d.createRun(smallSpec(name: "other", trainLimit: 6000, epochs: 3, batch: 16, everySteps: 10))
         for kill in 1...4 {
             if kill <= 2 { try d.waitFor(victim, states: ["running"]) }
@@ -110,7 +110,7 @@ final class OvernightTests: XCTestCase {
         XCTAssertEqual(try d.get("/v1/runs/\(runs[0])").0, 404)
         XCTAssertFalse(try d.client.request("GET", "/metrics").text.contains(runs[0]))
         // A running run is refused (409, exit 1) and keeps training.
-        let busy = try d.createRun(longSpec(name: "busy", everySteps: 0))
+        let busy = try d.createRun(longSpec(name: "busy", everySteps: 0, epochs: 6))
         try d.waitFor(busy, states: ["running"])
         let (rc, _, refused) = try nnctl(["rm", busy], env: env)
         XCTAssertEqual(rc, 1)

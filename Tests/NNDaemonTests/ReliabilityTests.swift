@@ -244,7 +244,7 @@ final class ReliabilityTests: XCTestCase {
     func testGracefulStopUnderLoad() throws {
         let d = DaemonProcess()
         try d.start(args: ["--max-concurrent-runs", "3"])
-        let runs = try (0..<3).map { try d.createRun(longSpec(name: "load\($0)", everySteps: 0)) }
+        let runs = try (0..<3).map { try d.createRun(longSpec(name: "load\($0)", everySteps: 0, epochs: 6)) }
         for r in runs { try d.waitFor(r, states: ["running"]) }
         let client = d.client
         let streams = runs.map { run -> Thread in
