@@ -78,7 +78,7 @@ compare:
 NUMPY_ROUNDS ?= 3
 NUMPY_EPOCHS ?= 2
 compare-numpy:
-	scripts/compare-numpy.sh $(NUMPY_ROUNDS) $(NUMPY_EPOCHS)
+	scripts/compare-peer.sh numpy $(NUMPY_ROUNDS) $(NUMPY_EPOCHS)
 
 # Coverage-guided fuzzing of the IDX, gzip, CSV and checkpoint readers (FUZZ_SECONDS each).
 FUZZ_SECONDS ?= 30

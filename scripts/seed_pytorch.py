@@ -1,42 +1,25 @@
 """The seed's recipe (784-200-100-50-10, logistic hidden layers, softmax, cross-entropy + L2,
 Xavier init, mini-batch SGD of 64 with annealing) in PyTorch, float32, on the given threads:
-the peer nnd is compared with by scripts/compare-pytorch.sh. Prints one JSON object per epoch
+the peer nnd is compared with by scripts/compare-pytorch.sh (compare-peer.sh). Prints one JSON object per epoch
 and a final one: {"seconds_per_epoch_median", "test_accuracy", ...}.
 
 The update is the seed's: θ ← θ − (α/n)·Σg − (α·λ/n)·θ for weights, b ← b − (α/n)·Σg, i.e. SGD
 with learning rate α on mean cross-entropy, weight decay λ/n on the weights only. After each
 epoch J = ΣJ_i/m + (λ/m)·Σθ²; from the third epoch on, a rising J multiplies α by 0.9.
 """
-import argparse, gzip, json, math, statistics, time
+import math, time
 
 import numpy as np
 import torch
 
-
-def idx(path):
-    with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+from seed_common import mnist, print_epoch, print_result, recipe_arguments
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--data", required=True)
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--lam", type=float, default=0.01)
-    p.add_argument("--seed", type=int, default=1)
-    a = p.parse_args()
+    a = recipe_arguments("The seed's recipe in PyTorch.", threads=True)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    x = torch.from_numpy(idx(f"{a.data}/train-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255)
-    y = torch.from_numpy(idx(f"{a.data}/train-labels-idx1-ubyte.gz").astype(np.int64))
-    tx = torch.from_numpy(idx(f"{a.data}/t10k-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255)
-    ty = torch.from_numpy(idx(f"{a.data}/t10k-labels-idx1-ubyte.gz").astype(np.int64))
+    x, y, tx, ty = (torch.from_numpy(v) for v in mnist(a.data, np.float32))
     sizes = [784, 200, 100, 50, 10]
     layers = [torch.nn.Linear(i, o) for i, o in zip(sizes, sizes[1:])]
     for layer in layers:  # Xavier uniform ±√(6/(n_in+n_out)), zero biases (as nnd)
@@ -75,11 +58,8 @@ def main():
         costs.append(j)
         with torch.no_grad():
             test = float((model(tx).argmax(1) == ty).float().mean()) * 100
-        print(json.dumps({"kind": "epoch", "epoch": epoch, "cost": j, "seconds": seconds[-1], "test_accuracy": test}), flush=True)
-    print(json.dumps({
-        "kind": "result", "seconds_per_epoch_median": statistics.median(seconds), "test_accuracy": test,
-        "epochs": a.epochs, "threads": a.threads, "torch": torch.__version__}), flush=True)
-
+        print_epoch(epoch, j, seconds[-1], test)
+    print_result(seconds, test, epochs=a.epochs, threads=a.threads, torch=torch.__version__)
 
 if __name__ == "__main__":
     main()
