@@ -2,7 +2,8 @@ import CBLAS
 import CKernels
 import Foundation
 
-/// Thin, allocation-free wrappers over OpenBLAS single-precision GEMM.
+/// Thin, allocation-free wrappers over OpenBLAS single-precision GEMM, and over nnd's own kernel
+/// for the hidden layers' small products where it is faster (`smallGEMM`).
 /// All matrices are row-major.
 public enum BLAS {
     /// C[m×n] = alpha · op(A) · op(B) + beta · C
