@@ -1,7 +1,7 @@
 """The seed's recipe (784-200-100-50-10, logistic hidden layers, softmax, cross-entropy + L2,
 Xavier init, mini-batch SGD of 64 with annealing) in PyTorch, float32, on the given threads:
-the peer nnd is compared with by scripts/compare-pytorch.sh (compare-peer.sh). Prints one JSON object per epoch
-and a final one: {"seconds_per_epoch_median", "test_accuracy", ...}.
+the peer nnd is compared with by scripts/compare-peer.sh pytorch (`make compare`). Prints one
+JSON object per epoch and a final one: {"seconds_per_epoch_median", "test_accuracy", ...}.
 
 The update is the seed's: θ ← θ − (α/n)·Σg − (α·λ/n)·θ for weights, b ← b − (α/n)·Σg, i.e. SGD
 with learning rate α on mean cross-entropy, weight decay λ/n on the weights only. After each

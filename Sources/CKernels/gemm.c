@@ -1,4 +1,5 @@
 #include "nn_kernels.h"
+#include "cpu_level.h"
 
 #if defined(__x86_64__) && defined(__clang__)
 #include <immintrin.h>
@@ -101,23 +102,10 @@ __attribute__((target("avx2,fma"))) static void small_gemm_avx2(long m, long n, 
 }
 #endif
 
-static int small_gemm_level(void) {  // 1: AVX2+FMA, 0: portable
-#ifdef NN_X86
-    static int level = -1;
-    if (level < 0) {
-        __builtin_cpu_init();
-        level = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
-    }
-    return level;
-#else
-    return 0;
-#endif
-}
-
 void nn_small_gemm(long m, long n, long k, float alpha, const float *a, long ars, long acs, const float *b, long ldb,
                    float beta, float *c, long ldc) {
 #ifdef NN_X86
-    if (small_gemm_level() == 1) {
+    if (nn_cpu_level() >= 1) {
         small_gemm_avx2(m, n, k, alpha, a, ars, acs, b, ldb, beta, c, ldc);
         return;
     }
@@ -125,4 +113,4 @@ void nn_small_gemm(long m, long n, long k, float alpha, const float *a, long ars
     nn_small_gemm_portable(m, n, k, alpha, a, ars, acs, b, ldb, beta, c, ldc);
 }
 
-const char *nn_small_gemm_isa(void) { return small_gemm_level() == 1 ? "AVX2+FMA" : "portable C"; }
+const char *nn_small_gemm_isa(void) { return nn_cpu_level() >= 1 ? "AVX2+FMA" : "portable C"; }

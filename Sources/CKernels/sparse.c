@@ -1,4 +1,5 @@
 #include "nn_kernels.h"
+#include "cpu_level.h"
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__clang__)
@@ -346,18 +347,8 @@ NN_GRADIENT_BY_MODE(gradient_avx2, "avx2,fma")
 static int level_cap = 2;
 
 static int sparse_level(void) {  // 2: AVX-512, 1: AVX2+FMA, 0: portable
-#ifdef NN_X86
-    static int level = -1;
-    if (level < 0) {
-        __builtin_cpu_init();
-        level = __builtin_cpu_supports("avx512f") ? 2
-                : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1
-                                                                                    : 0;
-    }
+    const int level = nn_cpu_level();
     return level < level_cap ? level : level_cap;
-#else
-    return 0;
-#endif
 }
 
 void nn_sparse_limit_isa(int cap) { level_cap = cap < 0 ? 0 : cap > 2 ? 2 : cap; }

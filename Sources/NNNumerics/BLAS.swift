@@ -62,12 +62,11 @@ public enum BLAS {
         }
     }
 
-    /// Whether `smallGEMM` runs nnd's AVX2+FMA kernel: on CPUs with AVX2+FMA but without
-    /// AVX-512, where OpenBLAS runs its Haswell kernels. With AVX-512, OpenBLAS's SkylakeX
-    /// kernels have twice the vector width and stay (docs/performance.md).
-    public static let usesOwnSmallKernel: Bool =
-        String(cString: nn_small_gemm_isa()) == "AVX2+FMA"
-        && !BLASKernelSelector.currentCPUFlags().contains("avx512f")
+    /// Whether `smallGEMM` runs nnd's AVX2+FMA kernel: where nnd gives OpenBLAS its Haswell
+    /// kernels (AVX2+FMA, no AVX-512), the ones this kernel beats. With AVX-512, OpenBLAS's
+    /// SkylakeX kernels have twice the vector width and stay (docs/performance.md).
+    public static let usesOwnSmallKernel =
+        BLASKernelSelector.bestKernel(cpuFlags: BLASKernelSelector.currentCPUFlags()) == "Haswell"
 
     /// What `smallGEMM` runs on this machine, for `nnd info` and `nnd bench`.
     public static var smallProductKernel: String {
