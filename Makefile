@@ -116,7 +116,7 @@ verify-units:
 	  awk -v s="$$score" 'BEGIN { exit !(s != "" && s <= 2.5) }' || { echo "distributed drop-in: exposure $$score above 2.5"; exit 1; }
 
 deps:
-	@for p in libopenblas-dev libnuma-dev zlib1g-dev libcurl4-openssl-dev systemd prometheus chromium \
+	@for p in libopenblas-dev libnuma-dev zlib1g-dev libssl-dev libcurl4-openssl-dev systemd prometheus chromium \
 	    debootstrap systemd-container lintian openmpi-bin libopenmpi-dev; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 

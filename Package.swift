@@ -26,7 +26,6 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
@@ -34,6 +33,8 @@ let package = Package(
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CNUMA", path: "Sources/CNUMA", providers: [.apt(["libnuma-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // SHA-256 (datasets, checkpoints) from OpenSSL's libcrypto.
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(
             name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
 
@@ -52,7 +53,7 @@ let package = Package(
         // numerics: aligned buffers, BLAS with kernel selection, vector kernels, RNG, SHA-256.
         .target(
             name: "NNNumerics",
-            dependencies: ["CBLAS", "CKernels", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["CBLAS", "CKernels", "COpenSSL"],
             swiftSettings: optimised),
         // data: IDX/CSV readers, dataset fetch and verification.
         .target(name: "NNData", dependencies: ["NNNumerics", "NNInflate", "CZlib"], swiftSettings: optimised),

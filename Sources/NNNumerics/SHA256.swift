@@ -1,11 +1,27 @@
-import Crypto
+import COpenSSL
 
-/// SHA-256, which pins the dataset's content and checksums every checkpoint: swift-crypto's
-/// (BoringSSL, with the CPU's SHA extensions). It replaced a hand-written Swift version that
-/// hashed the 47 MB MNIST training images 6-10× slower (docs/performance.md); every run start
-/// and every resume hashes the data, so that time was the user's.
+/// SHA-256, which pins the dataset's content and checksums every checkpoint: OpenSSL's libcrypto
+/// from Debian (EVP, with the CPU's SHA extensions where it has them). Hashing is on the user's
+/// clock (every run start and resume hashes the 47 MB training images), so it is the library's
+/// tuned code, not a hand-written one; and a system library rather than swift-crypto, whose
+/// vendored BoringSSL (≈ 400 C files) every build compiled again for this one function
+/// (docs/performance.md, docs/reliability.md).
 public struct SHA256 {
-    private var hasher = Crypto.SHA256()
+    /// The EVP context, owned by a class so that it is freed exactly once.
+    private final class Context {
+        let pointer: OpaquePointer
+
+        init() {
+            guard let pointer = EVP_MD_CTX_new(), EVP_DigestInit_ex(pointer, EVP_sha256(), nil) == 1 else {
+                fatalError("OpenSSL could not start a SHA-256 digest (out of memory)")
+            }
+            self.pointer = pointer
+        }
+
+        deinit { EVP_MD_CTX_free(pointer) }
+    }
+
+    private let context = Context()
 
     public init() {}
 
@@ -20,15 +36,20 @@ public struct SHA256 {
     }
 
     public mutating func update(_ data: UnsafeRawBufferPointer) {
-        hasher.update(bufferPointer: data)
+        guard let base = data.baseAddress, data.count > 0 else { return }
+        // EVP_DigestUpdate fails only on a context that was never initialised.
+        precondition(EVP_DigestUpdate(context.pointer, base, data.count) == 1, "SHA-256 update failed")
     }
 
     /// The digest as 64 lower-case hex digits.
     public mutating func finalizeHex() -> String {
+        var digest = [UInt8](repeating: 0, count: 32)
+        var length: UInt32 = 0
+        precondition(EVP_DigestFinal_ex(context.pointer, &digest, &length) == 1 && length == 32, "SHA-256 final failed")
         let digits = Array("0123456789abcdef".utf8)
         var text: [UInt8] = []
         text.reserveCapacity(64)
-        for byte in hasher.finalize() {
+        for byte in digest {
             text.append(digits[Int(byte >> 4)])
             text.append(digits[Int(byte & 0x0f)])
         }
