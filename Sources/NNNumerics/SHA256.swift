@@ -6,24 +6,21 @@ import COpenSSL
 /// tuned code, not a hand-written one; and a system library rather than swift-crypto, whose
 /// vendored BoringSSL (≈ 400 C files) every build compiled again for this one function
 /// (docs/performance.md, docs/reliability.md).
-public struct SHA256 {
-    /// The EVP context, owned by a class so that it is freed exactly once.
-    private final class Context {
-        let pointer: OpaquePointer
+///
+/// Not copyable: it owns an OpenSSL digest context, which a copy would share (an update through
+/// one would change the other's digest); `finalizeHex` consumes it, so a finished digest cannot
+/// be updated or finished again.
+public struct SHA256: ~Copyable {
+    private let context: OpaquePointer
 
-        init() {
-            guard let pointer = EVP_MD_CTX_new(), EVP_DigestInit_ex(pointer, EVP_sha256(), nil) == 1 else {
-                fatalError("OpenSSL could not start a SHA-256 digest (out of memory)")
-            }
-            self.pointer = pointer
+    public init() {
+        guard let context = EVP_MD_CTX_new(), EVP_DigestInit_ex(context, EVP_sha256(), nil) == 1 else {
+            fatalError("OpenSSL could not start a SHA-256 digest (out of memory)")
         }
-
-        deinit { EVP_MD_CTX_free(pointer) }
+        self.context = context
     }
 
-    private let context = Context()
-
-    public init() {}
+    deinit { EVP_MD_CTX_free(context) }
 
     public static func hex(_ bytes: UnsafeRawBufferPointer) -> String {
         var sha = SHA256()
@@ -38,14 +35,14 @@ public struct SHA256 {
     public mutating func update(_ data: UnsafeRawBufferPointer) {
         guard let base = data.baseAddress, data.count > 0 else { return }
         // EVP_DigestUpdate fails only on a context that was never initialised.
-        precondition(EVP_DigestUpdate(context.pointer, base, data.count) == 1, "SHA-256 update failed")
+        precondition(EVP_DigestUpdate(context, base, data.count) == 1, "SHA-256 update failed")
     }
 
     /// The digest as 64 lower-case hex digits.
-    public mutating func finalizeHex() -> String {
+    public consuming func finalizeHex() -> String {
         var digest = [UInt8](repeating: 0, count: 32)
         var length: UInt32 = 0
-        precondition(EVP_DigestFinal_ex(context.pointer, &digest, &length) == 1 && length == 32, "SHA-256 final failed")
+        precondition(EVP_DigestFinal_ex(context, &digest, &length) == 1 && length == 32, "SHA-256 final failed")
         let digits = Array("0123456789abcdef".utf8)
         var text: [UInt8] = []
         text.reserveCapacity(64)

@@ -17,7 +17,8 @@ final class NumericsTests: XCTestCase {
         let data = Array((0..<1000).map { UInt8($0 % 251) })
         data[0..<100].withUnsafeBytes { h.update($0) }
         data[100...].withUnsafeBytes { h.update($0) }
-        XCTAssertEqual(h.finalizeHex(), SHA256.hex(data))
+        let streamed = h.finalizeHex()
+        XCTAssertEqual(streamed, SHA256.hex(data))
     }
 
     func testRNGIsDeterministicAndRestorable() {
