@@ -115,10 +115,19 @@ verify-units:
 	  echo "systemd-analyze security nnd.service with distributed.conf: $$score"; \
 	  awk -v s="$$score" 'BEGIN { exit !(s != "" && s <= 2.5) }' || { echo "distributed drop-in: exposure $$score above 2.5"; exit 1; }
 
+# What building and `make test` need on a fresh Debian 12 (`.ci/run` calls this too):
+# libopenblas-dev, libnuma-dev, zlib1g-dev: the engine's BLAS, NUMA placement and gzip readers;
+# libssl-dev: SHA-256 (NNNumerics) from OpenSSL's libcrypto; libcurl4-openssl-dev: FoundationNetworking's
+# static form (nnd dataset fetch) for --static-swift-stdlib; systemd, prometheus, chromium: unit checks,
+# promtool and the report test; debootstrap, systemd-container, lintian: make deb and make test-system;
+# openmpi-bin, libopenmpi-dev: training across processes (NNDistributed, DistributedTests);
+# numpy, onnx, onnxruntime (pip): the seed-layout checks and the ONNX export's check (ONNXTests).
+APT_PACKAGES = libopenblas-dev libnuma-dev zlib1g-dev libssl-dev libcurl4-openssl-dev systemd prometheus chromium \
+	debootstrap systemd-container lintian openmpi-bin libopenmpi-dev
 deps:
-	@for p in libopenblas-dev libnuma-dev zlib1g-dev libssl-dev libcurl4-openssl-dev systemd prometheus chromium \
-	    debootstrap systemd-container lintian openmpi-bin libopenmpi-dev; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	  if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
+	@for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	@python3 -c 'import numpy, onnx, onnxruntime' 2>/dev/null || python3 -m pip install -q numpy onnx onnxruntime
 
 # `make install DESTDIR=…` lays out the expected tree, and the installed units verify.
 check-install:

@@ -24,14 +24,34 @@ bin=Fuzz/.build/release/nnd-fuzz
 [ -x "$bin" ] || { echo "fuzz: harness did not build"; exit 1; }
 
 export SWIFT_BACKTRACE=enable=no   # let libFuzzer report the trap itself
-failed=0
-for target in idx gzip csv checkpoint; do
-  dir=$out/$target
+# Each fuzzer is one process on one core: run as many at once as there are cores (2 on CI's
+# machine), so the four targets take half the wall time with the same seconds each.
+jobs=${NND_FUZZ_JOBS:-$(nproc)}
+targets=(idx gzip csv checkpoint)
+
+# Runs one target for `seconds`; its exit status is the finding (non-zero) or not.
+fuzz_one() {
+  local target=$1 dir=$out/$1
   mkdir -p "$dir/corpus" "$dir/artifacts"
   NND_FUZZ_TARGET=$target NND_FUZZ_WRITE_SEEDS="$dir/seeds" NND_FUZZ_MNIST="$mnist" "$bin"
+  NND_FUZZ_TARGET=$target "$bin" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+    -artifact_prefix="$dir/artifacts/" "$dir/corpus" "$dir/seeds" >"$dir/fuzz.log" 2>&1
+}
+
+declare -A status
+for ((i = 0; i < ${#targets[@]}; i += jobs)); do
+  pids=()
+  for target in "${targets[@]:i:jobs}"; do fuzz_one "$target" & pids+=("$target:$!"); done
+  for entry in "${pids[@]}"; do
+    if wait "${entry#*:}"; then status[${entry%%:*}]=0; else status[${entry%%:*}]=1; fi
+  done
+done
+
+failed=0
+for target in "${targets[@]}"; do
+  dir=$out/$target
   log=$dir/fuzz.log
-  if NND_FUZZ_TARGET=$target "$bin" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
-       -artifact_prefix="$dir/artifacts/" "$dir/corpus" "$dir/seeds" >"$log" 2>&1; then
+  if [ "${status[$target]}" = 0 ]; then
     runs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+)/\1/p' "$log")
     cov=$(grep -oE "cov: [0-9]+" "$log" | tail -1)
     echo "fuzz $target: $runs inputs in ${seconds} s, $cov, corpus $(ls "$dir/corpus" | wc -l) files, 0 findings"

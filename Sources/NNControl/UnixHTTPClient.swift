@@ -87,12 +87,25 @@ public struct UnixHTTPClient: Sendable {
         let all = Array(head.utf8) + (body ?? [])
         var off = 0
         while off < all.count {
-            // MSG_NOSIGNAL: a daemon that closes early (body too large) must not kill us with SIGPIPE;
-            // its answer is read below all the same.
-            let n = all.withUnsafeBytes {
-                Glibc.send(fd, $0.baseAddress! + off, all.count - off, Int32(MSG_NOSIGNAL))
+            // The daemon may answer before it has read the whole request (413 for a body over its
+            // limit) and then stop reading: a blocking write would wait for its request timeout
+            // (30 s). So wait until the socket can take more or has an answer, and on an answer
+            // stop sending and read it, as curl does.
+            var ready = pollfd(fd: fd, events: Int16(POLLIN | POLLOUT), revents: 0)
+            let polled = poll(&ready, 1, Int32(timeoutSeconds) * 1000)
+            if polled < 0 && errno == EINTR { continue }
+            guard polled > 0 else {
+                throw ClientError.protocolError(
+                    polled == 0 ? "timed out sending the request" : "poll failed: \(String(cString: strerror(errno)))")
             }
-            if n <= 0 {
+            if ready.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 { return }
+            // MSG_NOSIGNAL: a daemon that closes early must not kill us with SIGPIPE; its answer
+            // is read all the same. MSG_DONTWAIT: send what fits now, then poll again.
+            let n = all.withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress! + off, all.count - off, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            }
+            if n < 0 {
+                if errno == EAGAIN || errno == EINTR { continue }
                 if errno == EPIPE || errno == ECONNRESET { return }
                 throw ClientError.protocolError("write failed: \(String(cString: strerror(errno)))")
             }

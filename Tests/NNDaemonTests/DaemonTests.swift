@@ -258,7 +258,11 @@ final class DaemonTests: XCTestCase {
         try expect(
             "POST", "/v1/runs", b("{\"spec_yaml\": \"name: a\", \"overrides\": [\"training.epochs=1e99\"]}"), 422,
             "invalid_spec", "training.epochs")
+        // The daemon answers 413 without reading the rest of the body; the client must stop
+        // sending and read that answer, not block in write until the request timeout (30 s).
+        let oversizeStart = Date()
         try expect("POST", "/v1/runs", [UInt8](repeating: 0x20, count: 2 << 20), 413, "body_too_large", "limit")
+        XCTAssertLessThan(Date().timeIntervalSince(oversizeStart), 15, "the 413 waited for the request timeout")
         try expect("GET", "/v1/runs/nope", nil, 404, "not_found", "nope")
         try expect("POST", "/v1/runs/nope/pause", nil, 404, "not_found", "nope")
         // The name as the client typed it (nnctl percent-encodes it into the path).
