@@ -50,6 +50,9 @@ public enum Benchmark {
         public var sparseSpeedup: Double
         public var sparseMedianSpeedup: Double
         public var sparsePhasesOfBestRound: StepPhases
+        /// The 1-worker sparse step's phases in its best round: set beside the all-worker
+        /// step's, per phase, what splitting the step costs on top of the work itself.
+        public var sparsePhasesOneWorkerOfBestRound: StepPhases
         public var densePhasesOnSparseDataOfBestRound: StepPhases
         /// `workers` 1-worker sparse steps at once, each its own engine on its own thread
         /// (nothing shared but the read-only records): their summed rate, and it over one
@@ -314,6 +317,7 @@ public enum Benchmark {
         var sS1: [Double] = []
         var dS: [Double] = []
         var sP: [StepPhases] = []
+        var sP1: [StepPhases] = []
         var dP: [StepPhases] = []
         var g1: [Double] = []
         var gA: [Double] = []
@@ -330,7 +334,9 @@ public enum Benchmark {
             let sparseRound = sparseAll.measure(seconds: 1)
             sS.append(sparseRound.samplesPerSecond)
             sP.append(sparseRound.phases)
-            sS1.append(sparseOne.measure(seconds: 1).samplesPerSecond)
+            let sparseOneRound = sparseOne.measure(seconds: 1)
+            sS1.append(sparseOneRound.samplesPerSecond)
+            sP1.append(sparseOneRound.phases)
             iS.append(independent.measure(seconds: 1))
             let denseRound = denseOnSparse.measure(seconds: 1)
             dS.append(denseRound.samplesPerSecond)
@@ -370,6 +376,7 @@ public enum Benchmark {
             sparseStepSamplesPerSecondOneWorker: sS1.max()!, sparseSpeedup: sS.max()! / sS1.max()!,
             sparseMedianSpeedup: median(zip(sS, sS1).map { $0 / $1 }),
             sparsePhasesOfBestRound: sP[sS.firstIndex(of: sS.max()!)!],
+            sparsePhasesOneWorkerOfBestRound: sP1[sS1.firstIndex(of: sS1.max()!)!],
             densePhasesOnSparseDataOfBestRound: dP[dS.firstIndex(of: dS.max()!)!],
             independentSparseSamplesPerSecond: iS.max()!, independentSparseSpeedup: iS.max()! / sS1.max()!,
             independentSparseMedianSpeedup: median(zip(iS, sS1).map { $0 / $1 }))

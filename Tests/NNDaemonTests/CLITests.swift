@@ -190,7 +190,8 @@ final class CLITests: XCTestCase {
             "GEMM reference:", "hidden-layer products:       \(BLAS.smallProductKernel)", "step, 1 worker, batch 64:",
             "step, 2 workers, batch 64:", "speedup 2 workers / 1:",
             "sparse first layer (", "inputs 19% non-zero", "sparse step, 1 worker:",
-            "2-worker sparse step (best round):", "2 independent 1-worker sparse steps at once:",
+            "2-worker sparse step (best round):", "1-worker sparse step (best round):",
+            "2 independent 1-worker sparse steps at once:",
         ] {
             XCTAssertTrue(text.contains(line), "missing '\(line)' in:\n\(text)")
         }
@@ -207,6 +208,8 @@ final class CLITests: XCTestCase {
         ] {
             XCTAssertGreaterThan(try XCTUnwrap(r[key] as? Double, "\(key) in \(json)"), 0, key)
         }
+        let onePhases = try XCTUnwrap(r["sparse_phases_one_worker_of_best_round"] as? [String: Any], json)
+        XCTAssertGreaterThan(try XCTUnwrap(onePhases["first_layer_microseconds"] as? Double), 0)
         XCTAssertEqual(r["sparse_density"] as? Double, 0.1)
         XCTAssertEqual(r["small_product_kernel"] as? String, BLAS.smallProductKernel)
         XCTAssertEqual(r["workers"] as? Int, 2)

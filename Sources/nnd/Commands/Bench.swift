@@ -107,15 +107,16 @@ struct Bench: ParsableCommand {
                     "%d independent 1-worker sparse steps at once: %.0f samples/s = %.2fx one (median of rounds %.2fx): the most that splitting one step over %d workers can give on this machine",
                 w, r.independentSparseSamplesPerSecond, r.independentSparseSpeedup, r.independentSparseMedianSpeedup, w)
         )
-        for (name, p) in [
-            ("", r.phasesOfBestRound), (" sparse", r.sparsePhasesOfBestRound),
-            (" dense on the sparse data", r.densePhasesOnSparseDataOfBestRound),
+        for (workers, name, p) in [
+            (w, "", r.phasesOfBestRound), (w, " sparse", r.sparsePhasesOfBestRound),
+            (1, " sparse", r.sparsePhasesOneWorkerOfBestRound),
+            (w, " dense on the sparse data", r.densePhasesOnSparseDataOfBestRound),
         ] {
             print(
                 String(
                     format:
                         "%d-worker%@ step (best round): %.0f µs; input gather %.0f µs, first layer %.0f µs; shards %@ µs; waiting at barriers %.0f µs, gradient slices + update %.0f µs (all but shards summed over threads)",
-                    w, name, p.stepMicroseconds, p.inputGatherMicroseconds, p.firstLayerMicroseconds,
+                    workers, name, p.stepMicroseconds, p.inputGatherMicroseconds, p.firstLayerMicroseconds,
                     p.shardMicroseconds.map { String(format: "%.0f", $0) }.joined(separator: " / "),
                     p.barrierWaitMicroseconds, p.gradientMicroseconds))
         }
