@@ -8,10 +8,12 @@
 //   clang -O2 -I Sources/CKernels/include scripts/bench-small-gemm.c /tmp/gemm.o -lopenblas -lm -o /tmp/small && /tmp/small
 #include <cblas.h>
 #include <stdio.h>
+#include <string.h>
 #include "bench-records.h"
 #include "nn_kernels.h"
 
 void openblas_set_num_threads(int);
+char *openblas_get_corename(void);
 
 static float *filled(long count) {
     float *p = aligned_alloc(64, sizeof(float) * count);
@@ -45,6 +47,13 @@ static void compare(const char *name, int transA, int m, int n, int k, float bet
 
 int main(void) {
     openblas_set_num_threads(1);
+    // Debian's OpenBLAS 0.3.21 falls back to its Prescott (SSE3) kernels on CPUs it does not
+    // know (Intel model 207 among them) and reads OPENBLAS_CORETYPE only as it loads; nnd sets
+    // it and re-executes itself, this program does not. Say which kernels ran, so a Prescott
+    // figure is not taken for OpenBLAS's best.
+    const char *core = openblas_get_corename();
+    printf("OpenBLAS kernels: %s%s\n", core,
+           strcmp(core, "Prescott") == 0 ? " (SSE3 fallback: run again with OPENBLAS_CORETYPE=SkylakeX or Haswell)" : "");
     printf("nn_small_gemm: %s\n", nn_small_gemm_isa());
     for (int rows = 64; rows >= 32; rows /= 2) {
         printf("a shard of %d rows (the seed's network on %d worker%s):\n", rows, 64 / rows, rows == 64 ? "" : "s");
