@@ -253,14 +253,15 @@ public enum Benchmark {
     public static let maxBatch = StepProbe.records
 
     public static func runDistributed(
-        reducer: any GradientReducer, workers: Int, batch: Int, rounds: Int = 5, log: (String) -> Void = { _ in }
+        reducer: any GradientReducer, workers: Int, batch: Int, rounds: Int = 5, seconds: Double = 1,
+        log: (String) -> Void = { _ in }
     ) -> DistributedResult {
         let layout = NetworkLayout(sizes: [784, 200, 100, 50, 10])
         let probe = StepProbe(workers: workers, batch: batch, reducer: reducer)
         var best: (samples: Double, step: Double, times: DistributedTimes)?
         for r in 1...max(1, rounds) {
             _ = probe.engine.takeDistributedTimes()
-            let m = probe.measure(seconds: 1)
+            let m = probe.measure(seconds: seconds)
             let t = probe.engine.takeDistributedTimes()
             log(String(format: "round %d/%d: step %.0f samples/s", r, rounds, m.samplesPerSecond))
             if best == nil || m.samplesPerSecond > best!.samples {
@@ -298,7 +299,8 @@ public enum Benchmark {
     /// the reference gets the same treatment as the step. The median of the per-round ratios
     /// is kept as well, to show the spread.
     public static func run(
-        workers: Int, batch: Int, rounds: Int = 5, density: Double = 0.19, log: (String) -> Void = { _ in }
+        workers: Int, batch: Int, rounds: Int = 5, seconds: Double = 1, density: Double = 0.19,
+        log: (String) -> Void = { _ in }
     ) -> Result {
         let flops = NetworkLayout(sizes: [784, 200, 100, 50, 10]).trainingFlopsPerRecord
         log(
@@ -325,20 +327,20 @@ public enum Benchmark {
         var sA: [Double] = []
         var phases: [StepPhases] = []
         for r in 1...max(1, rounds) {
-            g1.append(gemm1.measure(seconds: 0.6))
-            gA.append(gemmAll.measure(seconds: 0.6))
-            s1.append(step1.measure(seconds: 1).samplesPerSecond)
-            let all = stepAll.measure(seconds: 1)
+            g1.append(gemm1.measure(seconds: 0.6 * seconds))
+            gA.append(gemmAll.measure(seconds: 0.6 * seconds))
+            s1.append(step1.measure(seconds: seconds).samplesPerSecond)
+            let all = stepAll.measure(seconds: seconds)
             sA.append(all.samplesPerSecond)
             phases.append(all.phases)
-            let sparseRound = sparseAll.measure(seconds: 1)
+            let sparseRound = sparseAll.measure(seconds: seconds)
             sS.append(sparseRound.samplesPerSecond)
             sP.append(sparseRound.phases)
-            let sparseOneRound = sparseOne.measure(seconds: 1)
+            let sparseOneRound = sparseOne.measure(seconds: seconds)
             sS1.append(sparseOneRound.samplesPerSecond)
             sP1.append(sparseOneRound.phases)
-            iS.append(independent.measure(seconds: 1))
-            let denseRound = denseOnSparse.measure(seconds: 1)
+            iS.append(independent.measure(seconds: seconds))
+            let denseRound = denseOnSparse.measure(seconds: seconds)
             dS.append(denseRound.samplesPerSecond)
             dP.append(denseRound.phases)
             log(

@@ -184,7 +184,7 @@ final class CLITests: XCTestCase {
     /// speedups, in the table and in JSON (one short round; the figures are not asserted, only
     /// that each was measured).
     func testBenchReportsEveryMeasurementInTextAndJSON() throws {
-        let (c1, text, e1) = try runBuilt("nnd", ["bench", "--rounds", "1", "--workers", "2"])
+        let (c1, text, e1) = try runBuilt("nnd", ["bench", "--rounds", "1", "--seconds", "0.2", "--workers", "2"])
         XCTAssertEqual(c1, 0, e1)
         for line in [
             "GEMM reference:", "hidden-layer products:       \(BLAS.smallProductKernel)", "step, 1 worker, batch 64:",
@@ -196,7 +196,7 @@ final class CLITests: XCTestCase {
             XCTAssertTrue(text.contains(line), "missing '\(line)' in:\n\(text)")
         }
         let (c2, json, e2) = try runBuilt(
-            "nnd", ["bench", "--rounds", "1", "--workers", "2", "--density", "0.1", "--json"])
+            "nnd", ["bench", "--rounds", "1", "--seconds", "0.2", "--workers", "2", "--density", "0.1", "--json"])
         XCTAssertEqual(c2, 0, e2)
         let r = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any], json)
         for key in [
@@ -213,6 +213,9 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(r["sparse_density"] as? Double, 0.1)
         XCTAssertEqual(r["small_product_kernel"] as? String, BLAS.smallProductKernel)
         XCTAssertEqual(r["workers"] as? Int, 2)
+        let (c3, _, e3) = try runBuilt("nnd", ["bench", "--seconds", "0"])
+        XCTAssertEqual(c3, 2)
+        XCTAssertTrue(e3.contains("--seconds 0.0 must be in (0, 60]"), e3)
     }
 
     func testCommandLineManners() throws {

@@ -16,6 +16,11 @@ struct Bench: ParsableCommand {
     @Option(help: "Workers for the all-worker measurement (default: online CPUs)") var workers: Int?
     @Option(help: "Mini-batch size") var batch: Int = 64
     @Option(help: "Measurement rounds; each quantity keeps its best round") var rounds: Int = 5
+    @Option(
+        help: ArgumentHelp(
+            "Seconds each step quantity is measured for in a round (the GEMM reference: 0.6 of it)",
+            discussion: "Shorter is quicker and noisier: --rounds 1 --seconds 0.2 takes a few seconds."))
+    var seconds: Double = 1
     @Option(help: "Non-zero share of the synthetic inputs for the sparse first layer's step (MNIST: 0.19)")
     var density: Double = 0.19
     @Flag(help: "One JSON object") var json = false
@@ -23,6 +28,10 @@ struct Bench: ParsableCommand {
         let w = workers ?? MPIReducer.defaultWorkers()
         guard w >= 1, batch >= 1, rounds >= 1 else {
             stderrLine("nnd: --workers, --batch and --rounds must be ≥ 1")
+            throw ExitCode(2)
+        }
+        guard seconds > 0 && seconds <= 60 else {
+            stderrLine("nnd: --seconds \(seconds) must be in (0, 60]")
             throw ExitCode(2)
         }
         guard batch <= Benchmark.maxBatch else {
@@ -33,7 +42,9 @@ struct Bench: ParsableCommand {
             let reducer = try MPIReducer()
             defer { reducer.finish() }
             let printing = reducer.rank == 0
-            let r = Benchmark.runDistributed(reducer: reducer, workers: w, batch: batch, rounds: rounds) {
+            let r = Benchmark.runDistributed(
+                reducer: reducer, workers: w, batch: batch, rounds: rounds, seconds: seconds
+            ) {
                 if !json && printing { stderrLine("nnd bench: \($0)") }
             }
             guard printing else { return }
@@ -58,7 +69,9 @@ struct Bench: ParsableCommand {
             stderrLine("nnd: --density \(density) must be in (0, 1]")
             throw ExitCode(2)
         }
-        let r = Benchmark.run(workers: w, batch: batch, rounds: rounds, density: density) {
+        let r = Benchmark.run(
+            workers: w, batch: batch, rounds: rounds, seconds: seconds, density: density
+        ) {
             if !json { stderrLine("nnd bench: \($0)") }
         }
         if json {
