@@ -92,7 +92,7 @@ public struct UnixHTTPClient: Sendable {
             // (30 s). So wait until the socket can take more or has an answer, and on an answer
             // stop sending and read it, as curl does.
             var ready = pollfd(fd: fd, events: Int16(POLLIN | POLLOUT), revents: 0)
-            let polled = poll(&ready, 1, Int32(timeoutSeconds) * 1000)
+            let polled = poll(&ready, 1, Int32(clamping: timeoutSeconds * 1000))
             if polled < 0 && errno == EINTR { continue }
             guard polled > 0 else {
                 throw ClientError.protocolError(
