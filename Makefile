@@ -122,10 +122,13 @@ verify-units:
 # promtool and the report test; debootstrap, systemd-container, lintian: make deb and make test-system;
 # openmpi-bin, libopenmpi-dev: training across processes (NNDistributed, DistributedTests);
 # numpy, onnx, onnxruntime (pip): the seed-layout checks and the ONNX export's check (ONNXTests).
+# A package counts as present only when dpkg says "install ok installed" (a removed one keeps its
+# config files, and `dpkg -s` still succeeds for it).
 APT_PACKAGES = libopenblas-dev libnuma-dev zlib1g-dev libssl-dev libcurl4-openssl-dev systemd prometheus chromium \
 	debootstrap systemd-container lintian openmpi-bin libopenmpi-dev
 deps:
-	@for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@for p in $(APT_PACKAGES); do \
+	    [ "$$(dpkg-query -W -f='$${Status}' $$p 2>/dev/null)" = "install ok installed" ] || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 	@python3 -c 'import numpy, onnx, onnxruntime' 2>/dev/null || python3 -m pip install -q numpy onnx onnxruntime
 
