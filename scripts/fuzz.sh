@@ -38,12 +38,12 @@ fuzz_one() {
     -artifact_prefix="$dir/artifacts/" "$dir/corpus" "$dir/seeds" >"$dir/fuzz.log" 2>&1
 }
 
-declare -A status
+# `jobs` targets at a time; found[target] is 1 when its fuzzer failed (a finding).
+declare -A pid found
 for ((i = 0; i < ${#targets[@]}; i += jobs)); do
-  pids=()
-  for target in "${targets[@]:i:jobs}"; do fuzz_one "$target" & pids+=("$target:$!"); done
-  for entry in "${pids[@]}"; do
-    if wait "${entry#*:}"; then status[${entry%%:*}]=0; else status[${entry%%:*}]=1; fi
+  for target in "${targets[@]:i:jobs}"; do fuzz_one "$target" & pid[$target]=$!; done
+  for target in "${targets[@]:i:jobs}"; do
+    if wait "${pid[$target]}"; then found[$target]=0; else found[$target]=1; fi
   done
 done
 
@@ -51,7 +51,7 @@ failed=0
 for target in "${targets[@]}"; do
   dir=$out/$target
   log=$dir/fuzz.log
-  if [ "${status[$target]}" = 0 ]; then
+  if [ "${found[$target]}" = 0 ]; then
     runs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+)/\1/p' "$log")
     cov=$(grep -oE "cov: [0-9]+" "$log" | tail -1)
     echo "fuzz $target: $runs inputs in ${seconds} s, $cov, corpus $(ls "$dir/corpus" | wc -l) files, 0 findings"
