@@ -192,6 +192,7 @@ final class CLITests: XCTestCase {
             "sparse first layer (", "inputs 19% non-zero", "sparse step, 1 worker:",
             "2-worker sparse step (best round):", "1-worker sparse step (best round):",
             "2 independent 1-worker sparse steps at once:",
+            "alternating pairs (4 × 0.02 s slices, 1 and 2 in turn): median speedup sparse step",
         ] {
             XCTAssertTrue(text.contains(line), "missing '\(line)' in:\n\(text)")
         }
@@ -213,6 +214,13 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(r["sparse_density"] as? Double, 0.1)
         XCTAssertEqual(r["small_product_kernel"] as? String, BLAS.smallProductKernel)
         XCTAssertEqual(r["workers"] as? Int, 2)
+        // Four quads per round, each ratio measured: the sparse step's and the GEMM reference's.
+        let pairs = try XCTUnwrap(r["pairs"] as? [String: Any], json)
+        XCTAssertEqual(pairs["count"] as? Int, 4)
+        XCTAssertEqual((pairs["sparse_speedups"] as? [Double])?.count, 4, json)
+        XCTAssertEqual((pairs["gemm_speedups"] as? [Double])?.count, 4, json)
+        XCTAssertGreaterThan(try XCTUnwrap(pairs["sparse_median_speedup"] as? Double), 0)
+        XCTAssertEqual(pairs["gemm_scaling_threshold"] as? Double, 1.85)
         let (c3, _, e3) = try runBuilt("nnd", ["bench", "--seconds", "0"])
         XCTAssertEqual(c3, 2)
         XCTAssertTrue(e3.contains("--seconds 0.0 must be in (0, 60]"), e3)

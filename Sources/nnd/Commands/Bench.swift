@@ -120,6 +120,18 @@ struct Bench: ParsableCommand {
                     "%d independent 1-worker sparse steps at once: %.0f samples/s = %.2fx one (median of rounds %.2fx): the most that splitting one step over %d workers can give on this machine",
                 w, r.independentSparseSamplesPerSecond, r.independentSparseSpeedup, r.independentSparseMedianSpeedup, w)
         )
+        let pairs = r.pairs
+        let whereScales =
+            pairs.sparseMedianSpeedupWhereGemmScales.map {
+                String(
+                    format: "in the %d where GEMM scaled ≥ %.2fx: sparse %.2fx", pairs.quadsWhereGemmScales,
+                    pairs.gemmScalingThreshold, $0)
+            } ?? String(format: "GEMM scaled ≥ %.2fx in none", pairs.gemmScalingThreshold)
+        print(
+            String(
+                format:
+                    "alternating pairs (%d × %.2f s slices, 1 and %d in turn): median speedup sparse step %.2fx, GEMM %.2fx; %@",
+                pairs.count, pairs.sliceSeconds, w, pairs.sparseMedianSpeedup, pairs.gemmMedianSpeedup, whereScales))
         for (workers, name, p) in [
             (w, "", r.phasesOfBestRound), (w, " sparse", r.sparsePhasesOfBestRound),
             (1, " sparse", r.sparsePhasesOneWorkerOfBestRound),
