@@ -3,8 +3,8 @@
 // non-zero of the batch, as nnd's workers do) and against half of the inputs with all 200
 // units (the alternative split). Weight gradient (δ₁ᵀ·X from the two shards' column
 // indexes): all 200 units against one 100-unit slice. 64 records of 150 random non-zeros
-// (MNIST: median 150 of 784), best of 3000 batches, one core. docs/performance.md ("Fifth
-// session") has the figures.
+// (MNIST: median 150 of 784), best of 3000 batches, one core; then one slice for 2 to 8
+// workers. docs/performance.md ("Fifth session", "Fifteenth session") has the figures.
 //
 //   clang -O2 -c Sources/CKernels/sparse.c -I Sources/CKernels/include -o /tmp/sparse.o
 //   clang -O2 -I Sources/CKernels/include scripts/bench-sparse-split.c /tmp/sparse.o -o /tmp/split && /tmp/split
@@ -77,6 +77,16 @@ int main(void) {
     printf("forward, one 100-unit slice, 150 non-zeros a record:        %.1f µs\n", forward(100, 112, INPUTS));
     printf("gradient, 200 units, both shards:                           %.1f µs\n", gradient(200, 208));
     printf("gradient, one 100-unit slice, both shards:                  %.1f µs\n", gradient(100, 112));
+    // W workers: one slice of 200/W units, as nnd splits the first layer; what the W slices
+    // cost summed, against one worker's, is the extra work the split adds (each slice goes over
+    // every non-zero of the batch).
+    const double one = forward(200, 208, INPUTS) + gradient(200, 208);
+    for (int w = 2; w <= 8; w++) {
+        const int units = 200 / w, ld = (units + 15) / 16 * 16;
+        const double f = forward(units, ld, INPUTS), g = gradient(units, ld);
+        printf("%d workers, one %3d-unit slice: forward %5.1f µs, gradient %5.1f µs; %d slices summed %.2fx one worker's\n",
+               w, units, f, g, w, w * (f + g) / one);
+    }
     makeRecords(RECORDS, 75, INPUTS / 2, offsets, cols, vals);
     printf("forward, half of the inputs, 200 units, 75 non-zeros a record: %.1f µs\n", forward(200, 208, INPUTS / 2));
     return 0;

@@ -129,9 +129,17 @@ NN_FORWARD512(6)
 NN_FORWARD512(7)
 NN_FORWARD512(8)
 
-// Inputs per block of the blocked forward: 64 rows of a slice's transposed weights (≤ 128
-// units: 32 KB) stay in L1 while every record of the batch adds its non-zeros among them.
-#define NN_FORWARD_BLOCK 64
+// Inputs per block of the blocked forward: the rows of a slice's transposed weights that a pass
+// reads stay in L1 while every record of the batch adds its non-zeros among them. A full pass
+// takes 64 rows (AVX-512: 128 units, 32 KB; AVX2: 104 units, 26 KB); a narrower pass takes as
+// many rows as fit in the same bytes. Each (record, block) costs a call with its loads and
+// stores of the record's outputs, and for the narrow slices of many workers that cost
+// dominated (docs/performance.md, "Fifteenth session"). The sums run in input order whatever
+// the block, so the size changes no result.
+static inline long forward_block(long nv, long width, long pass) {
+    const long rows = 64 * pass / (nv * width);
+    return rows < 64 ? 64 : rows;
+}
 
 // The blocked forward for one instruction set: passes of PASS units (KERNEL_n takes n registers
 // of WIDTH floats; BY picks it), in each pass the inputs block by block, in each block every
@@ -144,14 +152,15 @@ NN_FORWARD512(8)
         for (long j0 = 0; j0 < units; j0 += PASS) {                                                          \
             const long nv = (units - j0 + WIDTH - 1) / WIDTH;                                                \
             for (long r = 0; r < rows; r++) cursor[r] = offsets[records[r]];                                 \
-            for (long k0 = 0; k0 < inputs; k0 += NN_FORWARD_BLOCK) {                                         \
+            const long block = forward_block(nv, WIDTH, PASS);                                               \
+            for (long k0 = 0; k0 < inputs; k0 += block) {                                                    \
                 for (long r = 0; r < rows; r++) {                                                            \
                     if (k0 == 0 && j0 == 0 && r + NN_PREFETCH_AHEAD < rows)                                  \
                         prefetch_record(records[r + NN_PREFETCH_AHEAD], offsets, cols, vals);                \
                     const long e = offsets[records[r] + 1];                                                  \
-                    if (cursor[r] >= e || cols[cursor[r]] >= k0 + NN_FORWARD_BLOCK) continue;                \
+                    if (cursor[r] >= e || cols[cursor[r]] >= k0 + block) continue;                           \
                     /* wt's rows are padded to ldw, so every load stays inside */                            \
-                    BY(KERNEL, nv, cursor + r, e, k0 + NN_FORWARD_BLOCK, cols, vals, wt, ldw, j0,            \
+                    BY(KERNEL, nv, cursor + r, e, k0 + block, cols, vals, wt, ldw, j0,                       \
                                     units, z + r * ldz)                                                      \
                 }                                                                                            \
             }                                                                                                \
