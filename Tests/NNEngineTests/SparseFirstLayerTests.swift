@@ -153,16 +153,17 @@ final class SparseFirstLayerTests: XCTestCase {
                 }
             }
             // A narrow slice over many inputs: the forward's blocks of inputs grow as the slice
-            // narrows (sparse.c), here 1,100 inputs in several blocks of ~256 rows.
-            let wide = sparseSyntheticData(records: 48, features: 1100, classes: 4, density: 0.1, seed: 10)
-            let layers = [1100, 20, 4]
+            // narrows (sparse.c), here 1,101 inputs in several blocks of ~256 rows; and its gradient
+            // takes two inputs at a time, the odd one last.
+            let wide = sparseSyntheticData(records: 48, features: 1101, classes: 4, density: 0.1, seed: 10)
+            let layers = [1101, 20, 4]
             let dense = engine(layers, .logistic, workers: 1, maxBatch: 16, opt: OptimizerConfig(), sparse: false)
             let sparse = engine(layers, .logistic, workers: 1, maxBatch: 16, opt: OptimizerConfig(), sparse: true)
             sparse.useSparseInput(SparseRows(wide))
             _ = train(dense, wide, stepSize: 16, steps: 6, lr: 0.05)
             _ = train(sparse, wide, stepSize: 16, steps: 6, lr: 0.05)
             let d = zip(dense.parameters.toArray(), sparse.parameters.toArray()).map { abs($0 - $1) }.max()!
-            XCTAssertLessThanOrEqual(d, 1e-5, "\(DataParallelEngine.sparseKernels), 1,100 inputs, 20 units")
+            XCTAssertLessThanOrEqual(d, 1e-5, "\(DataParallelEngine.sparseKernels), 1,101 inputs, 20 units")
         }
         XCTAssertTrue(seen.contains("portable C"), "\(seen)")
     }
