@@ -186,7 +186,24 @@ NN_FORWARD_DRIVER(forward_avx512, "avx512f", NN_BY_REGISTERS, forward512, 16, 12
         }                                                                                                      \
     }
 
-// The stores of nn_sparse_store's modes (see nn_kernels.h).
+// The stores of nn_sparse_store's modes (see nn_kernels.h), one register of one input's row;
+// vel: the same place in the velocity (mode 3 only).
+static inline __attribute__((target("avx512f"), always_inline)) void store512(
+    __m512 a, __mmask16 m, float *o, float *vel, const nn_sparse_store *st, const int mode) {
+    if (mode == 1) a = _mm512_add_ps(_mm512_maskz_loadu_ps(m, o), a);
+    if (mode == 2)
+        a = _mm512_fmadd_ps(_mm512_set1_ps(st->scale), a, _mm512_mul_ps(_mm512_set1_ps(st->decay), _mm512_maskz_loadu_ps(m, o)));
+    if (mode == 3) {
+        /* momentum, as Optimizer.swift rounds it: ĝ = S/n + (λ/n)·w; v = μ·v + ĝ; w = w − α·v */
+        const __m512 w = _mm512_maskz_loadu_ps(m, o);
+        const __m512 g = _mm512_add_ps(_mm512_mul_ps(a, _mm512_set1_ps(st->scale)), _mm512_mul_ps(_mm512_set1_ps(st->decay), w));
+        const __m512 u = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(st->momentum), _mm512_maskz_loadu_ps(m, vel)), g);
+        _mm512_mask_storeu_ps(vel, m, u);
+        a = _mm512_sub_ps(w, _mm512_mul_ps(_mm512_set1_ps(st->rate), u));
+    }
+    _mm512_mask_storeu_ps(o, m, a);
+}
+
 #define NN_GRADIENT512(NV)                                                                                   \
     static inline __attribute__((target("avx512f"), always_inline)) void gradient512_##NV(                   \
         const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long k, const float *delta, long ldd, long j0,     \
@@ -206,24 +223,8 @@ NN_FORWARD_DRIVER(forward_avx512, "avx512f", NN_BY_REGISTERS, forward512, 16, 12
                 for (int v = 0; v < NV; v++) a[v] = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m[v], d + 16 * v), a[v]); \
             }                                                                                                \
         }                                                                                                    \
-        for (int v = 0; v < NV; v++) {                                                                       \
-            float *o = out + j0 + 16 * v;                                                                    \
-            if (mode == 1) a[v] = _mm512_add_ps(_mm512_maskz_loadu_ps(m[v], o), a[v]);                       \
-            if (mode == 2)                                                                                   \
-                a[v] = _mm512_fmadd_ps(_mm512_set1_ps(st->scale), a[v],                                      \
-                                       _mm512_mul_ps(_mm512_set1_ps(st->decay), _mm512_maskz_loadu_ps(m[v], o))); \
-            if (mode == 3) {                                                                                 \
-                /* momentum, as Optimizer.swift rounds it: ĝ = S/n + (λ/n)·w; v = μ·v + ĝ; w = w − α·v */    \
-                const __m512 w = _mm512_maskz_loadu_ps(m[v], o);                                             \
-                const __m512 g = _mm512_add_ps(_mm512_mul_ps(a[v], _mm512_set1_ps(st->scale)),               \
-                                               _mm512_mul_ps(_mm512_set1_ps(st->decay), w));                 \
-                const __m512 u = _mm512_add_ps(                                                              \
-                    _mm512_mul_ps(_mm512_set1_ps(st->momentum), _mm512_maskz_loadu_ps(m[v], vel + j0 + 16 * v)), g); \
-                _mm512_mask_storeu_ps(vel + j0 + 16 * v, m[v], u);                                           \
-                a[v] = _mm512_sub_ps(w, _mm512_mul_ps(_mm512_set1_ps(st->rate), u));                         \
-            }                                                                                                \
-            _mm512_mask_storeu_ps(o, m[v], a[v]);                                                            \
-        }                                                                                                    \
+        for (int v = 0; v < NV; v++)                                                                         \
+            store512(a[v], m[v], out + j0 + 16 * v, vel ? vel + j0 + 16 * v : 0, st, mode);                  \
     }
 NN_GRADIENT512(1)
 NN_GRADIENT512(2)
@@ -238,21 +239,6 @@ NN_GRADIENT512(8)
 // once. With one input's few accumulators, each entry's FMAs waited for the last entry's
 // (4 cycles), and a 25-unit slice took as long as a 100-unit one. Each input's sum still runs
 // over its own entries in order, so the results are the same bits.
-static inline __attribute__((target("avx512f"), always_inline)) void store512(
-    __m512 a, __mmask16 m, float *o, float *vel, const nn_sparse_store *st, const int mode) {
-    if (mode == 1) a = _mm512_add_ps(_mm512_maskz_loadu_ps(m, o), a);
-    if (mode == 2)
-        a = _mm512_fmadd_ps(_mm512_set1_ps(st->scale), a, _mm512_mul_ps(_mm512_set1_ps(st->decay), _mm512_maskz_loadu_ps(m, o)));
-    if (mode == 3) {
-        const __m512 w = _mm512_maskz_loadu_ps(m, o);
-        const __m512 g = _mm512_add_ps(_mm512_mul_ps(a, _mm512_set1_ps(st->scale)), _mm512_mul_ps(_mm512_set1_ps(st->decay), w));
-        const __m512 u = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(st->momentum), _mm512_maskz_loadu_ps(m, vel)), g);
-        _mm512_mask_storeu_ps(vel, m, u);
-        a = _mm512_sub_ps(w, _mm512_mul_ps(_mm512_set1_ps(st->rate), u));
-    }
-    _mm512_mask_storeu_ps(o, m, a);
-}
-
 #define NN_GRADIENT512_PAIR(NV)                                                                              \
     static inline __attribute__((target("avx512f"), always_inline)) void gradient512x2_##NV(                 \
         const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, \
