@@ -355,7 +355,8 @@ NN_FORWARD256(11)
 NN_FORWARD256(12)
 NN_FORWARD256(13)
 
-// Blocks of inputs as in forward_avx512; 104 units per pass, so 64 inputs are 26 KB of weights.
+// Blocks of inputs as in forward_avx512; 104 units per pass, so a full pass's 64 inputs are
+// 26 KB of weights (a narrower pass takes as many inputs as fit in those bytes).
 NN_FORWARD_DRIVER(forward_avx2, "avx2,fma", NN_BY_REGISTERS13, forward256, 8, NN_AVX2_PASS)
 
 #define NN_GRADIENT256(NV)                                                                                   \

@@ -42,8 +42,9 @@ const char *nn_kernels_isa(void);
 /// z[r·ldz + j] = Σ_p vals[p] · wt[cols[p]·ldw + j] over the non-zeros p of record records[r],
 /// for j < units (the slice's pre-activations for the batch, rows × units); wt has `inputs`
 /// rows. Each sum runs over the record's non-zeros in input order, one FMA each, so the result
-/// does not depend on the blocking: the vector versions go block by block of 64 inputs (whose
-/// weights then stay in L1 while every record adds its non-zeros among them), each record's
+/// does not depend on the blocking: the vector versions go block by block of inputs (64 for a
+/// full pass, more for a narrow one; their weights then stay in L1 while every record adds its
+/// non-zeros among them), each record's
 /// block of outputs in registers meanwhile. `cursor`: room for `rows` positions. The AVX2
 /// version loads and stores whole registers: z's rows must be writable (ldz at least) up to units
 /// rounded up to 8 floats, and wt's rows readable as far; what lands in z past `units` is the
