@@ -4,7 +4,9 @@
 // units (the alternative split). Weight gradient (δ₁ᵀ·X from the two shards' column
 // indexes): all 200 units against one 100-unit slice. 64 records of 150 random non-zeros
 // (MNIST: median 150 of 784), best of 3000 batches, one core; then one slice for 2 to 8
-// workers. docs/performance.md ("Fifth session", "Fifteenth session") has the figures.
+// workers, its gradient from nnd's column indexes by input range and, beside it, from one index
+// per shard of records (nnd before the fifteenth session). docs/performance.md ("Fifth session",
+// "Fifteenth session") has the figures.
 //
 //   clang -O2 -c Sources/CKernels/sparse.c -I Sources/CKernels/include -o /tmp/sparse.o
 //   clang -O2 -I Sources/CKernels/include scripts/bench-sparse-split.c /tmp/sparse.o -o /tmp/split && /tmp/split
@@ -42,14 +44,19 @@ static double forward(int units, int ldw, int inputs) {
     return best * 1e6;
 }
 
-// The weight gradient of `units` outputs from both shards' column indexes (built outside the timing).
-static double gradient(int units, int ldg) {
-    static long colStart[2][INPUTS + 1], cursor[2][INPUTS];
-    static int entryRow[2][BATCH * INPUTS];
-    static float entryVal[2][BATCH * INPUTS];
-    const long *colStarts[2] = {colStart[0], colStart[1]};
-    const int *entryRows[2] = {entryRow[0], entryRow[1]};
-    const float *entryVals[2] = {entryVal[0], entryVal[1]};
+// The weight gradient of `units` outputs from `pieces` column indexes, built outside the timing:
+// with `byInputs`, as nnd builds them (piece p: the whole batch's non-zeros among its range of
+// the inputs, one kernel call per piece); else one per shard of the batch's records, as nnd
+// built them before the fifteenth session (one call over all inputs and shards).
+enum { MAX_PIECES = 8 };
+static double gradient(int units, int ldg, int pieces, int byInputs) {
+    static long colStart[MAX_PIECES][INPUTS + 1], cursor[MAX_PIECES][INPUTS];
+    static int entryRow[MAX_PIECES][BATCH * INPUTS];
+    static float entryVal[MAX_PIECES][BATCH * INPUTS];
+    const long *colStarts[MAX_PIECES];
+    const int *entryRows[MAX_PIECES];
+    const float *entryVals[MAX_PIECES];
+    for (int s = 0; s < MAX_PIECES; s++) colStarts[s] = colStart[s], entryRows[s] = entryRow[s], entryVals[s] = entryVal[s];
     float *delta = aligned_alloc(64, sizeof(float) * BATCH * UNITS), *g = aligned_alloc(64, sizeof(float) * INPUTS * ldg);
     for (int i = 0; i < BATCH * UNITS; i++) delta[i] = 0.001f * (i % 89);
     const nn_sparse_store store = {.mode = 0, .decay = 1, .scale = 1};
@@ -57,11 +64,25 @@ static double gradient(int units, int ldg) {
     double best = 1e9;
     for (int round = 0; round < ROUNDS; round++) {
         drawBatch(records);
-        for (int s = 0; s < 2; s++)
-            nn_sparse_batch_columns(records + SHARD * s, SHARD, SHARD * s, offsets, cols, vals, INPUTS, colStart[s],
-                                    cursor[s], entryRow[s], entryVal[s]);
+        for (int s = 0; s < pieces; s++) {
+            const int lo = BATCH * s / pieces, hi = BATCH * (s + 1) / pieces;
+            const int k0 = INPUTS * s / pieces, k1 = INPUTS * (s + 1) / pieces;
+            if (byInputs)
+                nn_sparse_batch_column_range(records, BATCH, 0, offsets, cols, vals, k0, k1, colStart[s], cursor[s],
+                                             entryRow[s], entryVal[s]);
+            else
+                nn_sparse_batch_columns(records + lo, hi - lo, lo, offsets, cols, vals, INPUTS, colStart[s], cursor[s],
+                                        entryRow[s], entryVal[s]);
+        }
         double t = seconds();
-        nn_sparse_weight_gradient(colStarts, entryRows, entryVals, 2, INPUTS, delta, UNITS, units, g, ldg, store);
+        if (byInputs)
+            for (int s = 0; s < pieces; s++) {
+                const int k0 = INPUTS * s / pieces, k1 = INPUTS * (s + 1) / pieces;
+                nn_sparse_weight_gradient(colStarts + s, entryRows + s, entryVals + s, 1, k1 - k0, delta, UNITS, units,
+                                          g + (long)k0 * ldg, ldg, store);
+            }
+        else
+            nn_sparse_weight_gradient(colStarts, entryRows, entryVals, pieces, INPUTS, delta, UNITS, units, g, ldg, store);
         t = seconds() - t;
         if (t < best) best = t;
     }
@@ -75,17 +96,17 @@ int main(void) {
     makeRecords(RECORDS, 150, INPUTS, offsets, cols, vals);
     printf("forward, 1 worker, 200 units, 150 non-zeros a record:       %.1f µs\n", forward(200, 208, INPUTS));
     printf("forward, one 100-unit slice, 150 non-zeros a record:        %.1f µs\n", forward(100, 112, INPUTS));
-    printf("gradient, 200 units, both shards:                           %.1f µs\n", gradient(200, 208));
-    printf("gradient, one 100-unit slice, both shards:                  %.1f µs\n", gradient(100, 112));
+    printf("gradient, 200 units, both shards:                           %.1f µs\n", gradient(200, 208, 2, 0));
+    printf("gradient, one 100-unit slice, both shards:                  %.1f µs\n", gradient(100, 112, 2, 0));
     // W workers: one slice of 200/W units, as nnd splits the first layer; what the W slices
     // cost summed, against one worker's, is the extra work the split adds (each slice goes over
     // every non-zero of the batch).
-    const double one = forward(200, 208, INPUTS) + gradient(200, 208);
+    const double one = forward(200, 208, INPUTS) + gradient(200, 208, 1, 1);
     for (int w = 2; w <= 8; w++) {
         const int units = 200 / w, ld = (units + 15) / 16 * 16;
-        const double f = forward(units, ld, INPUTS), g = gradient(units, ld);
-        printf("%d workers, one %3d-unit slice: forward %5.1f µs, gradient %5.1f µs; %d slices summed %.2fx one worker's\n",
-               w, units, f, g, w, w * (f + g) / one);
+        const double f = forward(units, ld, INPUTS), byShards = gradient(units, ld, w, 0), g = gradient(units, ld, w, 1);
+        printf("%d workers, one %3d-unit slice: forward %5.1f µs, gradient %5.1f µs (indexes by shard: %5.1f µs); %d slices summed %.2fx one worker's\n",
+               w, units, f, g, byShards, w, w * (f + g) / one);
     }
     makeRecords(RECORDS, 75, INPUTS / 2, offsets, cols, vals);
     printf("forward, half of the inputs, 200 units, 75 non-zeros a record: %.1f µs\n", forward(200, 208, INPUTS / 2));

@@ -467,19 +467,30 @@ void nn_sparse_prefetch_records(const int *records, long rows, const long *offse
 #define NN_COLUMN_BLOCK 128
 #define NN_COLUMN_GROUP 256
 
-void nn_sparse_batch_columns(const int *records, long rows, long firstRow, const long *offsets, const int *cols,
-                             const float *vals, long inputs, long *colStart, long *cursor, int *entryRow,
-                             float *entryVal) {
-    for (long k = 0; k <= inputs; k++) colStart[k] = 0;
-    // This is the first touch of the shard's records: ask for the first ones now, and for the
+// The first of a record's non-zeros (cols[lo ..< hi], in input order) at input kLo or above.
+static inline long first_at_or_above(const int *cols, long lo, long hi, long kLo) {
+    while (lo < hi) {
+        const long mid = lo + (hi - lo) / 2;
+        if (cols[mid] < kLo) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+void nn_sparse_batch_column_range(const int *records, long rows, long firstRow, const long *offsets, const int *cols,
+                                  const float *vals, long kLo, long kHi, long *colStart, long *cursor, int *entryRow,
+                                  float *entryVal) {
+    const long width = kHi - kLo;
+    for (long k = 0; k <= width; k++) colStart[k] = 0;
+    // This is the first touch of the batch's records: ask for the first ones now, and for the
     // one NN_PREFETCH_AHEAD rows on while counting each.
     for (long r = 0; r < rows && r < NN_PREFETCH_AHEAD; r++) prefetch_record(records[r], offsets, cols, vals);
     for (long r = 0; r < rows; r++) {
         if (r + NN_PREFETCH_AHEAD < rows) prefetch_record(records[r + NN_PREFETCH_AHEAD], offsets, cols, vals);
-        long rec = records[r];
-        for (long p = offsets[rec]; p < offsets[rec + 1]; p++) colStart[cols[p] + 1]++;
+        const long rec = records[r], end = offsets[rec + 1];
+        long p = kLo > 0 ? first_at_or_above(cols, offsets[rec], end, kLo) : offsets[rec];
+        for (; p < end && cols[p] < kHi; p++) colStart[cols[p] - kLo + 1]++;
     }
-    for (long k = 0; k < inputs; k++) {
+    for (long k = 0; k < width; k++) {
         colStart[k + 1] += colStart[k];
         cursor[k] = colStart[k];
     }
@@ -492,13 +503,17 @@ void nn_sparse_batch_columns(const int *records, long rows, long firstRow, const
     long next[NN_COLUMN_GROUP];  // each record's first non-zero not written yet
     for (long g = 0; g < rows; g += NN_COLUMN_GROUP) {
         const long n = rows - g < NN_COLUMN_GROUP ? rows - g : NN_COLUMN_GROUP;
-        for (long r = 0; r < n; r++) next[r] = offsets[records[g + r]];
-        for (long k0 = 0; k0 < inputs; k0 += NN_COLUMN_BLOCK) {
+        for (long r = 0; r < n; r++) {
+            const long rec = records[g + r];
+            next[r] = kLo > 0 ? first_at_or_above(cols, offsets[rec], offsets[rec + 1], kLo) : offsets[rec];
+        }
+        for (long k0 = kLo; k0 < kHi; k0 += NN_COLUMN_BLOCK) {
+            const long k1 = k0 + NN_COLUMN_BLOCK < kHi ? k0 + NN_COLUMN_BLOCK : kHi;
             for (long r = 0; r < n; r++) {
                 const long end = offsets[records[g + r] + 1];
                 long p = next[r];
-                for (; p < end && cols[p] < k0 + NN_COLUMN_BLOCK; p++) {
-                    long e = cursor[cols[p]]++;
+                for (; p < end && cols[p] < k1; p++) {
+                    long e = cursor[cols[p] - kLo]++;
                     entryRow[e] = (int)(firstRow + g + r);
                     entryVal[e] = vals[p];
                 }
@@ -506,6 +521,13 @@ void nn_sparse_batch_columns(const int *records, long rows, long firstRow, const
             }
         }
     }
+}
+
+void nn_sparse_batch_columns(const int *records, long rows, long firstRow, const long *offsets, const int *cols,
+                             const float *vals, long inputs, long *colStart, long *cursor, int *entryRow,
+                             float *entryVal) {
+    nn_sparse_batch_column_range(records, rows, firstRow, offsets, cols, vals, 0, inputs, colStart, cursor, entryRow,
+                                 entryVal);
 }
 
 const char *nn_sparse_isa(void) {

@@ -46,12 +46,22 @@ final class SparseFirstLayer: @unchecked Sendable {
     let gradients: [FloatBuffer]
     /// states[w][i]: optimiser state buffer i of slice w, transposed like the weights.
     let states: [[FloatBuffer]]
-    /// Per set and shard ([set · shards + shard]): the shard's rows' non-zeros grouped by input
-    /// (see `nn_sparse_batch_columns`); every slice's weight gradient reads all shards' after the
-    /// barrier. Two sets, used by alternate steps: a thread that is done with step r's gradient
-    /// builds step r + 1's index in the other set while step r's slices still read theirs.
+    /// Per set and piece ([set · pieces + piece]): non-zeros of the batch grouped by input (see
+    /// `nn_sparse_batch_column_range`), one piece per worker, built in the gather phase; every
+    /// slice's weight gradient reads them all after the barrier. On up to 2 workers piece p is
+    /// shard p's records over all inputs; on more, it is all the batch's records over the
+    /// inputs `inputRanges[p]` (`indexByInputRange`). A slice's gradient loops over the inputs
+    /// once per shard's index, and with 8 shards a narrow slice took 4× as long; but a piece by
+    /// inputs reads every record of the batch, and on 2 workers that cost the gather more than
+    /// it saved the gradient (docs/performance.md, "Fifteenth session"). Two sets, used by
+    /// alternate steps: a thread that is done with step r's gradient builds step r + 1's index
+    /// in the other set while step r's slices still read theirs.
     let columnStart: [UnsafeMutablePointer<Int>]
     let cursor: [UnsafeMutablePointer<Int>]
+    /// Whether the index pieces split the inputs (more than 2 workers) or the batch's records.
+    let indexByInputRange: Bool
+    /// inputRanges[p]: the inputs index piece p covers (all of them when split by records).
+    let inputRanges: [Range<Int>]
     /// Per slice: each batch record's position in its non-zeros during the blocked forward.
     let forwardCursor: [UnsafeMutablePointer<Int>]
     let entryRow: [UnsafeMutablePointer<Int32>]
@@ -79,14 +89,20 @@ final class SparseFirstLayer: @unchecked Sendable {
         weights = ldw.map { FloatBuffer(count: inputs * $0) }
         gradients = ldw.map { FloatBuffer(count: inputs * $0) }
         states = ldw.map { l in (0..<stateBuffers).map { _ in FloatBuffer(count: inputs * l) } }
-        // A shard has at most ⌈maxBatch / shards⌉ rows, so that many times n_0 non-zeros.
-        let shardEntries = (maxBatch + units.count - 1) / units.count * inputs
-        let indexes = Self.columnSets * units.count
-        columnStart = (0..<indexes).map { _ in .allocate(capacity: inputs + 1) }
-        cursor = (0..<indexes).map { _ in .allocate(capacity: inputs) }
+        // Piece p: a shard of at most ⌈maxBatch / pieces⌉ records over all inputs, or up to
+        // maxBatch records over its share of the inputs.
+        let pieces = units.count
+        let byInputs = pieces > Self.mostPiecesByRecords
+        indexByInputRange = byInputs
+        let ranges = (0..<pieces).map { byInputs ? (inputs * $0 / pieces)..<(inputs * ($0 + 1) / pieces) : 0..<inputs }
+        inputRanges = ranges
+        let recordsPerPiece = byInputs ? maxBatch : (maxBatch + pieces - 1) / pieces
+        let indexes = Self.columnSets * pieces
+        columnStart = (0..<indexes).map { .allocate(capacity: ranges[$0 % pieces].count + 1) }
+        cursor = (0..<indexes).map { .allocate(capacity: max(1, ranges[$0 % pieces].count)) }
         forwardCursor = units.map { _ in .allocate(capacity: maxBatch) }
-        entryRow = (0..<indexes).map { _ in .allocate(capacity: shardEntries) }
-        entryValue = (0..<indexes).map { _ in .allocate(capacity: shardEntries) }
+        entryRow = (0..<indexes).map { .allocate(capacity: max(1, recordsPerPiece * ranges[$0 % pieces].count)) }
+        entryValue = (0..<indexes).map { .allocate(capacity: max(1, recordsPerPiece * ranges[$0 % pieces].count)) }
         let widths = units.map { Self.paddedWidth($0.count) }
         deltaOffset = widths.indices.map { w in widths[..<w].reduce(0, +) }
         deltaStride = widths.reduce(0, +)
@@ -100,6 +116,9 @@ final class SparseFirstLayer: @unchecked Sendable {
             entryValues[i] = UnsafePointer(entryValue[i])
         }
     }
+
+    /// The most workers whose index pieces split the batch's records (see `columnStart`).
+    static let mostPiecesByRecords = 2
 
     /// Column-index sets: step r uses set r mod 2 (see `columnStart`).
     static let columnSets = 2
@@ -201,9 +220,22 @@ extension DataParallelEngine {
             target = sp.weights[w]
         }
         let set = columnSet * workerCount
-        nn_sparse_weight_gradient(
-            sp.columnStarts + set, sp.entryRows + set, sp.entryValues + set, workerCount, sp.inputs, delta,
-            sp.deltaStride, units.count, target.pointer, sp.ldw[w], store)
+        let ld = sp.ldw[w]
+        guard sp.indexByInputRange else {
+            // Every input over the shards' indexes, shard after shard.
+            nn_sparse_weight_gradient(
+                sp.columnStarts + set, sp.entryRows + set, sp.entryValues + set, workerCount, sp.inputs, delta,
+                sp.deltaStride, units.count, target.pointer, ld, store)
+            return
+        }
+        // Range by range of the inputs, each with its one index: the same sums, input by input.
+        for (p, range) in sp.inputRanges.enumerated() where !range.isEmpty {
+            var pieceStore = store
+            if let velocity = store.velocity { pieceStore.velocity = velocity + range.lowerBound * ld }
+            nn_sparse_weight_gradient(
+                sp.columnStarts + set + p, sp.entryRows + set + p, sp.entryValues + set + p, 1, range.count, delta,
+                sp.deltaStride, units.count, target.pointer + range.lowerBound * ld, ld, pieceStore)
+        }
     }
 
     /// δ₁ of batch rows `row ..< row + rows`, copied slice by slice into the line-aligned
@@ -222,18 +254,19 @@ extension DataParallelEngine {
         }
     }
 
-    /// Shard s's column index in set `columnSet`: the non-zeros of batch rows `row ..< row + rows`
-    /// grouped by input.
+    /// Index piece p in set `columnSet` for a step of `rows` records: the non-zeros of shard p's
+    /// records, or of all the records among inputs `inputRanges[p]`, grouped by input.
     @inline(__always)
-    func sparseShardColumns(
-        _ s: Int, columnSet: Int, indices: UnsafeMutablePointer<Int32>, row: Int, rows: Int
-    ) {
+    func sparseBatchColumns(_ p: Int, columnSet: Int, indices: UnsafeMutablePointer<Int32>, rows: Int) {
         let sp = sparse!
         let csr = sp.rows!
-        let i = columnSet * workerCount + s
-        nn_sparse_batch_columns(
-            indices + row, rows, row, csr.offsets.baseAddress, csr.columns.baseAddress, csr.values.baseAddress,
-            sp.inputs, sp.columnStart[i], sp.cursor[i], sp.entryRow[i], sp.entryValue[i])
+        let i = columnSet * workerCount + p
+        let range = sp.inputRanges[p]
+        let band = sp.indexByInputRange ? 0..<rows : Self.evenSlice(of: rows, workers: workerCount, slice: p)
+        nn_sparse_batch_column_range(
+            indices + band.lowerBound, band.count, band.lowerBound, csr.offsets.baseAddress, csr.columns.baseAddress,
+            csr.values.baseAddress, range.lowerBound, range.upperBound, sp.columnStart[i], sp.cursor[i],
+            sp.entryRow[i], sp.entryValue[i])
     }
 
     /// Asks for the non-zeros of shard s of a later step (batch rows `row ..< row + rows` of

@@ -105,15 +105,16 @@ extension DataParallelEngine {
 }
 
 extension DataParallelEngine {
-    /// Shard s's input for a step on batch rows 0..<rows of `indices`: for the sparse first
-    /// layer, which reads the records' non-zeros directly, the shard's non-zeros grouped by input
-    /// (in column-index set `columnSet`) for its weight gradient; else a dense copy of its rows.
+    /// Piece s of a step's input, on batch rows 0..<rows of `indices`: for the sparse first layer,
+    /// which reads the records' non-zeros directly, the batch's non-zeros among input range s
+    /// grouped by input (in column-index set `columnSet`) for the weight gradient; else a dense
+    /// copy of shard s's rows.
     @inline(__always)
     func gatherShard(_ s: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, rows c: Int, columnSet: Int) {
         let band = Self.evenSlice(of: c, workers: workerCount, slice: s)
         placer.bindCurrentThread(toNode: placements[s].node)
         if inputPath == .sparse {
-            sparseShardColumns(s, columnSet: columnSet, indices: indices, row: band.lowerBound, rows: band.count)
+            sparseBatchColumns(s, columnSet: columnSet, indices: indices, rows: c)
         } else {
             gatherInputs(data: data, indices: indices, row: band.lowerBound, rows: band.count)
         }

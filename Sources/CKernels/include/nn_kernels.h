@@ -65,6 +65,16 @@ void nn_sparse_batch_columns(const int *records, long rows, long firstRow, const
                              const float *vals, long inputs, long *colStart, long *cursor, int *entryRow,
                              float *entryVal);
 
+/// The same for the inputs kLo ..< kHi only, over all `rows` records: input k's entries are at
+/// colStart[k − kLo] ..< colStart[k − kLo + 1] (colStart has kHi − kLo + 1 slots, cursor kHi − kLo;
+/// entryRow and entryVal room for the rows' non-zeros among those inputs). On more than 2 workers
+/// each builds the batch's index for its own range of inputs, so the weight gradient loops over
+/// each input once, not once per shard (4× faster for a narrow slice on 8 workers;
+/// docs/performance.md, "Fifteenth session").
+void nn_sparse_batch_column_range(const int *records, long rows, long firstRow, const long *offsets, const int *cols,
+                                  const float *vals, long kLo, long kHi, long *colStart, long *cursor, int *entryRow,
+                                  float *entryVal);
+
 /// What nn_sparse_weight_gradient does with its sums S (below), g being the slice's
 /// transposed gradient or, in the fused modes, its transposed weights:
 /// mode 0: g = S (an input no record uses gets a zero row); 1: g += S (chunks of a step);
