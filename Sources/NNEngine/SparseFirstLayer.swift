@@ -193,7 +193,7 @@ extension DataParallelEngine {
 
     /// ∂J/∂Wᵀ_w[k, j] (+)= Σ_{r: x_rk ≠ 0} x_rk · δ₁[r, units_w[j]]   (n_0 × u)
     /// The slice's transposed weight gradient over the batch's first `rows` records (from the
-    /// shards' column indexes, built in the gather phase, and the slice's part of `deltaBlock`),
+    /// batch's column index pieces, built in the gather phase, and the slice's part of `deltaBlock`),
     /// or, with `fused`, the update straight from it, the gradient never written: the seed's SGD
     /// (as `sgdUpdateFromBatch` does for the dense layers), Wᵀ ← (1 − α·λ/n)·Wᵀ − (α/n)·∂J/∂Wᵀ,
     /// or momentum (Optimizer.swift's rule).
