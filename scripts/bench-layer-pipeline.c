@@ -106,11 +106,11 @@ static void upperUpdate(int p) {
 
 // W1^T fused SGD from micro-batches first ..< first + count of the index (decay applied with the first).
 static void firstLayerGradient(int p, int first, int count, int withDecay) {
-    const long *starts[2] = {colStart[p][first], colStart[p][first + 1 < 2 ? first + 1 : first]};
-    const int *rowsOf[2] = {entryRow[p][first], entryRow[p][first + 1 < 2 ? first + 1 : first]};
-    const float *valsOf[2] = {entryVal[p][first], entryVal[p][first + 1 < 2 ? first + 1 : first]};
+    const long *starts[2] = {colStart[p][0], colStart[p][1]};
+    const int *rowsOf[2] = {entryRow[p][0], entryRow[p][1]};
+    const float *valsOf[2] = {entryVal[p][0], entryVal[p][1]};
     nn_sparse_store store = {.mode = 2, .decay = withDecay ? 1 - rate * lambda / B : 1, .scale = -rate / B};
-    nn_sparse_weight_gradient(starts, rowsOf, valsOf, count, IN, D1, LD1, H1, W1t, LD1, store);
+    nn_sparse_weight_gradient(starts + first, rowsOf + first, valsOf + first, count, IN, D1, LD1, H1, W1t, LD1, store);
 }
 
 static void oneCoreStep(int p) {

@@ -467,8 +467,10 @@ void nn_sparse_prefetch_records(const int *records, long rows, const long *offse
 #define NN_COLUMN_BLOCK 128
 #define NN_COLUMN_GROUP 256
 
-// The first of a record's non-zeros (cols[lo ..< hi], in input order) at input kLo or above.
+// The first of a record's non-zeros (cols[lo ..< hi], in input order) at input kLo or above; a
+// binary search unless the first one is (every record when kLo is 0).
 static inline long first_at_or_above(const int *cols, long lo, long hi, long kLo) {
+    if (lo < hi && cols[lo] >= kLo) return lo;
     while (lo < hi) {
         const long mid = lo + (hi - lo) / 2;
         if (cols[mid] < kLo) lo = mid + 1; else hi = mid;
@@ -487,7 +489,7 @@ void nn_sparse_batch_column_range(const int *records, long rows, long firstRow, 
     for (long r = 0; r < rows; r++) {
         if (r + NN_PREFETCH_AHEAD < rows) prefetch_record(records[r + NN_PREFETCH_AHEAD], offsets, cols, vals);
         const long rec = records[r], end = offsets[rec + 1];
-        long p = kLo > 0 ? first_at_or_above(cols, offsets[rec], end, kLo) : offsets[rec];
+        long p = first_at_or_above(cols, offsets[rec], end, kLo);
         for (; p < end && cols[p] < kHi; p++) colStart[cols[p] - kLo + 1]++;
     }
     for (long k = 0; k < width; k++) {
@@ -505,7 +507,7 @@ void nn_sparse_batch_column_range(const int *records, long rows, long firstRow, 
         const long n = rows - g < NN_COLUMN_GROUP ? rows - g : NN_COLUMN_GROUP;
         for (long r = 0; r < n; r++) {
             const long rec = records[g + r];
-            next[r] = kLo > 0 ? first_at_or_above(cols, offsets[rec], offsets[rec + 1], kLo) : offsets[rec];
+            next[r] = first_at_or_above(cols, offsets[rec], offsets[rec + 1], kLo);
         }
         for (long k0 = kLo; k0 < kHi; k0 += NN_COLUMN_BLOCK) {
             const long k1 = k0 + NN_COLUMN_BLOCK < kHi ? k0 + NN_COLUMN_BLOCK : kHi;

@@ -58,10 +58,10 @@ final class SparseFirstLayer: @unchecked Sendable {
     /// in the other set while step r's slices still read theirs.
     let columnStart: [UnsafeMutablePointer<Int>]
     let cursor: [UnsafeMutablePointer<Int>]
-    /// Whether the index pieces split the inputs (more than 2 workers) or the batch's records.
-    let indexByInputRange: Bool
     /// inputRanges[p]: the inputs index piece p covers (all of them when split by records).
     let inputRanges: [Range<Int>]
+    /// Whether the index pieces split the inputs (more than 2 workers) or the batch's records.
+    var indexByInputRange: Bool { inputRanges.count > Self.mostPiecesByRecords }
     /// Per slice: each batch record's position in its non-zeros during the blocked forward.
     let forwardCursor: [UnsafeMutablePointer<Int>]
     let entryRow: [UnsafeMutablePointer<Int32>]
@@ -93,7 +93,6 @@ final class SparseFirstLayer: @unchecked Sendable {
         // maxBatch records over its share of the inputs.
         let pieces = units.count
         let byInputs = pieces > Self.mostPiecesByRecords
-        indexByInputRange = byInputs
         let ranges = (0..<pieces).map { byInputs ? (inputs * $0 / pieces)..<(inputs * ($0 + 1) / pieces) : 0..<inputs }
         inputRanges = ranges
         let recordsPerPiece = byInputs ? maxBatch : (maxBatch + pieces - 1) / pieces
@@ -219,22 +218,19 @@ extension DataParallelEngine {
                 velocity: sp.states[w][0].pointer)
             target = sp.weights[w]
         }
+        // Pieces by records: one call over every input, the pieces as its shards. Pieces by input
+        // range: one call per range, over its one piece. Either way the same sums, input by input.
         let set = columnSet * workerCount
         let ld = sp.ldw[w]
-        guard sp.indexByInputRange else {
-            // Every input over the shards' indexes, shard after shard.
+        let calls = sp.indexByInputRange ? workerCount : 1
+        let shards = workerCount / calls
+        for c in 0..<calls where !sp.inputRanges[c].isEmpty {
+            let first = sp.inputRanges[c].lowerBound
+            var callStore = store
+            callStore.velocity = store.velocity.map { $0 + first * ld }
             nn_sparse_weight_gradient(
-                sp.columnStarts + set, sp.entryRows + set, sp.entryValues + set, workerCount, sp.inputs, delta,
-                sp.deltaStride, units.count, target.pointer, ld, store)
-            return
-        }
-        // Range by range of the inputs, each with its one index: the same sums, input by input.
-        for (p, range) in sp.inputRanges.enumerated() where !range.isEmpty {
-            var pieceStore = store
-            if let velocity = store.velocity { pieceStore.velocity = velocity + range.lowerBound * ld }
-            nn_sparse_weight_gradient(
-                sp.columnStarts + set + p, sp.entryRows + set + p, sp.entryValues + set + p, 1, range.count, delta,
-                sp.deltaStride, units.count, target.pointer + range.lowerBound * ld, ld, pieceStore)
+                sp.columnStarts + set + c, sp.entryRows + set + c, sp.entryValues + set + c, shards,
+                sp.inputRanges[c].count, delta, sp.deltaStride, units.count, target.pointer + first * ld, ld, callStore)
         }
     }
 

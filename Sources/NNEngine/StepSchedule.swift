@@ -106,9 +106,9 @@ extension DataParallelEngine {
 
 extension DataParallelEngine {
     /// Piece s of a step's input, on batch rows 0..<rows of `indices`: for the sparse first layer,
-    /// which reads the records' non-zeros directly, the batch's non-zeros among input range s
-    /// grouped by input (in column-index set `columnSet`) for the weight gradient; else a dense
-    /// copy of shard s's rows.
+    /// which reads the records' non-zeros directly, piece s of the batch's column index (in set
+    /// `columnSet`) for the weight gradient (`sparseBatchColumns`); else a dense copy of shard
+    /// s's rows.
     @inline(__always)
     func gatherShard(_ s: Int, data: Dataset, indices: UnsafeMutablePointer<Int32>, rows c: Int, columnSet: Int) {
         let band = Self.evenSlice(of: c, workers: workerCount, slice: s)
