@@ -45,6 +45,8 @@ let package = Package(
         // sets Swift concurrency's global enqueue hook where NIO's dlsym-based installer cannot
         // (the runtime linked in statically): the daemon's async code on its event loops.
         .target(name: "CExecutorHook"),
+        // futex wait and wake for the engine's barriers (Swift cannot call the variadic syscall(2)).
+        .target(name: "CFutex"),
         // the contract: run specs, run records, events, every request and response body, and the
         // one JSON configuration; shared by the daemon, the training layer and nnctl. Foundation only.
         .target(name: "NNAPI"),
@@ -59,7 +61,7 @@ let package = Package(
         .target(name: "NNData", dependencies: ["NNNumerics", "NNInflate", "CZlib"], swiftSettings: optimised),
         // parallel engine: flat parameters, forward/backward, data-parallel step, NUMA placement, optimisers.
         .target(
-            name: "NNEngine", dependencies: ["NNAPI", "NNNumerics", "NNData", "CNUMA", "CKernels"],
+            name: "NNEngine", dependencies: ["NNAPI", "NNNumerics", "NNData", "CNUMA", "CKernels", "CFutex"],
             swiftSettings: optimised),
         // across processes: the engine's gradient reducer on Open MPI (MPI_Allreduce).
         .target(name: "NNDistributed", dependencies: ["CMPI", "NNEngine"]),

@@ -1,3 +1,4 @@
+import CFutex
 import Dispatch
 import Foundation
 import NNData
@@ -137,32 +138,56 @@ struct SharedPointer<T>: @unchecked Sendable {
 /// (iteration w for piece w): W₁'s slice w and the gradient rows of slice w then stay in the
 /// cache of the core that ran iteration w, instead of changing cores whenever the threads
 /// arrive in a different order (313 KB of W₁ and its optimiser state for the seed's network on
-/// 2 workers). Any piece still free is taken next, so the wait — which spins (yielding the
-/// CPU) on pieces that running threads have already claimed — always ends: a thread claims
-/// before it waits, and if the pool runs the iterations one after another, the first one does
-/// every piece itself. A thread leaves a phase's claims only when every piece of the round is
-/// taken, so no counter lags behind the round a thread is in.
+/// 2 workers). Any piece still free is taken next, so the wait — on pieces that running threads
+/// have already claimed — always ends: a thread claims before it waits, and if the pool runs the
+/// iterations one after another, the first one does every piece itself. A thread leaves a
+/// phase's claims only when every piece of the round is taken, so no counter lags behind the
+/// round a thread is in.
+///
+/// How a thread waits (`StepSchedule` chooses, from the workers and the cores): when every worker
+/// has a core of its own, it spins, then sleeps on a futex. It does not call `sched_yield` then:
+/// that handed the core to any other runnable task, of whatever priority, for as long as the
+/// scheduler gave it, and beside two `nice 19` busy loops a 2-worker run trained 1.6× slower
+/// instead of losing the ~1.5 % their nice value entitles them to (docs/performance.md,
+/// "Sixteenth session"). Spinning covers the usual waits, a few µs; a thread that waits longer
+/// (its partner preempted) sleeps, so that the partner can have the core. With more workers
+/// than cores, a waiter's partner is often waiting for the very core the waiter holds, and
+/// yielding it at once is the quickest hand-over (spinning first cost 4 and 7 workers on 2
+/// cores 7–10 %, sleeping at once 4–7 %).
 final class WorkQueue: @unchecked Sendable {
     /// claims[p]: rounds in which piece p was claimed. Allocated in `init`, never moved.
     private let claims: UnsafeMutablePointer<Atomic<Int>>
     private let pieces: Int
-    private let done = Atomic<Int>(0)
+    /// Pieces finished since `reset`; the futex word the sleepers wait on, so allocated (a
+    /// stable address) and 32 bits wide. A call's rounds × pieces stay far below 2³².
+    private let done: UnsafeMutablePointer<Atomic<UInt32>>
+    /// Threads asleep (or about to sleep) on `done`: `finish` makes the futex call only then.
+    private let sleepers = Atomic<Int>(0)
+    /// Sleeps on the futex so far (tests check that the sleeping path ran).
+    let sleeps = Atomic<Int>(0)
+    /// How long a wait spins before it sleeps; nil: it yields the core until the pieces are done.
+    let spinNanoseconds: UInt64?
 
-    init(pieces: Int) {
+    init(pieces: Int, spinNanoseconds: UInt64? = StepSchedule.spinWhenEveryWorkerHasACore) {
         self.pieces = pieces
+        self.spinNanoseconds = spinNanoseconds
         claims = .allocate(capacity: pieces)
         for p in 0..<pieces { (claims + p).initialize(to: Atomic(0)) }
+        done = .allocate(capacity: 1)
+        done.initialize(to: Atomic(0))
     }
 
     deinit {
         claims.deinitialize(count: pieces)
         claims.deallocate()
+        done.deinitialize(count: 1)
+        done.deallocate()
     }
 
     /// Called between `concurrentPerform`s, when no worker runs.
     func reset() {
         for p in 0..<pieces { claims[p].store(0, ordering: .relaxed) }
-        done.store(0, ordering: .relaxed)
+        done.pointee.store(0, ordering: .relaxed)
     }
 
     /// Piece `preferred` of round `round` if it is free, else another free piece, or nil when
@@ -180,13 +205,48 @@ final class WorkQueue: @unchecked Sendable {
         return nil
     }
 
-    /// Publishes the piece's writes (release) to the threads of the next phase.
-    func finish() { done.wrappingAdd(1, ordering: .releasing) }
+    /// Publishes the piece's writes (release) to the threads of the next phase, and wakes any
+    /// that sleep. Sequentially consistent, with the same in `waitForAll`: either this load
+    /// sees the sleeper, or the sleeper's load sees this piece finished (and does not sleep).
+    func finish() {
+        done.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 { nn_futex_wake_all(futexWord) }
+    }
 
     /// Returns once all pieces of round `round` are finished; their writes are visible (acquire).
     func waitForAll(round: Int) {
-        let end = (round + 1) * pieces
-        while done.load(ordering: .acquiring) < end { sched_yield() }
+        let end = UInt32((round + 1) * pieces)
+        if done.pointee.load(ordering: .acquiring) >= end { return }
+        guard let spinNanoseconds else {
+            while done.pointee.load(ordering: .acquiring) < end { sched_yield() }
+            return
+        }
+        // Spin: plain loads, no PAUSE (a long PAUSE loop makes KVM take the vCPU away,
+        // docs/performance.md), the clock read every 64 of them; then sleep.
+        let start = DispatchTime.now().uptimeNanoseconds
+        var spinning = true
+        var loads = 0
+        while done.pointee.load(ordering: .acquiring) < end {
+            if spinning {
+                loads &+= 1
+                if loads & 63 == 0 && DispatchTime.now().uptimeNanoseconds &- start >= spinNanoseconds {
+                    spinning = false
+                }
+                continue
+            }
+            // Sleep until a piece finishes; the timeout only bounds a sleep that a wake-up missed.
+            sleepers.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            let seen = done.pointee.load(ordering: .sequentiallyConsistent)
+            if seen < end {
+                sleeps.wrappingAdd(1, ordering: .relaxed)
+                nn_futex_wait(futexWord, seen, 1_000_000)
+            }
+            sleepers.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+        }
+    }
+
+    private var futexWord: UnsafeMutablePointer<UInt32> {
+        UnsafeMutableRawPointer(done).assumingMemoryBound(to: UInt32.self)
     }
 }
 
@@ -197,12 +257,19 @@ final class StepSchedule: Sendable {
     let shards: WorkQueue
     let slices: WorkQueue
 
-    /// Queues for `workers` pieces per phase.
-    init(workers: Int) {
-        gather = WorkQueue(pieces: workers)
-        firstLayer = WorkQueue(pieces: workers)
-        shards = WorkQueue(pieces: workers)
-        slices = WorkQueue(pieces: workers)
+    /// How long a wait spins before it sleeps when every worker can have a core of its own:
+    /// longer than a step's usual waits (a few µs, at most tens). With 5 µs, a 2-worker run
+    /// beside two nice-19 busy loops lost 10 % more than with 50 µs.
+    static let spinWhenEveryWorkerHasACore: UInt64 = 50_000
+
+    /// Queues for `workers` pieces per phase, on a machine where the process may use `cores`
+    /// cores: spin then sleep while every worker can have a core, else yield (see `WorkQueue`).
+    init(workers: Int, cores: Int = ProcessInfo.processInfo.activeProcessorCount) {
+        let spin = workers <= cores ? Self.spinWhenEveryWorkerHasACore : nil
+        gather = WorkQueue(pieces: workers, spinNanoseconds: spin)
+        firstLayer = WorkQueue(pieces: workers, spinNanoseconds: spin)
+        shards = WorkQueue(pieces: workers, spinNanoseconds: spin)
+        slices = WorkQueue(pieces: workers, spinNanoseconds: spin)
     }
 
     func reset() {

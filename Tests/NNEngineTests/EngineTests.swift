@@ -1,5 +1,6 @@
 import Foundation
 import NNAPI
+import Synchronization
 import XCTest
 
 @testable import NNData
@@ -237,6 +238,37 @@ final class EngineTests: XCTestCase {
             for seg in e.layout.segments { for i in seg.start..<seg.end { XCTAssertEqual(seen[i], 1) } }
             XCTAssertEqual(seen.reduce(0, +), e.layout.trainableCount)
         }
+    }
+
+    /// A phase's wait spins for a while and then sleeps on a futex until the last piece is
+    /// finished: a waiter that slept must still return, and see every piece's writes. Here one
+    /// thread of three holds its piece for up to 3 ms (far past the spin), round after round.
+    func testBarrierWaitersThatSleepStillSeeEveryPiece() {
+        let pieces = 2
+        let rounds = 60
+        let queue = WorkQueue(pieces: pieces)
+        let written = UnsafeMutablePointer<Int>.allocate(capacity: rounds * pieces)
+        written.initialize(repeating: -1, count: rounds * pieces)
+        defer { written.deallocate() }
+        let shared = SharedPointer(written)
+        let missing = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: 3) { thread in
+            var rng = DeterministicRNG(seed: UInt64(thread))
+            for r in 0..<rounds {
+                while let p = queue.claim(round: r, preferring: thread) {
+                    if p == r % pieces { usleep(UInt32(rng.next() % 3000)) }
+                    shared.pointer[r * pieces + p] = r
+                    queue.finish()
+                }
+                queue.waitForAll(round: r)
+                for p in 0..<pieces where shared.pointer[r * pieces + p] != r {
+                    missing.wrappingAdd(1, ordering: .relaxed)
+                }
+            }
+        }
+        XCTAssertEqual(missing.load(ordering: .relaxed), 0, "a waiter returned before a piece's write was visible")
+        XCTAssertGreaterThan(
+            queue.sleeps.load(ordering: .relaxed), 0, "no wait outlasted the spin: the futex path never ran")
     }
 
     /// `steps` runs several steps in one `concurrentPerform`; the trainer relies on that giving
