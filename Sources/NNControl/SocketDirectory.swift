@@ -22,7 +22,7 @@ public enum SocketDirectory {
         }
         if let owner, info.st_uid != owner {
             let name = getpwuid(info.st_uid).map { String(cString: $0.pointee.pw_name) } ?? "uid \(info.st_uid)"
-            return "the socket directory \(path) belongs to \(name), not to uid \(owner ?? 0): "
+            return "the socket directory \(path) belongs to \(name), not to uid \(owner): "
                 + "another user could take the socket over; remove it or choose another socket"
         }
         if info.st_mode & (S_IWGRP | S_IWOTH) != 0 {

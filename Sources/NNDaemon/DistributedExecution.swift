@@ -165,7 +165,9 @@ extension RunExecution {
             try fm.removeItem(atPath: warmPath)
         }
         let logPath = DistributedFiles.launcherLog(runDirectory: runDirectory)
-        fm.createFile(atPath: logPath, contents: nil)
+        guard fm.createFile(atPath: logPath, contents: nil) else {
+            throw DistributedRunError(message: "cannot create the launcher's log \(logPath)")
+        }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         defer { try? log.close() }
 

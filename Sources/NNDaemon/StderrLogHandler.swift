@@ -50,16 +50,14 @@ public struct StderrLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    public func log(
-        level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String, file: String,
-        function: String, line: UInt
-    ) {
+    public func log(event: LogEvent) {
         var all = self.metadata
-        if let explicit { all.merge(explicit) { $1 } }
-        var text = journal ? "<\(Self.priority(level))>" : ""
-        text += "\(level.rawValue.uppercased()) "
+        if let explicit = event.metadata { all.merge(explicit) { $1 } }
+        if let error = event.error { all["error"] = "\(error)" }
+        var text = journal ? "<\(Self.priority(event.level))>" : ""
+        text += "\(event.level.rawValue.uppercased()) "
         if let run = all.removeValue(forKey: "run") { text += "run=\(run) " }
-        text += Self.escaped("\(message)")
+        text += Self.escaped("\(event.message)")
         for k in all.keys.sorted() {
             let v = Self.escaped("\(all[k]!)")
             text += " \(k)=" + (v.contains(" ") || v.isEmpty ? "\"\(v.replacingOccurrences(of: "\"", with: "'"))\"" : v)

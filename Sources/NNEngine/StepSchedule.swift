@@ -150,7 +150,9 @@ struct SharedPointer<T>: @unchecked Sendable {
 /// scheduler gave it, and beside two `nice 19` busy loops a 2-worker run trained 1.6× slower
 /// instead of losing the ~1.5 % their nice value entitles them to (docs/performance.md,
 /// "Sixteenth session"). Spinning covers the usual waits, a few µs; a thread that waits longer
-/// (its partner preempted) sleeps, so that the partner can have the core. With more workers
+/// (its partner preempted) sleeps, so that the partner can have the core. The daemon's control
+/// plane, which used to run in those yields, now gets the share its nice value gives it: fine
+/// for a few clients, slower under 50 polling ones (docs/reliability.md, "Load"). With more workers
 /// than cores, a waiter's partner is often waiting for the very core the waiter holds, and
 /// yielding it at once is the quickest hand-over (spinning first cost 4 and 7 workers on 2
 /// cores 7–10 %, sleeping at once 4–7 %).
@@ -223,15 +225,13 @@ final class WorkQueue: @unchecked Sendable {
         }
         // Spin: plain loads, no PAUSE (a long PAUSE loop makes KVM take the vCPU away,
         // docs/performance.md), the clock read every 64 of them; then sleep.
-        let start = DispatchTime.now().uptimeNanoseconds
+        let spinEnd = DispatchTime.now().uptimeNanoseconds &+ spinNanoseconds
         var spinning = true
         var loads = 0
         while done.pointee.load(ordering: .acquiring) < end {
             if spinning {
                 loads &+= 1
-                if loads & 63 == 0 && DispatchTime.now().uptimeNanoseconds &- start >= spinNanoseconds {
-                    spinning = false
-                }
+                if loads & 63 == 0 && DispatchTime.now().uptimeNanoseconds >= spinEnd { spinning = false }
                 continue
             }
             // Sleep until a piece finishes; the timeout only bounds a sleep that a wake-up missed.

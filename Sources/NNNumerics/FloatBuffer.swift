@@ -66,6 +66,6 @@ public final class FloatBuffer: @unchecked Sendable {
 
     public func load(_ values: [Float]) {
         precondition(values.count == count, "expected \(count) values, got \(values.count)")
-        values.withUnsafeBufferPointer { memcpy(pointer, $0.baseAddress!, count * MemoryLayout<Float>.stride) }
+        values.withUnsafeBufferPointer { _ = memcpy(pointer, $0.baseAddress!, count * MemoryLayout<Float>.stride) }
     }
 }

@@ -309,7 +309,7 @@ final class OvernightTests: XCTestCase {
     /// the journal carry their syslog priority, one entry per event.
     func testStopIsImmediateAndJournalLinesCarryPriorities() throws {
         let d = DaemonProcess(extraEnv: ["WATCHDOG_USEC": "60000000", "NOTIFY_SOCKET": "/nonexistent/notify.sock"])
-        FileManager.default.createFile(atPath: d.logPath, contents: nil)
+        XCTAssertTrue(FileManager.default.createFile(atPath: d.logPath, contents: nil))
         var info = stat()
         XCTAssertEqual(stat(d.logPath, &info), 0)
         d.extraEnv["JOURNAL_STREAM"] = "\(info.st_dev):\(info.st_ino)"

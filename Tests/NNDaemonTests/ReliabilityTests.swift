@@ -75,7 +75,7 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertTrue(d.log().contains("cannot read run record"), d.log())
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: record)), bytes.prefix(bytes.count / 2))
         XCTAssertFalse(
-            try CheckpointStore(directory: "\(d.stateDir)/runs/\(damaged)/checkpoints", keep: 3).list().isEmpty)
+            CheckpointStore(directory: "\(d.stateDir)/runs/\(damaged)/checkpoints", keep: 3).list().isEmpty)
     }
 
     /// A learning rate that makes the cost blow up: the run fails at the first bad step with

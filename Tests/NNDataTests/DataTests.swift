@@ -20,7 +20,7 @@ final class DataTests: XCTestCase {
 
     func write(_ name: String, _ bytes: [UInt8]) -> String {
         let p = "\(tmp!)/\(name)"
-        FileManager.default.createFile(atPath: p, contents: Data(bytes))
+        XCTAssertTrue(FileManager.default.createFile(atPath: p, contents: Data(bytes)), p)
         return p
     }
     func be32(_ v: Int) -> [UInt8] {

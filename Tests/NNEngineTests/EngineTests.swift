@@ -271,6 +271,14 @@ final class EngineTests: XCTestCase {
             queue.sleeps.load(ordering: .relaxed), 0, "no wait outlasted the spin: the futex path never ran")
     }
 
+    /// With more workers than cores the waits yield (a partner often waits for the waiter's
+    /// core); otherwise they spin and then sleep.
+    func testBarrierWaitsYieldOnlyWithMoreWorkersThanCores() {
+        XCTAssertNil(StepSchedule(workers: 7, cores: 2).shards.spinNanoseconds)
+        XCTAssertEqual(StepSchedule(workers: 2, cores: 2).shards.spinNanoseconds, 50_000)
+        XCTAssertEqual(StepSchedule(workers: 1, cores: 8).slices.spinNanoseconds, 50_000)
+    }
+
     /// `steps` runs several steps in one `concurrentPerform`; the trainer relies on that giving
     /// exactly what the same steps one by one give (a resumed run regroups its steps).
     func testStepGroupsEqualSingleStepsBitwise() {
