@@ -49,6 +49,8 @@ static double forward(int units, int ldw, int inputs) {
 // the inputs, one kernel call per piece); else one per shard of the batch's records, as nnd
 // built them before the fifteenth session (one call over all inputs and shards).
 enum { MAX_PIECES = 8 };
+// Piece s of n things split over `pieces`, as nnd splits records and inputs: [n·s/pieces, n·(s+1)/pieces).
+static int split(int n, int s, int pieces) { return n * s / pieces; }
 static double gradient(int units, int ldg, int pieces, int byInputs) {
     static long colStart[MAX_PIECES][INPUTS + 1], cursor[MAX_PIECES][INPUTS];
     static int entryRow[MAX_PIECES][BATCH * INPUTS];
@@ -65,8 +67,8 @@ static double gradient(int units, int ldg, int pieces, int byInputs) {
     for (int round = 0; round < ROUNDS; round++) {
         drawBatch(records);
         for (int s = 0; s < pieces; s++) {
-            const int lo = BATCH * s / pieces, hi = BATCH * (s + 1) / pieces;
-            const int k0 = INPUTS * s / pieces, k1 = INPUTS * (s + 1) / pieces;
+            const int lo = split(BATCH, s, pieces), hi = split(BATCH, s + 1, pieces);
+            const int k0 = split(INPUTS, s, pieces), k1 = split(INPUTS, s + 1, pieces);
             if (byInputs)
                 nn_sparse_batch_column_range(records, BATCH, 0, offsets, cols, vals, k0, k1, colStart[s], cursor[s],
                                              entryRow[s], entryVal[s]);
@@ -77,7 +79,7 @@ static double gradient(int units, int ldg, int pieces, int byInputs) {
         double t = seconds();
         if (byInputs)
             for (int s = 0; s < pieces; s++) {
-                const int k0 = INPUTS * s / pieces, k1 = INPUTS * (s + 1) / pieces;
+                const int k0 = split(INPUTS, s, pieces), k1 = split(INPUTS, s + 1, pieces);
                 nn_sparse_weight_gradient(colStarts + s, entryRows + s, entryVals + s, 1, k1 - k0, delta, UNITS, units,
                                           g + (long)k0 * ldg, ldg, store);
             }

@@ -97,11 +97,12 @@ final class SparseFirstLayer: @unchecked Sendable {
         inputRanges = ranges
         let recordsPerPiece = byInputs ? maxBatch : (maxBatch + pieces - 1) / pieces
         let indexes = Self.columnSets * pieces
-        columnStart = (0..<indexes).map { .allocate(capacity: ranges[$0 % pieces].count + 1) }
-        cursor = (0..<indexes).map { .allocate(capacity: max(1, ranges[$0 % pieces].count)) }
+        let pieceInputs = (0..<indexes).map { ranges[$0 % pieces].count }
+        columnStart = pieceInputs.map { .allocate(capacity: $0 + 1) }
+        cursor = pieceInputs.map { .allocate(capacity: max(1, $0)) }
         forwardCursor = units.map { _ in .allocate(capacity: maxBatch) }
-        entryRow = (0..<indexes).map { .allocate(capacity: max(1, recordsPerPiece * ranges[$0 % pieces].count)) }
-        entryValue = (0..<indexes).map { .allocate(capacity: max(1, recordsPerPiece * ranges[$0 % pieces].count)) }
+        entryRow = pieceInputs.map { .allocate(capacity: max(1, recordsPerPiece * $0)) }
+        entryValue = pieceInputs.map { .allocate(capacity: max(1, recordsPerPiece * $0)) }
         let widths = units.map { Self.paddedWidth($0.count) }
         deltaOffset = widths.indices.map { w in widths[..<w].reduce(0, +) }
         deltaStride = widths.reduce(0, +)
