@@ -79,7 +79,10 @@ public enum Daemon {
         let socketGroup = config.socketGroup
         let app = Application(
             router: api.router(),
-            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(config.requestTimeoutSeconds)))),
+            server: .http1(
+                configuration: .init(
+                    additionalChannelHandlers: [MalformedRequestResponder()],
+                    idleTimeout: .seconds(Int64(config.requestTimeoutSeconds)))),
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "nnd/\(version)"),
             onServerRunning: { _ in
                 if chmod(socketPath, mode_t(mode)) != 0 {
@@ -125,6 +128,7 @@ public enum Daemon {
             all.insert(
                 Application(
                     router: ControlAPI.metricsOnlyRouter(manager: manager, version: version),
+                    server: .http1(configuration: .init(additionalChannelHandlers: [MalformedRequestResponder()])),
                     configuration: .init(address: .hostname(host, port: port), serverName: "nnd/\(version)"),
                     logger: logger), at: 0)
         }

@@ -1,4 +1,5 @@
 import Foundation
+import NNAPI
 import NNControl
 import XCTest
 
@@ -196,5 +197,68 @@ final class APIFuzzTests: XCTestCase {
         print(
             "slow-loris: trickled head cut off after \(String(format: "%.1f", head.closedAfter ?? -1)) s, trickled body answered 408 and closed after \(String(format: "%.1f", body.closedAfter ?? -1)) s (timeout 2 s)"
         )
+    }
+
+    /// A request that is not valid HTTP/1.1 gets the API's JSON error naming the fault (431 for a
+    /// head over 80 KiB), also after a valid request on the same connection, and the connection
+    /// is closed; the daemon serves on. Before, NIO's parser errors got an empty 400.
+    func testMalformedHTTPIsAnsweredWithAJSONErrorNamingTheFault() throws {
+        let d = DaemonProcess()
+        try d.start()
+        /// Sends `raw` on a new connection and reads until the daemon closes it (or 5 s pass).
+        func exchange(_ raw: [UInt8]) throws -> (reply: String, closed: Bool) {
+            let fd = try d.client.connectSocket()
+            defer { close(fd) }
+            var tv = timeval(tv_sec: 5, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            _ = raw.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            var reply = [UInt8]()
+            var buf = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = recv(fd, &buf, buf.count, 0)
+                if n == 0 { return (String(decoding: reply, as: UTF8.self), true) }
+                if n < 0 { return (String(decoding: reply, as: UTF8.self), errno == ECONNRESET) }
+                reply += buf[0..<n]
+            }
+        }
+        /// The JSON error at the end of `reply` (the last response on the connection).
+        func error(in reply: String) throws -> APIError {
+            let json = try XCTUnwrap(reply.range(of: "\r\n\r\n{", options: .backwards), reply)
+            return try APIJSON.decoder.decode(
+                ErrorBody.self, from: Data(reply[reply.index(before: json.upperBound)...].utf8)
+            ).error
+        }
+        let cases: [(request: String, status: Int, code: String, says: String)] = [
+            ("BREW /v1/health HTTP/1.1\r\nHost: nnd\r\n\r\n", 400, "malformed_request", "method is not an HTTP method"),
+            (
+                "GET /v1/health HTTP/1.1\r\nHost: nnd\r\nBad Header: y\r\n\r\n", 400, "malformed_request",
+                "header line is not `Name: value`"
+            ),
+            (
+                "POST /v1/runs HTTP/1.1\r\nHost: nnd\r\nContent-Length: ten\r\n\r\n", 400, "malformed_request",
+                "Content-Length"
+            ),
+            (
+                "GET /v1/health HTTP/1.1\r\nHost: nnd\r\nX-Big: \(String(repeating: "a", count: 100_000))\r\n\r\n", 431,
+                "request_head_too_large", "over 80 KiB"
+            ),
+        ]
+        for c in cases {
+            let (reply, closed) = try exchange(Array(c.request.utf8))
+            XCTAssertTrue(reply.hasPrefix("HTTP/1.1 \(c.status) "), reply)
+            XCTAssertTrue(reply.contains("Content-Type: application/json"), reply)
+            let e = try error(in: reply)
+            XCTAssertEqual(e.status, c.status)
+            XCTAssertEqual(e.code, c.code)
+            XCTAssertTrue(e.message.contains(c.says), e.message)
+            XCTAssertTrue(closed, "the connection stayed open after \(c.code)")
+        }
+        // After a valid request on the same connection: its answer first, then the error.
+        let (reply, closed) = try exchange(
+            Array("GET /v1/health HTTP/1.1\r\nHost: nnd\r\n\r\nBREW /v1/health HTTP/1.1\r\nHost: nnd\r\n\r\n".utf8))
+        XCTAssertTrue(reply.hasPrefix("HTTP/1.1 200 OK"), reply)
+        XCTAssertEqual(try error(in: reply).code, "malformed_request", reply)
+        XCTAssertTrue(closed)
+        XCTAssertEqual(try d.get("/v1/health").0, 200)
     }
 }

@@ -25,7 +25,9 @@ final class OvernightTests: XCTestCase {
         XCTAssertTrue(error.message.contains("[784, 60000, 60000, 10] needs ≈ "), error.message)
         XCTAssertTrue(error.message.contains("this daemon's budget is"), error.message)
         XCTAssertTrue(error.message.contains("(memory_budget)"), error.message)
-        XCTAssertLessThan(seconds, 0.1, "refusal took \(seconds) s")
+        // Refused before allocating: initialising the ≈ 69 GiB would take minutes. The bound is
+        // loose because a loaded CI machine took 0.12 s for this request (0.1 s was the bound).
+        XCTAssertLessThan(seconds, 2, "refusal took \(seconds) s")
         XCTAssertLessThan(try residentBytes(pid) - before, 16 << 20, "the daemon's RSS moved")
         XCTAssertEqual((try d.get("/v1/runs").1["runs"] as? [Any])?.count, 0, "no run was created")
 
