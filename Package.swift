@@ -120,6 +120,8 @@ let package = Package(
         .testTarget(name: "NNTrainingTests", dependencies: ["NNAPI", "NNTraining"]),
         .testTarget(
             name: "NNDaemonTests",
-            dependencies: ["NNAPI", "NNControl", "NNCheckpoint", "NNInflate", "NNEngine", "NNNumerics"]),
+            dependencies: [
+                "NNAPI", "NNControl", "NNCheckpoint", "NNInflate", "NNEngine", "NNNumerics", "NNDistributed",
+            ]),
     ]
 )

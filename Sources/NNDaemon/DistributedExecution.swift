@@ -93,7 +93,7 @@ enum DistributedLaunch {
         searchPath.map { "\($0)/\(program)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    /// The command line: `nnd exec-tied -- mpirun -np N [--hostfile H] [args] nnd rank …`.
+    /// The command line: `nnd exec-tied -- mpirun -np N [--hostfile H] --bind-to none [args] nnd rank …`.
     /// exec-tied makes the kernel send the launcher SIGTERM when the daemon's thread that
     /// started it ends — also when the daemon is killed with SIGKILL — and mpirun then ends
     /// every rank (MPIReducer.execTiedToParent).
@@ -105,6 +105,12 @@ enum DistributedLaunch {
         case .mpirun:
             launcher = [findOnPath("mpirun") ?? "mpirun", "-np", "\(d.ranks)"]
             if let h = d.hostfile { launcher += ["--hostfile", h] }
+            // mpirun binds each of up to 2 ranks to one core by default, which would leave a rank
+            // alone on its host one core for all its workers; nnd places its own threads.
+            let bindsItself = d.launcherArgs.contains {
+                $0.hasPrefix("--bind-to") || $0.hasPrefix("-bind-to") || $0.contains("binding_policy")
+            }
+            if !bindsItself { launcher += ["--bind-to", "none"] }
         case .srun:
             launcher = [findOnPath("srun") ?? "srun", "--ntasks=\(d.ranks)", "--kill-on-bad-exit=1"]
         }

@@ -33,12 +33,19 @@ public final class MPIReducer: GradientReducer {
         return "\(command[0]): \(String(cString: strerror(errno)))"
     }
 
-    /// Worker threads for this process when none are asked for: the machine's online CPUs,
-    /// shared among the ranks mpirun started on this host (`OMPI_COMM_WORLD_LOCAL_SIZE`; 1
-    /// outside MPI).
-    public static func defaultWorkers(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int {
+    /// Worker threads for this process when none are asked for. When it may run on the same
+    /// CPUs as the process that started it (mpirun's or orted's, with `--bind-to none`, as the
+    /// daemon launches ranks; or outside MPI), those CPUs shared among the ranks mpirun started
+    /// on this host (`OMPI_COMM_WORLD_LOCAL_SIZE`; 1 outside MPI). When its launcher bound it to
+    /// fewer (mpirun's default binds each of up to 2 ranks to one core), those are its own share.
+    public static func defaultWorkers(
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        ownCPUs: [Int] = NUMATopology.onlineCPUs(),
+        launcherCPUs: [Int]? = NUMATopology.allowedCPUs(ofProcess: "\(getppid())")
+    ) -> Int {
+        if let launcherCPUs, Set(ownCPUs).isStrictSubset(of: Set(launcherCPUs)) { return Swift.max(1, ownCPUs.count) }
         let localRanks = Int(environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
-        return Swift.max(1, NUMATopology.detect().cpus.count / Swift.max(1, localRanks))
+        return Swift.max(1, ownCPUs.count / Swift.max(1, localRanks))
     }
 
     public init() throws {

@@ -35,14 +35,18 @@ public struct NUMATopology: Sendable, Equatable, CustomStringConvertible {
 
     /// CPUs this process may run on, in order.
     public static func onlineCPUs() -> [Int] {
-        // Cpus_allowed_list honours taskset/cgroup limits (e.g. "0-1" or "0,2-3").
-        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") })
-        {
-            let list = line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces)
-            if let cpus = parseCPUList(list), !cpus.isEmpty { return cpus }
-        }
-        return Array(0..<ProcessInfo.processInfo.activeProcessorCount)
+        allowedCPUs(ofProcess: "self") ?? Array(0..<ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    /// The CPUs process `pid` ("self" or a number) may run on, from its Cpus_allowed_list, which
+    /// honours taskset, mpirun's binding and cgroup limits (e.g. "0-1" or "0,2-3"); nil if unreadable.
+    public static func allowedCPUs(ofProcess pid: String) -> [Int]? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }),
+            let cpus = parseCPUList(line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces)),
+            !cpus.isEmpty
+        else { return nil }
+        return cpus
     }
 
     /// Parses a Linux CPU list such as "0-3,8,10-11".

@@ -1,5 +1,6 @@
 import Foundation
 import NNCheckpoint
+import NNDistributed
 import XCTest
 
 /// Skips where Open MPI is not installed — but not in CI: .ci/run installs it, and a missing
@@ -9,6 +10,40 @@ func requireMPI() throws {
     if code != 0 && ProcessInfo.processInfo.environment["CI"] == nil {
         throw XCTSkip("mpirun not installed (apt install openmpi-bin libopenmpi-dev)")
     }
+}
+
+/// The `nnd rank` processes of a run, by MPI rank.
+func rankProcesses(ofRun id: String, in daemon: DaemonProcess) -> [Int: pid_t] {
+    var found: [Int: pid_t] = [:]
+    let runDir = "\(daemon.stateDir)/runs/\(id)"
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+        guard let pid = pid_t(entry),
+            let cmd = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"),
+            String(decoding: cmd, as: UTF8.self).split(separator: "\0").contains(where: { $0 == runDir }),
+            String(decoding: cmd, as: UTF8.self).contains("\0rank\0"),
+            let env = FileManager.default.contents(atPath: "/proc/\(entry)/environ")
+        else { continue }
+        for v in String(decoding: env, as: UTF8.self).split(separator: "\0")
+        where v.hasPrefix("OMPI_COMM_WORLD_RANK=") {
+            found[Int(v.dropFirst("OMPI_COMM_WORLD_RANK=".count))!] = pid
+        }
+    }
+    return found
+}
+
+/// Waits until the run is in its second epoch with a checkpoint written: mid-run.
+func waitUntilMidRun(_ id: String, _ daemon: DaemonProcess) throws {
+    let deadline = Date().addingTimeInterval(60)
+    while Date() < deadline {
+        let (_, r) = try daemon.get("/v1/runs/\(id)")
+        let epoch = (r["progress"] as? [String: Any])?["epoch"] as? Int ?? 0
+        if epoch >= 2 && (r["checkpoints_written"] as? Int ?? 0) >= 1 { return }
+        if r["state"] as? String != "running" && r["state"] as? String != "queued" {
+            return XCTFail("run \(id) is \(r["state"] ?? "?") before it could be interrupted")
+        }
+        usleep(20_000)
+    }
+    XCTFail("run \(id) did not reach its second epoch")
 }
 
 /// `nnd train` as the ranks of an Open MPI job on loopback (`mpirun -np 2`): the gradient
@@ -22,6 +57,20 @@ final class DistributedTests: XCTestCase {
     }
 
     override func setUpWithError() throws { try requireMPI() }
+
+    /// A rank's workers when none are given: its host's CPUs shared among the host's ranks when
+    /// it may run on every CPU its launcher may (the daemon's `--bind-to none`), its own CPUs
+    /// when the launcher bound it to fewer (mpirun's default: one core each for up to 2 ranks).
+    func testDefaultWorkersFollowTheRanksBinding() {
+        let twoRanksHere = ["OMPI_COMM_WORLD_LOCAL_SIZE": "2"]
+        let host = Array(0..<16)
+        XCTAssertEqual(MPIReducer.defaultWorkers(environment: twoRanksHere, ownCPUs: host, launcherCPUs: host), 8)
+        XCTAssertEqual(MPIReducer.defaultWorkers(environment: [:], ownCPUs: host, launcherCPUs: host), 16)
+        XCTAssertEqual(MPIReducer.defaultWorkers(environment: twoRanksHere, ownCPUs: [3], launcherCPUs: host), 1)
+        XCTAssertEqual(
+            MPIReducer.defaultWorkers(environment: twoRanksHere, ownCPUs: Array(0..<8), launcherCPUs: host), 8)
+        XCTAssertEqual(MPIReducer.defaultWorkers(environment: twoRanksHere, ownCPUs: host, launcherCPUs: nil), 8)
+    }
 
     /// Each test's checkpoints (a few MB) go with it; they were left in the temporary directory.
     override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
@@ -115,39 +164,7 @@ final class DistributedTests: XCTestCase {
 final class DaemonDistributedTests: XCTestCase {
     override func setUpWithError() throws { try requireMPI() }
 
-    /// The `nnd rank` processes of a run, by MPI rank.
-    func ranks(of id: String, in daemon: DaemonProcess) -> [Int: pid_t] {
-        var found: [Int: pid_t] = [:]
-        let runDir = "\(daemon.stateDir)/runs/\(id)"
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = pid_t(entry),
-                let cmd = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"),
-                String(decoding: cmd, as: UTF8.self).split(separator: "\0").contains(where: { $0 == runDir }),
-                String(decoding: cmd, as: UTF8.self).contains("\0rank\0"),
-                let env = FileManager.default.contents(atPath: "/proc/\(entry)/environ")
-            else { continue }
-            for v in String(decoding: env, as: UTF8.self).split(separator: "\0")
-            where v.hasPrefix("OMPI_COMM_WORLD_RANK=") {
-                found[Int(v.dropFirst("OMPI_COMM_WORLD_RANK=".count))!] = pid
-            }
-        }
-        return found
-    }
-
-    /// Waits until the run is in its second epoch with a checkpoint written: mid-run.
-    func waitUntilMidRun(_ id: String, _ daemon: DaemonProcess) throws {
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            let (_, r) = try daemon.get("/v1/runs/\(id)")
-            let epoch = (r["progress"] as? [String: Any])?["epoch"] as? Int ?? 0
-            if epoch >= 2 && (r["checkpoints_written"] as? Int ?? 0) >= 1 { return }
-            if r["state"] as? String != "running" && r["state"] as? String != "queued" {
-                return XCTFail("run \(id) is \(r["state"] ?? "?") before it could be interrupted")
-            }
-            usleep(20_000)
-        }
-        XCTFail("run \(id) did not reach its second epoch")
-    }
+    func ranks(of id: String, in daemon: DaemonProcess) -> [Int: pid_t] { rankProcesses(ofRun: id, in: daemon) }
 
     static let spec =
         smallSpec(name: "mpi", trainLimit: 3000, epochs: 8, batch: 32, everySteps: 20) + "\ndistributed: {ranks: 2}\n"
@@ -254,5 +271,89 @@ final class DaemonDistributedTests: XCTestCase {
         }
         let (_, list) = try daemon.get("/v1/runs")
         XCTAssertEqual((list["runs"] as? [Any])?.count, 0, "no run was created")
+    }
+}
+
+/// Two hosts on one machine: two network namespaces, each with its own address and TCP stack,
+/// joined by a bridge to the machine's own namespace (the head node, where the daemon and
+/// mpirun run), and an ssh stand-in that starts mpirun's `orted` in a host's namespace. The
+/// daemon runs a 2-rank job with a hostfile naming both hosts, so the gradient crosses a network
+/// on Open MPI's TCP transport instead of shared memory. Root only (CI runs as root).
+final class TwoHostTests: XCTestCase {
+    /// The hosts scripts/two-hosts.sh makes (10.231.0.1 and .2), by rank.
+    static let namespaces = ["nnd-host-a", "nnd-host-b"]
+    let dir = NSTemporaryDirectory() + "nnd-hosts-\(UUID().uuidString.prefix(8))"
+
+    override func setUpWithError() throws {
+        try requireMPI()
+        guard getuid() == 0 else { throw XCTSkip("making network namespaces needs root (CI runs as root)") }
+        let (code, out, err) = try runProgram("\(repoRoot)/scripts/two-hosts.sh", ["up", dir])
+        XCTAssertEqual(code, 0, "scripts/two-hosts.sh up: \(err)")
+        launcherArgs = out.split(whereSeparator: \.isWhitespace).map(String.init)
+    }
+
+    override func tearDown() {
+        _ = try? runProgram("\(repoRoot)/scripts/two-hosts.sh", ["down"])
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// mpirun's arguments that reach the hosts (the ssh stand-in, the network to use).
+    var launcherArgs: [String] = []
+
+    /// The CPUs process `pid` may run on ("0-1"), from /proc.
+    func allowedCPUs(_ pid: String) -> String? {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        return status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }.map {
+            $0.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces)
+        }
+    }
+
+    /// Bytes host `i` has received on its network interface.
+    func receivedBytes(host i: Int) throws -> Int {
+        let (_, out, _) = try runProgram(
+            "/usr/sbin/ip",
+            ["netns", "exec", Self.namespaces[i], "cat", "/sys/class/net/nnd-h\(i)/statistics/rx_bytes"])
+        return Int(out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+    }
+
+    /// The run trains with one rank in each host's namespace, each free to use every CPU of its
+    /// host (mpirun's default binding would give a rank alone on its host a single core), and
+    /// its gradient crosses the network: host b receives at least the gradient's bytes per step.
+    func testRunOnTwoHostsCrossesTheNetworkAndUsesEveryCoreOfEachHost() throws {
+        let daemon = DaemonProcess()
+        try daemon.start()
+        let spec =
+            smallSpec(name: "hosts", trainLimit: 3000, epochs: 8, batch: 32, everySteps: 20)
+            + "\ndistributed: {ranks: 2, hostfile: \(dir)/hostfile, launcher_args: [\(launcherArgs.map { "\"\($0)\"" }.joined(separator: ", "))]}\n"
+        let received = try receivedBytes(host: 1)
+        let id = try daemon.createRun(spec)
+        try waitUntilMidRun(id, daemon)
+        let ranks = rankProcesses(ofRun: id, in: daemon)
+        XCTAssertEqual(ranks.keys.sorted(), [0, 1], "two ranks running: \(daemon.log().suffix(2000))")
+        let everyCPU = try XCTUnwrap(allowedCPUs("self"))
+        for (rank, pid) in ranks {
+            // In its host's network namespace…
+            let ns = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/net")
+            var info = stat()
+            XCTAssertEqual(stat("/run/netns/\(Self.namespaces[rank])", &info), 0)
+            XCTAssertEqual(ns, "net:[\(info.st_ino)]", "rank \(rank) is not in \(Self.namespaces[rank])")
+            // …and free to use every CPU there.
+            XCTAssertEqual(allowedCPUs("\(pid)"), everyCPU, "rank \(rank) was bound to fewer CPUs")
+        }
+        let done = try daemon.waitFor(id, states: ["completed"])
+        let progress = try XCTUnwrap(done["progress"] as? [String: Any])
+        XCTAssertEqual(progress["ranks"] as? Int, 2)
+        let steps = try XCTUnwrap(progress["epochs"] as? Int) * XCTUnwrap(progress["steps_per_epoch"] as? Int)
+        let gradientBytes = (784 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10) * 4
+        let crossed = try receivedBytes(host: 1) - received
+        XCTAssertGreaterThan(
+            crossed, steps * gradientBytes * 9 / 10, "host b received \(crossed) bytes over \(steps) steps")
+        let accuracy = try XCTUnwrap(progress["test_accuracy"] as? Double)
+        XCTAssertGreaterThan(accuracy, 80, "test accuracy \(accuracy) %")
+        let (_, status, _) = try nnctl(["--socket", daemon.socket, "status", id])
+        XCTAssertTrue(status.contains("2 ranks via mpirun"), status)
+        print(
+            "two hosts: \(steps) steps, \(crossed) bytes into host b (\(crossed / max(1, steps)) a step), test accuracy \(accuracy) %"
+        )
     }
 }

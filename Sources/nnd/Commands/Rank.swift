@@ -17,7 +17,7 @@ struct Rank: ParsableCommand {
         abstract: "One rank of a distributed run that nnd serve launched (not started by hand).",
         discussion: """
             The daemon runs, for a spec with distributed.ranks: N,
-              mpirun -np N [--hostfile H] [launcher_args] nnd rank --run-dir <state>/runs/<id>
+              mpirun -np N [--hostfile H] --bind-to none [launcher_args] nnd rank --run-dir <state>/runs/<id>
             SIGUSR1 pauses and SIGUSR2 or SIGTERM stops every rank at the same step (mpirun forwards \
             them); rank 0 writes a checkpoint first.
             """,
