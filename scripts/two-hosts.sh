@@ -48,13 +48,18 @@ up() {
     cases+="$address) ns=$ns;; "
     echo "$address slots=1"
   done > "$dir/hostfile"
-  # `netns-rsh [options] HOST COMMAND…` runs COMMAND, a shell string as ssh runs it, in HOST's namespace.
+  # `netns-rsh [options] HOST COMMAND…` runs COMMAND, a shell string as ssh runs it, in HOST's
+  # namespace. The hosts share this machine's name and /tmp, where real hosts have their own:
+  # each gets its own Open MPI session directory, and PMIx keeps its job data in process memory
+  # (gds hash) instead of shared-memory segments named after the host, which collided (a "PMIX
+  # ERROR … dstore_base.c" and, once in a few runs, a job that printed nothing).
   cat > "$dir/netns-rsh" <<EOF
 #!/bin/sh
 while [ "\${1#-}" != "\$1" ]; do shift; done
 host=\$1; shift
 case \$host in $cases*) echo "netns-rsh: unknown host \$host" >&2; exit 255;; esac
-exec ip netns exec \$ns sh -c "\$*"
+mkdir -p "$dir/tmp-\$ns"
+exec ip netns exec \$ns env OMPI_MCA_orte_tmpdir_base="$dir/tmp-\$ns" PMIX_MCA_gds=hash sh -c "\$*"
 EOF
   chmod +x "$dir/netns-rsh"
   args "$dir"
