@@ -47,6 +47,10 @@ static inline int nnd_mpi_max_int64(int64_t *buffer, int64_t count) {
 static inline int nnd_mpi_allgather_uint64(uint64_t value, uint64_t *all) {
     return MPI_Allgather(&value, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, MPI_COMM_WORLD);
 }
+/// Every rank's `bytes` bytes at `mine`, in rank order, on every rank (`all` holds size × bytes).
+static inline int nnd_mpi_allgather_bytes(const void *mine, int bytes, void *all) {
+    return MPI_Allgather(mine, bytes, MPI_BYTE, all, bytes, MPI_BYTE, MPI_COMM_WORLD);
+}
 static inline int nnd_mpi_barrier(void) { return MPI_Barrier(MPI_COMM_WORLD); }
 static inline int nnd_mpi_abort(int code) { return MPI_Abort(MPI_COMM_WORLD, code); }
 static inline double nnd_mpi_wtime(void) { return MPI_Wtime(); }

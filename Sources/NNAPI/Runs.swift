@@ -170,6 +170,18 @@ public struct StreamLine: Codable, Sendable {
     }
 }
 
+/// One process (MPI rank) of a run across processes: the host it runs on and its worker threads.
+public struct RankPlacement: Codable, Sendable, Equatable {
+    public var host: String
+    public var workers: Int
+    /// The most ranks whose placement a run's events list (each event carries the list).
+    public static let listedRanks = 64
+    public init(host: String, workers: Int) {
+        self.host = host
+        self.workers = workers
+    }
+}
+
 /// Progress, for `--json` lines, `nnctl watch`, the event stream and metrics.
 public struct TrainingEvent: Codable, Sendable, Equatable {
     public enum Kind: String, Codable, Sendable { case started, step, epoch, checkpoint, finished }
@@ -200,6 +212,9 @@ public struct TrainingEvent: Codable, Sendable, Equatable {
     /// Runs across processes (MPI ranks): how many, and the mean seconds per step since the
     /// previous event spent computing this rank's share and in the gradient's allreduce.
     public var ranks: Int?
+    /// Where each rank runs and with how many workers, in rank order (runs of up to
+    /// `RankPlacement.listedRanks` ranks).
+    public var rankPlacements: [RankPlacement]?
     public var stepComputeSeconds: Double?
     public var stepAllreduceSeconds: Double?
     /// How the first layer reads the inputs (`dense` or `sparse`, `model.input_path` resolved)

@@ -88,6 +88,18 @@ public final class MPIReducer: GradientReducer {
         check(nnd_mpi_allgather_uint64(value, gathered), "MPI_Allgather")
         return Array(UnsafeBufferPointer(start: gathered, count: size))
     }
+    public func gather(_ text: String) -> [String] {
+        let width = RankText.maxBytes
+        var mine = [UInt8](repeating: 0, count: width)
+        let utf8 = Array(text.utf8.prefix(width))
+        mine.replaceSubrange(0..<utf8.count, with: utf8)
+        var all = [UInt8](repeating: 0, count: width * size)
+        check(nnd_mpi_allgather_bytes(mine, Int32(width), &all), "MPI_Allgather(MPI_BYTE)")
+        return (0..<size).map { r in
+            let slot = all[(r * width)..<((r + 1) * width)]
+            return String(decoding: slot.prefix { $0 != 0 }, as: UTF8.self)
+        }
+    }
 
     /// MPI's default error handler aborts the job before a call returns an error; this is for
     /// an MPI configured otherwise.

@@ -13,6 +13,8 @@ public protocol GradientReducer: AnyObject {
     /// This process's index 0..<size; rank 0 is the one that writes checkpoints and reports.
     var rank: Int { get }
     var size: Int { get }
+    /// The name of the host this process runs on.
+    var host: String { get }
     /// Sums `count` floats element-wise across all processes, in place.
     func sum(_ buffer: UnsafeMutablePointer<Float>, count: Int)
     /// Sums `count` doubles element-wise across all processes, in place.
@@ -21,7 +23,13 @@ public protocol GradientReducer: AnyObject {
     func max(_ buffer: UnsafeMutablePointer<Int64>, count: Int)
     /// Every process's `value`, in rank order.
     func gather(_ value: UInt64) -> [UInt64]
+    /// Every process's `text` (its first `RankText.maxBytes` bytes), in rank order. It
+    /// allocates: for once per run, never inside a step.
+    func gather(_ text: String) -> [String]
 }
+
+/// The longest text `GradientReducer.gather(_:)` carries for each process, in bytes.
+public enum RankText { public static let maxBytes = 256 }
 
 extension GradientReducer {
     /// Records `lo..<hi` of a global step of `n` records: rank r's contiguous share

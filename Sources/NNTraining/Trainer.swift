@@ -72,6 +72,8 @@ public enum TrainingError: Error, CustomStringConvertible, Sendable {
 public final class Trainer {
     public let spec: RunSpec
     public let engine: DataParallelEngine
+    /// A run across processes: each rank's host and workers (gathered once, at start).
+    public let rankPlacements: [RankPlacement]?
     public let train: Dataset
     public let test: Dataset?
     /// Records held out of the training data (`training.validation`): they choose the epoch
@@ -215,6 +217,13 @@ public final class Trainer {
             optimizer: opt, lambda: Float(spec.training.lambda), workers: workers,
             maxBatch: min(stepSize, max(1024, workers)), placer: placer, sparseFirstLayer: inputPath == .sparse)
         engine.reducer = reducer
+        rankPlacements = reducer.flatMap { r in
+            let all = r.gather("\(workers) \(r.host)").map { text in
+                let (count, host) = (text.prefix { $0 != " " }, text.drop { $0 != " " }.dropFirst())
+                return RankPlacement(host: String(host), workers: Int(count) ?? 0)
+            }
+            return all.count <= RankPlacement.listedRanks ? all : nil
+        }
         engine.useSparseInput(sparseRows)
         if timeBoth, let sparseRows {
             let (faster, reason) = Self.timeInputPaths(
@@ -614,6 +623,7 @@ public final class Trainer {
         if let reducer = engine.reducer {
             let t = engine.takeDistributedTimes()
             e.ranks = reducer.size
+            e.rankPlacements = rankPlacements
             if t.steps > 0 {
                 e.stepComputeSeconds = t.computeSeconds / Double(t.steps)
                 e.stepAllreduceSeconds = t.allreduceSeconds / Double(t.steps)

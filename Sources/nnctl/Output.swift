@@ -74,6 +74,13 @@ enum Output {
         }
         if let d = spec.distributed, d.ranks > 1 {
             var text = "\(d.ranks) ranks via \(d.launcher.rawValue)" + (d.hostfile.map { ", hosts from \($0)" } ?? "")
+            if let placements = run.progress?.rankPlacements {
+                text +=
+                    "; "
+                    + placements.enumerated().map { r, p in
+                        "rank \(r) on \(p.host) (\(p.workers) worker\(p.workers == 1 ? "" : "s"))"
+                    }.joined(separator: ", ")
+            }
             if let p = run.progress, let compute = p.stepComputeSeconds, let allreduce = p.stepAllreduceSeconds {
                 text +=
                     "; per step: compute \(number(compute * 1000, "%.3f")) ms, allreduce \(number(allreduce * 1000, "%.3f")) ms"

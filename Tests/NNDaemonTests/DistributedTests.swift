@@ -186,10 +186,18 @@ final class DaemonDistributedTests: XCTestCase {
         // Status names the ranks, human-readable and JSON (rank 0's per-step timings arrive in events).
         let (_, status, _) = try nnctl(["--socket", daemon.socket, "status", refRun])
         XCTAssertTrue(status.contains("2 ranks via mpirun"), status)
+        // Where each rank ran: this machine's CPUs shared by its 2 ranks.
+        let share = ProcessInfo.processInfo.activeProcessorCount / 2
+        let workers = "\(share) worker\(share == 1 ? "" : "s")"
+        XCTAssertTrue(status.contains("rank 0 on ") && status.contains("(\(workers)), rank 1 on "), status)
         let (_, json, _) = try nnctl(["--socket", daemon.socket, "status", refRun, "--json"])
         let record = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
         XCTAssertEqual(((record["spec"] as? [String: Any])?["distributed"] as? [String: Any])?["ranks"] as? Int, 2)
         XCTAssertEqual((record["progress"] as? [String: Any])?["ranks"] as? Int, 2, json)
+        let placements = try XCTUnwrap(
+            (record["progress"] as? [String: Any])?["rank_placements"] as? [[String: Any]], json)
+        XCTAssertEqual(placements.map { $0["workers"] as? Int }, [share, share], json)
+        XCTAssertFalse(placements.contains { ($0["host"] as? String ?? "").isEmpty }, json)
         XCTAssertEqual(record["checkpoints_written"] as? Int ?? 0 > 0, true)
 
         // pause → resume
@@ -352,6 +360,12 @@ final class TwoHostTests: XCTestCase {
         XCTAssertGreaterThan(accuracy, 80, "test accuracy \(accuracy) %")
         let (_, status, _) = try nnctl(["--socket", daemon.socket, "status", id])
         XCTAssertTrue(status.contains("2 ranks via mpirun"), status)
+        // Each rank alone on its host runs a worker for each of the host's CPUs.
+        let cpus = ProcessInfo.processInfo.activeProcessorCount
+        XCTAssertTrue(status.contains("rank 1 on "), status)
+        XCTAssertEqual(
+            (progress["rank_placements"] as? [[String: Any]])?.map { $0["workers"] as? Int }, [cpus, cpus],
+            "\(progress)")
         print(
             "two hosts: \(steps) steps, \(crossed) bytes into host b (\(crossed / max(1, steps)) a step), test accuracy \(accuracy) %"
         )
