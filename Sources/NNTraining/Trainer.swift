@@ -288,6 +288,22 @@ public final class Trainer {
                 dataHash: dataHash, trainRecords: loadedRecords, dataFingerprint: dataFingerprint)
         }
         state.inputPath = inputPath == .sparse ? "sparse" : "dense"
+        try checkRanksStartTogether()
+    }
+
+    /// Across processes every rank must resume from the same checkpoint. Each reads the newest in
+    /// the run's directory, so ranks that start at different steps see different directories:
+    /// storage that is not shared by every host. Training on would fail at the first replica
+    /// check, naming diverged parameters instead of the cause.
+    func checkRanksStartTogether() throws {
+        guard let reducer = engine.reducer else { return }
+        let steps = reducer.gather(UInt64(state.updateCount))
+        guard let r = steps.indices.first(where: { steps[$0] != steps[0] }) else { return }
+        let host = { (rank: Int) in self.rankPlacements.map { " (on \($0[rank].host))" } ?? "" }
+        throw TrainingError.replicasDiverged(
+            "rank \(r)\(host(r)) would resume from step \(steps[r]) and rank 0\(host(0)) from step \(steps[0]): "
+                + "they found different checkpoints in the run's directory; every host must see the same "
+                + "run directory, on storage they all share, at the same path")
     }
 
     deinit {

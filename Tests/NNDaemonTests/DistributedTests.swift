@@ -324,15 +324,51 @@ final class TwoHostTests: XCTestCase {
         return Int(out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
     }
 
+    /// A small run with a rank on each host (8 epochs of 94 steps, a checkpoint every 20).
+    func twoHostSpec(_ name: String) -> String {
+        smallSpec(name: name, trainLimit: 3000, epochs: 8, batch: 32, everySteps: 20)
+            + "\ndistributed: {ranks: 2, hostfile: \(dir)/hostfile, launcher_args: [\(launcherArgs.map { "\"\($0)\"" }.joined(separator: ", "))]}\n"
+    }
+
+    /// A host that does not see the run directory the others see (storage not shared): resuming,
+    /// its rank finds no checkpoint while rank 0 finds one. The run fails at once naming the rank,
+    /// the host and the cause, instead of training on to a replica check that names diverged
+    /// parameters; with the storage back, `nnctl resume` completes it.
+    func testHostWithoutTheSharedRunDirectoryIsNamed() throws {
+        let daemon = DaemonProcess()
+        try daemon.start()
+        let id = try daemon.createRun(twoHostSpec("unshared"))
+        try waitUntilMidRun(id, daemon)
+        XCTAssertEqual(try nnctl(["--socket", daemon.socket, "pause", id]).0, 0)
+        // Host b's ssh stand-in now hides the run's checkpoints under an empty tmpfs, in the
+        // mount namespace its commands run in.
+        let agent = "\(dir)/netns-rsh"
+        let shared = try String(contentsOfFile: agent, encoding: .utf8)
+        let hidden = "\(daemon.stateDir)/runs/\(id)/checkpoints"
+        let unshared = shared.replacingOccurrences(
+            of: #"sh -c "$*""#, with: #"sh -c "[ $ns = nnd-host-b ] && mount -t tmpfs tmpfs \#(hidden); $*""#)
+        XCTAssertNotEqual(unshared, shared, "the stand-in's command line changed: \(shared)")
+        try unshared.write(toFile: agent, atomically: false, encoding: .utf8)  // in place: it stays executable
+        XCTAssertEqual(try nnctl(["--socket", daemon.socket, "resume", id]).0, 0)
+        let failed = try daemon.waitFor(id, states: ["failed"])
+        let reason = failed["reason"] as? String ?? ""
+        XCTAssertTrue(reason.contains("rank 1 (on ") && reason.contains("would resume from step 0"), reason)
+        XCTAssertTrue(reason.contains("storage they all share"), reason)
+        let (_, status, _) = try nnctl(["--socket", daemon.socket, "status", id])
+        XCTAssertTrue(status.contains("storage they all share"), status)
+        // Shared again: the run resumes and completes.
+        try shared.write(toFile: agent, atomically: false, encoding: .utf8)
+        XCTAssertEqual(try nnctl(["--socket", daemon.socket, "resume", id]).0, 0)
+        try daemon.waitFor(id, states: ["completed"])
+    }
+
     /// The run trains with one rank in each host's namespace, each free to use every CPU of its
     /// host (mpirun's default binding would give a rank alone on its host a single core), and
     /// its gradient crosses the network: host b receives at least the gradient's bytes per step.
     func testRunOnTwoHostsCrossesTheNetworkAndUsesEveryCoreOfEachHost() throws {
         let daemon = DaemonProcess()
         try daemon.start()
-        let spec =
-            smallSpec(name: "hosts", trainLimit: 3000, epochs: 8, batch: 32, everySteps: 20)
-            + "\ndistributed: {ranks: 2, hostfile: \(dir)/hostfile, launcher_args: [\(launcherArgs.map { "\"\($0)\"" }.joined(separator: ", "))]}\n"
+        let spec = twoHostSpec("hosts")
         let received = try receivedBytes(host: 1)
         let id = try daemon.createRun(spec)
         try waitUntilMidRun(id, daemon)

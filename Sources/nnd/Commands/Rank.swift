@@ -44,7 +44,9 @@ struct Rank: ParsableCommand {
         do {
             let specPath = DistributedFiles.spec(runDirectory: runDir)
             guard let specData = FileManager.default.contents(atPath: specPath) else {
-                throw TrainingError.data("\(specPath): cannot read the run's spec")
+                throw TrainingError.data(
+                    "\(specPath): cannot read the run's spec; every host must see the run directory, "
+                        + "on storage they all share, at the same path")
             }
             let spec = try APIJSON.decoder.decode(RunSpec.self, from: specData)
             // The shards the daemon read; absent (a job launched by hand): every shard.
