@@ -319,8 +319,8 @@ final class TwoHostTests: XCTestCase {
     /// Bytes host `i` has received on its network interface.
     func receivedBytes(host i: Int) throws -> Int {
         let (_, out, _) = try runProgram(
-            "/usr/sbin/ip",
-            ["netns", "exec", Self.namespaces[i], "cat", "/sys/class/net/nnd-h\(i)/statistics/rx_bytes"])
+            "/usr/bin/env",
+            ["ip", "netns", "exec", Self.namespaces[i], "cat", "/sys/class/net/nnd-h\(i)/statistics/rx_bytes"])
         return Int(out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
     }
 
