@@ -75,7 +75,8 @@ final class MalformedRequestResponder: ChannelDuplexHandler, RemovableChannelHan
         head.headerFields[.connection] = "close"
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(context.channel.allocator.buffer(bytes: body))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+        let channel = context.channel  // Sendable, unlike the context the completion would capture
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
     }
 
     /// The API error for a parser error: 431 for a head over the limit, 400 naming the fault
