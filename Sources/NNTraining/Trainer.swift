@@ -218,11 +218,8 @@ public final class Trainer {
             maxBatch: min(stepSize, max(1024, workers)), placer: placer, sparseFirstLayer: inputPath == .sparse)
         engine.reducer = reducer
         rankPlacements = reducer.flatMap { r in
-            let all = r.gather("\(workers) \(r.host)").map { text in
-                let (count, host) = (text.prefix { $0 != " " }, text.drop { $0 != " " }.dropFirst())
-                return RankPlacement(host: String(host), workers: Int(count) ?? 0)
-            }
-            return all.count <= RankPlacement.listedRanks ? all : nil
+            guard r.size <= RankPlacement.listedRanks else { return nil }
+            return zip(r.gather(r.host), r.gather(UInt64(workers))).map { RankPlacement(host: $0, workers: Int($1)) }
         }
         engine.useSparseInput(sparseRows)
         if timeBoth, let sparseRows {

@@ -1,6 +1,7 @@
 import Foundation
 import NNCheckpoint
 import NNDistributed
+import NNEngine
 import XCTest
 
 /// Skips where Open MPI is not installed — but not in CI: .ci/run installs it, and a missing
@@ -308,14 +309,6 @@ final class TwoHostTests: XCTestCase {
     /// mpirun's arguments that reach the hosts (the ssh stand-in, the network to use).
     var launcherArgs: [String] = []
 
-    /// The CPUs process `pid` may run on ("0-1"), from /proc.
-    func allowedCPUs(_ pid: String) -> String? {
-        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-        return status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }.map {
-            $0.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces)
-        }
-    }
-
     /// Bytes host `i` has received on its network interface.
     func receivedBytes(host i: Int) throws -> Int {
         let (_, out, _) = try runProgram(
@@ -374,7 +367,7 @@ final class TwoHostTests: XCTestCase {
         try waitUntilMidRun(id, daemon)
         let ranks = rankProcesses(ofRun: id, in: daemon)
         XCTAssertEqual(ranks.keys.sorted(), [0, 1], "two ranks running: \(daemon.log().suffix(2000))")
-        let everyCPU = try XCTUnwrap(allowedCPUs("self"))
+        let everyCPU = try XCTUnwrap(NUMATopology.allowedCPUs(ofProcess: "self"))
         for (rank, pid) in ranks {
             // In its host's network namespace…
             let ns = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/net")
@@ -382,7 +375,8 @@ final class TwoHostTests: XCTestCase {
             XCTAssertEqual(stat("/run/netns/\(Self.namespaces[rank])", &info), 0)
             XCTAssertEqual(ns, "net:[\(info.st_ino)]", "rank \(rank) is not in \(Self.namespaces[rank])")
             // …and free to use every CPU there.
-            XCTAssertEqual(allowedCPUs("\(pid)"), everyCPU, "rank \(rank) was bound to fewer CPUs")
+            XCTAssertEqual(
+                NUMATopology.allowedCPUs(ofProcess: "\(pid)"), everyCPU, "rank \(rank) was bound to fewer CPUs")
         }
         let done = try daemon.waitFor(id, states: ["completed"])
         let progress = try XCTUnwrap(done["progress"] as? [String: Any])
