@@ -62,11 +62,15 @@ public enum BLAS {
         }
     }
 
-    /// Whether `smallGEMM` runs nnd's AVX2+FMA kernel: where nnd gives OpenBLAS its Haswell
-    /// kernels (AVX2+FMA, no AVX-512), the ones this kernel beats. With AVX-512, OpenBLAS's
-    /// SkylakeX kernels have twice the vector width and stay (docs/performance.md).
+    /// Whether `smallGEMM` runs nnd's AVX2+FMA kernel: where the CPU has AVX2+FMA and OpenBLAS
+    /// runs kernels narrower than its SkylakeX ones (Haswell, Zen, or older), which this kernel
+    /// beats. It follows the kernel OpenBLAS loaded, not the CPU's best: an AVX-512 CPU whose
+    /// environment holds OpenBLAS to Haswell kernels (`OPENBLAS_CORETYPE=Haswell`) ran these
+    /// products 5–60 % faster on nnd's kernel (AMD Zen 5, docs/performance.md). With AVX-512,
+    /// OpenBLAS's SkylakeX kernels have twice the vector width and stay.
     public static let usesOwnSmallKernel =
-        BLASKernelSelector.bestKernel(cpuFlags: BLASKernelSelector.currentCPUFlags()) == "Haswell"
+        BLASKernelSelector.currentCPUFlags().isSuperset(of: ["avx2", "fma"])
+        && (BLASKernelSelector.width(ofKernel: kernelName) ?? 0) < BLASKernelSelector.width(ofKernel: "SkylakeX")!
 
     /// What `smallGEMM` runs on this machine, for `nnd info` and `nnd bench`.
     public static var smallProductKernel: String {
@@ -83,7 +87,9 @@ public enum BLAS {
         return block
     }
 
-    static let usesSkylakeXKernels = kernelName == "SkylakeX"
+    /// SkylakeX or a later family with the same single-precision kernels (Cooperlake, which
+    /// OpenBLAS picks itself on AVX-512 CPUs with bf16, such as AMD Zen 4 and 5).
+    static let usesSkylakeXKernels = BLASKernelSelector.width(ofKernel: kernelName) == 512
 
     /// The OpenBLAS kernel family the library chose when it loaded ("Haswell", "Prescott", ...).
     public static var kernelName: String {
@@ -107,6 +113,41 @@ public enum BLASKernelSelector {
     /// Set on the re-executed process so it never loops.
     public static let markerKey = "NND_BLAS_SELECTED"
     public static let safeKernel = "Prescott"
+
+    /// The vector width in bits of an OpenBLAS x86-64 kernel family's single-precision kernels,
+    /// nil for a name nnd does not know (then it says nothing about it).
+    public static func width(ofKernel name: String) -> Int? {
+        switch name.lowercased() {
+        case "skylakex", "cooperlake", "sapphirerapids": return 512
+        case "haswell", "zen", "excavator", "sandybridge", "bulldozer", "piledriver", "steamroller": return 256
+        case "prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "opteron", "opteron_sse3", "barcelona",
+            "bobcat", "katmai", "coppermine", "northwood", "banias":
+            return 128
+        default: return nil
+        }
+    }
+
+    /// A warning when the environment holds OpenBLAS to a kernel narrower than this CPU's best
+    /// (`OPENBLAS_CORETYPE` set by the user, not by nnd's own re-exec), else nil.
+    /// Why: nnd honours a kernel the user names, but a variable set for the whole machine (a
+    /// workaround for some other program) silently halved nnd's GEMM rate on an AVX-512 CPU
+    /// (AMD Zen 5: 107 against 209 GFLOP/s on one core, `nnd bench`; docs/performance.md).
+    public static func environmentWarning(environment: [String: String], cpuFlags: Set<String>) -> String? {
+        guard environment[markerKey] == nil, let chosen = environment[environmentKey], !chosen.isEmpty,
+            let chosenWidth = width(ofKernel: chosen)
+        else { return nil }
+        let best = bestKernel(cpuFlags: cpuFlags)
+        guard let bestWidth = width(ofKernel: best), chosenWidth < bestWidth else { return nil }
+        return
+            "\(environmentKey)=\(chosen) in the environment holds OpenBLAS to its \(chosenWidth)-bit \(chosen) kernels; "
+            + "this CPU runs its \(bestWidth)-bit \(best) kernels, which nnd chooses when the variable is unset "
+            + "(compare: env -u \(environmentKey) nnd bench)"
+    }
+
+    /// `environmentWarning` for this process and CPU.
+    public static var currentEnvironmentWarning: String? {
+        environmentWarning(environment: ProcessInfo.processInfo.environment, cpuFlags: currentCPUFlags())
+    }
 
     /// The kernel for a set of /proc/cpuinfo flags, best first.
     public static func bestKernel(cpuFlags: Set<String>) -> String {

@@ -33,6 +33,12 @@ struct NND: AsyncParsableCommand {
         // Must run before anything calls into OpenBLAS: choose its kernel and re-exec if needed.
         BLASKernelSelector.reexecWithBestKernelIfNeeded()
         BLAS.useSingleThread()
+        // A kernel the user named stays, but a slower one than this CPU runs is said where it costs.
+        if let warning = BLASKernelSelector.currentEnvironmentWarning,
+            ["serve", "train", "bench"].contains(CommandLine.arguments.dropFirst().first ?? "")
+        {
+            stderrLine("nnd: warning: \(warning)")
+        }
         BLASKernelSelector.verifyOrFallBack(shapes: [(32, 200, 784), (32, 100, 200), (32, 10, 50), (200, 784, 32)])
         do {
             var command = try parseAsRoot()

@@ -240,6 +240,25 @@ final class CLITests: XCTestCase {
         // and the kernels it picked for this CPU
         XCTAssertTrue(info.contains("hidden-layer products: \(BLAS.smallProductKernel)\n"), info)
         XCTAssertTrue(info.contains("sparse first-layer kernels: \(DataParallelEngine.sparseKernels)\n"), info)
+        // An environment that holds OpenBLAS to narrower kernels than the CPU runs is honoured
+        // and named: by `nnd info`, and on stderr by the commands that train.
+        #if arch(x86_64)
+            if BLASKernelSelector.currentCPUFlags().contains("avx") {
+                let held = ["OPENBLAS_CORETYPE": "Prescott"]
+                let (hc, heldInfo, _) = try runBuilt("nnd", ["info"], env: held)
+                XCTAssertEqual(hc, 0)
+                XCTAssertTrue(
+                    heldInfo.contains(
+                        "blas kernel: Prescott (warning: OPENBLAS_CORETYPE=Prescott in the environment holds OpenBLAS to "
+                            + "its 128-bit Prescott kernels; this CPU runs its "),
+                    heldInfo)
+                let (_, _, heldBench) = try runBuilt("nnd", ["bench", "--seconds", "0"], env: held)
+                XCTAssertTrue(
+                    heldBench.hasPrefix("nnd: warning: OPENBLAS_CORETYPE=Prescott in the environment"), heldBench)
+                let (_, chosenInfo, _) = try runBuilt("nnd", ["info"], env: ["OPENBLAS_CORETYPE": ""])
+                XCTAssertFalse(chosenInfo.contains("warning"), chosenInfo)
+            }
+        #endif
 
         let d = DaemonProcess()
         try d.start()

@@ -51,6 +51,35 @@ final class NumericsTests: XCTestCase {
         XCTAssertEqual(flags, ["fpu", "sse3", "avx2", "fma"])
     }
 
+    /// A kernel named in the environment stays, but one narrower than the CPU's best is said;
+    /// nnd's own re-exec (the marker set), an equal or unknown kernel, or an empty value is not.
+    func testEnvironmentHoldingOpenBLASBackIsNamed() throws {
+        let avx512: Set<String> = ["avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"]
+        let warning = try XCTUnwrap(
+            BLASKernelSelector.environmentWarning(environment: ["OPENBLAS_CORETYPE": "Haswell"], cpuFlags: avx512))
+        XCTAssertEqual(
+            warning,
+            "OPENBLAS_CORETYPE=Haswell in the environment holds OpenBLAS to its 256-bit Haswell kernels; this CPU runs "
+                + "its 512-bit SkylakeX kernels, which nnd chooses when the variable is unset "
+                + "(compare: env -u OPENBLAS_CORETYPE nnd bench)")
+        XCTAssertNotNil(
+            BLASKernelSelector.environmentWarning(
+                environment: ["OPENBLAS_CORETYPE": "prescott"], cpuFlags: ["avx", "avx2", "fma"]))
+        for (environment, flags) in [
+            (["OPENBLAS_CORETYPE": "Haswell"], ["avx", "avx2", "fma"]),  // the CPU's best already
+            (["OPENBLAS_CORETYPE": "Cooperlake"], avx512),  // as wide as SkylakeX
+            (["OPENBLAS_CORETYPE": "Haswell", "NND_BLAS_SELECTED": "auto"], avx512),  // set by nnd itself
+            (["OPENBLAS_CORETYPE": ""], avx512),  // OpenBLAS chooses
+            (["OPENBLAS_CORETYPE": "Armv8"], avx512),  // a name nnd does not know
+            ([:], avx512),
+        ] as [([String: String], Set<String>)] {
+            XCTAssertNil(
+                BLASKernelSelector.environmentWarning(environment: environment, cpuFlags: flags), "\(environment)")
+        }
+        XCTAssertEqual(BLASKernelSelector.width(ofKernel: "Zen"), 256)
+        XCTAssertEqual(BLASKernelSelector.width(ofKernel: "COOPERLAKE"), 512)
+    }
+
     func testGEMMSelfCheckPassesForNetworkShapes() {
         BLAS.useSingleThread()
         let r = GEMMSelfCheck.run(shapes: [(m: 7, n: 20, k: 33), (m: 32, n: 10, k: 50)])
@@ -194,8 +223,12 @@ final class NumericsTests: XCTestCase {
             let flags = BLASKernelSelector.currentCPUFlags()
             XCTAssertEqual(
                 String(cString: nn_small_gemm_isa()), flags.isSuperset(of: ["avx2", "fma"]) ? "AVX2+FMA" : "portable C")
+            // nnd's kernel wherever OpenBLAS runs kernels narrower than its AVX-512 ones, whatever
+            // the CPU's best: an environment may hold OpenBLAS to Haswell on an AVX-512 CPU.
             XCTAssertEqual(
-                BLAS.usesOwnSmallKernel, BLASKernelSelector.bestKernel(cpuFlags: flags) == "Haswell")
+                BLAS.usesOwnSmallKernel,
+                flags.isSuperset(of: ["avx2", "fma"]) && !["SkylakeX", "Cooperlake"].contains(BLAS.kernelName),
+                BLAS.kernelName)
         #endif
     }
 

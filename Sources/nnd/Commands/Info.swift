@@ -13,7 +13,8 @@ struct Info: ParsableCommand {
     func run() throws {
         let topo = NUMATopology.detect()
         print("nnd \(NNDVersion.current) (commit \(String(cString: nnd_git_commit())))")
-        print("blas kernel: \(BLAS.kernelName)")
+        let heldBack = BLASKernelSelector.currentEnvironmentWarning.map { " (warning: \($0))" } ?? ""
+        print("blas kernel: \(BLAS.kernelName)\(heldBack)")
         print("element-wise kernels: \(VectorKernels.instructionSet)")
         print("hidden-layer products: \(BLAS.smallProductKernel)")
         print("sparse first-layer kernels: \(DataParallelEngine.sparseKernels)")
