@@ -39,9 +39,14 @@ public final class DaemonMetrics: Sendable {
         registry.makeGauge(descriptor: Self.name("nnd_workers", "Worker threads per run")).set(to: Double(workers))
         registry.makeGauge(descriptor: Self.name("nnd_build_info", "nnd build"), labels: [("version", version)]).set(
             to: 1.0)
+        // best_for_cpu: what nnd would choose; differing from kernel, an environment's
+        // OPENBLAS_CORETYPE holds OpenBLAS back (an alert can compare the two labels).
         registry.makeGauge(
-            descriptor: Self.name("nnd_blas_info", "OpenBLAS kernel family in use"),
-            labels: [("kernel", BLAS.kernelName)]
+            descriptor: Self.name("nnd_blas_info", "OpenBLAS kernel family in use, and the best for this CPU"),
+            labels: [
+                ("kernel", BLAS.kernelName),
+                ("best_for_cpu", BLASKernelSelector.bestKernel(cpuFlags: BLASKernelSelector.currentCPUFlags())),
+            ]
         ).set(to: 1.0)
     }
 

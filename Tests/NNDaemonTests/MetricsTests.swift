@@ -1,4 +1,5 @@
 import Foundation
+import NNNumerics
 import XCTest
 
 final class MetricsTests: XCTestCase {
@@ -32,6 +33,10 @@ final class MetricsTests: XCTestCase {
         ] {
             XCTAssertTrue(after.contains(needle), "missing \(needle) in:\n\(after)")
         }
+        // The kernel nnd would choose beside the one in use, so that an alert can compare them.
+        let best = BLASKernelSelector.bestKernel(cpuFlags: BLASKernelSelector.currentCPUFlags())
+        let blasInfo = after.split(separator: "\n").first { $0.hasPrefix("nnd_blas_info{") }
+        XCTAssertTrue(blasInfo?.contains(",best_for_cpu=\"\(best)\"} 1") == true, "\(blasInfo ?? "no nnd_blas_info")")
         for text in [during.text, after] {
             let (status, message) = try promtool(["check", "metrics"], input: text)
             XCTAssertEqual(status, 0, "promtool: \(message)")
