@@ -7,6 +7,7 @@ import NIOPosix
 import NNAPI
 import NNControl
 import NNData
+import NNNumerics
 import ServiceLifecycle
 
 /// `nnd serve`: the long-running process. Wires the `RunManager`, the control API on the
@@ -97,6 +98,7 @@ public enum Daemon {
                         "socket": "\(socketPath)", "state_dir": "\(config.stateDirectory)",
                         "workers": "\(config.workers)", "max_concurrent_runs": "\(config.maxConcurrentRuns)",
                     ])
+                if let warning = BLASKernelSelector.currentEnvironmentWarning { logger.warning("\(warning)") }
                 notifier?.ready(status: "serving on \(socketPath)")
             },
             logger: logger

@@ -70,7 +70,7 @@ public enum BLAS {
     /// OpenBLAS's SkylakeX kernels have twice the vector width and stay.
     public static let usesOwnSmallKernel =
         BLASKernelSelector.currentCPUFlags().isSuperset(of: ["avx2", "fma"])
-        && (BLASKernelSelector.width(ofKernel: kernelName) ?? 0) < BLASKernelSelector.width(ofKernel: "SkylakeX")!
+        && (BLASKernelSelector.width(ofKernel: kernelName) ?? 0) < 512
 
     /// What `smallGEMM` runs on this machine, for `nnd info` and `nnd bench`.
     public static var smallProductKernel: String {

@@ -33,12 +33,6 @@ struct NND: AsyncParsableCommand {
         // Must run before anything calls into OpenBLAS: choose its kernel and re-exec if needed.
         BLASKernelSelector.reexecWithBestKernelIfNeeded()
         BLAS.useSingleThread()
-        // A kernel the user named stays, but a slower one than this CPU runs is said where it costs.
-        if let warning = BLASKernelSelector.currentEnvironmentWarning,
-            ["serve", "train", "bench"].contains(CommandLine.arguments.dropFirst().first ?? "")
-        {
-            stderrLine("nnd: warning: \(warning)")
-        }
         BLASKernelSelector.verifyOrFallBack(shapes: [(32, 200, 784), (32, 100, 200), (32, 10, 50), (200, 784, 32)])
         do {
             var command = try parseAsRoot()
@@ -54,6 +48,13 @@ struct NND: AsyncParsableCommand {
 }
 
 func stderrLine(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+
+/// A kernel the user named in `OPENBLAS_CORETYPE` stays, but one slower than this CPU runs is
+/// said on stderr when the work it slows starts (`nnd train`, `nnd bench`; the daemon logs it),
+/// not before a command's own error about its arguments.
+func warnIfOpenBLASIsHeldBack() {
+    if let warning = BLASKernelSelector.currentEnvironmentWarning { stderrLine("nnd: warning: \(warning)") }
+}
 
 func jsonLine<T: Encodable>(_ value: T) -> String {
     String(decoding: try! APIJSON.encoder.encode(value), as: UTF8.self)

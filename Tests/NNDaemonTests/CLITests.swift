@@ -252,9 +252,24 @@ final class CLITests: XCTestCase {
                         "blas kernel: Prescott (warning: OPENBLAS_CORETYPE=Prescott in the environment holds OpenBLAS to "
                             + "its 128-bit Prescott kernels; this CPU runs its "),
                     heldInfo)
-                let (_, _, heldBench) = try runBuilt("nnd", ["bench", "--seconds", "0"], env: held)
+                // when the work starts, not before a command's own error about its arguments
+                let tiny = [
+                    "train", "\(repoRoot)/etc/nnd/runs/mnist-seed.yaml", "--data", sharedMNIST, "--epochs", "1",
+                    "--set", "data.train_limit=500", "--set", "data.test_limit=100", "--json",
+                ]
+                let (tc, _, heldTrain) = try runBuilt("nnd", tiny, env: held)
+                XCTAssertEqual(tc, 0, heldTrain)
                 XCTAssertTrue(
-                    heldBench.hasPrefix("nnd: warning: OPENBLAS_CORETYPE=Prescott in the environment"), heldBench)
+                    heldTrain.hasPrefix("nnd: warning: OPENBLAS_CORETYPE=Prescott in the environment"), heldTrain)
+                let (_, _, refused) = try runBuilt("nnd", ["bench", "--seconds", "0"], env: held)
+                XCTAssertEqual(refused, "nnd: --seconds 0.0 must be in (0, 60]\n")
+                // and the daemon logs it once it serves (the journal, under systemd)
+                let heldDaemon = DaemonProcess(extraEnv: held)
+                try heldDaemon.start()
+                _ = heldDaemon.terminate()
+                XCTAssertTrue(
+                    heldDaemon.log().contains("WARNING OPENBLAS_CORETYPE=Prescott in the environment holds OpenBLAS"),
+                    heldDaemon.log())
                 let (_, chosenInfo, _) = try runBuilt("nnd", ["info"], env: ["OPENBLAS_CORETYPE": ""])
                 XCTAssertFalse(chosenInfo.contains("warning"), chosenInfo)
             }

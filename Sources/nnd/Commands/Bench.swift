@@ -42,6 +42,7 @@ struct Bench: ParsableCommand {
             let reducer = try MPIReducer()
             defer { reducer.finish() }
             let printing = reducer.rank == 0
+            if printing { warnIfOpenBLASIsHeldBack() }
             let r = Benchmark.runDistributed(
                 reducer: reducer, workers: w, batch: batch, rounds: rounds, seconds: seconds
             ) {
@@ -69,6 +70,7 @@ struct Bench: ParsableCommand {
             stderrLine("nnd: --density \(density) must be in (0, 1]")
             throw ExitCode(2)
         }
+        warnIfOpenBLASIsHeldBack()
         let r = Benchmark.run(
             workers: w, batch: batch, rounds: rounds, seconds: seconds, density: density
         ) {

@@ -86,6 +86,7 @@ struct Train: ParsableCommand {
         let trainer = try Trainer(
             spec: spec, train: loaded.train, test: loaded.test, workers: nWorkers, dataHash: loaded.contentHash,
             dataFingerprint: loaded.fingerprint, reducer: reducer)
+        if printing { warnIfOpenBLASIsHeldBack() }
         if !json && printing {
             print(
                 "nnd: \(spec.name): \(spec.model.layers.map(String.init).joined(separator: "-")) \(spec.model.activation.rawValue), \(spec.training.mode.rawValue) batch \(trainer.stepSize), \(spec.training.optimizer.rawValue) lr \(spec.training.learningRate), \(spec.training.epochs) epochs"
