@@ -10,6 +10,10 @@ import NNNumerics
 public enum Benchmark {
     public struct Result: Codable, Sendable {
         public var blasKernel: String
+        /// The kernel nnd chooses for this CPU; a different `blasKernel` came from the
+        /// environment's `OPENBLAS_CORETYPE` or the self-check's fallback, and a figure measured
+        /// that way says so in its JSON.
+        public var blasKernelBestForCPU: String
         public var vectorKernels: String
         /// What runs the hidden layers' small products (`BLAS.smallProductKernel`).
         public var smallProductKernel: String
@@ -382,7 +386,9 @@ public enum Benchmark {
         let bestS1 = s1.max()!
         let bestSA = sA.max()!
         return Result(
-            blasKernel: BLAS.kernelName, vectorKernels: VectorKernels.instructionSet,
+            blasKernel: BLAS.kernelName,
+            blasKernelBestForCPU: BLASKernelSelector.bestKernel(cpuFlags: BLASKernelSelector.currentCPUFlags()),
+            vectorKernels: VectorKernels.instructionSet,
             smallProductKernel: BLAS.smallProductKernel, workers: workers, batch: batch,
             rounds: g1.count,
             gemmGflopsOneCore: bestG1, gemmGflopsAllCores: bestGA,

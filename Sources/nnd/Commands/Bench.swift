@@ -80,7 +80,8 @@ struct Bench: ParsableCommand {
             print(jsonLine(r))
             return
         }
-        print("BLAS kernel:                 \(r.blasKernel); element-wise kernels \(r.vectorKernels)")
+        let heldBack = r.blasKernel == r.blasKernelBestForCPU ? "" : " (this CPU's best: \(r.blasKernelBestForCPU))"
+        print("BLAS kernel:                 \(r.blasKernel)\(heldBack); element-wise kernels \(r.vectorKernels)")
         print("hidden-layer products:       \(r.smallProductKernel)")
         print("best of \(r.rounds) rounds:")
         print(
