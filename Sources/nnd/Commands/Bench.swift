@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NNDistributed
 import NNEngine
+import NNNumerics
 import NNTraining
 
 struct Bench: ParsableCommand {
@@ -80,7 +81,11 @@ struct Bench: ParsableCommand {
             print(jsonLine(r))
             return
         }
-        let heldBack = r.blasKernel == r.blasKernelBestForCPU ? "" : " (this CPU's best: \(r.blasKernelBestForCPU))"
+        // Named when the kernel that ran is narrower than nnd's choice (Cooperlake is SkylakeX's equal).
+        let narrower =
+            (BLASKernelSelector.width(ofKernel: r.blasKernel) ?? 0)
+            < (BLASKernelSelector.width(ofKernel: r.blasKernelBestForCPU) ?? 0)
+        let heldBack = narrower ? " (this CPU's best: \(r.blasKernelBestForCPU))" : ""
         print("BLAS kernel:                 \(r.blasKernel)\(heldBack); element-wise kernels \(r.vectorKernels)")
         print("hidden-layer products:       \(r.smallProductKernel)")
         print("best of \(r.rounds) rounds:")
