@@ -48,6 +48,12 @@ public final class DaemonMetrics: Sendable {
                 ("best_for_cpu", BLASKernelSelector.bestKernel(cpuFlags: BLASKernelSelector.currentCPUFlags())),
             ]
         ).set(to: 1.0)
+        // 1 when the environment's OPENBLAS_CORETYPE holds OpenBLAS to narrower kernels than nnd
+        // would choose (the alert NndBLASHeldBack; the daemon's log says which).
+        registry.makeGauge(
+            descriptor: Self.name(
+                "nnd_blas_held_back", "1 when OPENBLAS_CORETYPE holds OpenBLAS below the kernels nnd would choose")
+        ).set(to: BLASKernelSelector.currentEnvironmentWarning == nil ? 0.0 : 1.0)
     }
 
     /// Full metric names are spelled out where they are used; the descriptor carries the HELP text.

@@ -210,7 +210,53 @@ final class OvernightTests: XCTestCase {
 
         let (code, output) = try promtool(["check", "rules", "\(repoRoot)/etc/nnd/prometheus/nnd-alerts.yml"])
         XCTAssertEqual(code, 0, output)
-        XCTAssertTrue(output.contains("SUCCESS: 6 rules found"), output)
+        XCTAssertTrue(output.contains("SUCCESS: 7 rules found"), output)
+    }
+
+    /// The shipped NndBLASHeldBack rule fires on what a daemon with a held-back OpenBLAS
+    /// exposes, and not on what one with nnd's own choice exposes (`promtool test rules`).
+    func testHeldBackOpenBLASAlerts() throws {
+        let held = DaemonProcess(extraEnv: ["OPENBLAS_CORETYPE": "Prescott"])
+        try held.start()
+        let heldMetrics = try held.client.request("GET", "/metrics").text
+        _ = held.terminate()
+        let chosen = DaemonProcess(extraEnv: ["OPENBLAS_CORETYPE": ""])
+        try chosen.start()
+        let chosenMetrics = try chosen.client.request("GET", "/metrics").text
+        _ = chosen.terminate()
+        func value(_ text: String) -> String? {
+            text.split(separator: "\n").first { $0.hasPrefix("nnd_blas_held_back ") }?.split(separator: " ").last
+                .map(String.init)
+        }
+        #if arch(x86_64)
+            XCTAssertEqual(value(heldMetrics).flatMap(Double.init), 1, heldMetrics)
+        #endif
+        XCTAssertEqual(value(chosenMetrics).flatMap(Double.init), 0, chosenMetrics)
+        let tests = """
+            rule_files: [\(repoRoot)/etc/nnd/prometheus/nnd-alerts.yml]
+            evaluation_interval: 1m
+            tests:
+              - interval: 1m
+                input_series:
+                  - series: 'nnd_blas_held_back{instance="held"}'
+                    values: '\(value(heldMetrics) ?? "1")x20'
+                  - series: 'nnd_blas_held_back{instance="chosen"}'
+                    values: '\(value(chosenMetrics) ?? "0")x20'
+                alert_rule_test:
+                  - eval_time: 15m
+                    alertname: NndBLASHeldBack
+                    exp_alerts:
+                      - exp_labels: {severity: info, instance: held}
+                        exp_annotations:
+                          summary: "nnd trains on narrower OpenBLAS kernels than this CPU runs"
+                          description: "OPENBLAS_CORETYPE in nnd's environment names them (journalctl -u nnd shows \
+            the warning; nnd_blas_info has both kernels). Remove it from the unit's Environment= and systemctl restart \
+            nnd, unless it was set on purpose."
+            """
+        let file = "\(held.dir)/held-back-test.yml"
+        try tests.write(toFile: file, atomically: true, encoding: .utf8)
+        let (code, output) = try promtool(["test", "rules", file])
+        XCTAssertEqual(code, 0, output)
     }
 
     /// Through the daemon, a run with validation records and patience stops before its epoch
