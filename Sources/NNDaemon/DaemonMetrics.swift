@@ -45,7 +45,7 @@ public final class DaemonMetrics: Sendable {
             descriptor: Self.name("nnd_blas_info", "OpenBLAS kernel family in use, and the best for this CPU"),
             labels: [
                 ("kernel", BLAS.kernelName),
-                ("best_for_cpu", BLASKernelSelector.bestKernel(cpuFlags: BLASKernelSelector.currentCPUFlags())),
+                ("best_for_cpu", BLASKernelSelector.bestKernelForThisCPU),
             ]
         ).set(to: 1.0)
         // 1 when the environment's OPENBLAS_CORETYPE holds OpenBLAS to narrower kernels than nnd

@@ -70,7 +70,7 @@ public enum BLAS {
     /// OpenBLAS's SkylakeX kernels have twice the vector width and stay.
     public static let usesOwnSmallKernel =
         BLASKernelSelector.currentCPUFlags().isSuperset(of: ["avx2", "fma"])
-        && (BLASKernelSelector.width(ofKernel: kernelName) ?? 0) < 512
+        && BLASKernelSelector.isNarrower(kernelName, than: "SkylakeX")
 
     /// What `smallGEMM` runs on this machine, for `nnd info` and `nnd bench`.
     public static var smallProductKernel: String {
@@ -133,21 +133,32 @@ public enum BLASKernelSelector {
     /// workaround for some other program) silently halved nnd's GEMM rate on an AVX-512 CPU
     /// (AMD Zen 5: 107 against 209 GFLOP/s on one core, `nnd bench`; docs/performance.md).
     public static func environmentWarning(environment: [String: String], cpuFlags: Set<String>) -> String? {
-        guard environment[markerKey] == nil, let chosen = environment[environmentKey], !chosen.isEmpty,
-            let chosenWidth = width(ofKernel: chosen)
-        else { return nil }
+        guard environment[markerKey] == nil, let chosen = environment[environmentKey], !chosen.isEmpty else {
+            return nil
+        }
         let best = bestKernel(cpuFlags: cpuFlags)
-        guard let bestWidth = width(ofKernel: best), chosenWidth < bestWidth else { return nil }
+        guard isNarrower(chosen, than: best), let chosenWidth = width(ofKernel: chosen),
+            let bestWidth = width(ofKernel: best)
+        else { return nil }
         return
             "\(environmentKey)=\(chosen) in the environment holds OpenBLAS to its \(chosenWidth)-bit \(chosen) kernels; "
             + "this CPU runs its \(bestWidth)-bit \(best) kernels, which nnd chooses when the variable is unset "
             + "(compare: env -u \(environmentKey) nnd bench)"
     }
 
-    /// `environmentWarning` for this process and CPU.
-    public static var currentEnvironmentWarning: String? {
-        environmentWarning(environment: ProcessInfo.processInfo.environment, cpuFlags: currentCPUFlags())
+    /// Whether kernel family `kernel` runs narrower vectors than `other`; false when either
+    /// name is unknown (Cooperlake is not narrower than SkylakeX: the same kernels).
+    public static func isNarrower(_ kernel: String, than other: String) -> Bool {
+        guard let a = width(ofKernel: kernel), let b = width(ofKernel: other) else { return false }
+        return a < b
     }
+
+    /// The kernel nnd chooses for this machine's CPU (read once from /proc/cpuinfo).
+    public static let bestKernelForThisCPU = bestKernel(cpuFlags: currentCPUFlags())
+
+    /// `environmentWarning` for this process and CPU (computed once: neither changes).
+    public static let currentEnvironmentWarning: String? = environmentWarning(
+        environment: ProcessInfo.processInfo.environment, cpuFlags: currentCPUFlags())
 
     /// The kernel for a set of /proc/cpuinfo flags, best first.
     public static func bestKernel(cpuFlags: Set<String>) -> String {

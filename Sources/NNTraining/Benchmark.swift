@@ -387,7 +387,7 @@ public enum Benchmark {
         let bestSA = sA.max()!
         return Result(
             blasKernel: BLAS.kernelName,
-            blasKernelBestForCPU: BLASKernelSelector.bestKernel(cpuFlags: BLASKernelSelector.currentCPUFlags()),
+            blasKernelBestForCPU: BLASKernelSelector.bestKernelForThisCPU,
             vectorKernels: VectorKernels.instructionSet,
             smallProductKernel: BLAS.smallProductKernel, workers: workers, batch: batch,
             rounds: g1.count,

@@ -34,7 +34,7 @@ final class MetricsTests: XCTestCase {
             XCTAssertTrue(after.contains(needle), "missing \(needle) in:\n\(after)")
         }
         // The kernel nnd would choose beside the one in use, so that an alert can compare them.
-        let best = BLASKernelSelector.bestKernel(cpuFlags: BLASKernelSelector.currentCPUFlags())
+        let best = BLASKernelSelector.bestKernelForThisCPU
         let blasInfo = after.split(separator: "\n").first { $0.hasPrefix("nnd_blas_info{") }
         XCTAssertTrue(blasInfo?.contains(",best_for_cpu=\"\(best)\"} 1") == true, "\(blasInfo ?? "no nnd_blas_info")")
         for text in [during.text, after] {

@@ -213,13 +213,19 @@ final class OvernightTests: XCTestCase {
         XCTAssertTrue(output.contains("SUCCESS: 7 rules found"), output)
     }
 
-    /// The shipped NndBLASHeldBack rule fires on what a daemon with a held-back OpenBLAS
-    /// exposes, and not on what one with nnd's own choice exposes (`promtool test rules`).
-    func testHeldBackOpenBLASAlerts() throws {
+    /// A daemon whose environment holds OpenBLAS back logs it once it serves (the journal, under
+    /// systemd), and the shipped NndBLASHeldBack rule fires on what it exposes, but not on what
+    /// a daemon with nnd's own choice exposes (`promtool test rules`).
+    func testHeldBackOpenBLASIsLoggedAndAlerts() throws {
         let held = DaemonProcess(extraEnv: ["OPENBLAS_CORETYPE": "Prescott"])
         try held.start()
         let heldMetrics = try held.client.request("GET", "/metrics").text
         _ = held.terminate()
+        #if arch(x86_64)
+            XCTAssertTrue(
+                held.log().contains("WARNING OPENBLAS_CORETYPE=Prescott in the environment holds OpenBLAS"),
+                held.log())
+        #endif
         let chosen = DaemonProcess(extraEnv: ["OPENBLAS_CORETYPE": ""])
         try chosen.start()
         let chosenMetrics = try chosen.client.request("GET", "/metrics").text

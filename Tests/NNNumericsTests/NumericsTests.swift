@@ -78,6 +78,9 @@ final class NumericsTests: XCTestCase {
         }
         XCTAssertEqual(BLASKernelSelector.width(ofKernel: "Zen"), 256)
         XCTAssertEqual(BLASKernelSelector.width(ofKernel: "COOPERLAKE"), 512)
+        XCTAssertTrue(BLASKernelSelector.isNarrower("Haswell", than: "SkylakeX"))
+        XCTAssertFalse(BLASKernelSelector.isNarrower("Cooperlake", than: "SkylakeX"))
+        XCTAssertFalse(BLASKernelSelector.isNarrower("Armv8", than: "SkylakeX"))
     }
 
     func testGEMMSelfCheckPassesForNetworkShapes() {

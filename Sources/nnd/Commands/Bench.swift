@@ -81,11 +81,9 @@ struct Bench: ParsableCommand {
             print(jsonLine(r))
             return
         }
-        // Named when the kernel that ran is narrower than nnd's choice (Cooperlake is SkylakeX's equal).
-        let narrower =
-            (BLASKernelSelector.width(ofKernel: r.blasKernel) ?? 0)
-            < (BLASKernelSelector.width(ofKernel: r.blasKernelBestForCPU) ?? 0)
-        let heldBack = narrower ? " (this CPU's best: \(r.blasKernelBestForCPU))" : ""
+        let heldBack =
+            BLASKernelSelector.isNarrower(r.blasKernel, than: r.blasKernelBestForCPU)
+            ? " (this CPU's best: \(r.blasKernelBestForCPU))" : ""
         print("BLAS kernel:                 \(r.blasKernel)\(heldBack); element-wise kernels \(r.vectorKernels)")
         print("hidden-layer products:       \(r.smallProductKernel)")
         print("best of \(r.rounds) rounds:")
