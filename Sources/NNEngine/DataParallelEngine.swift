@@ -187,6 +187,9 @@ public final class DataParallelEngine: @unchecked Sendable {
     public func step(data: Dataset, indices: UnsafePointer<Int32>, count n: Int, learningRate: Float) -> PassResult {
         precondition(n >= 1, "empty step")
         if let reducer {
+            checkSparseInput(data)
+            transposeSlices(toSlices: true)
+            defer { transposeSlices(toSlices: false) }
             return distributedStep(
                 reducer, data: data, indices: UnsafeMutablePointer(mutating: indices), count: n,
                 learningRate: learningRate)
@@ -246,7 +249,11 @@ public final class DataParallelEngine: @unchecked Sendable {
         let k = (records + stepSize - 1) / stepSize
         precondition(k <= Self.maxStepsPerCall && k <= results.count, "too many steps for one call")
         if let reducer {
-            // Across processes every step ends in an allreduce, so steps go one at a time.
+            // Across processes every step ends in an allreduce, so steps go one at a time; the
+            // sparse first layer's slices stay transposed for all of them, as below.
+            checkSparseInput(data)
+            transposeSlices(toSlices: true)
+            defer { transposeSlices(toSlices: false) }
             var done = 0
             for r in 0..<k {
                 let lo = r * stepSize
@@ -293,11 +300,10 @@ public final class DataParallelEngine: @unchecked Sendable {
         return done
     }
 
-    /// The sparse path trains on the data set whose index it was given, and only in one process.
+    /// The sparse path trains on the data set whose index it was given.
     func checkSparseInput(_ data: Dataset) {
         guard inputPath == .sparse, let rows = sparse?.rows else { return }
         precondition(rows.source == ObjectIdentifier(data), "the sparse index belongs to another data set")
-        precondition(reducer == nil, "the sparse first layer is not used across processes")
     }
 
     // MARK: - Evaluation

@@ -52,21 +52,23 @@ public struct DistributedTimes: Sendable, Equatable {
 extension DataParallelEngine {
     /// One global step of `n` records (`indices[0..<n]`, the same on every process): this
     /// process's share through the local phases (gather, first layer, shards, gradient slices,
-    /// in chunks when it is larger than the buffers), then the allreduce of the flat gradient
-    /// and of the step's cost and counts, then the optimiser update of every slice with the
-    /// global record count. No fused SGD here: the update needs the global sum.
+    /// in chunks when it is larger than the buffers), then the allreduce of the gradient and of
+    /// the step's cost and counts, then the optimiser update of every slice with the global
+    /// record count. No fused SGD here: the update needs the global sum. On the sparse path the
+    /// first layer's weight gradient is in the worker slices' transposed buffers (the caller
+    /// has transposed the weights in, `transposeSlices`), so those are summed instead of W₁'s
+    /// part of the flat gradient, which that path never writes.
     func distributedStep(
         _ reducer: any GradientReducer, data: Dataset, indices: UnsafeMutablePointer<Int32>, count n: Int,
         learningRate: Float
     ) -> PassResult {
-        // The sparse first layer keeps its weight gradient in its own transposed slices, which the
-        // allreduce of the flat gradient would miss.
-        precondition(inputPath == .dense, "the sparse first layer is not used across processes")
         let share = reducer.share(of: n)
         let t0 = DispatchTime.now().uptimeNanoseconds
         var local = PassResult.zero
         if share.isEmpty {
-            gradient.zero()  // a process with no records this step (n < processes) adds nothing
+            // A process with no records this step (n < processes) adds nothing.
+            gradient.zero()
+            if inputPath == .sparse { for g in sparse!.gradients { g.zero() } }
         } else {
             var chunkStart = 0
             while chunkStart < share.count {
@@ -88,7 +90,16 @@ extension DataParallelEngine {
         reducedCounts[0] = local.costSum
         reducedCounts[1] = Double(local.correct)
         reducedCounts[2] = Double(local.records)
-        reducer.sum(gradient.pointer, count: gradient.count)
+        if inputPath == .sparse {
+            // ∂J/∂Wᵀ_w of every worker slice (padding columns included: zero on every process),
+            // then the flat gradient from b₁ on (the layout puts W₁ first).
+            let sp = sparse!
+            for g in sp.gradients { reducer.sum(g.pointer, count: g.count) }
+            let rest = layout.biasOffsets[0]
+            reducer.sum(gradient.pointer + rest, count: gradient.count - rest)
+        } else {
+            reducer.sum(gradient.pointer, count: gradient.count)
+        }
         reducer.sum(reducedCounts, count: 3)
         let t2 = DispatchTime.now().uptimeNanoseconds
         updateCount += 1

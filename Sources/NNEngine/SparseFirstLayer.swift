@@ -146,7 +146,7 @@ extension DataParallelEngine {
     public var inputPath: InputPathChoice { sparse?.rows == nil ? .dense : .sparse }
 
     /// Trains the first layer from the non-zeros of `rows`' data set from now on (nil: dense
-    /// again). Only for an engine made with `sparseFirstLayer: true`; not across processes.
+    /// again). Only for an engine made with `sparseFirstLayer: true`.
     public func useSparseInput(_ rows: SparseRows?) {
         precondition(rows == nil || sparse != nil, "engine made without the sparse first layer")
         sparse?.rows = rows

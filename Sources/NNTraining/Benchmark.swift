@@ -255,8 +255,9 @@ public enum Benchmark {
     }
 
     /// `nnd bench` under mpirun: the seed network's global step split over the ranks, and
-    /// where its time goes — computing this rank's share, the gradient's allreduce (with the wait
-    /// for the slowest rank), the update — plus a bare allreduce of the gradient's size.
+    /// where its time goes, with the dense first layer (on dense synthetic inputs) and with the
+    /// sparse one (on inputs of `sparseDensity` non-zeros, MNIST's default path), plus a bare
+    /// allreduce of the gradient's size.
     public struct DistributedResult: Codable, Sendable {
         public var ranks: Int
         public var workersPerRank: Int
@@ -264,6 +265,21 @@ public enum Benchmark {
         public var batch: Int
         public var rounds: Int
         public var parameterBytes: Int
+        public var dense: DistributedStepFigures
+        public var sparse: DistributedStepFigures
+        /// Non-zero share of the sparse step's synthetic inputs.
+        public var sparseDensity: Double
+        /// The sparse step's samples/s over the dense step's (best rounds of the same rounds).
+        public var sparseSpeedupOverDense: Double
+        /// MPI_Allreduce of `parameterBytes` alone (median of 200 calls).
+        public var bareAllreduceMicroseconds: Double
+        /// NCCL's "bus bandwidth" convention: 2·(R−1)/R · bytes / time.
+        public var bareAllreduceBusGigabytesPerSecond: Double
+    }
+
+    /// A distributed step's best round, and per step the time computing this rank's share, in
+    /// the gradient's allreduce (with the wait for the slowest rank) and in the update.
+    public struct DistributedStepFigures: Codable, Sendable {
         public var stepSamplesPerSecond: Double
         public var stepMicroseconds: Double
         public var computeMicroseconds: Double
@@ -271,10 +287,16 @@ public enum Benchmark {
         public var updateMicroseconds: Double
         /// The allreduce's share of a step.
         public var allreduceFraction: Double
-        /// MPI_Allreduce of `parameterBytes` alone (median of 200 calls).
-        public var bareAllreduceMicroseconds: Double
-        /// NCCL's "bus bandwidth" convention: 2·(R−1)/R · bytes / time.
-        public var bareAllreduceBusGigabytesPerSecond: Double
+
+        init(samplesPerSecond: Double, stepMicroseconds: Double, times t: DistributedTimes) {
+            let steps = Double(max(1, t.steps))
+            stepSamplesPerSecond = samplesPerSecond
+            self.stepMicroseconds = stepMicroseconds
+            computeMicroseconds = t.computeSeconds / steps * 1e6
+            allreduceMicroseconds = t.allreduceSeconds / steps * 1e6
+            updateMicroseconds = t.updateSeconds / steps * 1e6
+            allreduceFraction = t.allreduceSeconds / max(1e-12, t.computeSeconds + t.allreduceSeconds + t.updateSeconds)
+        }
     }
 
     /// The largest `--batch` the step probes take.
@@ -282,41 +304,45 @@ public enum Benchmark {
 
     public static func runDistributed(
         reducer: any GradientReducer, workers: Int, batch: Int, rounds: Int = 5, seconds: Double = 1,
-        log: (String) -> Void = { _ in }
+        density: Double = 0.19, log: (String) -> Void = { _ in }
     ) -> DistributedResult {
         let layout = NetworkLayout(sizes: [784, 200, 100, 50, 10])
-        let probe = StepProbe(workers: workers, batch: batch, reducer: reducer)
-        var best: (samples: Double, step: Double, times: DistributedTimes)?
+        let denseProbe = StepProbe(workers: workers, batch: batch, reducer: reducer)
+        let sparseProbe = StepProbe(workers: workers, batch: batch, reducer: reducer, density: density, sparse: true)
+        func measure(_ p: StepProbe) -> DistributedStepFigures {
+            _ = p.engine.takeDistributedTimes()
+            let m = p.measure(seconds: seconds)
+            return DistributedStepFigures(
+                samplesPerSecond: m.samplesPerSecond, stepMicroseconds: m.phases.stepMicroseconds,
+                times: p.engine.takeDistributedTimes())
+        }
+        var dense: DistributedStepFigures?
+        var sparse: DistributedStepFigures?
         for r in 1...max(1, rounds) {
-            _ = probe.engine.takeDistributedTimes()
-            let m = probe.measure(seconds: seconds)
-            let t = probe.engine.takeDistributedTimes()
-            log(String(format: "round %d/%d: step %.0f samples/s", r, rounds, m.samplesPerSecond))
-            if best == nil || m.samplesPerSecond > best!.samples {
-                best = (m.samplesPerSecond, m.phases.stepMicroseconds, t)
-            }
+            let d = measure(denseProbe)
+            let s = measure(sparseProbe)
+            log(
+                String(
+                    format: "round %d/%d: step %.0f samples/s, sparse first layer %.0f samples/s", r, rounds,
+                    d.stepSamplesPerSecond, s.stepSamplesPerSecond))
+            if dense == nil || d.stepSamplesPerSecond > dense!.stepSamplesPerSecond { dense = d }
+            if sparse == nil || s.stepSamplesPerSecond > sparse!.stepSamplesPerSecond { sparse = s }
         }
         // The bare collective, on a buffer the size of the gradient.
         let buffer = FloatBuffer(count: layout.parameterCount)
-        var times: [Double] = []
+        var calls: [Double] = []
         for i in 0..<220 {
             let t0 = DispatchTime.now().uptimeNanoseconds
             reducer.sum(buffer.pointer, count: buffer.count)
-            if i >= 20 { times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1000) }
+            if i >= 20 { calls.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1000) }
         }
-        let bare = times.sorted()[times.count / 2]
-        let b = best!
-        let steps = Double(max(1, b.times.steps))
+        let bare = calls.sorted()[calls.count / 2]
         let bytes = layout.parameterCount * MemoryLayout<Float>.stride
         let ranks = Double(reducer.size)
         return DistributedResult(
             ranks: reducer.size, workersPerRank: workers, batch: batch, rounds: max(1, rounds), parameterBytes: bytes,
-            stepSamplesPerSecond: b.samples, stepMicroseconds: b.step,
-            computeMicroseconds: b.times.computeSeconds / steps * 1e6,
-            allreduceMicroseconds: b.times.allreduceSeconds / steps * 1e6,
-            updateMicroseconds: b.times.updateSeconds / steps * 1e6,
-            allreduceFraction: b.times.allreduceSeconds
-                / max(1e-12, b.times.computeSeconds + b.times.allreduceSeconds + b.times.updateSeconds),
+            dense: dense!, sparse: sparse!, sparseDensity: density,
+            sparseSpeedupOverDense: sparse!.stepSamplesPerSecond / dense!.stepSamplesPerSecond,
             bareAllreduceMicroseconds: bare,
             bareAllreduceBusGigabytesPerSecond: 2 * (ranks - 1) / ranks * Double(bytes) / (bare * 1e-6) / 1e9)
     }

@@ -172,7 +172,8 @@ public final class Trainer {
         stepsPerEpoch = (train.count + stepSize - 1) / stepSize
         let opt = OptimizerConfig(kind: spec.training.optimizer, momentum: Float(spec.training.momentum))
         // The input path: dense unless asked for, or (auto) the data is sparse enough; never
-        // across processes (the allreduce wants the flat gradient) or without a hidden layer.
+        // without a hidden layer. Across processes every rank decides alike: the density is the
+        // same training set's, and a timing near the crossover is agreed below.
         let requested = spec.model.inputPath ?? .dense
         let recorded = resume?.state.inputPath
         var timeBoth = false
@@ -180,8 +181,6 @@ public final class Trainer {
             (inputPath, inputDensity, inputPathReason) = (.dense, nil, "model.input_path: dense")
         } else if spec.model.layers.count < 3 {
             (inputPath, inputDensity, inputPathReason) = (.dense, nil, "the network has no hidden layer")
-        } else if reducer != nil {
-            (inputPath, inputDensity, inputPathReason) = (.dense, nil, "training across processes")
         } else {
             let density = SparseRows.density(of: train)
             inputDensity = density
@@ -223,8 +222,16 @@ public final class Trainer {
         }
         engine.useSparseInput(sparseRows)
         if timeBoth, let sparseRows {
-            let (faster, reason) = Self.timeInputPaths(
+            var (faster, reason) = Self.timeInputPaths(
                 engine, train, sparseRows, stepSize: stepSize, learningRate: Float(spec.training.learningRate))
+            if let reducer {
+                // Each rank timed its own share; all must take one path (they meet in every
+                // step's allreduce, and sum the same buffers): dense if any rank found it faster.
+                var denseSomewhere: Int64 = faster == .dense ? 1 : 0
+                reducer.max(&denseSomewhere, count: 1)
+                faster = denseSomewhere == 1 ? .dense : .sparse
+                reason += " on rank \(reducer.rank); \(faster) on every rank"
+            }
             inputPath = faster
             inputPathReason =
                 String(format: "auto: inputs %.1f %% non-zero, near the crossover: ", inputDensity! * 100) + reason

@@ -99,27 +99,25 @@ final class DistributedTests: XCTestCase {
     /// The exactness test: 2 ranks × 1 worker against 1 process × 2 workers on the same
     /// global batch — parameters to 1e-5 after an epoch, for the seed's SGD, momentum in
     /// stochastic mode (a step of one record: one rank has none) and Adam in batch mode (steps
-    /// larger than the buffers, in chunks).
+    /// larger than the buffers, in chunks); on MNIST's default sparse first layer (its gradient
+    /// summed from the workers' transposed slices) and on the dense one.
     func testTwoRanksTrainTheNetworkOneProcessWithTwoWorkersTrains() throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let recipes: [(String, [String])] = [
-            ("seed-sgd", ["--json"]),
-            (
-                "stochastic-momentum",
-                [
-                    "--json", "--set", "training.mode=stochastic", "--set", "training.optimizer=momentum",
-                    "--set", "training.learning_rate=0.01", "--set", "data.train_limit=600",
-                ]
-            ),
-            (
-                "batch-adam",
-                [
-                    "--json", "--set", "training.mode=batch", "--set", "training.optimizer=adam",
-                    "--set", "training.learning_rate=0.001",
-                ]
-            ),
+        let dense = ["--set", "model.input_path=dense"]
+        let stochastic = [
+            "--set", "training.mode=stochastic", "--set", "training.optimizer=momentum",
+            "--set", "training.learning_rate=0.01", "--set", "data.train_limit=600",
         ]
-        for (name, extra) in recipes {
+        let batch = [
+            "--set", "training.mode=batch", "--set", "training.optimizer=adam", "--set", "training.learning_rate=0.001",
+        ]
+        let recipes: [(String, [String])] = [
+            ("seed-sgd", []), ("seed-sgd-dense", dense),
+            ("stochastic-momentum", stochastic), ("stochastic-momentum-dense", stochastic + dense),
+            ("batch-adam", batch), ("batch-adam-dense", batch + dense),
+        ]
+        for (name, recipe) in recipes {
+            let extra = ["--json"] + recipe
             let (c1, out1, err1) = try runBuilt("nnd", trainArgs("\(name)-1x2", workers: 2, extra: extra))
             XCTAssertEqual(c1, 0, err1)
             let (c2, out2, err2) = try Self.mpirun(2, trainArgs("\(name)-2x1", workers: 1, extra: extra))
@@ -128,6 +126,9 @@ final class DistributedTests: XCTestCase {
             let two = try resultLine(out2)
             XCTAssertEqual(two["ranks"] as? Int, 2, "\(name): \(out2)")
             XCTAssertEqual(one["ranks"] as? Int, 1)
+            let path = name.hasSuffix("-dense") ? "dense" : "sparse"
+            XCTAssertEqual(two["input_path"] as? String, path, "\(name): \(out2)")
+            XCTAssertEqual(one["input_path"] as? String, path, "\(name): \(out1)")
             XCTAssertEqual(
                 out2.split(separator: "\n").filter { $0.contains("\"kind\":\"result\"") }.count, 1,
                 "\(name): rank 0 alone reports: \(out2)")
@@ -143,6 +144,36 @@ final class DistributedTests: XCTestCase {
             let accTwo = try XCTUnwrap(two["test_accuracy"] as? Double)
             XCTAssertEqual(accOne, accTwo, accuracy: 0.1, "\(name)")
         }
+    }
+
+    /// `nnd bench` under mpirun measures the distributed step with the dense and the sparse
+    /// first layer and says where each step's time goes, in text and in `--json`.
+    func testBenchUnderMPIReportsBothFirstLayers() throws {
+        let quick = ["bench", "--workers", "1", "--rounds", "1", "--seconds", "0.05"]
+        let (code, text, err) = try Self.mpirun(2, quick)
+        XCTAssertEqual(code, 0, err)
+        for line in [
+            "distributed step, best of 1 rounds: 2 ranks × 1 workers, global batch 64", "dense first layer: ",
+            "sparse first layer, inputs 19% non-zero: ", "sparse / dense: ", "allreduce of 730880 bytes alone: ",
+        ] {
+            XCTAssertTrue(text.contains(line), "no \"\(line)\" in: \(text)")
+        }
+        XCTAssertEqual(text.components(separatedBy: "  per step: compute ").count, 3, "dense and sparse: \(text)")
+        let (jsonCode, json, jsonErr) = try Self.mpirun(2, quick + ["--density", "0.3", "--json"])
+        XCTAssertEqual(jsonCode, 0, jsonErr)
+        let r = try resultLine(json)
+        XCTAssertEqual(r["ranks"] as? Int, 2)
+        XCTAssertEqual(r["sparse_density"] as? Double, 0.3)
+        XCTAssertGreaterThan(r["sparse_speedup_over_dense"] as? Double ?? 0, 0, json)
+        for path in ["dense", "sparse"] {
+            let figures = try XCTUnwrap(r[path] as? [String: Any], json)
+            for key in ["step_samples_per_second", "compute_microseconds", "allreduce_microseconds"] {
+                XCTAssertGreaterThan(figures[key] as? Double ?? 0, 0, "\(path).\(key) in \(json)")
+            }
+        }
+        let (bad, _, badErr) = try Self.mpirun(2, quick + ["--density", "0"])
+        XCTAssertNotEqual(bad, 0)
+        XCTAssertTrue(badErr.contains("--density 0.0 must be in (0, 1]"), badErr)
     }
 
     /// For a given rank count, worker count and seed a run is bitwise reproducible; the
@@ -381,6 +412,9 @@ final class TwoHostTests: XCTestCase {
         let done = try daemon.waitFor(id, states: ["completed"])
         let progress = try XCTUnwrap(done["progress"] as? [String: Any])
         XCTAssertEqual(progress["ranks"] as? Int, 2)
+        // MNIST's inputs take the sparse first layer across hosts too; its slices' gradient
+        // (32 units each, no padding) is what crosses in place of W₁'s.
+        XCTAssertEqual(progress["input_path"] as? String, "sparse", "\(progress)")
         let steps = try XCTUnwrap(progress["epochs"] as? Int) * XCTUnwrap(progress["steps_per_epoch"] as? Int)
         let gradientBytes = (784 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10) * 4
         let crossed = try receivedBytes(host: 1) - received

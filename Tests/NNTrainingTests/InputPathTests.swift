@@ -52,6 +52,28 @@ final class InputPathTests: XCTestCase {
         XCTAssertEqual(try XCTUnwrap(events.last?.inputDensity), 0.08, accuracy: 0.01)
     }
 
+    /// Across processes every rank must take the same path (they sum the same buffers in every
+    /// step): near the crossover each times both on its share, and the ranks agree on dense if
+    /// any of them found dense faster. The other ranks' votes come from a stand-in reducer.
+    func testRanksAgreeOnThePathNearTheCrossover() throws {
+        let outvoted = try Trainer(
+            spec: try spec("auto"), train: data(density: 0.3), test: nil, workers: 2,
+            reducer: VotingReducer(otherRanksMax: 1))
+        XCTAssertEqual(outvoted.inputPath, .dense)
+        XCTAssertEqual(outvoted.engine.inputPath, .dense)
+        XCTAssertTrue(outvoted.inputPathReason.hasSuffix("on rank 0; dense on every rank"), outvoted.inputPathReason)
+        let own = try Trainer(
+            spec: try spec("auto"), train: data(density: 0.3), test: nil, workers: 2,
+            reducer: VotingReducer(otherRanksMax: 0))
+        XCTAssertTrue(own.inputPathReason.hasSuffix("; \(own.inputPath) on every rank"), own.inputPathReason)
+        XCTAssertEqual(own.engine.inputPath, own.inputPath)
+        // Far from the crossover no rank times anything: MNIST-like data takes the sparse path.
+        let sparse = try Trainer(
+            spec: try spec("auto"), train: data(density: 0.08), test: nil, workers: 2,
+            reducer: VotingReducer(otherRanksMax: 1))
+        XCTAssertEqual(sparse.inputPath, .sparse)
+    }
+
     /// A run keeps the path it started with when it resumes (auto does not decide again), and
     /// the resumed run ends bitwise where an uninterrupted one does.
     func testResumeKeepsThePathAndTheResult() throws {
@@ -70,4 +92,21 @@ final class InputPathTests: XCTestCase {
         _ = try resumed.run()
         XCTAssertEqual(resumed.engine.parameters.toArray(), whole.engine.parameters.toArray())
     }
+}
+
+/// One process standing in for a job: sums are its own values (size 1), and every `max` also
+/// takes `otherRanksMax`, as if another rank had voted that.
+final class VotingReducer: GradientReducer {
+    let otherRanksMax: Int64
+    init(otherRanksMax: Int64) { self.otherRanksMax = otherRanksMax }
+    var rank: Int { 0 }
+    var size: Int { 1 }
+    var host: String { "here" }
+    func sum(_ buffer: UnsafeMutablePointer<Float>, count: Int) {}
+    func sum(_ buffer: UnsafeMutablePointer<Double>, count: Int) {}
+    func max(_ buffer: UnsafeMutablePointer<Int64>, count: Int) {
+        for i in 0..<count { buffer[i] = Swift.max(buffer[i], otherRanksMax) }
+    }
+    func gather(_ value: UInt64) -> [UInt64] { [value] }
+    func gather(_ text: String) -> [String] { [text] }
 }

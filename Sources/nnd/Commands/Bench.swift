@@ -11,8 +11,9 @@ struct Bench: ParsableCommand {
         discussion: """
             Under mpirun (e.g. mpirun -np 2 nnd bench --workers 1) it measures the distributed step \
             instead: the global batch split over the ranks, and per step the time computing a rank's \
-            share, in the gradient's allreduce and in the update, plus a bare allreduce of the \
-            gradient's size. Rank 0 prints.
+            share, in the gradient's allreduce and in the update, with the dense first layer and with \
+            the sparse one (inputs of --density non-zeros), plus a bare allreduce of the gradient's \
+            size. Rank 0 prints.
             """)
     @Option(help: "Workers for the all-worker measurement (default: online CPUs)") var workers: Int?
     @Option(help: "Mini-batch size") var batch: Int = 64
@@ -39,13 +40,17 @@ struct Bench: ParsableCommand {
             stderrLine("nnd: --batch \(batch) is larger than the benchmark's \(Benchmark.maxBatch) synthetic records")
             throw ExitCode(2)
         }
+        guard density > 0 && density <= 1 else {
+            stderrLine("nnd: --density \(density) must be in (0, 1]")
+            throw ExitCode(2)
+        }
         if MPIReducer.launchedByMPI() {
             let reducer = try MPIReducer()
             defer { reducer.finish() }
             let printing = reducer.rank == 0
             if printing { warnIfOpenBLASIsHeldBack() }
             let r = Benchmark.runDistributed(
-                reducer: reducer, workers: w, batch: batch, rounds: rounds, seconds: seconds
+                reducer: reducer, workers: w, batch: batch, rounds: rounds, seconds: seconds, density: density
             ) {
                 if !json && printing { stderrLine("nnd bench: \($0)") }
             }
@@ -54,22 +59,22 @@ struct Bench: ParsableCommand {
             print(
                 "distributed step, best of \(r.rounds) rounds: \(r.ranks) ranks × \(r.workersPerRank) workers, global batch \(r.batch)"
             )
-            print(
-                String(
-                    format: "step:       %.0f µs, %.0f samples/s", r.stepMicroseconds, r.stepSamplesPerSecond))
-            print(
-                String(
-                    format: "per step:   compute %.0f µs, allreduce %.0f µs (%.0f%% of the step), update %.0f µs",
-                    r.computeMicroseconds, r.allreduceMicroseconds, r.allreduceFraction * 100, r.updateMicroseconds))
+            func show(_ title: String, _ f: Benchmark.DistributedStepFigures) {
+                print(title + String(format: " %.0f µs, %.0f samples/s", f.stepMicroseconds, f.stepSamplesPerSecond))
+                print(
+                    String(
+                        format: "  per step: compute %.0f µs, allreduce %.0f µs (%.0f%% of the step), update %.0f µs",
+                        f.computeMicroseconds, f.allreduceMicroseconds, f.allreduceFraction * 100, f.updateMicroseconds)
+                )
+            }
+            show("dense first layer:", r.dense)
+            show(String(format: "sparse first layer, inputs %.0f%% non-zero:", r.sparseDensity * 100), r.sparse)
+            print(String(format: "sparse / dense: %.2fx", r.sparseSpeedupOverDense))
             print(
                 String(
                     format: "allreduce of %d bytes alone: %.0f µs median, bus bandwidth %.2f GB/s", r.parameterBytes,
                     r.bareAllreduceMicroseconds, r.bareAllreduceBusGigabytesPerSecond))
             return
-        }
-        guard density > 0 && density <= 1 else {
-            stderrLine("nnd: --density \(density) must be in (0, 1]")
-            throw ExitCode(2)
         }
         warnIfOpenBLASIsHeldBack()
         let r = Benchmark.run(
