@@ -74,6 +74,8 @@ public final class Trainer {
     public let engine: DataParallelEngine
     /// A run across processes: each rank's host and workers (gathered once, at start).
     public let rankPlacements: [RankPlacement]?
+    /// A run across processes: the fewest and the most workers a rank runs.
+    public let rankWorkerCounts: ClosedRange<Int>?
     public let train: Dataset
     public let test: Dataset?
     /// Records held out of the training data (`training.validation`): they choose the epoch
@@ -177,10 +179,23 @@ public final class Trainer {
         let requested = spec.model.inputPath ?? .dense
         let recorded = resume?.state.inputPath
         var timeBoth = false
+        // The sparse path sums each worker slice's W₁ gradient across processes, so every rank
+        // must cut W₁ into the same slices: run the same number of workers (hosts with different
+        // CPU counts do not, by default). Every rank asks, whatever its spec says.
+        rankWorkerCounts = reducer.map { reducer in
+            var extremes: [Int64] = [Int64(workers), -Int64(workers)]
+            reducer.max(&extremes, count: 2)
+            return Int(-extremes[1])...Int(extremes[0])
+        }
         if requested == .dense {
             (inputPath, inputDensity, inputPathReason) = (.dense, nil, "model.input_path: dense")
         } else if spec.model.layers.count < 3 {
             (inputPath, inputDensity, inputPathReason) = (.dense, nil, "the network has no hidden layer")
+        } else if let counts = rankWorkerCounts, counts.count > 1 {
+            (inputPath, inputDensity, inputPathReason) = (
+                .dense, nil,
+                "the ranks run \(counts.lowerBound) to \(counts.upperBound) workers each (by default a host's CPUs shared among its ranks); the sparse first layer needs as many on every rank"
+            )
         } else {
             let density = SparseRows.density(of: train)
             inputDensity = density

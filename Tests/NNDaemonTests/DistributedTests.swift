@@ -146,6 +146,35 @@ final class DistributedTests: XCTestCase {
         }
     }
 
+    /// Ranks with different worker counts (hosts with different CPU counts) cut W₁ into
+    /// different slices, so they train the dense first layer, and say why; the sums then still
+    /// match 1 process × 2 workers. (On the sparse path the job died: MPI_ERR_TRUNCATE.)
+    func testRanksWithDifferentWorkerCountsTrainDense() throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let rank0 = trainArgs("uneven", workers: 2)
+        let rank1 = trainArgs("uneven", workers: 1)
+        var launcher = ["-np", "1", "--oversubscribe"]
+        if getuid() == 0 { launcher.insert("--allow-run-as-root", at: 0) }
+        let (code, out, err) = try runProgram(
+            "/usr/bin/env",
+            ["mpirun"] + launcher + ["\(binDir)/nnd"] + rank0 + [":", "-np", "1", "\(binDir)/nnd"] + rank1,
+            timeout: 120)
+        XCTAssertEqual(code, 0, err)
+        XCTAssertTrue(
+            out.contains(
+                "nnd: first layer dense (the ranks run 1 to 2 workers each (by default a host's CPUs shared among its ranks); the sparse first layer needs as many on every rank)"
+            ), out)
+        XCTAssertTrue(out.contains("2 MPI ranks × 1–2 workers"), out)
+        XCTAssertTrue(out.contains("train accuracy"), out)
+        let (c1, _, err1) = try runBuilt(
+            "nnd", trainArgs("one", workers: 2, extra: ["--set", "model.input_path=dense"]))
+        XCTAssertEqual(c1, 0, err1)
+        let a = try parameters("one")
+        let b = try parameters("uneven")
+        let maxDiff = zip(a, b).map { abs($0 - $1) }.max() ?? .infinity
+        XCTAssertLessThanOrEqual(maxDiff, 1e-5, "parameters differ by \(maxDiff)")
+    }
+
     /// `nnd bench` under mpirun measures the distributed step with the dense and the sparse
     /// first layer and says where each step's time goes, in text and in `--json`.
     func testBenchUnderMPIReportsBothFirstLayers() throws {

@@ -54,24 +54,31 @@ final class InputPathTests: XCTestCase {
 
     /// Across processes every rank must take the same path (they sum the same buffers in every
     /// step): near the crossover each times both on its share, and the ranks agree on dense if
-    /// any of them found dense faster. The other ranks' votes come from a stand-in reducer.
-    func testRanksAgreeOnThePathNearTheCrossover() throws {
-        let outvoted = try Trainer(
-            spec: try spec("auto"), train: data(density: 0.3), test: nil, workers: 2,
-            reducer: VotingReducer(otherRanksMax: 1))
+    /// any of them found dense faster; and the sparse path needs the same worker count on every
+    /// rank (each sums its slices of W₁). The other rank is a stand-in: its worker counts
+    /// (`[most, −fewest]`), then its vote (1: dense).
+    func testRanksAgreeOnThePath() throws {
+        func trainer(density: Double, otherRank: [[Int64]]) throws -> Trainer {
+            try Trainer(
+                spec: try spec("auto"), train: data(density: density), test: nil, workers: 2,
+                reducer: StandInReducer(otherRank: otherRank))
+        }
+        let outvoted = try trainer(density: 0.3, otherRank: [[2, -2], [1]])
         XCTAssertEqual(outvoted.inputPath, .dense)
         XCTAssertEqual(outvoted.engine.inputPath, .dense)
         XCTAssertTrue(outvoted.inputPathReason.hasSuffix("on rank 0; dense on every rank"), outvoted.inputPathReason)
-        let own = try Trainer(
-            spec: try spec("auto"), train: data(density: 0.3), test: nil, workers: 2,
-            reducer: VotingReducer(otherRanksMax: 0))
+        let own = try trainer(density: 0.3, otherRank: [[2, -2], [0]])
         XCTAssertTrue(own.inputPathReason.hasSuffix("; \(own.inputPath) on every rank"), own.inputPathReason)
         XCTAssertEqual(own.engine.inputPath, own.inputPath)
-        // Far from the crossover no rank times anything: MNIST-like data takes the sparse path.
-        let sparse = try Trainer(
-            spec: try spec("auto"), train: data(density: 0.08), test: nil, workers: 2,
-            reducer: VotingReducer(otherRanksMax: 1))
+        // Far from the crossover no rank times anything: MNIST-like data takes the sparse path…
+        let sparse = try trainer(density: 0.08, otherRank: [[2, -2]])
         XCTAssertEqual(sparse.inputPath, .sparse)
+        // …unless another rank runs a different number of workers.
+        let uneven = try trainer(density: 0.08, otherRank: [[4, -4]])
+        XCTAssertEqual(uneven.inputPath, .dense)
+        XCTAssertEqual(uneven.engine.inputPath, .dense)
+        XCTAssertTrue(
+            uneven.inputPathReason.hasPrefix("the ranks run 2 to 4 workers each"), uneven.inputPathReason)
     }
 
     /// A run keeps the path it started with when it resumes (auto does not decide again), and
@@ -94,18 +101,20 @@ final class InputPathTests: XCTestCase {
     }
 }
 
-/// One process standing in for a job: sums are its own values (size 1), and every `max` also
-/// takes `otherRanksMax`, as if another rank had voted that.
-final class VotingReducer: GradientReducer {
-    let otherRanksMax: Int64
-    init(otherRanksMax: Int64) { self.otherRanksMax = otherRanksMax }
+/// One process standing in for a job: sums are its own values (size 1), and its k-th `max`
+/// also takes `otherRank[k]`, as if another rank had passed those values (none: its own).
+final class StandInReducer: GradientReducer {
+    var otherRank: [[Int64]]
+    init(otherRank: [[Int64]]) { self.otherRank = otherRank }
     var rank: Int { 0 }
     var size: Int { 1 }
     var host: String { "here" }
     func sum(_ buffer: UnsafeMutablePointer<Float>, count: Int) {}
     func sum(_ buffer: UnsafeMutablePointer<Double>, count: Int) {}
     func max(_ buffer: UnsafeMutablePointer<Int64>, count: Int) {
-        for i in 0..<count { buffer[i] = Swift.max(buffer[i], otherRanksMax) }
+        guard !otherRank.isEmpty else { return }
+        let other = otherRank.removeFirst()
+        for i in 0..<count { buffer[i] = Swift.max(buffer[i], other[i]) }
     }
     func gather(_ value: UInt64) -> [UInt64] { [value] }
     func gather(_ text: String) -> [String] { [text] }

@@ -88,6 +88,10 @@ struct Train: ParsableCommand {
             dataFingerprint: loaded.fingerprint, reducer: reducer)
         if printing { warnIfOpenBLASIsHeldBack() }
         if !json && printing {
+            // Ranks on hosts with different CPU counts run different numbers of workers.
+            let workerCounts =
+                trainer.rankWorkerCounts.map { $0.count > 1 ? "\($0.lowerBound)–\($0.upperBound)" : "\(nWorkers)" }
+                ?? "\(nWorkers)"
             print(
                 "nnd: \(spec.name): \(spec.model.layers.map(String.init).joined(separator: "-")) \(spec.model.activation.rawValue), \(spec.training.mode.rawValue) batch \(trainer.stepSize), \(spec.training.optimizer.rawValue) lr \(spec.training.learningRate), \(spec.training.epochs) epochs"
             )
@@ -95,7 +99,7 @@ struct Train: ParsableCommand {
                 "nnd: first layer \(trainer.inputPath == .sparse ? "sparse" : "dense") (\(trainer.inputPathReason))"
             )
             print(
-                "nnd: \(loaded.train.count) train / \(loaded.test.count) test records, \(reducer.map { "\($0.size) MPI ranks × " } ?? "")\(nWorkers) workers, BLAS kernel \(BLAS.kernelName), params \(trainer.engine.parameterPlacement), batch buffers \(trainer.engine.batchBufferPlacement)"
+                "nnd: \(loaded.train.count) train / \(loaded.test.count) test records, \(reducer.map { "\($0.size) MPI ranks × " } ?? "")\(workerCounts) workers, BLAS kernel \(BLAS.kernelName), params \(trainer.engine.parameterPlacement), batch buffers \(trainer.engine.batchBufferPlacement)"
             )
         }
         // Ctrl-C / SIGTERM: stop between steps, report, exit.
