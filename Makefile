@@ -122,11 +122,12 @@ verify-units:
 # promtool and the report test; debootstrap, systemd-container, lintian: make deb and make test-system;
 # openmpi-bin, libopenmpi-dev: training across processes (NNDistributed, DistributedTests);
 # iproute2: the two hosts of TwoHostTests (scripts/two-hosts.sh: network namespaces, a bridge);
+# slurmd, slurmctld, slurm-client, munge: the one-node Slurm cluster of SlurmTests (scripts/slurm-local.sh);
 # numpy, onnx, onnxruntime (pip): the seed-layout checks and the ONNX export's check (ONNXTests).
 # A package counts as present only when dpkg says "install ok installed" (a removed one keeps its
 # config files, and `dpkg -s` still succeeds for it).
 APT_PACKAGES = libopenblas-dev libnuma-dev zlib1g-dev libssl-dev libcurl4-openssl-dev systemd prometheus chromium \
-	debootstrap systemd-container lintian openmpi-bin libopenmpi-dev iproute2
+	debootstrap systemd-container lintian openmpi-bin libopenmpi-dev iproute2 slurmd slurmctld slurm-client munge
 deps:
 	@for p in $(APT_PACKAGES); do \
 	    [ "$$(dpkg-query -W -f='$${Status}' $$p 2>/dev/null)" = "install ok installed" ] || missing="$$missing $$p"; done; \

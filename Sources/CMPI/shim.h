@@ -31,6 +31,16 @@ static inline int nnd_mpi_size(void) { int s = 0; MPI_Comm_size(MPI_COMM_WORLD, 
 /// This process's host name as MPI knows it; `length` receives its length.
 static inline int nnd_mpi_host(char *name, int *length) { return MPI_Get_processor_name(name, length); }
 static inline int nnd_mpi_max_host_name(void) { return MPI_MAX_PROCESSOR_NAME; }
+/// How many ranks share this rank's host (its shared-memory node), whatever launched them:
+/// mpirun says so in OMPI_COMM_WORLD_LOCAL_SIZE, Slurm's srun does not. Collective; 1 on error.
+static inline int nnd_mpi_local_size(void) {
+    MPI_Comm local;
+    int n = 1;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local) != MPI_SUCCESS) return 1;
+    MPI_Comm_size(local, &n);
+    MPI_Comm_free(&local);
+    return n;
+}
 
 /// In-place sums across all ranks; every rank ends with the same values.
 static inline int nnd_mpi_sum_floats(float *buffer, int64_t count) {

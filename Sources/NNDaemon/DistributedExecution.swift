@@ -135,6 +135,15 @@ enum DistributedLaunch {
             return "rank \(rank)\(pid == "0" ? "" : " (pid \(pid))") on host \(host) was killed by signal \(signal)"
                 + (name.map { " (\($0))" } ?? "") + "; the job ended"
         }
+        // Slurm: "srun: error: host-a: task 1: Killed" or "…: task 1: Exited with exit code 3"
+        // (the first such line is the task that failed first; later ones are the job ending).
+        if let match = lines.lazy.compactMap({ $0.firstMatch(of: #/^srun: error: (\S+): tasks? (\d+)[^:]*: (.+)$/#) })
+            .first
+        {
+            let (_, host, task, what) = match.output
+            return
+                "rank \(task) on host \(host): \(what.prefix(1).lowercased() + what.dropFirst()) (srun); the job ended"
+        }
         let tail = lines.filter { !$0.isEmpty && !$0.allSatisfy { $0 == "-" } }.suffix(3).joined(separator: " | ")
         return "the launcher exited with status \(status)" + (tail.isEmpty ? "" : ": \(tail)") + " (log: \(logPath))"
     }

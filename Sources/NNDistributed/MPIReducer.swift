@@ -8,6 +8,8 @@ import NNEngine
 public final class MPIReducer: GradientReducer {
     public let rank: Int
     public let size: Int
+    /// How many ranks run on this rank's host (MPI's shared-memory node).
+    public let localSize: Int
     /// The host this rank runs on, as MPI names it (for error messages).
     public let host: String
     private let gathered: UnsafeMutablePointer<UInt64>
@@ -35,17 +37,19 @@ public final class MPIReducer: GradientReducer {
 
     /// Worker threads for this process when none are asked for. When it may run on the same
     /// CPUs as the process that started it (mpirun's or orted's, with `--bind-to none`, as the
-    /// daemon launches ranks; or outside MPI), those CPUs shared among the ranks mpirun started
-    /// on this host (`OMPI_COMM_WORLD_LOCAL_SIZE`; 1 outside MPI). When its launcher bound it to
+    /// daemon launches ranks; srun's; or outside MPI), those CPUs shared among the ranks on this
+    /// host: `OMPI_COMM_WORLD_LOCAL_SIZE` under mpirun, else `localRanks` (a reducer's
+    /// `localSize`, which MPI knows under any launcher), else 1. When its launcher bound it to
     /// fewer (mpirun's default binds each of up to 2 ranks to one core), those are its own share.
     public static func defaultWorkers(
         environment: [String: String] = ProcessInfo.processInfo.environment,
         ownCPUs: [Int] = NUMATopology.onlineCPUs(),
-        launcherCPUs: [Int]? = NUMATopology.allowedCPUs(ofProcess: "\(getppid())")
+        launcherCPUs: [Int]? = NUMATopology.allowedCPUs(ofProcess: "\(getppid())"),
+        localRanks: Int? = nil
     ) -> Int {
         if let launcherCPUs, Set(ownCPUs).isStrictSubset(of: Set(launcherCPUs)) { return Swift.max(1, ownCPUs.count) }
-        let localRanks = Int(environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
-        return Swift.max(1, ownCPUs.count / Swift.max(1, localRanks))
+        let local = Int(environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? localRanks ?? 1
+        return Swift.max(1, ownCPUs.count / Swift.max(1, local))
     }
 
     public init() throws {
@@ -57,6 +61,7 @@ public final class MPIReducer: GradientReducer {
         }
         rank = Int(nnd_mpi_rank())
         size = Int(nnd_mpi_size())
+        localSize = Int(nnd_mpi_local_size())
         var name = [CChar](repeating: 0, count: Int(nnd_mpi_max_host_name()) + 1)
         var length: Int32 = 0
         _ = nnd_mpi_host(&name, &length)

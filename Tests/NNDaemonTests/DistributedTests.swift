@@ -24,9 +24,11 @@ func rankProcesses(ofRun id: String, in daemon: DaemonProcess) -> [Int: pid_t] {
             String(decoding: cmd, as: UTF8.self).contains("\0rank\0"),
             let env = FileManager.default.contents(atPath: "/proc/\(entry)/environ")
         else { continue }
-        for v in String(decoding: env, as: UTF8.self).split(separator: "\0")
-        where v.hasPrefix("OMPI_COMM_WORLD_RANK=") {
-            found[Int(v.dropFirst("OMPI_COMM_WORLD_RANK=".count))!] = pid
+        // mpirun's ranks have OMPI_COMM_WORLD_RANK; srun's, PMIX_RANK.
+        for v in String(decoding: env, as: UTF8.self).split(separator: "\0") {
+            for key in ["OMPI_COMM_WORLD_RANK=", "PMIX_RANK="] where v.hasPrefix(key) {
+                found[Int(v.dropFirst(key.count))!] = pid
+            }
         }
     }
     return found
@@ -71,6 +73,10 @@ final class DistributedTests: XCTestCase {
         XCTAssertEqual(
             MPIReducer.defaultWorkers(environment: twoRanksHere, ownCPUs: Array(0..<8), launcherCPUs: host), 8)
         XCTAssertEqual(MPIReducer.defaultWorkers(environment: twoRanksHere, ownCPUs: host, launcherCPUs: nil), 8)
+        // Slurm's srun does not set OMPI_COMM_WORLD_LOCAL_SIZE: MPI's count of the ranks on the host.
+        XCTAssertEqual(MPIReducer.defaultWorkers(environment: [:], ownCPUs: host, launcherCPUs: host, localRanks: 4), 4)
+        XCTAssertEqual(
+            MPIReducer.defaultWorkers(environment: twoRanksHere, ownCPUs: host, launcherCPUs: host, localRanks: 4), 8)
     }
 
     /// Each test's checkpoints (a few MB) go with it; they were left in the temporary directory.
@@ -314,7 +320,14 @@ final class DaemonDistributedTests: XCTestCase {
     /// A launcher that is not installed, more ranks than the machine has CPUs, or a bad hostfile
     /// are refused when the run is created, naming the field and the value.
     func testBadDistributedSpecsAreRefusedAtCreation() throws {
-        let daemon = DaemonProcess()
+        // A PATH with mpirun on it and no srun (this machine may have Slurm installed).
+        let bin = NSTemporaryDirectory() + "nnd-path-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: bin) }
+        let (_, mpirun, _) = try runProgram("/usr/bin/env", ["sh", "-c", "command -v mpirun"])
+        try FileManager.default.createSymbolicLink(
+            atPath: "\(bin)/mpirun", withDestinationPath: mpirun.trimmingCharacters(in: .whitespacesAndNewlines))
+        let daemon = DaemonProcess(extraEnv: ["PATH": bin])
         try daemon.start()
         let specPath = "\(daemon.dir)/mpi.yaml"
         try Self.spec.write(toFile: specPath, atomically: true, encoding: .utf8)
@@ -461,6 +474,119 @@ final class TwoHostTests: XCTestCase {
             "\(progress)")
         print(
             "two hosts: \(steps) steps, \(crossed) bytes into host b (\(crossed / max(1, steps)) a step), test accuracy \(accuracy) %"
+        )
+    }
+}
+
+/// Distributed runs launched with Slurm's srun (`distributed.launcher: srun`) on a one-node
+/// cluster that `scripts/slurm-local.sh` starts for the test (as root; CI installs Slurm and
+/// runs as root): the ranks' workers, pause and resume, a rank killed, all through the daemon.
+final class SlurmTests: XCTestCase {
+    let dir = NSTemporaryDirectory() + "nnd-slurm-\(UUID().uuidString.prefix(8))"
+
+    override func setUpWithError() throws {
+        try requireMPI()
+        let (found, _, _) = try runProgram("/usr/bin/env", ["sh", "-c", "command -v srun slurmd slurmctld munged"])
+        if found != 0 && ProcessInfo.processInfo.environment["CI"] == nil {
+            throw XCTSkip("Slurm not installed (apt install slurmd slurmctld slurm-client munge)")
+        }
+        guard getuid() == 0 else { throw XCTSkip("starting slurmd needs root (CI runs as root)") }
+        XCTAssertEqual(
+            Self.spawnAndWait(["\(repoRoot)/scripts/slurm-local.sh", "up", dir]), 0, "scripts/slurm-local.sh up")
+    }
+
+    override func tearDown() {
+        _ = Self.spawnAndWait(["\(repoRoot)/scripts/slurm-local.sh", "down"])
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// Runs a program and waits for it with waitpid; its output goes to the test's. (Foundation's
+    /// Process never noticed the script's exit once it had started the Slurm daemons: its child
+    /// stayed a zombie and `waitUntilExit` waited for ever.)
+    static func spawnAndWait(_ argv: [String]) -> Int32 {
+        var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for a in cArgs { free(a) } }
+        var pid: pid_t = 0
+        guard posix_spawn(&pid, argv[0], nil, nil, &cArgs, environ) == 0 else { return -1 }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : -1
+    }
+
+    static let spec =
+        smallSpec(name: "srun", trainLimit: 3000, epochs: 8, batch: 32, everySteps: 20)
+        + "\ndistributed: {ranks: 2, launcher: srun}\n"
+
+    func testSrunRunsPausesResumesAndNamesAKilledRank() throws {
+        let daemon = DaemonProcess(extraEnv: ["SLURM_CONF": "\(dir)/slurm.conf"])
+        try daemon.start()
+        let id = try daemon.createRun(Self.spec)
+        try waitUntilMidRun(id, daemon)
+        // srun sets no OMPI_COMM_WORLD_LOCAL_SIZE: each rank learns from MPI that it shares the
+        // host with one other, and takes half of its CPUs.
+        let (_, status, _) = try nnctl(["--socket", daemon.socket, "status", id])
+        XCTAssertTrue(status.contains("2 ranks via srun"), status)
+        let share = max(1, ProcessInfo.processInfo.activeProcessorCount / 2)
+        XCTAssertTrue(status.contains("rank 1 on ") && status.contains("(\(share) worker"), status)
+
+        // pause → resume: srun passes SIGUSR1 on to the ranks, which stop at the same step.
+        XCTAssertEqual(try nnctl(["--socket", daemon.socket, "pause", id]).0, 0)
+        XCTAssertEqual(try daemon.state(id), "paused")
+        XCTAssertTrue(rankProcesses(ofRun: id, in: daemon).isEmpty, "every rank exits when paused")
+        XCTAssertEqual(try nnctl(["--socket", daemon.socket, "resume", id]).0, 0)
+
+        // kill -9 of rank 1: the run fails soon (rank 0, stuck waiting for it, ends itself after
+        // Slurm's SIGTERM instead of at Slurm's KillWait), naming the rank; resume finishes it.
+        try waitUntilMidRun(id, daemon)
+        var pids: [Int: pid_t] = [:]
+        let seen = Date().addingTimeInterval(20)
+        while pids.count < 2 && Date() < seen {
+            pids = rankProcesses(ofRun: id, in: daemon)
+            usleep(20_000)
+        }
+        XCTAssertEqual(pids.keys.sorted(), [0, 1], "two ranks running")
+        let killedAt = Date()
+        kill(try XCTUnwrap(pids[1]), SIGKILL)
+        let failed = try daemon.waitFor(id, states: ["failed"])
+        let took = Date().timeIntervalSince(killedAt)
+        XCTAssertLessThan(took, 25, "the job took \(took) s to end after a rank died")
+        let reason = failed["reason"] as? String ?? ""
+        XCTAssertTrue(reason.hasPrefix("rank 1 on host ") && reason.contains(": killed (srun)"), reason)
+        XCTAssertTrue(reason.contains("nnctl resume"), reason)
+        XCTAssertEqual(try nnctl(["--socket", daemon.socket, "resume", id]).0, 0)
+
+        // A rank that hangs (stopped, not dead) holds the others in a collective call: a rank
+        // given SIGTERM then ends itself after its grace period instead of waiting for ever.
+        // (Once the relaunched ranks train: before, SIGTERM's default action ends a rank at once.)
+        // (A checkpoint written after the resume shows they do: one comes every 20 steps.)
+        let written = { (try? daemon.get("/v1/runs/\(id)").1["checkpoints_written"] as? Int) ?? 0 }
+        let before = written()
+        while written() == before && Date() < seen.addingTimeInterval(60) { usleep(20_000) }
+        pids = [:]
+        while pids.count < 2 && Date() < seen.addingTimeInterval(60) {
+            pids = rankProcesses(ofRun: id, in: daemon)
+            usleep(20_000)
+        }
+        let (hung, waiting) = (try XCTUnwrap(pids[1]), try XCTUnwrap(pids[0]))
+        kill(hung, SIGSTOP)
+        let termAt = Date()
+        kill(waiting, SIGTERM)
+        while kill(waiting, 0) == 0 && Date().timeIntervalSince(termAt) < 30 { usleep(50_000) }
+        let ended = Date().timeIntervalSince(termAt)
+        XCTAssertNotEqual(kill(waiting, 0), 0, "rank 0 still runs \(ended) s after SIGTERM")
+        XCTAssertGreaterThan(ended, 5, "rank 0 ended before its grace period: it never waited")
+        kill(hung, SIGCONT)
+        kill(hung, SIGKILL)
+        _ = try daemon.waitFor(id, states: ["failed"])
+        XCTAssertTrue(
+            try String(contentsOfFile: "\(daemon.stateDir)/runs/\(id)/distributed/launcher.log", encoding: .utf8)
+                .contains("not stopped 10 s after SIGTERM (another rank gone?); exiting"))
+        XCTAssertEqual(try nnctl(["--socket", daemon.socket, "resume", id]).0, 0)
+        let done = try daemon.waitFor(id, states: ["completed"])
+        let accuracy = try XCTUnwrap((done["progress"] as? [String: Any])?["test_accuracy"] as? Double)
+        XCTAssertGreaterThan(accuracy, 80, "test accuracy \(accuracy) %")
+        print(
+            "srun: the job ended \(String(format: "%.1f", took)) s after rank 1 was killed; \(reason); rank 0 ended \(String(format: "%.1f", ended)) s after SIGTERM beside a hung rank 1"
         )
     }
 }

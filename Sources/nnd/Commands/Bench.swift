@@ -49,8 +49,9 @@ struct Bench: ParsableCommand {
             defer { reducer.finish() }
             let printing = reducer.rank == 0
             if printing { warnIfOpenBLASIsHeldBack() }
+            let rankWorkers = workers ?? MPIReducer.defaultWorkers(localRanks: reducer.localSize)
             let r = Benchmark.runDistributed(
-                reducer: reducer, workers: w, batch: batch, rounds: rounds, seconds: seconds, density: density
+                reducer: reducer, workers: rankWorkers, batch: batch, rounds: rounds, seconds: seconds, density: density
             ) {
                 if !json && printing { stderrLine("nnd bench: \($0)") }
             }

@@ -27,6 +27,9 @@ struct Rank: ParsableCommand {
     @Option(help: "Directory with the MNIST IDX files") var dataDir: String?
     @Option(help: "Worker threads per rank (default: online CPUs shared among this host's ranks)") var workers: Int?
 
+    /// How long a rank given SIGTERM may take to reach the ranks' next agreed step and stop.
+    static let termGraceSeconds = 10.0
+
     func run() throws {
         // A rank ends with its launcher: if mpirun dies (the daemon was killed), stop here too.
         MPIReducer.stopWithLauncher()
@@ -62,7 +65,7 @@ struct Rank: ParsableCommand {
             if checkpoint == nil, let bytes = FileManager.default.contents(atPath: warmPath) {
                 warm = try Checkpoint.decode([UInt8](bytes), path: warmPath).parameters
             }
-            let nWorkers = workers ?? MPIReducer.defaultWorkers()
+            let nWorkers = workers ?? MPIReducer.defaultWorkers(localRanks: reducer.localSize)
             let trainer = try Trainer(
                 spec: spec, train: data.train, test: data.test, workers: nWorkers, dataHash: data.contentHash,
                 dataFingerprint: data.fingerprint, resume: checkpoint,
@@ -70,8 +73,27 @@ struct Rank: ParsableCommand {
             var outcome = TrainingOutcome.completed
             if !trainer.state.finished {
                 let flag = ControlFlag()
-                let signals = flag.request(on: [(SIGUSR1, .pause), (SIGUSR2, .stop), (SIGTERM, .stop), (SIGINT, .stop)])
-                defer { for s in signals { s.cancel() } }
+                let signals = flag.request(on: [(SIGUSR1, .pause), (SIGUSR2, .stop), (SIGINT, .stop)])
+                // SIGTERM stops at the ranks' next agreed step, as SIGUSR2 does; but it is also
+                // what a launcher sends the ranks left when one has died (Slurm's step daemon does,
+                // then SIGKILL after its KillWait, 30 s by default), and those wait for the dead
+                // one in a collective call that never returns: so the rank ends itself if it has
+                // not stopped within `Self.termGraceSeconds`. A checkpoint in the middle of its
+                // write is lost, never half-written (a temporary file renamed into place).
+                signal(SIGTERM, SIG_IGN)
+                let term = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
+                let rankName = "rank \(reducer.rank) on \(reducer.host)"
+                term.setEventHandler {
+                    flag.request(.stop)
+                    DispatchQueue.global().asyncAfter(deadline: .now() + Self.termGraceSeconds) {
+                        stderrLine(
+                            "nnd: \(rankName): not stopped \(Int(Self.termGraceSeconds)) s after SIGTERM (another rank gone?); exiting"
+                        )
+                        _exit(128 + SIGTERM)
+                    }
+                }
+                term.resume()
+                defer { for s in signals + [term] { s.cancel() } }
                 outcome = try trainer.run(
                     control: flag,
                     checkpointSink: reporting

@@ -58,7 +58,7 @@ struct Train: ParsableCommand {
         }
         defer { reducer?.finish() }
         let printing = (reducer?.rank ?? 0) == 0
-        let nWorkers = workers ?? MPIReducer.defaultWorkers()
+        let nWorkers = workers ?? MPIReducer.defaultWorkers(localRanks: reducer?.localSize)
         guard nWorkers >= 1 && nWorkers <= 1024 else {
             stderrLine("nnd: --workers \(nWorkers) must be between 1 and 1024")
             throw ExitCode(2)
