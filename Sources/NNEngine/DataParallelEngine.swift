@@ -186,16 +186,8 @@ public final class DataParallelEngine: @unchecked Sendable {
     /// than `maxBatch` (batch mode) is processed in chunks whose gradients accumulate.
     public func step(data: Dataset, indices: UnsafePointer<Int32>, count n: Int, learningRate: Float) -> PassResult {
         precondition(n >= 1, "empty step")
-        if let reducer {
-            checkSparseInput(data)
-            transposeSlices(toSlices: true)
-            defer { transposeSlices(toSlices: false) }
-            return distributedStep(
-                reducer, data: data, indices: UnsafeMutablePointer(mutating: indices), count: n,
-                learningRate: learningRate)
-        }
         var result = PassResult.zero
-        if n <= maxBatch {
+        if n <= maxBatch && reducer == nil {
             _ = withUnsafeMutablePointer(to: &result) { r in
                 steps(
                     data: data, indices: indices, stepSize: n, records: n, learningRate: learningRate,
@@ -203,13 +195,18 @@ public final class DataParallelEngine: @unchecked Sendable {
             }
             return result
         }
+        checkSparseInput(data)
+        transposeSlices(toSlices: true)
+        defer { transposeSlices(toSlices: false) }
+        if let reducer {
+            return distributedStep(
+                reducer, data: data, indices: UnsafeMutablePointer(mutating: indices), count: n,
+                learningRate: learningRate)
+        }
         let indices = SharedPointer(UnsafeMutablePointer(mutating: indices))
         updateCount += 1
         phaseTimes.countStep()
         let adamStep = updateCount
-        checkSparseInput(data)
-        transposeSlices(toSlices: true)
-        defer { transposeSlices(toSlices: false) }
         var chunkStart = 0
         while chunkStart < n {
             let c = min(maxBatch, n - chunkStart)
@@ -248,12 +245,12 @@ public final class DataParallelEngine: @unchecked Sendable {
         precondition(stepSize >= 1 && stepSize <= maxBatch && records >= 1, "bad step group")
         let k = (records + stepSize - 1) / stepSize
         precondition(k <= Self.maxStepsPerCall && k <= results.count, "too many steps for one call")
+        // The sparse first layer's slices are loaded for the call's steps and written back after.
+        checkSparseInput(data)
+        transposeSlices(toSlices: true)
+        defer { transposeSlices(toSlices: false) }
         if let reducer {
-            // Across processes every step ends in an allreduce, so steps go one at a time; the
-            // sparse first layer's slices stay transposed for all of them, as below.
-            checkSparseInput(data)
-            transposeSlices(toSlices: true)
-            defer { transposeSlices(toSlices: false) }
+            // Across processes every step ends in an allreduce, so steps go one at a time.
             var done = 0
             for r in 0..<k {
                 let lo = r * stepSize
@@ -267,9 +264,6 @@ public final class DataParallelEngine: @unchecked Sendable {
         }
         let indices = SharedPointer(UnsafeMutablePointer(mutating: indices))
         let firstUpdate = updateCount + 1
-        checkSparseInput(data)
-        transposeSlices(toSlices: true)
-        defer { transposeSlices(toSlices: false) }
         schedule.reset()
         onWorkers { iteration in
             for r in 0..<k {
