@@ -78,7 +78,8 @@ CONF
     --pid-file="$dir/munged.pid" --seed-file="$dir/munge/munged.seed" --log-file="$dir/munged.log" \
     </dev/null >>"$dir/munged.log" 2>&1
   export SLURM_CONF=$dir/slurm.conf
-  slurmctld -f "$SLURM_CONF" </dev/null >>"$dir/slurmctld.log" 2>&1
+  # -c: no jobs recovered from an earlier start in DIR (they would hold the node).
+  slurmctld -c -f "$SLURM_CONF" </dev/null >>"$dir/slurmctld.log" 2>&1
   slurmd -f "$SLURM_CONF" </dev/null >>"$dir/slurmd.log" 2>&1
   for _ in $(seq 100); do
     if sinfo -h -o %t 2>/dev/null | grep -qx idle; then
