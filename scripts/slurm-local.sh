@@ -41,7 +41,11 @@ up() {
   dir=$(cd "$dir" && pwd)
   down
   echo "$dir" > "$running"
-  mkdir -p "$dir/spool/ctld" "$dir/spool/d" "$dir/munge"
+  # A fresh spool: jobs left by an earlier start in DIR would be recovered and hold the node.
+  rm -rf "$dir/spool"
+  # (TmpFS too: PMIx's per-step directories, named by job id, which restarts at 1 in a fresh
+  # cluster; one left in /tmp by an earlier cluster's job 1 made every step launch fail.)
+  mkdir -p "$dir/spool/ctld" "$dir/spool/d" "$dir/spool/tmp" "$dir/munge"
   chmod 700 "$dir/munge"
   [ -f "$dir/munge/munge.key" ] || { head -c 1024 /dev/urandom > "$dir/munge/munge.key"; chmod 400 "$dir/munge/munge.key"; }
   local host
@@ -56,6 +60,7 @@ AuthInfo=socket=$dir/munge/munge.socket
 CredType=cred/munge
 StateSaveLocation=$dir/spool/ctld
 SlurmdSpoolDir=$dir/spool/d
+TmpFS=$dir/spool/tmp
 SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
 SlurmctldPort=6917
@@ -78,8 +83,7 @@ CONF
     --pid-file="$dir/munged.pid" --seed-file="$dir/munge/munged.seed" --log-file="$dir/munged.log" \
     </dev/null >>"$dir/munged.log" 2>&1
   export SLURM_CONF=$dir/slurm.conf
-  # -c: no jobs recovered from an earlier start in DIR (they would hold the node).
-  slurmctld -c -f "$SLURM_CONF" </dev/null >>"$dir/slurmctld.log" 2>&1
+  slurmctld -f "$SLURM_CONF" </dev/null >>"$dir/slurmctld.log" 2>&1
   slurmd -f "$SLURM_CONF" </dev/null >>"$dir/slurmd.log" 2>&1
   for _ in $(seq 100); do
     if sinfo -h -o %t 2>/dev/null | grep -qx idle; then

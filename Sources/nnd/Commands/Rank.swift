@@ -86,8 +86,10 @@ struct Rank: ParsableCommand {
                 term.setEventHandler {
                     flag.request(.stop)
                     DispatchQueue.global().asyncAfter(deadline: .now() + Self.termGraceSeconds) {
+                        // Not "nnd: rank …", the form of a rank's own failure, which the daemon
+                        // names as the job's reason: the reason is whatever ended the other rank.
                         stderrLine(
-                            "nnd: \(rankName): not stopped \(Int(Self.termGraceSeconds)) s after SIGTERM (another rank gone?); exiting"
+                            "nnd: not stopped \(Int(Self.termGraceSeconds)) s after SIGTERM (another rank gone?); exiting (\(rankName))"
                         )
                         _exit(128 + SIGTERM)
                     }
