@@ -47,6 +47,11 @@ public struct DistributedTimes: Sendable, Equatable {
     public var updateSeconds = 0.0
     public var steps = 0
     public init() {}
+
+    /// Per step: compute, allreduce and update seconds (zero before any step).
+    public var meanCompute: Double { computeSeconds / Double(max(1, steps)) }
+    public var meanAllreduce: Double { allreduceSeconds / Double(max(1, steps)) }
+    public var meanUpdate: Double { updateSeconds / Double(max(1, steps)) }
 }
 
 extension DataParallelEngine {

@@ -289,12 +289,11 @@ public enum Benchmark {
         public var allreduceFraction: Double
 
         init(samplesPerSecond: Double, stepMicroseconds: Double, times t: DistributedTimes) {
-            let steps = Double(max(1, t.steps))
             stepSamplesPerSecond = samplesPerSecond
             self.stepMicroseconds = stepMicroseconds
-            computeMicroseconds = t.computeSeconds / steps * 1e6
-            allreduceMicroseconds = t.allreduceSeconds / steps * 1e6
-            updateMicroseconds = t.updateSeconds / steps * 1e6
+            computeMicroseconds = t.meanCompute * 1e6
+            allreduceMicroseconds = t.meanAllreduce * 1e6
+            updateMicroseconds = t.meanUpdate * 1e6
             allreduceFraction = t.allreduceSeconds / max(1e-12, t.computeSeconds + t.allreduceSeconds + t.updateSeconds)
         }
     }

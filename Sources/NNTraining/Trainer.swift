@@ -660,8 +660,8 @@ public final class Trainer {
             e.ranks = reducer.size
             e.rankPlacements = rankPlacements
             if t.steps > 0 {
-                e.stepComputeSeconds = t.computeSeconds / Double(t.steps)
-                e.stepAllreduceSeconds = t.allreduceSeconds / Double(t.steps)
+                e.stepComputeSeconds = t.meanCompute
+                e.stepAllreduceSeconds = t.meanAllreduce
             }
         }
         return e
