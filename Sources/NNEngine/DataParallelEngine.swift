@@ -63,7 +63,13 @@ public final class DataParallelEngine: @unchecked Sendable {
     public let activation: Activation
     public let optimizer: OptimizerConfig
     public let lambda: Float
+    /// Pieces each phase of a step is split into (shards of the batch, slices of the
+    /// gradient, of the first layer and of its sparse buffers): the worker count.
     public let workerCount: Int
+    /// Threads that run those pieces: `workerCount`, or fewer when this process is one of
+    /// several ranks that must cut the network into the same slices but has fewer CPUs than
+    /// another (a thread then runs several pieces; see `onWorkers`).
+    public let threadCount: Int
     public let maxBatch: Int
     public let placements: [WorkerPlacement]
     public let placer: any MemoryPlacer
@@ -106,9 +112,10 @@ public final class DataParallelEngine: @unchecked Sendable {
     public init(
         layout: NetworkLayout, activation: Activation, optimizer: OptimizerConfig, lambda: Float,
         workers: Int, maxBatch: Int, placer: any MemoryPlacer = LibNUMAPlacer(), recordPhaseTimes: Bool = false,
-        sparseFirstLayer: Bool = false
+        sparseFirstLayer: Bool = false, threads: Int? = nil
     ) {
         precondition(workers >= 1 && maxBatch >= 1)
+        threadCount = min(workers, max(1, threads ?? workers))
         phaseTimes = PhaseTimes(workers: workers, enabled: recordPhaseTimes)
         self.layout = layout
         self.activation = activation
@@ -140,7 +147,7 @@ public final class DataParallelEngine: @unchecked Sendable {
             // room for the sparse first layer's rows, padded to 16 floats
             blockFloats: sizes.count > 2 ? maxBatch * split.map { SparseFirstLayer.paddedWidth($0.count) }.max()! : 0,
             placements: placements, placer: placer)
-        schedule = StepSchedule(workers: workers)
+        schedule = StepSchedule(workers: workers, threads: threadCount)
         roundResults = .allocate(capacity: Self.maxStepsPerCall * workers)
         roundResults.initialize(repeating: .zero, count: Self.maxStepsPerCall * workers)
         gradientSlices = (0..<workers).map { w in
@@ -151,14 +158,20 @@ public final class DataParallelEngine: @unchecked Sendable {
         }
     }
 
-    /// Runs `body(0 ..< workerCount)` on the worker threads, each with denormal floats flushed to
-    /// zero for the call (Adam's second moment decays into them, at ~100 cycles an operation;
+    /// Runs `body(0 ..< workerCount)` on `threadCount` threads, each with denormal floats flushed
+    /// to zero for the call (Adam's second moment decays into them, at ~100 cycles an operation;
     /// `VectorKernels.withDenormalsFlushed` gives the borrowed thread its mode back): every
-    /// parallel region of the engine goes through here.
+    /// parallel region of the engine goes through here. With fewer threads than pieces, thread t
+    /// runs bodies t, t + threadCount, …, one after another: a step's phases claim their pieces
+    /// (`WorkQueue`), so the first body on a thread claims and runs the pieces no other thread
+    /// has taken and the later ones find them done.
     @inline(__always)
     func onWorkers(_ body: @Sendable (Int) -> Void) {
-        DispatchQueue.concurrentPerform(iterations: workerCount) { w in
-            VectorKernels.withDenormalsFlushed { body(w) }
+        let (pieces, threads) = (workerCount, threadCount)
+        DispatchQueue.concurrentPerform(iterations: threads) { t in
+            VectorKernels.withDenormalsFlushed {
+                for w in stride(from: t, to: pieces, by: threads) { body(w) }
+            }
         }
     }
 

@@ -166,7 +166,7 @@ public enum Benchmark {
         /// then ignored) instead of making its own.
         init(
             workers: Int, batch: Int, layers: [Int] = [784, 200, 100, 50, 10], reducer: (any GradientReducer)? = nil,
-            density: Double = 1, sparse: Bool = false, sharing: StepProbe? = nil
+            density: Double = 1, sparse: Bool = false, sharing: StepProbe? = nil, threads: Int? = nil
         ) {
             self.batch = batch
             data =
@@ -177,7 +177,8 @@ public enum Benchmark {
             var rng = DeterministicRNG(seed: 8)
             engine = DataParallelEngine(
                 layout: NetworkLayout(sizes: layers), activation: .logistic, optimizer: OptimizerConfig(),
-                lambda: 0.01, workers: workers, maxBatch: batch, recordPhaseTimes: true, sparseFirstLayer: sparse)
+                lambda: 0.01, workers: workers, maxBatch: batch, recordPhaseTimes: true, sparseFirstLayer: sparse,
+                threads: threads)
             engine.layout.initialise(engine.parameters, scheme: .xavier, rng: &rng)
             engine.reducer = reducer
             if let rows { engine.useSparseInput(rows) }
@@ -260,7 +261,12 @@ public enum Benchmark {
     /// allreduce of the gradient's size.
     public struct DistributedResult: Codable, Sendable {
         public var ranks: Int
+        /// This rank's workers (rank 0's, in what it prints).
         public var workersPerRank: Int
+        /// The fewest and the most workers a rank runs: every rank cuts the step into the most's
+        /// pieces (the sparse first layer's slices must match), and runs them on its own workers.
+        public var fewestWorkersPerRank: Int
+        public var mostWorkersPerRank: Int
         /// The global mini-batch (each rank computes about batch / ranks records).
         public var batch: Int
         public var rounds: Int
@@ -306,8 +312,12 @@ public enum Benchmark {
         density: Double = 0.19, log: (String) -> Void = { _ in }
     ) -> DistributedResult {
         let layout = NetworkLayout(sizes: [784, 200, 100, 50, 10])
-        let denseProbe = StepProbe(workers: workers, batch: batch, reducer: reducer)
-        let sparseProbe = StepProbe(workers: workers, batch: batch, reducer: reducer, density: density, sparse: true)
+        var extremes: [Int64] = [Int64(workers), -Int64(workers)]
+        reducer.max(&extremes, count: 2)
+        let (fewest, most) = (Int(-extremes[1]), Int(extremes[0]))
+        let denseProbe = StepProbe(workers: most, batch: batch, reducer: reducer, threads: workers)
+        let sparseProbe = StepProbe(
+            workers: most, batch: batch, reducer: reducer, density: density, sparse: true, threads: workers)
         func measure(_ p: StepProbe) -> DistributedStepFigures {
             _ = p.engine.takeDistributedTimes()
             let m = p.measure(seconds: seconds)
@@ -339,7 +349,8 @@ public enum Benchmark {
         let bytes = layout.parameterCount * MemoryLayout<Float>.stride
         let ranks = Double(reducer.size)
         return DistributedResult(
-            ranks: reducer.size, workersPerRank: workers, batch: batch, rounds: max(1, rounds), parameterBytes: bytes,
+            ranks: reducer.size, workersPerRank: workers, fewestWorkersPerRank: fewest, mostWorkersPerRank: most,
+            batch: batch, rounds: max(1, rounds), parameterBytes: bytes,
             dense: dense!, sparse: sparse!, sparseDensity: density,
             sparseSpeedupOverDense: sparse!.stepSamplesPerSecond / dense!.stepSamplesPerSecond,
             bareAllreduceMicroseconds: bare,

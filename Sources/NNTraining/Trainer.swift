@@ -180,22 +180,20 @@ public final class Trainer {
         let recorded = resume?.state.inputPath
         var timeBoth = false
         // The sparse path sums each worker slice's W₁ gradient across processes, so every rank
-        // must cut W₁ into the same slices: run the same number of workers (hosts with different
-        // CPU counts do not, by default). Every rank asks, whatever its spec says.
+        // must cut W₁ into the same slices. Ranks may run different worker counts (hosts with
+        // different CPU counts do, by default): every rank cuts the network into as many pieces
+        // as the rank with the most workers, and runs them on its own threads (below).
         rankWorkerCounts = reducer.map { reducer in
             var extremes: [Int64] = [Int64(workers), -Int64(workers)]
             reducer.max(&extremes, count: 2)
             return Int(-extremes[1])...Int(extremes[0])
         }
+        let pieces = rankWorkerCounts?.upperBound ?? workers
+        let unevenRanks = (rankWorkerCounts?.count ?? 1) > 1
         if requested == .dense {
             (inputPath, inputDensity, inputPathReason) = (.dense, nil, "model.input_path: dense")
         } else if spec.model.layers.count < 3 {
             (inputPath, inputDensity, inputPathReason) = (.dense, nil, "the network has no hidden layer")
-        } else if let counts = rankWorkerCounts, counts.count > 1 {
-            (inputPath, inputDensity, inputPathReason) = (
-                .dense, nil,
-                "the ranks run \(counts.lowerBound) to \(counts.upperBound) workers each (by default a host's CPUs shared among its ranks); the sparse first layer needs as many on every rank"
-            )
         } else {
             let density = SparseRows.density(of: train)
             inputDensity = density
@@ -208,16 +206,18 @@ public final class Trainer {
                     recorded == "sparse" ? .sparse : .dense,
                     "auto: as the run chose when it started; inputs \(pct) non-zero"
                 )
-            } else if density <= below {
+            } else if density <= below && !unevenRanks {
                 (inputPath, inputPathReason) = (
                     .sparse, "auto: inputs \(pct) non-zero (sparse at or below \(Int(below * 100)) %)"
                 )
-            } else if density >= above || stepSize > max(1024, workers) {
+            } else if density >= above || stepSize > max(1024, pieces) {
                 (inputPath, inputPathReason) = (
                     .dense, "auto: inputs \(pct) non-zero (dense at or above \(Int(above * 100)) %, or batch mode)"
                 )
             } else {
-                // Close to the crossover: both are timed below, once the engine exists.
+                // Close to the crossover, or sparse data on ranks with different worker counts (the
+                // rank with the fewest runs the most's pieces, at a cost that grows with their
+                // ratio): both are timed below, once the engine exists.
                 (inputPath, inputPathReason) = (.sparse, "")
                 timeBoth = true
             }
@@ -228,8 +228,9 @@ public final class Trainer {
         // most 1024 records and accumulates, so its buffers stay small.
         engine = DataParallelEngine(
             layout: NetworkLayout(sizes: spec.model.layers), activation: spec.model.activation,
-            optimizer: opt, lambda: Float(spec.training.lambda), workers: workers,
-            maxBatch: min(stepSize, max(1024, workers)), placer: placer, sparseFirstLayer: inputPath == .sparse)
+            optimizer: opt, lambda: Float(spec.training.lambda), workers: pieces,
+            maxBatch: min(stepSize, max(1024, pieces)), placer: placer, sparseFirstLayer: inputPath == .sparse,
+            threads: workers)
         engine.reducer = reducer
         rankPlacements = reducer.flatMap { r in
             guard r.size <= RankPlacement.listedRanks else { return nil }
@@ -248,8 +249,12 @@ public final class Trainer {
                 reason += " on rank \(reducer.rank); \(faster) on every rank"
             }
             inputPath = faster
+            let why =
+                inputDensity! <= Self.autoSparseDensity.sureBelow && unevenRanks
+                ? "the ranks run \(rankWorkerCounts!.lowerBound) to \(rankWorkerCounts!.upperBound) workers each"
+                : "near the crossover"
             inputPathReason =
-                String(format: "auto: inputs %.1f %% non-zero, near the crossover: ", inputDensity! * 100) + reason
+                String(format: "auto: inputs %.1f %% non-zero, ", inputDensity! * 100) + why + ": " + reason
             if faster == .dense { engine.useSparseInput(nil) }
         }
         order = .allocate(capacity: train.count)

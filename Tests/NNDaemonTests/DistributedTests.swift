@@ -152,33 +152,46 @@ final class DistributedTests: XCTestCase {
         }
     }
 
-    /// Ranks with different worker counts (hosts with different CPU counts) cut W₁ into
-    /// different slices, so they train the dense first layer, and say why; the sums then still
-    /// match 1 process × 2 workers. (On the sparse path the job died: MPI_ERR_TRUNCATE.)
-    func testRanksWithDifferentWorkerCountsTrainDense() throws {
+    /// Ranks that run different worker counts (hosts with different CPU counts, by default) cut
+    /// the network into the same pieces, the most any rank runs, so the sparse first layer's
+    /// slices match in the allreduce: the MNIST run trains sparse (decided by timing both paths,
+    /// since the rank with fewer workers runs more pieces each) and gets 1 process × 2 workers'
+    /// parameters. `nnd bench` runs such a job too (it ended in MPI_ERR_TRUNCATE before).
+    func testRanksWithDifferentWorkerCountsShareTheSparseSlices() throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let rank0 = trainArgs("uneven", workers: 2)
-        let rank1 = trainArgs("uneven", workers: 1)
         var launcher = ["-np", "1", "--oversubscribe"]
         if getuid() == 0 { launcher.insert("--allow-run-as-root", at: 0) }
-        let (code, out, err) = try runProgram(
-            "/usr/bin/env",
-            ["mpirun"] + launcher + ["\(binDir)/nnd"] + rank0 + [":", "-np", "1", "\(binDir)/nnd"] + rank1,
-            timeout: 120)
+        func uneven(_ rank0: [String], _ rank1: [String]) throws -> (Int32, String, String) {
+            try runProgram(
+                "/usr/bin/env",
+                ["mpirun"] + launcher + ["\(binDir)/nnd"] + rank0 + [":", "-np", "1", "\(binDir)/nnd"] + rank1,
+                timeout: 120)
+        }
+        let sparse = ["--set", "model.input_path=sparse"]
+        let (code, out, err) = try uneven(
+            trainArgs("uneven", workers: 2, extra: sparse), trainArgs("uneven", workers: 1, extra: sparse))
         XCTAssertEqual(code, 0, err)
-        XCTAssertTrue(
-            out.contains(
-                "nnd: first layer dense (the ranks run 1 to 2 workers each (by default a host's CPUs shared among its ranks); the sparse first layer needs as many on every rank)"
-            ), out)
+        XCTAssertTrue(out.contains("nnd: first layer sparse (model.input_path: sparse"), out)
         XCTAssertTrue(out.contains("2 MPI ranks × 1–2 workers"), out)
         XCTAssertTrue(out.contains("train accuracy"), out)
-        let (c1, _, err1) = try runBuilt(
-            "nnd", trainArgs("one", workers: 2, extra: ["--set", "model.input_path=dense"]))
+        let (c1, _, err1) = try runBuilt("nnd", trainArgs("one", workers: 2, extra: sparse))
         XCTAssertEqual(c1, 0, err1)
         let a = try parameters("one")
         let b = try parameters("uneven")
         let maxDiff = zip(a, b).map { abs($0 - $1) }.max() ?? .infinity
         XCTAssertLessThanOrEqual(maxDiff, 1e-5, "parameters differ by \(maxDiff)")
+        // auto: the ranks time both paths and agree on one, and say so.
+        let (autoCode, autoOut, autoErr) = try uneven(
+            trainArgs("uneven-auto", workers: 2), trainArgs("uneven-auto", workers: 1))
+        XCTAssertEqual(autoCode, 0, autoErr)
+        XCTAssertTrue(
+            autoOut.contains("non-zero, the ranks run 1 to 2 workers each: timed "), autoOut)
+        XCTAssertTrue(autoOut.contains(" on every rank)"), autoOut)
+        let quick = ["bench", "--rounds", "1", "--seconds", "0.05"]
+        let (benchCode, bench, benchErr) = try uneven(quick + ["--workers", "2"], quick + ["--workers", "1"])
+        XCTAssertEqual(benchCode, 0, benchErr)
+        XCTAssertTrue(bench.contains("2 ranks × 1–2 workers, global batch 64"), bench)
+        XCTAssertTrue(bench.contains("sparse / dense: "), bench)
     }
 
     /// `nnd bench` under mpirun measures the distributed step with the dense and the sparse

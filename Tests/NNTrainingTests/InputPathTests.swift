@@ -54,9 +54,9 @@ final class InputPathTests: XCTestCase {
 
     /// Across processes every rank must take the same path (they sum the same buffers in every
     /// step): near the crossover each times both on its share, and the ranks agree on dense if
-    /// any of them found dense faster; and the sparse path needs the same worker count on every
-    /// rank (each sums its slices of W₁). The other rank is a stand-in: its worker counts
-    /// (`[most, −fewest]`), then its vote (1: dense).
+    /// any of them found dense faster; and every rank cuts the step into as many pieces as the
+    /// rank with the most workers (each sums its slices of W₁). The other rank is a stand-in:
+    /// its worker counts (`[most, −fewest]`), then its vote (1: dense).
     func testRanksAgreeOnThePath() throws {
         func trainer(density: Double, otherRank: [[Int64]]) throws -> Trainer {
             try Trainer(
@@ -73,12 +73,27 @@ final class InputPathTests: XCTestCase {
         // Far from the crossover no rank times anything: MNIST-like data takes the sparse path…
         let sparse = try trainer(density: 0.08, otherRank: [[2, -2]])
         XCTAssertEqual(sparse.inputPath, .sparse)
-        // …unless another rank runs a different number of workers.
-        let uneven = try trainer(density: 0.08, otherRank: [[4, -4]])
-        XCTAssertEqual(uneven.inputPath, .dense)
-        XCTAssertEqual(uneven.engine.inputPath, .dense)
+        XCTAssertEqual(sparse.engine.workerCount, 2)
+        // Another rank runs more workers: this one cuts the step into its 4 pieces, on its own 2
+        // threads, and the ranks time both paths (the pieces cost this rank more) and agree.
+        let uneven = try trainer(density: 0.08, otherRank: [[4, -2], [0]])
+        XCTAssertEqual(uneven.engine.workerCount, 4)
+        XCTAssertEqual(uneven.engine.threadCount, 2)
+        XCTAssertEqual(uneven.rankWorkerCounts, 2...4)
         XCTAssertTrue(
-            uneven.inputPathReason.hasPrefix("the ranks run 2 to 4 workers each"), uneven.inputPathReason)
+            uneven.inputPathReason.hasPrefix("auto: inputs 8.3 % non-zero, the ranks run 2 to 4 workers each: timed "),
+            uneven.inputPathReason)
+        XCTAssertTrue(uneven.inputPathReason.hasSuffix("; \(uneven.inputPath) on every rank"), uneven.inputPathReason)
+        XCTAssertEqual(uneven.engine.inputPath, uneven.inputPath)
+        let unevenOutvoted = try trainer(density: 0.08, otherRank: [[4, -2], [1]])
+        XCTAssertEqual(unevenOutvoted.inputPath, .dense)
+        XCTAssertEqual(unevenOutvoted.engine.inputPath, .dense)
+        // Asked for, the sparse path is taken without timing.
+        let asked = try Trainer(
+            spec: try spec("sparse"), train: data(density: 0.08), test: nil, workers: 2,
+            reducer: StandInReducer(otherRank: [[4, -2]]))
+        XCTAssertEqual(asked.engine.inputPath, .sparse)
+        XCTAssertEqual(asked.engine.workerCount, 4)
     }
 
     /// A run keeps the path it started with when it resumes (auto does not decide again), and
