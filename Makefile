@@ -128,10 +128,26 @@ verify-units:
 # config files, and `dpkg -s` still succeeds for it).
 APT_PACKAGES = libopenblas-dev libnuma-dev zlib1g-dev libssl-dev libcurl4-openssl-dev systemd prometheus chromium \
 	debootstrap systemd-container lintian openmpi-bin libopenmpi-dev iproute2 slurmd slurmctld slurm-client munge
+# Some of these start a service when Debian installs them (Prometheus on :9090 and its node
+# exporter on :9100, munge, slurmd, slurmctld): the tests need only their programs (promtool;
+# scripts/slurm-local.sh runs its own daemons), and a server that ran `make deps` should not
+# find new daemons listening after its next boot. So services are kept from starting while
+# apt installs (a policy-rc.d, unless the machine has its own), and every unit that the install
+# enabled is disabled and stopped again, each named; units enabled before are left alone.
 deps:
 	@for p in $(APT_PACKAGES); do \
 	    [ "$$(dpkg-query -W -f='$${Status}' $$p 2>/dev/null)" = "install ok installed" ] || missing="$$missing $$p"; done; \
-	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	  if [ -n "$$missing" ]; then \
+	    enabled=$$(systemctl list-unit-files --state=enabled --no-legend 2>/dev/null | awk '{print $$1}'); \
+	    rc=/usr/sbin/policy-rc.d; ours=; \
+	    if [ ! -e $$rc ]; then printf '#!/bin/sh\n# make deps (nnd): no service starts while it installs\nexit 101\n' > $$rc; chmod 755 $$rc; ours=1; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; status=$$?; \
+	    [ -z "$$ours" ] || rm -f $$rc; \
+	    for u in $$(systemctl list-unit-files --state=enabled --no-legend 2>/dev/null | awk '{print $$1}'); do \
+	      echo "$$enabled" | grep -qxF "$$u" && continue; \
+	      systemctl disable --quiet "$$u" 2>/dev/null; systemctl stop "$$u" 2>/dev/null; \
+	      echo "make deps: disabled $$u (installed for the tests only; systemctl enable --now $$u to run it)"; done; \
+	    [ $$status -eq 0 ] || exit $$status; fi
 	@python3 -c 'import numpy, onnx, onnxruntime' 2>/dev/null || python3 -m pip install -q numpy onnx onnxruntime
 
 # `make install DESTDIR=…` lays out the expected tree, and the installed units verify.
