@@ -35,6 +35,15 @@ extension GradientReducer {
     /// Records `lo..<hi` of a global step of `n` records: rank r's contiguous share
     /// `[n·r/R, n·(r+1)/R)` — the same split the engine makes of a batch across its workers.
     public func share(of n: Int) -> Range<Int> { (n * rank / size)..<(n * (rank + 1) / size) }
+
+    /// The fewest and the most workers any process runs, given this one's (one `max` across
+    /// them, every process must call it). Every process cuts its steps into the most's pieces,
+    /// so that the sparse first layer's slices, which the allreduce sums buffer by buffer, match.
+    public func workerCountRange(own workers: Int) -> ClosedRange<Int> {
+        var extremes: [Int64] = [Int64(workers), -Int64(workers)]
+        self.max(&extremes, count: 2)
+        return Int(-extremes[1])...Int(extremes[0])
+    }
 }
 
 /// Where a distributed step's time went, summed since the last `take` (for `nnd bench` and metrics).

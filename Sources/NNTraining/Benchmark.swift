@@ -312,9 +312,8 @@ public enum Benchmark {
         density: Double = 0.19, log: (String) -> Void = { _ in }
     ) -> DistributedResult {
         let layout = NetworkLayout(sizes: [784, 200, 100, 50, 10])
-        var extremes: [Int64] = [Int64(workers), -Int64(workers)]
-        reducer.max(&extremes, count: 2)
-        let (fewest, most) = (Int(-extremes[1]), Int(extremes[0]))
+        let counts = reducer.workerCountRange(own: workers)
+        let (fewest, most) = (counts.lowerBound, counts.upperBound)
         let denseProbe = StepProbe(workers: most, batch: batch, reducer: reducer, threads: workers)
         let sparseProbe = StepProbe(
             workers: most, batch: batch, reducer: reducer, density: density, sparse: true, threads: workers)

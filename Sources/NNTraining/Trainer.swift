@@ -183,11 +183,7 @@ public final class Trainer {
         // must cut W₁ into the same slices. Ranks may run different worker counts (hosts with
         // different CPU counts do, by default): every rank cuts the network into as many pieces
         // as the rank with the most workers, and runs them on its own threads (below).
-        rankWorkerCounts = reducer.map { reducer in
-            var extremes: [Int64] = [Int64(workers), -Int64(workers)]
-            reducer.max(&extremes, count: 2)
-            return Int(-extremes[1])...Int(extremes[0])
-        }
+        rankWorkerCounts = reducer?.workerCountRange(own: workers)
         let pieces = rankWorkerCounts?.upperBound ?? workers
         let unevenRanks = (rankWorkerCounts?.count ?? 1) > 1
         if requested == .dense {
