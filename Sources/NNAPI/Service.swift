@@ -13,6 +13,11 @@ public struct Health: Codable, Sendable {
     public var runs: [String: Int]
     /// Bytes under the state directory (runs, checkpoints, models).
     public var stateDirectoryBytes: Int
+    /// The state directory's file system: bytes an unprivileged writer may still use, and its
+    /// size (`statvfs`). A checkpoint that does not fit fails its run (which resumes from the
+    /// last good one once there is room); absent when the daemon could not tell.
+    public var stateFilesystemAvailableBytes: Int?
+    public var stateFilesystemSizeBytes: Int?
     /// Memory the runs may hold together, and what the running ones hold (estimates).
     public var memoryBudgetBytes: Int
     public var memoryHeldBytes: Int
@@ -22,8 +27,11 @@ public struct Health: Codable, Sendable {
 
     public init(
         status: String = "ok", version: String, uptimeSeconds: Double, runs: [String: Int], stateDirectoryBytes: Int,
-        memoryBudgetBytes: Int, memoryHeldBytes: Int, unreadableRunRecords: [String]? = nil
+        memoryBudgetBytes: Int, memoryHeldBytes: Int, unreadableRunRecords: [String]? = nil,
+        stateFilesystemAvailableBytes: Int? = nil, stateFilesystemSizeBytes: Int? = nil
     ) {
+        self.stateFilesystemAvailableBytes = stateFilesystemAvailableBytes
+        self.stateFilesystemSizeBytes = stateFilesystemSizeBytes
         self.status = status
         self.version = version
         self.uptimeSeconds = uptimeSeconds

@@ -104,6 +104,7 @@ public final class DaemonMetrics: Sendable {
         var counts: [RunState: Int]
         var models: [ModelInfo]
         var stateDirectoryBytes: Int
+        var stateFilesystem: (available: Int, size: Int)?
         var memoryBudget: Int
         var memoryHeld: Int
         var unreadableRunRecords: Int
@@ -123,6 +124,15 @@ public final class DaemonMetrics: Sendable {
         var out = Exposition()
         out.gauge(
             "nnd_state_directory_bytes", "Bytes under the state directory", [], Double(snapshot.stateDirectoryBytes))
+        if let fileSystem = snapshot.stateFilesystem {
+            out.gauge(
+                "nnd_state_filesystem_available_bytes",
+                "Bytes still available on the state directory's file system (a checkpoint that does not fit fails its run)",
+                [], Double(fileSystem.available))
+            out.gauge(
+                "nnd_state_filesystem_size_bytes", "Size of the state directory's file system", [],
+                Double(fileSystem.size))
+        }
         out.gauge(
             "nnd_memory_budget_bytes", "Memory the runs may hold together (memory_budget)", [],
             Double(snapshot.memoryBudget))

@@ -425,18 +425,30 @@ public actor RunManager {
     public func metricsText() -> String {
         let snapshot = DaemonMetrics.Snapshot(
             runs: records.values.sorted { $0.createdAt < $1.createdAt }, counts: counts(), models: models.list(),
-            stateDirectoryBytes: stateDirectoryBytes(), memoryBudget: memoryBudget, memoryHeld: memoryHeld,
-            unreadableRunRecords: unreadableRecords.count)
+            stateDirectoryBytes: stateDirectoryBytes(), stateFilesystem: stateFilesystem(), memoryBudget: memoryBudget,
+            memoryHeld: memoryHeld, unreadableRunRecords: unreadableRecords.count)
         return metrics.render(snapshot) { hub.latestEvent(run: $0) }
     }
 
     /// What `GET /v1/health` reports.
     public func health(version: String) -> Health {
-        Health(
+        let fileSystem = stateFilesystem()
+        return Health(
             version: version, uptimeSeconds: Date().timeIntervalSince(startedAt),
             runs: Dictionary(uniqueKeysWithValues: counts().map { ($0.key.rawValue, $0.value) }),
             stateDirectoryBytes: stateDirectoryBytes(), memoryBudgetBytes: memoryBudget, memoryHeldBytes: memoryHeld,
-            unreadableRunRecords: unreadableRecords.isEmpty ? nil : unreadableRecords)
+            unreadableRunRecords: unreadableRecords.isEmpty ? nil : unreadableRecords,
+            stateFilesystemAvailableBytes: fileSystem?.available, stateFilesystemSizeBytes: fileSystem?.size)
+    }
+
+    /// The state directory's file system: bytes available to an unprivileged writer (the
+    /// daemon runs as user nnd) and its size, from `statvfs` (one system call: every scrape and
+    /// health poll asks afresh); nil if the call fails.
+    func stateFilesystem() -> (available: Int, size: Int)? {
+        var s = statvfs()
+        guard statvfs(config.stateDirectory, &s) == 0 else { return nil }
+        let unit = Int(s.f_frsize)
+        return (Int(s.f_bavail) * unit, Int(s.f_blocks) * unit)
     }
 
     private var diskUsage: (measured: Date, bytes: Int)?

@@ -39,6 +39,16 @@ enum Output {
 
     static func percent(_ value: Double?) -> String { number(value, "%.2f") }
 
+    /// A byte count for people: `812 B`, `3.4 KiB`, `1.2 MiB`, `73.4 GiB`, `1.5 TiB`.
+    static func bytes(_ count: Int) -> String {
+        var value = Double(count)
+        for unit in ["B", "KiB", "MiB", "GiB"] {
+            if value < 1024 { return unit == "B" ? "\(count) B" : printf("%.1f", value) + " " + unit }
+            value /= 1024
+        }
+        return printf("%.1f", value) + " TiB"
+    }
+
     /// A date as the API sends it (UTC, ISO 8601, to the second).
     static func date(_ value: Date?) -> String {
         value.map { $0.formatted(Date.ISO8601FormatStyle()) } ?? "-"
@@ -156,6 +166,13 @@ enum Output {
     static func health(_ health: Health) {
         let runs = health.runs.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
         print("nnd \(health.version): up \(duration(health.uptimeSeconds)), runs: \(runs.isEmpty ? "none" : runs)")
+        var state = "state directory: \(bytes(health.stateDirectoryBytes))"
+        if let available = health.stateFilesystemAvailableBytes, let size = health.stateFilesystemSizeBytes, size > 0 {
+            let free = Double(available) / Double(size) * 100
+            state += "; its file system \(bytes(available)) free of \(bytes(size)) (\(printf("%.0f", free)) %)"
+            if free < 10 { state += ": low, checkpoints that no longer fit fail their runs" }
+        }
+        print(state)
         for record in health.unreadableRunRecords ?? [] {
             print("unreadable run record (the run is left out, its files kept): \(record)")
         }

@@ -6,7 +6,9 @@ import XCTest
 final class DiskFullTests: XCTestCase {
     /// State dir on a 3 MiB tmpfs: when checkpoints no longer fit, the run fails with "no space"
     /// in its status, the last good checkpoint stays intact, the daemon keeps serving, and after
-    /// space is freed the run resumes and completes.
+    /// space is freed the run resumes and completes. The file system's room is in /metrics and
+    /// `nnctl status` (human and --json), and the shipped NndStateDiskLow alert fires on the full
+    /// file system's figures, not on the enlarged one's.
     func testDiskFullFailsRunKeepsLastCheckpointAndResumesAfterSpaceIsFreed() throws {
         let d = DaemonProcess()
         try FileManager.default.createDirectory(atPath: d.stateDir, withIntermediateDirectories: true)
@@ -27,6 +29,21 @@ final class DiskFullTests: XCTestCase {
             _ = sh(["umount", "-l", d.stateDir])
         }
         try d.start()
+        // The file system's room, as /metrics, nnctl status and its --json show it.
+        func gauge(_ name: String) throws -> Double? {
+            try d.client.request("GET", "/metrics").text.split(separator: "\n")
+                .first { $0.hasPrefix(name + " ") }.flatMap { $0.split(separator: " ").last.flatMap { Double($0) } }
+        }
+        XCTAssertEqual(try gauge("nnd_state_filesystem_size_bytes"), 3 * 1024 * 1024)
+        XCTAssertGreaterThan(try gauge("nnd_state_filesystem_available_bytes") ?? 0, 2 * 1024 * 1024)
+        let (statusCode, status, _) = try nnctl(["status", "--socket", d.socket])
+        XCTAssertEqual(statusCode, 0)
+        XCTAssertTrue(status.contains("; its file system "), status)
+        XCTAssertTrue(status.contains(" free of 3.0 MiB ("), status)
+        XCTAssertFalse(status.contains(": low"), status)
+        let (_, statusJSON, _) = try nnctl(["status", "--socket", d.socket, "--json"])
+        let health = try APIJSON.decoder.decode(Health.self, from: Data(statusJSON.utf8))
+        XCTAssertEqual(health.stateFilesystemSizeBytes, 3 * 1024 * 1024)
         let spec = smallSpec(
             name: "full", trainLimit: 8000, epochs: 2, batch: 16, everySteps: 40, optimizer: "sgd",
             layers: "[784, 200, 100, 50, 10]"
@@ -45,10 +62,49 @@ final class DiskFullTests: XCTestCase {
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: "\(d.stateDir)/runs/\(run)/checkpoints")
             .filter { $0.hasPrefix(".tmp-") }
         XCTAssertEqual(leftovers, [])
+        // Full: nnctl status says so, and the shipped NndStateDiskLow rule fires on what /metrics
+        // shows now, and not on what it shows once the file system is larger (below).
+        let fullAvailable = try XCTUnwrap(try gauge("nnd_state_filesystem_available_bytes"))
+        XCTAssertLessThan(fullAvailable, 0.1 * 3 * 1024 * 1024)
+        let full = try nnctl(["status", "--socket", d.socket]).1
+        XCTAssertTrue(full.contains(": low, checkpoints that no longer fit fail their runs"), full)
         // Free space, resume: it completes from the last good checkpoint.
         XCTAssertEqual(sh(["mount", "-o", "remount,size=64m", d.stateDir]), 0)
         XCTAssertEqual(try d.post("/v1/runs/\(run)/resume").0, 200)
         let done = try d.waitFor(run, states: ["completed", "failed"])
         XCTAssertEqual(done["state"] as? String, "completed", "\(done["reason"] ?? "")")
+        let roomyAvailable = try XCTUnwrap(try gauge("nnd_state_filesystem_available_bytes"))
+        let roomySize = try XCTUnwrap(try gauge("nnd_state_filesystem_size_bytes"))
+        XCTAssertEqual(roomySize, 64 * 1024 * 1024)
+        let tests = """
+            rule_files: [\(repoRoot)/etc/nnd/prometheus/nnd-alerts.yml]
+            evaluation_interval: 1m
+            tests:
+              - interval: 1m
+                input_series:
+                  - series: 'nnd_state_filesystem_available_bytes{instance="full"}'
+                    values: '\(Int(fullAvailable))x20'
+                  - series: 'nnd_state_filesystem_size_bytes{instance="full"}'
+                    values: '\(3 * 1024 * 1024)x20'
+                  - series: 'nnd_state_filesystem_available_bytes{instance="roomy"}'
+                    values: '\(Int(roomyAvailable))x20'
+                  - series: 'nnd_state_filesystem_size_bytes{instance="roomy"}'
+                    values: '\(Int(roomySize))x20'
+                alert_rule_test:
+                  - eval_time: 15m
+                    alertname: NndStateDiskLow
+                    exp_alerts:
+                      - exp_labels: {severity: warning, instance: full}
+                        exp_annotations:
+                          summary: "nnd's state directory file system is over 90 % full"
+                          description: "A checkpoint that no longer fits fails its run (no space left on device; \
+            nnctl resume continues it from the last good checkpoint once there is room). nnctl status shows what \
+            the state directory holds; nnctl rm old runs, or lower keep_finished_runs_days or keep_model_versions \
+            in /etc/nnd/nnd.yaml."
+            """
+        let file = "\(d.dir)/disk-low-test.yml"
+        try tests.write(toFile: file, atomically: true, encoding: .utf8)
+        let (code, output) = try promtool(["test", "rules", file])
+        XCTAssertEqual(code, 0, output)
     }
 }
