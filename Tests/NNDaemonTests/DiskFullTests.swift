@@ -76,35 +76,23 @@ final class DiskFullTests: XCTestCase {
         let roomyAvailable = try XCTUnwrap(try gauge("nnd_state_filesystem_available_bytes"))
         let roomySize = try XCTUnwrap(try gauge("nnd_state_filesystem_size_bytes"))
         XCTAssertEqual(roomySize, 64 * 1024 * 1024)
-        let tests = """
-            rule_files: [\(repoRoot)/etc/nnd/prometheus/nnd-alerts.yml]
-            evaluation_interval: 1m
-            tests:
-              - interval: 1m
-                input_series:
-                  - series: 'nnd_state_filesystem_available_bytes{instance="full"}'
-                    values: '\(Int(fullAvailable))x20'
-                  - series: 'nnd_state_filesystem_size_bytes{instance="full"}'
-                    values: '\(3 * 1024 * 1024)x20'
-                  - series: 'nnd_state_filesystem_available_bytes{instance="roomy"}'
-                    values: '\(Int(roomyAvailable))x20'
-                  - series: 'nnd_state_filesystem_size_bytes{instance="roomy"}'
-                    values: '\(Int(roomySize))x20'
-                alert_rule_test:
-                  - eval_time: 15m
-                    alertname: NndStateDiskLow
-                    exp_alerts:
-                      - exp_labels: {severity: warning, instance: full}
-                        exp_annotations:
-                          summary: "nnd's state directory file system is over 90 % full"
-                          description: "A checkpoint that no longer fits fails its run (no space left on device; \
-            nnctl resume continues it from the last good checkpoint once there is room). nnctl status shows what \
-            the state directory holds; nnctl rm old runs, or lower keep_finished_runs_days or keep_model_versions \
-            in /etc/nnd/nnd.yaml."
-            """
-        let file = "\(d.dir)/disk-low-test.yml"
-        try tests.write(toFile: file, atomically: true, encoding: .utf8)
-        let (code, output) = try promtool(["test", "rules", file])
+        let (code, output) = try testShippedAlert(
+            "NndStateDiskLow",
+            series: [
+                ("nnd_state_filesystem_available_bytes{instance=\"full\"}", "\(Int(fullAvailable))"),
+                ("nnd_state_filesystem_size_bytes{instance=\"full\"}", "\(3 * 1024 * 1024)"),
+                ("nnd_state_filesystem_available_bytes{instance=\"roomy\"}", "\(Int(roomyAvailable))"),
+                ("nnd_state_filesystem_size_bytes{instance=\"roomy\"}", "\(Int(roomySize))"),
+            ],
+            expected: """
+                - exp_labels: {severity: warning, instance: full}
+                  exp_annotations:
+                    summary: "nnd's state directory file system is over 90 % full"
+                    description: "A checkpoint that no longer fits fails its run (no space left on device; \
+                nnctl resume continues it from the last good checkpoint once there is room). nnctl status shows \
+                what the state directory holds; nnctl rm old runs, or lower keep_finished_runs_days or \
+                keep_model_versions in /etc/nnd/nnd.yaml."
+                """, dir: d.dir)
         XCTAssertEqual(code, 0, output)
     }
 }

@@ -238,30 +238,20 @@ final class OvernightTests: XCTestCase {
             XCTAssertEqual(value(heldMetrics).flatMap(Double.init), 1, heldMetrics)
         #endif
         XCTAssertEqual(value(chosenMetrics).flatMap(Double.init), 0, chosenMetrics)
-        let tests = """
-            rule_files: [\(repoRoot)/etc/nnd/prometheus/nnd-alerts.yml]
-            evaluation_interval: 1m
-            tests:
-              - interval: 1m
-                input_series:
-                  - series: 'nnd_blas_held_back{instance="held"}'
-                    values: '\(value(heldMetrics) ?? "1")x20'
-                  - series: 'nnd_blas_held_back{instance="chosen"}'
-                    values: '\(value(chosenMetrics) ?? "0")x20'
-                alert_rule_test:
-                  - eval_time: 15m
-                    alertname: NndBLASHeldBack
-                    exp_alerts:
-                      - exp_labels: {severity: info, instance: held}
-                        exp_annotations:
-                          summary: "nnd trains on narrower OpenBLAS kernels than this CPU runs"
-                          description: "OPENBLAS_CORETYPE in nnd's environment names them (journalctl -u nnd shows \
-            the warning; nnd_blas_info has both kernels). Remove it from the unit's Environment= and systemctl restart \
-            nnd, unless it was set on purpose."
-            """
-        let file = "\(held.dir)/held-back-test.yml"
-        try tests.write(toFile: file, atomically: true, encoding: .utf8)
-        let (code, output) = try promtool(["test", "rules", file])
+        let (code, output) = try testShippedAlert(
+            "NndBLASHeldBack",
+            series: [
+                ("nnd_blas_held_back{instance=\"held\"}", value(heldMetrics) ?? "1"),
+                ("nnd_blas_held_back{instance=\"chosen\"}", value(chosenMetrics) ?? "0"),
+            ],
+            expected: """
+                - exp_labels: {severity: info, instance: held}
+                  exp_annotations:
+                    summary: "nnd trains on narrower OpenBLAS kernels than this CPU runs"
+                    description: "OPENBLAS_CORETYPE in nnd's environment names them (journalctl -u nnd shows \
+                the warning; nnd_blas_info has both kernels). Remove it from the unit's Environment= and systemctl \
+                restart nnd, unless it was set on purpose."
+                """, dir: held.dir)
         XCTAssertEqual(code, 0, output)
     }
 
@@ -388,6 +378,32 @@ func residentBytes(_ pid: Int32) throws -> Int {
 /// Runs `nnd`; (exit code, stdout, stderr).
 func runNND(_ args: [String], env: [String: String] = [:], timeout: Double = 60) throws -> (Int32, String, String) {
     try runBuilt("nnd", args, env: env, timeout: timeout)
+}
+
+/// `promtool test rules` on the shipped alerting rules: each of `series` (a series and its
+/// value) held for 20 minutes, `alert` evaluated at 15 minutes, `expected` the YAML of its
+/// `exp_alerts` entries (from column 0); the test file is written into `dir`.
+func testShippedAlert(
+    _ alert: String, series: [(String, String)], expected: String, dir: String
+) throws -> (Int32, String) {
+    let inputs = series.map { "      - series: '\($0.0)'\n        values: '\($0.1)x20'" }
+    let alerts = expected.split(separator: "\n").map { "          " + $0 }
+    let tests = """
+        rule_files: [\(repoRoot)/etc/nnd/prometheus/nnd-alerts.yml]
+        evaluation_interval: 1m
+        tests:
+          - interval: 1m
+            input_series:
+        \(inputs.joined(separator: "\n"))
+            alert_rule_test:
+              - eval_time: 15m
+                alertname: \(alert)
+                exp_alerts:
+        \(alerts.joined(separator: "\n"))
+        """
+    let file = "\(dir)/\(alert)-test.yml"
+    try tests.write(toFile: file, atomically: true, encoding: .utf8)
+    return try promtool(["test", "rules", file])
 }
 
 /// Runs promtool (Debian's prometheus package); (exit code, output).
