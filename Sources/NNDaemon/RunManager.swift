@@ -131,6 +131,7 @@ public actor RunManager {
                     + "(memory_budget)",
                 field: "model.layers")
         }
+        try checkStorage(for: spec, run: nil)
         let id = Self.newID(name: spec.name)
         var r = RunRecord(id: id, spec: spec, workers: config.workers)
         r.memoryEstimateBytes = estimate.bytes
@@ -208,6 +209,7 @@ public actor RunManager {
         switch r.state {
         case .paused, .stopped, .failed:
             guard !shuttingDown else { throw APIError(503, "shutting_down", "the daemon is shutting down") }
+            try checkStorage(for: r.spec, run: r.id)
             r.state = .queued
             r.reason = nil
             r.finishedAt = nil
@@ -439,6 +441,28 @@ public actor RunManager {
             stateDirectoryBytes: stateDirectoryBytes(), memoryBudgetBytes: memoryBudget, memoryHeldBytes: memoryHeld,
             unreadableRunRecords: unreadableRecords.isEmpty ? nil : unreadableRecords,
             stateFilesystemAvailableBytes: fileSystem?.available, stateFilesystemSizeBytes: fileSystem?.size)
+    }
+
+    /// Refuses (507 insufficient_storage) a run, new or resumed, whose next checkpoint cannot be
+    /// written: a checkpoint goes to a temporary file beside the previous one before it replaces
+    /// it, so twice its size must be free. Without this a run on a full disk starts, trains until
+    /// its first checkpoint and fails there; this says so at once, with both figures.
+    func checkStorage(for spec: RunSpec, run: String?) throws(APIError) {
+        let checkpoint = MemoryEstimate.checkpointBytes(spec: spec)
+        guard let fileSystem = stateFilesystem(), fileSystem.available < 2 * checkpoint else { return }
+        func format(_ bytes: Int) -> String {
+            bytes >= 1 << 30
+                ? String(format: "%.1f GiB", Double(bytes) / Double(1 << 30))
+                : bytes >= 1 << 20
+                    ? String(format: "%.1f MiB", Double(bytes) / Double(1 << 20))
+                    : String(format: "%.0f KiB", Double(bytes) / 1024)
+        }
+        throw APIError(
+            507, "insufficient_storage",
+            "\(run.map { "run \($0)" } ?? "this run")'s checkpoints take \(format(checkpoint)) each, written beside the "
+                + "previous one (\(format(2 * checkpoint)) needed); the state directory's file system "
+                + "(\(config.stateDirectory)) has \(format(fileSystem.available)) free: nnctl rm finished runs or free "
+                + "space there")
     }
 
     /// The state directory's file system: bytes available to an unprivileged writer (the

@@ -20,12 +20,7 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
     public static func of(spec: RunSpec, trainRecords: Int, testRecords: Int, workers: Int) -> MemoryEstimate {
         let sizes = spec.model.layers
         let float = MemoryLayout<Float>.stride
-        // Σ n_{l−1}·n_l + n_l, without building a layout (the sizes may be absurd).
-        var parameters = 0
-        for l in 1..<max(sizes.count, 1) {
-            let (product, overflow) = sizes[l - 1].multipliedReportingOverflow(by: sizes[l])
-            parameters = overflow ? Int.max / 16 : min(Int.max / 16, parameters + product + sizes[l])
-        }
+        let parameters = parameterCount(sizes)
         let units = sizes.reduce(0, +)
         let states = OptimizerConfig(kind: spec.training.optimizer).stateBuffers
         let stepSize = spec.stepSize(trainCount: max(trainRecords, 1))
@@ -63,9 +58,30 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
             "sparse first layer": sparse,
             "batch buffers": times(2 * workers * rowsPerWorker + maxBatch, units * float),
             "evaluation engine": times(parameters, 2 * float) + times(2 * 1024, units * float),
-            "checkpoint encoding": times(parameters, (1 + states + (averages ? 1 : 0)) * float),
+            "checkpoint encoding": checkpointBytes(spec: spec),
             "data set": times(trainRecords + testRecords, inputs * (float + 1)),
         ])
+    }
+
+    /// Σ n_{l−1}·n_l + n_l, without building a layout (the sizes may be absurd: capped, never
+    /// overflowing).
+    static func parameterCount(_ sizes: [Int]) -> Int {
+        var parameters = 0
+        for l in 1..<max(sizes.count, 1) {
+            let (product, overflow) = sizes[l - 1].multipliedReportingOverflow(by: sizes[l])
+            parameters = overflow ? Int.max / 16 : min(Int.max / 16, parameters + product + sizes[l])
+        }
+        return parameters
+    }
+
+    /// The bytes of one of the spec's checkpoints, less its small JSON state: the parameters,
+    /// the optimiser state and, for an averaging run, the running mean, in float32.
+    public static func checkpointBytes(spec: RunSpec) -> Int {
+        let parameters = parameterCount(spec.model.layers)
+        let states = OptimizerConfig(kind: spec.training.optimizer).stateBuffers
+        let copies = 1 + states + ((spec.training.averageFromEpoch ?? 0) > 0 ? 1 : 0)
+        let (bytes, overflow) = parameters.multipliedReportingOverflow(by: copies * MemoryLayout<Float>.stride)
+        return overflow ? Int.max / 16 : min(bytes, Int.max / 16)
     }
 
     /// The estimate for a spec whose data is found the way `DataLoading.load` finds it: record

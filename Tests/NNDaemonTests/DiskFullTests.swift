@@ -8,7 +8,8 @@ final class DiskFullTests: XCTestCase {
     /// in its status, the last good checkpoint stays intact, the daemon keeps serving, and after
     /// space is freed the run resumes and completes. The file system's room is in /metrics and
     /// `nnctl status` (human and --json), and the shipped NndStateDiskLow alert fires on the full
-    /// file system's figures, not on the enlarged one's.
+    /// file system's figures, not on the enlarged one's. While it is full, a new run and the
+    /// resume are refused (507 insufficient_storage) instead of failing at their first checkpoint.
     func testDiskFullFailsRunKeepsLastCheckpointAndResumesAfterSpaceIsFreed() throws {
         let d = DaemonProcess()
         try FileManager.default.createDirectory(atPath: d.stateDir, withIntermediateDirectories: true)
@@ -68,6 +69,19 @@ final class DiskFullTests: XCTestCase {
         XCTAssertLessThan(fullAvailable, 0.1 * 3 * 1024 * 1024)
         let full = try nnctl(["status", "--socket", d.socket]).1
         XCTAssertTrue(full.contains(": low, checkpoints that no longer fit fail their runs"), full)
+        // Still full: a new run, and the failed one's resume, are refused at once, with both figures.
+        let (refusedStatus, refused) = try d.post("/v1/runs", ["spec_yaml": spec])
+        XCTAssertEqual(refusedStatus, 507, "\(refused)")
+        let error = refused["error"] as? [String: Any] ?? [:]
+        XCTAssertEqual(error["code"] as? String, "insufficient_storage", "\(refused)")
+        XCTAssertTrue(
+            (error["message"] as? String ?? "").hasPrefix(
+                "this run's checkpoints take 714 KiB each, written beside the previous one (1.4 MiB needed); "
+                    + "the state directory's file system (\(d.stateDir)) has "), "\(refused)")
+        let (resumeCode, _, resumeError) = try nnctl(["resume", run, "--socket", d.socket])
+        XCTAssertEqual(resumeCode, 1, resumeError)
+        XCTAssertTrue(resumeError.contains("run \(run)'s checkpoints take 714 KiB each"), resumeError)
+        XCTAssertEqual(try d.state(run), "failed")
         // Free space, resume: it completes from the last good checkpoint.
         XCTAssertEqual(sh(["mount", "-o", "remount,size=64m", d.stateDir]), 0)
         XCTAssertEqual(try d.post("/v1/runs/\(run)/resume").0, 200)
