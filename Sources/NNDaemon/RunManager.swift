@@ -450,13 +450,7 @@ public actor RunManager {
     func checkStorage(for spec: RunSpec, run: String?) throws(APIError) {
         let checkpoint = MemoryEstimate.checkpointBytes(spec: spec)
         guard let fileSystem = stateFilesystem(), fileSystem.available < 2 * checkpoint else { return }
-        func format(_ bytes: Int) -> String {
-            bytes >= 1 << 30
-                ? String(format: "%.1f GiB", Double(bytes) / Double(1 << 30))
-                : bytes >= 1 << 20
-                    ? String(format: "%.1f MiB", Double(bytes) / Double(1 << 20))
-                    : String(format: "%.0f KiB", Double(bytes) / 1024)
-        }
+        let format = MemoryEstimate.format
         throw APIError(
             507, "insufficient_storage",
             "\(run.map { "run \($0)" } ?? "this run")'s checkpoints take \(format(checkpoint)) each, written beside the "

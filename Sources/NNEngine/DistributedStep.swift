@@ -46,6 +46,11 @@ extension GradientReducer {
     }
 }
 
+/// Workers per process as the headers print them: `2`, or `1–2` when processes differ.
+public func workerCountText(_ counts: ClosedRange<Int>) -> String {
+    counts.count > 1 ? "\(counts.lowerBound)–\(counts.upperBound)" : "\(counts.lowerBound)"
+}
+
 /// Where a distributed step's time went, summed since the last `take` (for `nnd bench` and metrics).
 public struct DistributedTimes: Sendable, Equatable {
     /// Forward, backward and local gradient on this process's share.

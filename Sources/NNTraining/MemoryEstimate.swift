@@ -110,10 +110,11 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
         return of(spec: spec, trainRecords: train, testRecords: test, workers: workers)
     }
 
-    /// `1.5 GiB`, `640 MiB`.
+    /// `1.5 GiB`, `640 MiB`, `714 KiB` (a checkpoint of the seed's network).
     public static func format(_ bytes: Int) -> String {
         let gib = Double(bytes) / Double(1 << 30)
         if gib >= 1 { return String(format: "%.1f GiB", gib) }
+        if bytes < 1 << 20 { return String(format: "%.0f KiB", Double(bytes) / 1024) }
         return String(format: "%.0f MiB", Double(bytes) / Double(1 << 20))
     }
 }

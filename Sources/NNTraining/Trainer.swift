@@ -178,7 +178,8 @@ public final class Trainer {
         // same training set's, and a timing near the crossover is agreed below.
         let requested = spec.model.inputPath ?? .dense
         let recorded = resume?.state.inputPath
-        var timeBoth = false
+        // Why the ranks time both paths (below), when they do.
+        var timing: String?
         // The sparse path sums each worker slice's W₁ gradient across processes, so every rank
         // must cut W₁ into the same slices. Ranks may run different worker counts (hosts with
         // different CPU counts do, by default): every rank cuts the network into as many pieces
@@ -215,7 +216,10 @@ public final class Trainer {
                 // rank with the fewest runs the most's pieces, at a cost that grows with their
                 // ratio): both are timed below, once the engine exists.
                 (inputPath, inputPathReason) = (.sparse, "")
-                timeBoth = true
+                timing =
+                    density <= below
+                    ? "the ranks run \(rankWorkerCounts!.lowerBound) to \(rankWorkerCounts!.upperBound) workers each"
+                    : "near the crossover"
             }
         }
         // The training data's index of non-zeros (the engine keeps it).
@@ -233,7 +237,7 @@ public final class Trainer {
             return zip(r.gather(r.host), r.gather(UInt64(workers))).map { RankPlacement(host: $0, workers: Int($1)) }
         }
         engine.useSparseInput(sparseRows)
-        if timeBoth, let sparseRows {
+        if let timing, let sparseRows {
             var (faster, reason) = Self.timeInputPaths(
                 engine, train, sparseRows, stepSize: stepSize, learningRate: Float(spec.training.learningRate))
             if let reducer {
@@ -245,12 +249,8 @@ public final class Trainer {
                 reason += " on rank \(reducer.rank); \(faster) on every rank"
             }
             inputPath = faster
-            let why =
-                inputDensity! <= Self.autoSparseDensity.sureBelow && unevenRanks
-                ? "the ranks run \(rankWorkerCounts!.lowerBound) to \(rankWorkerCounts!.upperBound) workers each"
-                : "near the crossover"
             inputPathReason =
-                String(format: "auto: inputs %.1f %% non-zero, ", inputDensity! * 100) + why + ": " + reason
+                String(format: "auto: inputs %.1f %% non-zero, ", inputDensity! * 100) + timing + ": " + reason
             if faster == .dense { engine.useSparseInput(nil) }
         }
         order = .allocate(capacity: train.count)

@@ -76,7 +76,7 @@ final class DiskFullTests: XCTestCase {
         XCTAssertEqual(error["code"] as? String, "insufficient_storage", "\(refused)")
         XCTAssertTrue(
             (error["message"] as? String ?? "").hasPrefix(
-                "this run's checkpoints take 714 KiB each, written beside the previous one (1.4 MiB needed); "
+                "this run's checkpoints take 714 KiB each, written beside the previous one (1 MiB needed); "
                     + "the state directory's file system (\(d.stateDir)) has "), "\(refused)")
         let (resumeCode, _, resumeError) = try nnctl(["resume", run, "--socket", d.socket])
         XCTAssertEqual(resumeCode, 1, resumeError)

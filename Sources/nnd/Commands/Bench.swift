@@ -58,7 +58,7 @@ struct Bench: ParsableCommand {
             guard printing else { return }
             if json { return print(jsonLine(r)) }
             print(
-                "distributed step, best of \(r.rounds) rounds: \(r.ranks) ranks × \(r.fewestWorkersPerRank == r.mostWorkersPerRank ? "\(r.workersPerRank)" : "\(r.fewestWorkersPerRank)–\(r.mostWorkersPerRank)") workers, global batch \(r.batch)"
+                "distributed step, best of \(r.rounds) rounds: \(r.ranks) ranks × \(workerCountText(r.fewestWorkersPerRank...r.mostWorkersPerRank)) workers, global batch \(r.batch)"
             )
             func show(_ title: String, _ f: Benchmark.DistributedStepFigures) {
                 print(title + String(format: " %.0f µs, %.0f samples/s", f.stepMicroseconds, f.stepSamplesPerSecond))

@@ -89,9 +89,7 @@ struct Train: ParsableCommand {
         if printing { warnIfOpenBLASIsHeldBack() }
         if !json && printing {
             // Ranks on hosts with different CPU counts run different numbers of workers.
-            let workerCounts =
-                trainer.rankWorkerCounts.map { $0.count > 1 ? "\($0.lowerBound)–\($0.upperBound)" : "\(nWorkers)" }
-                ?? "\(nWorkers)"
+            let workerCounts = workerCountText(trainer.rankWorkerCounts ?? nWorkers...nWorkers)
             print(
                 "nnd: \(spec.name): \(spec.model.layers.map(String.init).joined(separator: "-")) \(spec.model.activation.rawValue), \(spec.training.mode.rawValue) batch \(trainer.stepSize), \(spec.training.optimizer.rawValue) lr \(spec.training.learningRate), \(spec.training.epochs) epochs"
             )
