@@ -4,6 +4,7 @@ import NNAPI
 import NNData
 import NNEngine
 import NNNumerics
+import Synchronization
 
 /// `nnd bench`: the machine's own large-GEMM rate (the reference) and the training step's
 /// rate for the seed's network, measured in one process with the same BLAS.
@@ -90,6 +91,63 @@ public enum Benchmark {
         /// How many quads reached it, and the sparse step's median ratio in those (nil: none did).
         public var quadsWhereGemmScales: Int
         public var sparseMedianSpeedupWhereGemmScales: Double?
+        /// Per quad, the round trip of a cache line between two cores (`CoreToCoreProbe`, the
+        /// slower of a probe before and one after the quad; empty on 1 worker, nil where a probe
+        /// could not run): what a split step pays for each barrier and for each line of data the
+        /// other core wrote, and what GEMM, which shares nothing, does not feel. A VM's vCPUs
+        /// may share a core complex or not, and the hypervisor moves them within seconds.
+        public var roundTripNanoseconds: [Double?]
+        /// Quads whose round trip was at most twice the fastest of the run ("cores near"), the
+        /// sparse step's median ratio in those and in the others (nil: no such quad).
+        public var quadsCoresNear: Int
+        public var sparseMedianSpeedupCoresNear: Double?
+        public var sparseMedianSpeedupCoresFar: Double?
+    }
+
+    /// How long a cache line takes to go from one core to another and back: two busy threads
+    /// (this one and one started for the probe) hand a counter back and forth. Not the
+    /// workers' own threads, but on a machine with as many CPUs as workers the same two CPUs,
+    /// and so the same distance between them.
+    final class CoreToCoreProbe: Sendable {
+        private let counter = Atomic<Int>(0)
+        private let abandoned = Atomic<Bool>(false)
+
+        /// Mean nanoseconds per round trip over `handoffs` of them; nil if the other thread did
+        /// not answer within a second (a machine too busy to run both at once).
+        func roundTripNanoseconds(handoffs: Int = 2000) -> Double? {
+            counter.store(0, ordering: .relaxed)
+            abandoned.store(false, ordering: .relaxed)
+            let finished = DispatchSemaphore(value: 0)
+            let answerer = Thread { [self] in
+                defer { finished.signal() }
+                // Round trip i: wait for 2i + 1, answer 2i + 2 (round trip 0 is the start-up).
+                for i in 0...handoffs {
+                    while counter.load(ordering: .acquiring) != 2 * i + 1 {
+                        if abandoned.load(ordering: .relaxed) { return }
+                    }
+                    counter.store(2 * i + 2, ordering: .releasing)
+                }
+            }
+            answerer.start()
+            let deadline = DispatchTime.now().uptimeNanoseconds + 1_000_000_000
+            var start: UInt64 = 0
+            for i in 0...handoffs {
+                counter.store(2 * i + 1, ordering: .releasing)
+                var loads = 0
+                while counter.load(ordering: .acquiring) != 2 * i + 2 {
+                    loads &+= 1
+                    if loads & 1023 == 0 && DispatchTime.now().uptimeNanoseconds > deadline {
+                        abandoned.store(true, ordering: .relaxed)
+                        finished.wait()
+                        return nil
+                    }
+                }
+                if i == 0 { start = DispatchTime.now().uptimeNanoseconds }
+            }
+            let elapsed = DispatchTime.now().uptimeNanoseconds - start
+            finished.wait()
+            return Double(elapsed) / Double(handoffs)
+        }
     }
 
     /// Mean microseconds per step: wall time; the input gather and the first layer by units,
@@ -462,7 +520,13 @@ public enum Benchmark {
     ) -> AlternatingPairs {
         var gemmRatios: [Double] = []
         var sparseRatios: [Double] = []
+        var roundTrips: [Double?] = []
+        let probe = workers > 1 ? CoreToCoreProbe() : nil
+        // A probe that found no second CPU free (nil) is not tried again: each waits a second.
+        var probing = probe != nil
         for q in 0..<count {
+            let before = probing ? probe?.roundTripNanoseconds() : nil
+            if before == nil { probing = false }
             var g = (one: 0.0, all: 0.0)
             var st = (one: 0.0, all: 0.0)
             let slices: [() -> Void] = [
@@ -474,18 +538,33 @@ public enum Benchmark {
             for slice in q % 2 == 0 ? slices : slices.reversed() { slice() }
             gemmRatios.append(g.all / g.one)
             sparseRatios.append(st.all / st.one)
+            if let probe {
+                let after = probing ? probe.roundTripNanoseconds() : nil
+                if after == nil { probing = false }
+                roundTrips.append(before.flatMap { b in after.map { max(b, $0) } })
+            }
         }
         let threshold = 0.925 * Double(workers)
         let scaling = zip(gemmRatios, sparseRatios).filter { $0.0 >= threshold }.map(\.1)
+        let fastest = roundTrips.compactMap { $0 }.min()
+        let near = zip(roundTrips, sparseRatios).filter { t, _ in t.map { $0 <= 2 * fastest! } ?? false }.map(\.1)
+        let far = zip(roundTrips, sparseRatios).filter { t, _ in t.map { $0 > 2 * fastest! } ?? false }.map(\.1)
         log(
             String(
-                format: "%d alternating pairs of %.2f s: sparse %@; GEMM %@", count, sliceSeconds,
+                format: "%d alternating pairs of %.2f s: sparse %@; GEMM %@%@", count, sliceSeconds,
                 sparseRatios.map { String(format: "%.2f", $0) }.joined(separator: " "),
-                gemmRatios.map { String(format: "%.2f", $0) }.joined(separator: " ")))
+                gemmRatios.map { String(format: "%.2f", $0) }.joined(separator: " "),
+                probe == nil
+                    ? ""
+                    : "; cores' round trip (ns) "
+                        + roundTrips.map { $0.map { String(format: "%.0f", $0) } ?? "-" }.joined(separator: " ")))
         return AlternatingPairs(
             count: count, sliceSeconds: sliceSeconds, gemmSpeedups: gemmRatios, sparseSpeedups: sparseRatios,
             gemmMedianSpeedup: median(gemmRatios), sparseMedianSpeedup: median(sparseRatios),
             gemmScalingThreshold: threshold, quadsWhereGemmScales: scaling.count,
-            sparseMedianSpeedupWhereGemmScales: scaling.isEmpty ? nil : median(scaling))
+            sparseMedianSpeedupWhereGemmScales: scaling.isEmpty ? nil : median(scaling),
+            roundTripNanoseconds: roundTrips, quadsCoresNear: near.count,
+            sparseMedianSpeedupCoresNear: near.isEmpty ? nil : median(near),
+            sparseMedianSpeedupCoresFar: far.isEmpty ? nil : median(far))
     }
 }

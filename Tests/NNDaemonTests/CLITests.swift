@@ -193,6 +193,7 @@ final class CLITests: XCTestCase {
             "2-worker sparse step (best round):", "1-worker sparse step (best round):",
             "2 independent 1-worker sparse steps at once:",
             "alternating pairs (4 × 0.02 s slices, 1 and 2 in turn): median speedup sparse step",
+            "cores' round trip in the pairs: ", " with the cores near (≤ ",
         ] {
             XCTAssertTrue(text.contains(line), "missing '\(line)' in:\n\(text)")
         }
@@ -229,6 +230,14 @@ final class CLITests: XCTestCase {
         XCTAssertEqual((pairs["gemm_speedups"] as? [Double])?.count, 4, json)
         XCTAssertGreaterThan(try XCTUnwrap(pairs["sparse_median_speedup"] as? Double), 0)
         XCTAssertEqual(pairs["gemm_scaling_threshold"] as? Double, 1.85)
+        // The cores' round trip around each quad, and the quads at most twice the fastest.
+        let trips = try XCTUnwrap(pairs["round_trip_nanoseconds"] as? [Any], json)
+        XCTAssertEqual(trips.count, 4, json)
+        let measured = trips.compactMap { $0 as? Double }
+        XCTAssertFalse(measured.isEmpty, json)
+        XCTAssertTrue(measured.allSatisfy { $0 > 0 }, json)
+        XCTAssertEqual(
+            pairs["quads_cores_near"] as? Int, measured.filter { $0 <= 2 * measured.min()! }.count, json)
         let (c3, _, e3) = try runBuilt("nnd", ["bench", "--seconds", "0"])
         XCTAssertEqual(c3, 2)
         XCTAssertTrue(e3.contains("--seconds 0.0 must be in (0, 60]"), e3)

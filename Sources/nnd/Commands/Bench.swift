@@ -144,6 +144,16 @@ struct Bench: ParsableCommand {
                 format:
                     "alternating pairs (%d × %.2f s slices, 1 and %d in turn): median speedup sparse step %.2fx, GEMM %.2fx; %@",
                 pairs.count, pairs.sliceSeconds, w, pairs.sparseMedianSpeedup, pairs.gemmMedianSpeedup, whereScales))
+        let trips = pairs.roundTripNanoseconds.compactMap { $0 }
+        if let fastest = trips.min(), let slowest = trips.max() {
+            func speedup(_ x: Double?) -> String { x.map { String(format: "%.2fx", $0) } ?? "none" }
+            print(
+                String(
+                    format:
+                        "cores' round trip in the pairs: %.0f–%.0f ns; sparse step %@ in the %d with the cores near (≤ %.0f ns), %@ in the %d others (a step split over cores pays this distance at every barrier and for every line the other core wrote; GEMM shares nothing)",
+                    fastest, slowest, speedup(pairs.sparseMedianSpeedupCoresNear), pairs.quadsCoresNear, 2 * fastest,
+                    speedup(pairs.sparseMedianSpeedupCoresFar), trips.count - pairs.quadsCoresNear))
+        }
         for (workers, name, p) in [
             (w, "", r.phasesOfBestRound), (w, " sparse", r.sparsePhasesOfBestRound),
             (1, " sparse", r.sparsePhasesOneWorkerOfBestRound),
