@@ -77,7 +77,7 @@ public actor RunManager {
                 }
                 records[id] = r
             } catch {
-                let reason = Self.unreadableReason(error)
+                let reason = Self.unreadableReason(error, data: data)
                 logger.error("cannot read run record", metadata: ["file": "\(path)", "error": "\(reason)"])
                 unreadableRecords.append("\(path): \(reason)")
             }
@@ -86,10 +86,19 @@ public actor RunManager {
     }
 
     /// Why a run record did not decode, in a line, as the API words a bad request body ("The
-    /// given data was not valid JSON.", "spec.model.layers is required").
-    static func unreadableReason(_ error: any Error) -> String {
+    /// given data was not valid JSON. (Unexpected end of file during JSON parse.)",
+    /// "spec.model.layers is required"). The decoder does not say where the syntax broke; the
+    /// parser, run again on `data`, does.
+    static func unreadableReason(_ error: any Error, data: Data) -> String {
         guard let decoding = error as? DecodingError else { return "\(error)" }
-        return APIRequestDecoder.apiError(decoding).message
+        let message = APIRequestDecoder.apiError(decoding).message
+        guard case .dataCorrupted(let context) = decoding, context.codingPath.isEmpty,
+            context.underlyingError == nil
+        else { return message }
+        do { _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) } catch {
+            if let detail = APIRequestDecoder.syntaxDetail(error) { return "\(message) (\(detail))" }
+        }
+        return message
     }
 
     /// A run during which the daemon died `crashes` times in a row without a new checkpoint:

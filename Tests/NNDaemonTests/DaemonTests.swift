@@ -225,7 +225,12 @@ final class DaemonTests: XCTestCase {
             XCTAssertTrue((err?["message"] as? String ?? "").contains(text), "'\(r.text)' lacks '\(text)'", line: line)
         }
         func b(_ s: String) -> [UInt8] { Array(s.utf8) }
-        try expect("POST", "/v1/runs", b("{not json"), 400, "malformed_json", "not valid JSON")
+        try expect(
+            "POST", "/v1/runs", b("{not json"), 400, "malformed_json",
+            "the request body is not valid JSON: Invalid value around character 1.")
+        try expect(
+            "POST", "/v1/runs", b("{\"spec\": {\"training\": {\"epochs\": 1e400}}}"), 400, "malformed_json",
+            "not valid JSON: Number 1e400 is not representable in Swift.")
         try expect("POST", "/v1/runs", b("[1,2]"), 400, "malformed_json", "JSON object")
         try expect("POST", "/v1/runs", b("{\"spec\": {}, \"colour\": 1}"), 422, "unknown_field", "colour")
         // Query parameters a route does not read are refused like unknown body fields.

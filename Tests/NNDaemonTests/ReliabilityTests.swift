@@ -63,8 +63,10 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertEqual(code, 0, out + err)
         XCTAssertTrue(
             out.contains(
-                "unreadable run record (the run is left out, its files kept): \(record): The given data was not valid JSON."
+                "unreadable run record (the run is left out, its files kept): \(record): The given data was not valid JSON. ("
             ), out)
+        // …and how it broke: the record was cut in half.
+        XCTAssertTrue(out.contains("not valid JSON. (Unexpected end of file"), out)
         XCTAssertTrue(out.contains(kept) && !out.contains("\(damaged) "), out)
         let (_, json, _) = try nnctl(["status", "--json"], env: env)
         let health = try APIJSON.decoder.decode(Health.self, from: Data(json.utf8))

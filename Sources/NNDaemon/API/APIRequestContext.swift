@@ -48,7 +48,8 @@ public struct APIRequestDecoder: RequestDecoder {
     static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws(APIError) -> T {
         let object: Any
         do { object = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) } catch {
-            throw APIError(400, "malformed_json", "the request body is not valid JSON")
+            let detail = Self.syntaxDetail(error).map { ": \($0)" } ?? ""
+            throw APIError(400, "malformed_json", "the request body is not valid JSON\(detail)")
         }
         guard let members = object as? [String: Any] else {
             throw APIError(400, "malformed_json", "the request body must be a JSON object")
@@ -83,13 +84,21 @@ public struct APIRequestDecoder: RequestDecoder {
             let name = field(context.codingPath + [key])
             return APIError(422, "invalid_value", "\(name) is required", field: name)
         case .dataCorrupted(let context):
-            // Corrupt at the root (not JSON at all): no field to name.
+            // Corrupt at the root (not JSON at all): no field to name, but where the syntax broke.
             let name = field(context.codingPath)
-            let message = name.isEmpty ? context.debugDescription : "\(name): \(context.debugDescription)"
+            let detail = context.underlyingError.flatMap(Self.syntaxDetail).map { " (\($0))" } ?? ""
+            let message =
+                name.isEmpty ? context.debugDescription + detail : "\(name): \(context.debugDescription)\(detail)"
             return APIError(422, "invalid_value", message, field: name.isEmpty ? nil : name)
         @unknown default:
             return APIError(400, "malformed_json", "cannot decode the request: \(error)")
         }
+    }
+
+    /// Where and how a JSON parser gave up ("Invalid value around character 11.", "Number
+    /// 1e400 is not representable in Swift."), from Foundation's error; nil if it says nothing.
+    static func syntaxDetail(_ error: any Error) -> String? {
+        (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String
     }
 
     static func describe(_ type: Any.Type) -> String {
