@@ -121,6 +121,18 @@ public struct CreateRunRequest: Codable, Sendable {
     }
 }
 
+/// Where a refused spec's problem came from, for the message a command prints: the `--set`
+/// that gave `field`, else the spec file. A syntax error (no field) is the file's.
+///     "training.epochs: -2 must be between 1 and 100000" + " (from --set training.epochs=-2)"
+public func specProblemSource(field: String?, file: String, overrides: [String]) -> String {
+    if let field, !field.isEmpty,
+        let given = overrides.last(where: { $0.split(separator: "=", maxSplits: 1).first.map(String.init) == field })
+    {
+        return "from --set \(given)"
+    }
+    return "in \(file)"
+}
+
 /// `POST /v1/runs/{id}/eval`; an empty body means `{"data": "test"}`.
 public struct EvaluationRequest: Codable, Sendable {
     public var data: EvaluationData?

@@ -123,7 +123,11 @@ extension RunSpec {
             throw SpecError(field: "", error.description)
         }
         do { return try parse(text, overrides: overrides, source: path) } catch let e as SpecError {
-            throw SpecError(field: e.field, e.field.isEmpty ? e.message : "\(e.message) (in \(path))")
+            throw SpecError(
+                field: e.field,
+                e.field.isEmpty
+                    ? e.message
+                    : "\(e.message) (\(specProblemSource(field: e.field, file: path, overrides: overrides)))")
         }
     }
 

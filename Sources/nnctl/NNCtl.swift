@@ -83,7 +83,11 @@ struct NNCtl: ParsableCommand {
 }
 
 /// The daemon refused the request (exit 1).
-struct Refused: Error { var message: String }
+struct Refused: Error {
+    var message: String
+    /// The daemon's error, when it sent one (its code and field).
+    var apiError: APIError? = nil
+}
 
 /// A usage error found after parsing, such as a file argument that cannot be read (exit 2,
 /// without the usage text that argument-parser's `ValidationError` would add).

@@ -141,6 +141,47 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// A spec the daemon refuses is reported against the file it came from, or the `--set` that
+    /// gave the bad value, by `nnctl start` and `nnctl retrain` as by `nnd train`: the daemon
+    /// itself only ever sees the text.
+    func testRefusedSpecsSayWhereTheProblemIs() throws {
+        let d = DaemonProcess()
+        try d.start()
+        let badYAML = "\(d.dir)/bad-syntax.yaml"
+        try "name: x\nmodel: [\n".write(toFile: badYAML, atomically: true, encoding: .utf8)
+        let badValue = "\(d.dir)/bad-value.yaml"
+        try "name: x\ntraining: {epochs: -2}\n".write(toFile: badValue, atomically: true, encoding: .utf8)
+        let good = "\(d.dir)/good.yaml"
+        try smallSpec(name: "good").write(toFile: good, atomically: true, encoding: .utf8)
+        let cases: [(file: String, set: [String], says: String)] = [
+            (badYAML, [], "\(badYAML): not valid YAML/JSON: "),
+            (badValue, [], "training.epochs: -2 must be between 1 and 100000 (in \(badValue))"),
+            (
+                good, ["--set", "training.epochs=-3"],
+                "training.epochs: -3 must be between 1 and 100000 (from --set training.epochs=-3)"
+            ),
+            (good, ["--set", "data.path=/x"], "data.path: unknown field (allowed: "),
+        ]
+        for c in cases {
+            for command in [["nnctl", "start"], ["nnctl", "retrain"], ["nnd", "train"]] {
+                let isClient = command[0] == "nnctl"
+                let (code, out, err) = try runBuilt(
+                    command[0],
+                    Array(command.dropFirst()) + [c.file] + c.set + (isClient ? ["--socket", d.socket] : []))
+                XCTAssertEqual(code, isClient ? 1 : 2, "\(command) \(c.file): \(out)\(err)")
+                XCTAssertTrue(err.hasPrefix("\(command[0]): "), err)
+                XCTAssertTrue(err.contains(c.says), "\(command): \(err)")
+                if c.set.contains("data.path=/x") {
+                    XCTAssertTrue(err.contains("(from --set data.path=/x)"), err)
+                }
+                if isClient { XCTAssertTrue(err.contains("(HTTP 422 invalid_spec)"), err) }
+                XCTAssertEqual(out, "")
+            }
+        }
+        let runs = try nnctl(["list", "--json", "--socket", d.socket])
+        XCTAssertEqual(try APIJSON.decoder.decode(RunList.self, from: Data(runs.1.utf8)).runs.count, 0, runs.1)
+    }
+
     func testTheFirstLayersInputPathIsShownEverywhere() throws {
         let spec = "\(repoRoot)/etc/nnd/runs/mnist-seed.yaml"
         let common = [

@@ -50,8 +50,8 @@ struct Retrain: ParsableCommand {
         }
         if let margin { overrides.append("promotion.margin=\(margin)") }
         if warmStart { overrides.append("promotion.warm_start=true") }
-        let run = try connection.call(
-            "POST", "/v1/runs", body: CreateRunRequest(specYAML: text, overrides: overrides), as: RunRecord.self)
+        let run = try createRun(
+            CreateRunRequest(specYAML: text, overrides: overrides), file: spec, connection: connection)
         if !connection.json { print("retraining: run \(run.id)") }
         let done = try RunFollower(connection: connection, options: follow).follow(run.id)
         if let promotion = done.promotion, !connection.json { print(promotion.message) }

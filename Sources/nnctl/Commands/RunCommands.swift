@@ -34,9 +34,29 @@ struct Start: ParsableCommand {
 
     func run() throws {
         let request = CreateRunRequest(specYAML: try readSpec(spec), name: name, overrides: overrides)
-        let run = try connection.call("POST", "/v1/runs", body: request, as: RunRecord.self)
+        let run = try createRun(request, file: spec, connection: connection)
         if !connection.json { print("started \(run.id) (\(run.state.rawValue))") }
         if wait { try RunFollower(connection: connection, options: follow).follow(run.id) }
+    }
+}
+
+/// `POST /v1/runs`; a refused spec's message says where the problem is, as `nnd train`'s does:
+/// `training.epochs: -2 must be between 1 and 100000 (in nightly.yaml)`, or `(from --set …)`.
+func createRun(_ request: CreateRunRequest, file: String, connection: Connection) throws -> RunRecord {
+    do { return try connection.call("POST", "/v1/runs", body: request, as: RunRecord.self) } catch var refused
+        as Refused
+    {
+        guard let error = refused.apiError, error.code == "invalid_spec" else { throw refused }
+        let syntaxPrefix = "spec: "
+        var message = error.message
+        if message.hasPrefix(syntaxPrefix) {
+            message = "\(file): " + message.dropFirst(syntaxPrefix.count)
+        } else {
+            let source = specProblemSource(field: error.field, file: file, overrides: request.overrides ?? [])
+            message += " (\(source))"
+        }
+        refused.message = APIError(error.status, error.code, message, field: error.field).description
+        throw refused
     }
 }
 
