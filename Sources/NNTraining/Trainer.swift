@@ -398,7 +398,6 @@ public final class Trainer {
         checkpointSink: ((Checkpoint, _ isBest: Bool) throws -> Void)? = nil,
         onEvent: (TrainingEvent) -> Void = { _ in }
     ) throws -> TrainingOutcome {
-        let m = train.count
         let epochs = spec.training.epochs
         let everySteps = spec.checkpoint.everySteps
         let everySeconds = spec.checkpoint.everySeconds
@@ -414,6 +413,10 @@ public final class Trainer {
             try checkpointSink(c, best)
             lastCheckpoint = Date()
         }
+        /// Whether a time-based checkpoint is due (every rank agreeing, across processes).
+        func checkpointTimeDue(_ now: Date) -> Bool {
+            agree(.proceed, due: everySeconds > 0 && now.timeIntervalSince(lastCheckpoint) >= everySeconds).due
+        }
         onEvent(event(.started, seconds: 0, sps: 0))
         while state.epoch < epochs {
             prepareEpochOrder()
@@ -425,154 +428,179 @@ public final class Trainer {
                     try save()
                     return decision == .stop ? .stopped : .paused
                 }
-                // Up to `stepsPerCall` steps per engine call (one thread wake-up for all of
-                // them), ending at the epoch's end and at every due step-count checkpoint; the
-                // pause/stop decision, events and time-based checkpoints come between calls
-                // (≤ 64 steps, ≈ 20 ms for the seed's network).
-                // A step larger than the engine's buffers (batch mode) goes alone, in chunks.
-                // Steps of one call share its mean duration in `stepDurations`.
-                let grouped = stepSize <= engine.maxBatch
-                let lo = state.stepInEpoch * stepSize
-                var k = grouped ? min(stepsPerCall, stepsPerEpoch - state.stepInEpoch) : 1
-                if everySteps > 0 { k = min(k, everySteps - state.updateCount % everySteps) }
-                let records = min(k * stepSize, m - lo)
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                let done: Int
-                if grouped {
-                    done = engine.steps(
-                        data: train, indices: order.baseAddress! + lo, stepSize: stepSize, records: records,
-                        learningRate: state.learningRate, results: stepResults)
-                } else {
-                    stepResults[0] = engine.step(
-                        data: train, indices: order.baseAddress! + lo, count: records, learningRate: state.learningRate)
-                    done = 1
-                }
-                let perStep = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 / Double(done)
-                let checkedBefore = state.updateCount / Self.replicaCheckSteps
-                for i in 0..<done {
-                    let r = stepResults[i]
-                    stepDurations.record(perStep)
-                    guard r.costSum.isFinite else {
-                        throw TrainingError.diverged(
-                            epoch: state.epoch + 1, step: state.stepInEpoch + 1, cost: r.costSum)
-                    }
-                    state.epochCostSum += r.costSum
-                    state.epochCorrect += r.correct
-                    state.epochRecords += r.records
-                    state.stepInEpoch += 1
-                }
-                state.updateCount = engine.updateCount
-                if engine.reducer != nil && state.updateCount / Self.replicaCheckSteps != checkedBefore {
-                    try checkReplicas()
-                }
+                try trainOneEngineCall()
                 let now = Date()
                 if now.timeIntervalSince(lastEvent) >= 0.2 {
                     lastEvent = now
-                    let secs = now.timeIntervalSince(epochStart)
-                    var e = event(.step, seconds: secs, sps: Double(state.epochRecords) / max(secs, 1e-9))
-                    e.cost = state.epochCostSum / Double(max(state.epochRecords, 1))
-                    onEvent(e)
+                    onEvent(progressEvent(since: epochStart, now: now))
                 }
+                let dueTime = checkpointTimeDue(now)  // every call, on every rank
                 let dueSteps = everySteps > 0 && state.updateCount % everySteps == 0
-                let dueTime = agree(
-                    .proceed, due: everySeconds > 0 && now.timeIntervalSince(lastCheckpoint) >= everySeconds
-                ).due
-                if (dueSteps || dueTime) && state.stepInEpoch < stepsPerEpoch {
+                if (dueTime || dueSteps) && state.stepInEpoch < stepsPerEpoch {
                     state.epochSeconds = now.timeIntervalSince(epochStart)
                     try save()
                 }
             }
-            // End of epoch: the seed's cost J = ΣJ_i/m + (λ/m)·Σθ², then annealing.
-            let seconds = Date().timeIntervalSince(epochStart)
-            let j =
-                state.epochCostSum / Double(m) + spec.training.lambda / Double(m)
-                * engine.layout.sumSquaredWeights(engine.parameters)
-            guard j.isFinite else {
-                throw TrainingError.diverged(epoch: state.epoch + 1, step: state.stepInEpoch, cost: j)
-            }
-            let lrUsed = state.learningRate
-            // The seed anneals only once it has two earlier costs (`len(costs) > 1`); kept as is.
-            let annealed = spec.training.anneal && state.history.count > 1 && j > state.history.last!.cost
-            if annealed { state.learningRate = state.learningRate * 0.9 }
-            averageWeights(afterEpoch: state.epoch + 1)
-            // Test accuracy is the run's weights': the mean, once the run averages.
-            let testAcc = withRunWeights {
-                spec.training.evaluateEveryEpoch ? test.map { engine.evaluate($0).accuracy * 100 } : nil
-            }
-            let validated = validation.map { engine.evaluate($0) }
-            let trainAcc = Double(state.epochCorrect) / Double(max(state.epochRecords, 1)) * 100
-            state.history.append(
-                EpochRecord(
-                    epoch: state.epoch + 1, cost: j, learningRate: lrUsed, trainAccuracy: trainAcc,
-                    testAccuracy: testAcc, seconds: seconds, annealed: annealed,
-                    validationCost: validated.map { $0.costSum / Double(max($0.records, 1)) },
-                    validationAccuracy: validated.map { $0.accuracy * 100 }))
-            state.trainingSeconds += seconds
-            state.epoch += 1
-            state.stepInEpoch = 0
-            state.epochCostSum = 0
-            state.epochCorrect = 0
-            state.epochRecords = 0
-            state.epochSeconds = 0
-            state.epochRNGState = rng.state  // the next epoch's shuffle continues this stream
-            var e = event(.epoch, seconds: seconds, sps: Double(m) / max(seconds, 1e-9))
-            e.epoch = state.epoch
-            e.step = stepsPerEpoch
-            e.cost = j
-            e.learningRate = lrUsed
-            e.trainAccuracy = trainAcc
-            e.testAccuracy = testAcc
-            e.validationCost = state.history.last?.validationCost
-            e.validationAccuracy = state.history.last?.validationAccuracy
-            if annealed { e.message = "cost rose: learning rate annealed to \(state.learningRate)" }
-            onEvent(e)
-            let isBest: Bool
-            if let bestParameters {
-                isBest = state.bestValidationEpoch(by: metric) == state.epoch
-                if isBest {
-                    bestParameters.copy(from: engine.parameters)
-                    bestParametersEpoch = state.epoch
-                }
-            } else {
-                isBest = testAcc != nil && testAcc == state.bestTestAccuracy
-            }
-            let patience = spec.training.earlyStoppingPatience ?? 0
-            if patience > 0, let bestEpoch = state.bestValidationEpoch(by: metric), state.epoch - bestEpoch >= patience,
-                state.epoch < epochs
-            {
-                earlyStop =
-                    "stopped early after epoch \(state.epoch): \(metric.rawValue) has not improved for "
-                    + "\(patience) epochs since epoch \(bestEpoch)"
+            onEvent(try endEpoch(seconds: Date().timeIntervalSince(epochStart)))
+            let isBest = noteBestEpoch()
+            if let reason = earlyStopReason() {
+                earlyStop = reason
                 break
             }
-            let due =
-                agree(.proceed, due: everySeconds > 0 && Date().timeIntervalSince(lastCheckpoint) >= everySeconds).due
-                || isBest
+            // Agreed every epoch, the last included, as every rank's calls must pair up.
+            let due = checkpointTimeDue(Date()) || isBest
             if state.epoch < epochs && due { try save(best: isBest) }
             epochStart = Date()
         }
-        // With validation records, the run keeps its best validation epoch's weights: they are
-        // what the final checkpoint, the export and the promotion gate see.
+        let finalIsBest = keepChosenWeights()
+        state.finished = true
+        try save(best: finalIsBest)
+        let records = Double(train.count * epochs)
+        onEvent(event(.finished, seconds: state.trainingSeconds, sps: records / max(state.trainingSeconds, 1e-9)))
+        return .completed
+    }
+
+    /// One engine call: up to `stepsPerCall` steps (one thread wake-up for all of them), ending
+    /// at the epoch's end and at every due step-count checkpoint; the pause/stop decision, events
+    /// and time-based checkpoints come between calls (≤ 64 steps, ≈ 20 ms for the seed's
+    /// network). A step larger than the engine's buffers (batch mode) goes alone, in chunks.
+    /// Steps of one call share its mean duration in `stepDurations`.
+    func trainOneEngineCall() throws {
+        let everySteps = spec.checkpoint.everySteps
+        let grouped = stepSize <= engine.maxBatch
+        let lo = state.stepInEpoch * stepSize
+        var k = grouped ? min(stepsPerCall, stepsPerEpoch - state.stepInEpoch) : 1
+        if everySteps > 0 { k = min(k, everySteps - state.updateCount % everySteps) }
+        let records = min(k * stepSize, train.count - lo)
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let done: Int
+        if grouped {
+            done = engine.steps(
+                data: train, indices: order.baseAddress! + lo, stepSize: stepSize, records: records,
+                learningRate: state.learningRate, results: stepResults)
+        } else {
+            stepResults[0] = engine.step(
+                data: train, indices: order.baseAddress! + lo, count: records, learningRate: state.learningRate)
+            done = 1
+        }
+        let perStep = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 / Double(done)
+        let checkedBefore = state.updateCount / Self.replicaCheckSteps
+        for i in 0..<done {
+            let r = stepResults[i]
+            stepDurations.record(perStep)
+            guard r.costSum.isFinite else {
+                throw TrainingError.diverged(epoch: state.epoch + 1, step: state.stepInEpoch + 1, cost: r.costSum)
+            }
+            state.epochCostSum += r.costSum
+            state.epochCorrect += r.correct
+            state.epochRecords += r.records
+            state.stepInEpoch += 1
+        }
+        state.updateCount = engine.updateCount
+        if engine.reducer != nil && state.updateCount / Self.replicaCheckSteps != checkedBefore {
+            try checkReplicas()
+        }
+    }
+
+    /// The `step` event: the epoch's progress and its mean cost so far.
+    func progressEvent(since epochStart: Date, now: Date) -> TrainingEvent {
+        let secs = now.timeIntervalSince(epochStart)
+        var e = event(.step, seconds: secs, sps: Double(state.epochRecords) / max(secs, 1e-9))
+        e.cost = state.epochCostSum / Double(max(state.epochRecords, 1))
+        return e
+    }
+
+    /// The end of an epoch that took `seconds`: its cost, the annealing, the weights' running
+    /// mean, the evaluations, its record in the history; the state moves to the next epoch.
+    /// Returns the `epoch` event.
+    func endEpoch(seconds: Double) throws -> TrainingEvent {
+        let m = train.count
+        // The seed's cost J = ΣJ_i/m + (λ/m)·Σθ², then annealing.
+        let j =
+            state.epochCostSum / Double(m) + spec.training.lambda / Double(m)
+            * engine.layout.sumSquaredWeights(engine.parameters)
+        guard j.isFinite else {
+            throw TrainingError.diverged(epoch: state.epoch + 1, step: state.stepInEpoch, cost: j)
+        }
+        let lrUsed = state.learningRate
+        // The seed anneals only once it has two earlier costs (`len(costs) > 1`); kept as is.
+        let annealed = spec.training.anneal && state.history.count > 1 && j > state.history.last!.cost
+        if annealed { state.learningRate = state.learningRate * 0.9 }
+        averageWeights(afterEpoch: state.epoch + 1)
+        // Test accuracy is the run's weights': the mean, once the run averages.
+        let testAcc = withRunWeights {
+            spec.training.evaluateEveryEpoch ? test.map { engine.evaluate($0).accuracy * 100 } : nil
+        }
+        let validated = validation.map { engine.evaluate($0) }
+        let trainAcc = Double(state.epochCorrect) / Double(max(state.epochRecords, 1)) * 100
+        state.history.append(
+            EpochRecord(
+                epoch: state.epoch + 1, cost: j, learningRate: lrUsed, trainAccuracy: trainAcc,
+                testAccuracy: testAcc, seconds: seconds, annealed: annealed,
+                validationCost: validated.map { $0.costSum / Double(max($0.records, 1)) },
+                validationAccuracy: validated.map { $0.accuracy * 100 }))
+        state.trainingSeconds += seconds
+        state.epoch += 1
+        state.stepInEpoch = 0
+        state.epochCostSum = 0
+        state.epochCorrect = 0
+        state.epochRecords = 0
+        state.epochSeconds = 0
+        state.epochRNGState = rng.state  // the next epoch's shuffle continues this stream
+        var e = event(.epoch, seconds: seconds, sps: Double(m) / max(seconds, 1e-9))
+        e.epoch = state.epoch
+        e.step = stepsPerEpoch
+        e.cost = j
+        e.learningRate = lrUsed
+        e.trainAccuracy = trainAcc
+        e.testAccuracy = testAcc
+        e.validationCost = state.history.last?.validationCost
+        e.validationAccuracy = state.history.last?.validationAccuracy
+        if annealed { e.message = "cost rose: learning rate annealed to \(state.learningRate)" }
+        return e
+    }
+
+    /// Whether the epoch just ended is the best so far — by validation (its weights are then
+    /// kept in `bestParameters`), else by test accuracy.
+    func noteBestEpoch() -> Bool {
+        guard let bestParameters else {
+            let testAcc = state.history.last?.testAccuracy
+            return testAcc != nil && testAcc == state.bestTestAccuracy
+        }
+        let isBest = state.bestValidationEpoch(by: metric) == state.epoch
+        if isBest {
+            bestParameters.copy(from: engine.parameters)
+            bestParametersEpoch = state.epoch
+        }
+        return isBest
+    }
+
+    /// Why the run stops before its epoch limit (`training.early_stopping_patience` epochs
+    /// without a better validation metric), or nil.
+    func earlyStopReason() -> String? {
+        let patience = spec.training.earlyStoppingPatience ?? 0
+        guard patience > 0, let bestEpoch = state.bestValidationEpoch(by: metric), state.epoch - bestEpoch >= patience,
+            state.epoch < spec.training.epochs
+        else { return nil }
+        return "stopped early after epoch \(state.epoch): \(metric.rawValue) has not improved for "
+            + "\(patience) epochs since epoch \(bestEpoch)"
+    }
+
+    /// The weights a finished run keeps — its best validation epoch's, or the mean of an
+    /// averaging run: the final checkpoint, the export and the promotion gate see them. Returns
+    /// whether the final checkpoint is the best one: best.safetensors stays the best epoch's own
+    /// checkpoint (written at its end), unless that epoch is the last one, which had none.
+    func keepChosenWeights() -> Bool {
         if bestParameters != nil, let bestEpoch = state.bestValidationEpoch(by: metric) {
             if bestEpoch != state.epoch, let bestParameters, bestParametersEpoch == bestEpoch {
                 engine.parameters.copy(from: bestParameters)
             }
             keptEpoch = bestEpoch
         }
-        // An averaging run keeps the mean: the final checkpoint, the export and the promotion gate see it.
         if state.hasAverage, let averagedParameters { engine.parameters.copy(from: averagedParameters) }
-        state.finished = true
-        // best.safetensors stays the best epoch's own checkpoint (written at its end), unless that
-        // epoch is the last one, which had no checkpoint of its own.
-        let finalIsBest =
-            bestParameters != nil
-            ? keptEpoch == state.epoch
-            : state.history.last?.testAccuracy != nil && state.history.last?.testAccuracy == state.bestTestAccuracy
-        try save(best: finalIsBest)
-        onEvent(
-            event(.finished, seconds: state.trainingSeconds, sps: Double(m * epochs) / max(state.trainingSeconds, 1e-9))
-        )
-        return .completed
+        if bestParameters != nil { return keptEpoch == state.epoch }
+        let lastTest = state.history.last?.testAccuracy
+        return lastTest != nil && lastTest == state.bestTestAccuracy
     }
 
     /// Times `engine`'s steps on the first records with the sparse and the dense first layer
