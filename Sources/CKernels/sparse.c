@@ -235,21 +235,27 @@ NN_GRADIENT512(6)
 NN_GRADIENT512(7)
 NN_GRADIENT512(8)
 
-// Narrow slices (≤ 64 units, one pass of ≤ 4 registers; 4 or more workers): two inputs' sums at
-// once. With one input's few accumulators, each entry's FMAs waited for the last entry's
-// (4 cycles), and a 25-unit slice took as long as a 100-unit one. Each input's sum still runs
-// over its own entries in order, so the results are the same bits.
+// Two inputs' sums at once, in passes of up to 7 registers (112 units) from unit j0. With one
+// input's accumulators, each entry's FMAs wait for the last entry's (4 cycles): a 25-unit slice
+// took as long as a 100-unit one, and a 100-unit slice's 7 loads an entry, which the two load
+// ports take in 3.5 cycles, waited 4 too. Two inputs' entries interleaved keep two chains in
+// flight (2 × 7 accumulators of the 32 registers; 7 masks of the 7 mask registers, so passes
+// stop at 7 registers: an 8th mask was reloaded from the stack at every entry). Each input's
+// sum still runs over its own entries in order, so the results are the same bits.
 #define NN_GRADIENT512_PAIR(NV)                                                                              \
     static inline __attribute__((target("avx512f"), always_inline)) void gradient512x2_##NV(                 \
         const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, \
-        long k, const float *delta, long ldd, long units, float *out, long ldg, float *vel, const nn_sparse_store *st, \
-        const int mode) {                                                                                    \
+        long k, const float *delta, long ldd, long j0, long units, float *out, long ldg, float *vel,          \
+        const nn_sparse_store *st, const int mode) {                                                         \
         __m512 a[NV], b[NV];                                                                                 \
         __mmask16 m[NV];                                                                                     \
         for (int v = 0; v < NV; v++) {                                                                       \
             a[v] = b[v] = _mm512_setzero_ps();                                                               \
-            m[v] = NN_MASK16(units - 16 * v);                                                                \
+            m[v] = NN_MASK16(units - j0 - 16 * v);                                                           \
         }                                                                                                    \
+        delta += j0;                                                                                         \
+        out += j0;                                                                                           \
+        if (vel) vel += j0;                                                                                  \
         for (long s = 0; s < shards; s++) {                                                                  \
             const int *row = entryRows[s];                                                                   \
             const float *val = entryVals[s];                                                                 \
@@ -283,31 +289,40 @@ NN_GRADIENT512_PAIR(1)
 NN_GRADIENT512_PAIR(2)
 NN_GRADIENT512_PAIR(3)
 NN_GRADIENT512_PAIR(4)
+NN_GRADIENT512_PAIR(5)
+NN_GRADIENT512_PAIR(6)
+NN_GRADIENT512_PAIR(7)
 
-#define NN_BY_REGISTERS4(NAME, nv, ...)                                                                      \
-    switch (nv) {                                                                                            \
+#define NN_BY_REGISTERS7(NAME, nv, ...)                                                                      \
+    switch ((nv) > 7 ? 7 : (nv)) {                                                                           \
         case 1: NAME##_1(__VA_ARGS__); break;                                                                \
         case 2: NAME##_2(__VA_ARGS__); break;                                                                \
         case 3: NAME##_3(__VA_ARGS__); break;                                                                \
-        default: NAME##_4(__VA_ARGS__); break;                                                               \
+        case 4: NAME##_4(__VA_ARGS__); break;                                                                \
+        case 5: NAME##_5(__VA_ARGS__); break;                                                                \
+        case 6: NAME##_6(__VA_ARGS__); break;                                                                \
+        default: NAME##_7(__VA_ARGS__); break;                                                               \
     }
+
+// A pass's units: 7 registers (see the pair kernels).
+#define NN_AVX512_GRADIENT_PASS 112
 
 static inline __attribute__((target("avx512f"), always_inline)) void gradient_avx512_mode(
     const long *const *colStarts, const int *const *entryRows, const float *const *entryVals, long shards, long inputs,
     const float *delta, long ldd, long units, float *g, long ldg, const nn_sparse_store *st, const int mode) {
     long k = 0;
-    if (units <= 64) {
-        const long nv = (units + 15) / 16;
-        for (; k + 1 < inputs; k += 2) {
-            float *vel = st->velocity ? st->velocity + k * ldg : 0;
-            NN_BY_REGISTERS4(gradient512x2, nv, colStarts, entryRows, entryVals, shards, k, delta, ldd, units,
+    for (; k + 1 < inputs; k += 2) {
+        float *vel = st->velocity ? st->velocity + k * ldg : 0;
+        for (long j0 = 0; j0 < units; j0 += NN_AVX512_GRADIENT_PASS) {
+            const long nv = (units - j0 + 15) / 16;
+            NN_BY_REGISTERS7(gradient512x2, nv, colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units,
                              g + k * ldg, ldg, vel, st, mode)
         }
     }
     for (; k < inputs; k++) {
         float *out = g + k * ldg;
         float *vel = st->velocity ? st->velocity + k * ldg : 0;
-        for (long j0 = 0; j0 < units; j0 += 128) {
+        for (long j0 = 0; j0 < units; j0 += NN_AVX512_GRADIENT_PASS) {
             long nv = (units - j0 + 15) / 16;
             NN_BY_REGISTERS(gradient512, nv, colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, vel, st, mode)
         }
