@@ -46,10 +46,17 @@ struct NNCtl: ParsableCommand {
         ])
 
     static func main() {
+        let arguments = GlobalOptions.movedAfterCommand(Array(CommandLine.arguments.dropFirst()))
         do {
-            var command = try parseAsRoot(GlobalOptions.movedAfterCommand(Array(CommandLine.arguments.dropFirst())))
+            var command = try parseAsRoot(arguments)
             try command.run()
         } catch let error as Refused {
+            // With --json a script gets the daemon's error object on stdout as well.
+            if arguments.contains("--json"), let apiError = error.apiError,
+                let body = try? APIJSON.encoder.encode(ErrorBody(error: apiError))
+            {
+                print(String(decoding: body, as: UTF8.self))
+            }
             fail(error.message, code: 1)
         } catch let error as RunEnded {
             fail(error.message, code: 4)

@@ -143,7 +143,7 @@ final class CLITests: XCTestCase {
 
     /// A spec the daemon refuses is reported against the file it came from, or the `--set` that
     /// gave the bad value, by `nnctl start` and `nnctl retrain` as by `nnd train`: the daemon
-    /// itself only ever sees the text.
+    /// itself only ever sees the text. With --json the error object comes on stdout too.
     func testRefusedSpecsSayWhereTheProblemIs() throws {
         let d = DaemonProcess()
         try d.start()
@@ -178,6 +178,21 @@ final class CLITests: XCTestCase {
                 XCTAssertEqual(out, "")
             }
         }
+        // With --json, a script also gets the daemon's error object on stdout (the same message).
+        for c in cases {
+            let (code, out, err) = try nnctl(["start", c.file] + c.set + ["--json", "--socket", d.socket])
+            XCTAssertEqual(code, 1, out + err)
+            let error = try APIJSON.decoder.decode(ErrorBody.self, from: Data(out.utf8)).error
+            XCTAssertEqual(error.code, "invalid_spec")
+            XCTAssertEqual(error.status, 422)
+            XCTAssertTrue(error.message.contains(c.says), error.message)
+            XCTAssertTrue(err.contains(c.says), err)
+        }
+        let (code, out, _) = try nnctl(["--json", "status", "no-such-run", "--socket", d.socket])
+        XCTAssertEqual(code, 1)
+        let notFound = try APIJSON.decoder.decode(ErrorBody.self, from: Data(out.utf8)).error
+        XCTAssertEqual(notFound.code, "not_found")
+        XCTAssertTrue(notFound.message.contains("no-such-run"), notFound.message)
         let runs = try nnctl(["list", "--json", "--socket", d.socket])
         XCTAssertEqual(try APIJSON.decoder.decode(RunList.self, from: Data(runs.1.utf8)).runs.count, 0, runs.1)
     }

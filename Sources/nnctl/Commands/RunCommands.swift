@@ -55,7 +55,8 @@ func createRun(_ request: CreateRunRequest, file: String, connection: Connection
             let source = specProblemSource(field: error.field, file: file, overrides: request.overrides ?? [])
             message += " (\(source))"
         }
-        refused.message = APIError(error.status, error.code, message, field: error.field).description
+        refused.apiError = APIError(error.status, error.code, message, field: error.field)
+        refused.message = refused.apiError!.description
         throw refused
     }
 }
