@@ -43,9 +43,9 @@ struct Start: ParsableCommand {
 /// `POST /v1/runs`; a refused spec's message says where the problem is, as `nnd train`'s does:
 /// `training.epochs: -2 must be between 1 and 100000 (in nightly.yaml)`, or `(from --set …)`.
 func createRun(_ request: CreateRunRequest, file: String, connection: Connection) throws -> RunRecord {
-    do { return try connection.call("POST", "/v1/runs", body: request, as: RunRecord.self) } catch var refused
-        as Refused
-    {
+    do {
+        return try connection.call("POST", "/v1/runs", body: request, as: RunRecord.self)
+    } catch var refused as Refused {
         guard let error = refused.apiError, error.code == "invalid_spec" else { throw refused }
         let syntaxPrefix = "spec: "
         var message = error.message
