@@ -233,7 +233,6 @@ NN_GRADIENT512(4)
 NN_GRADIENT512(5)
 NN_GRADIENT512(6)
 NN_GRADIENT512(7)
-NN_GRADIENT512(8)
 
 // Two inputs' sums at once, in passes of up to 7 registers (112 units) from unit j0. With one
 // input's accumulators, each entry's FMAs wait for the last entry's (4 cycles): a 25-unit slice
@@ -323,8 +322,8 @@ static inline __attribute__((target("avx512f"), always_inline)) void gradient_av
         float *out = g + k * ldg;
         float *vel = st->velocity ? st->velocity + k * ldg : 0;
         for (long j0 = 0; j0 < units; j0 += NN_AVX512_GRADIENT_PASS) {
-            long nv = (units - j0 + 15) / 16;
-            NN_BY_REGISTERS(gradient512, nv, colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, vel, st, mode)
+            const long nv = (units - j0 + 15) / 16;
+            NN_BY_REGISTERS7(gradient512, nv, colStarts, entryRows, entryVals, shards, k, delta, ldd, j0, units, out, vel, st, mode)
         }
     }
 }

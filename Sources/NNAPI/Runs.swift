@@ -121,16 +121,22 @@ public struct CreateRunRequest: Codable, Sendable {
     }
 }
 
-/// Where a refused spec's problem came from, for the message a command prints: the `--set`
-/// that gave `field`, else the spec file. A syntax error (no field) is the file's.
+/// The name the daemon gives a request's spec in its messages (`spec: not valid YAML/JSON: …`),
+/// which has no file name.
+public let requestSpecSource = "spec"
+
+/// A refused spec's message, as a command that read it from `file` prints it: a problem with the
+/// whole document (no field) names the file where the parser named `source`; a field's problem
+/// says where its value came from, the `--set` that gave it or else the file.
 ///     "training.epochs: -2 must be between 1 and 100000" + " (from --set training.epochs=-2)"
-public func specProblemSource(field: String?, file: String, overrides: [String]) -> String {
-    if let field, !field.isEmpty,
-        let given = overrides.last(where: { $0.split(separator: "=", maxSplits: 1).first.map(String.init) == field })
-    {
-        return "from --set \(given)"
+public func specProblemMessage(
+    _ message: String, field: String?, source: String, file: String, overrides: [String]
+) -> String {
+    guard let field, !field.isEmpty else {
+        return message.hasPrefix("\(source): ") ? "\(file): " + message.dropFirst(source.count + 2) : message
     }
-    return "in \(file)"
+    let given = overrides.last { $0.split(separator: "=", maxSplits: 1).first.map(String.init) == field }
+    return "\(message) (\(given.map { "from --set \($0)" } ?? "in \(file)"))"
 }
 
 /// `POST /v1/runs/{id}/eval`; an empty body means `{"data": "test"}`.

@@ -125,9 +125,7 @@ extension RunSpec {
         do { return try parse(text, overrides: overrides, source: path) } catch let e as SpecError {
             throw SpecError(
                 field: e.field,
-                e.field.isEmpty
-                    ? e.message
-                    : "\(e.message) (\(specProblemSource(field: e.field, file: path, overrides: overrides)))")
+                specProblemMessage(e.message, field: e.field, source: path, file: path, overrides: overrides))
         }
     }
 

@@ -82,7 +82,7 @@ struct Connection: ParsableArguments {
     func check(_ response: UnixHTTPClient.Response) throws {
         guard !(200..<300).contains(response.status) else { return }
         if let body = try? APIJSON.decoder.decode(ErrorBody.self, from: Data(response.body)) {
-            throw Refused(message: body.error.description, apiError: body.error)
+            throw Refused(body.error)
         }
         throw Refused(message: "HTTP \(response.status): \(response.text.prefix(300))")
     }

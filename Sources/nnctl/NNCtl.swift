@@ -91,9 +91,19 @@ struct NNCtl: ParsableCommand {
 
 /// The daemon refused the request (exit 1).
 struct Refused: Error {
-    var message: String
-    /// The daemon's error, when it sent one (its code and field).
-    var apiError: APIError? = nil
+    let message: String
+    /// The daemon's error, when it sent one (its code and field; `message` is its description).
+    let apiError: APIError?
+
+    init(message: String) {
+        self.message = message
+        apiError = nil
+    }
+
+    init(_ error: APIError) {
+        message = error.description
+        apiError = error
+    }
 }
 
 /// A usage error found after parsing, such as a file argument that cannot be read (exit 2,

@@ -57,7 +57,9 @@ struct RunsController {
             }
         }
         let spec: RunSpec
-        do { spec = try RunSpec.parse(text, overrides: overrides, source: "spec") } catch let error as SpecError {
+        do {
+            spec = try RunSpec.parse(text, overrides: overrides, source: requestSpecSource)
+        } catch let error as SpecError {
             throw APIError(422, "invalid_spec", error.description, field: error.field.isEmpty ? nil : error.field)
         }
         // Estimated from the spec and the data files' headers: nothing is allocated for a run

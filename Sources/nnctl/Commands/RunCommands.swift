@@ -45,19 +45,12 @@ struct Start: ParsableCommand {
 func createRun(_ request: CreateRunRequest, file: String, connection: Connection) throws -> RunRecord {
     do {
         return try connection.call("POST", "/v1/runs", body: request, as: RunRecord.self)
-    } catch var refused as Refused {
-        guard let error = refused.apiError, error.code == "invalid_spec" else { throw refused }
-        let syntaxPrefix = "spec: "
-        var message = error.message
-        if message.hasPrefix(syntaxPrefix) {
-            message = "\(file): " + message.dropFirst(syntaxPrefix.count)
-        } else {
-            let source = specProblemSource(field: error.field, file: file, overrides: request.overrides ?? [])
-            message += " (\(source))"
-        }
-        refused.apiError = APIError(error.status, error.code, message, field: error.field)
-        refused.message = refused.apiError!.description
-        throw refused
+    } catch let refused as Refused {
+        guard var error = refused.apiError, error.code == "invalid_spec" else { throw refused }
+        error.message = specProblemMessage(
+            error.message, field: error.field, source: requestSpecSource, file: file,
+            overrides: request.overrides ?? [])
+        throw Refused(error)
     }
 }
 
