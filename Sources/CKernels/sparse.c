@@ -1,5 +1,6 @@
 #include "nn_kernels.h"
 #include "cpu_level.h"
+#include <stdint.h>
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__clang__)
@@ -27,17 +28,29 @@ static inline void prefetch_record(long rec, const long *offsets, const int *col
     for (const char *p = (const char *)(vals + b); p < (const char *)(vals + e); p += 64) __builtin_prefetch(p);
 }
 
+// The first of a record's non-zeros (cols[lo ..< hi], in input order) at input kLo or above; a
+// binary search unless the first one is (every record when kLo is 0).
+static inline long first_at_or_above(const int *cols, long lo, long hi, long kLo) {
+    if (lo < hi && cols[lo] >= kLo) return lo;
+    while (lo < hi) {
+        const long mid = lo + (hi - lo) / 2;
+        if (cols[mid] < kLo) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
 // ---- portable ------------------------------------------------------------------------------
 
 static void forward_portable(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
-                             const float *wt, long ldw, long units, float *z, long ldz) {
+                             const float *wt, long ldw, long units, long kLo, long kHi, float *z, long ldz) {
     for (long r = 0; r < rows; r++) {
         if (r + NN_PREFETCH_AHEAD < rows) prefetch_record(records[r + NN_PREFETCH_AHEAD], offsets, cols, vals);
         float *out = z + r * ldz;  // zeroed by nn_sparse_forward
         long rec = records[r];
-        for (long p = offsets[rec]; p < offsets[rec + 1]; p++) {
+        for (long p = first_at_or_above(cols, offsets[rec], offsets[rec + 1], kLo); p < offsets[rec + 1] && cols[p] < kHi;
+             p++) {
             const float v = vals[p];
-            const float *w = wt + (long)cols[p] * ldw;
+            const float *w = wt + (long)(cols[p] - kLo) * ldw;
             for (long j = 0; j < units; j++) out[j] += v * w[j];
         }
     }
@@ -147,21 +160,26 @@ static inline long forward_block(long nv, long width, long pass) {
 #define NN_FORWARD_DRIVER(NAME, TARGET, BY, KERNEL, WIDTH, PASS)                                             \
     __attribute__((target(TARGET))) static void NAME(const int *records, long rows, const long *offsets,     \
                                                      const int *cols, const float *vals, const float *wt,    \
-                                                     long ldw, long units, long inputs, float *z, long ldz,  \
-                                                     long *cursor) {                                         \
+                                                     long ldw, long units, long kLo, long kHi, float *z,     \
+                                                     long ldz, long *cursor) {                               \
+        /* wt's row 0 is input kLo: the kernels index it by input number from this base */                  \
+        const float *base = (const float *)((uintptr_t)wt - (uintptr_t)(kLo * ldw) * sizeof(float));       \
         for (long j0 = 0; j0 < units; j0 += PASS) {                                                          \
             const long nv = (units - j0 + WIDTH - 1) / WIDTH;                                                \
-            for (long r = 0; r < rows; r++) cursor[r] = offsets[records[r]];                                 \
+            for (long r = 0; r < rows; r++) {                                                                \
+                const long rec = records[r];                                                                 \
+                cursor[r] = first_at_or_above(cols, offsets[rec], offsets[rec + 1], kLo);                    \
+            }                                                                                                \
             const long block = forward_block(nv, WIDTH, PASS);                                               \
-            for (long k0 = 0; k0 < inputs; k0 += block) {                                                    \
+            for (long k0 = kLo; k0 < kHi; k0 += block) {                                                     \
+                const long k1 = k0 + block < kHi ? k0 + block : kHi;                                         \
                 for (long r = 0; r < rows; r++) {                                                            \
-                    if (k0 == 0 && j0 == 0 && r + NN_PREFETCH_AHEAD < rows)                                  \
+                    if (k0 == kLo && j0 == 0 && r + NN_PREFETCH_AHEAD < rows)                                \
                         prefetch_record(records[r + NN_PREFETCH_AHEAD], offsets, cols, vals);                \
                     const long e = offsets[records[r] + 1];                                                  \
-                    if (cursor[r] >= e || cols[cursor[r]] >= k0 + block) continue;                           \
+                    if (cursor[r] >= e || cols[cursor[r]] >= k1) continue;                                   \
                     /* wt's rows are padded to ldw, so every load stays inside */                            \
-                    BY(KERNEL, nv, cursor + r, e, k0 + block, cols, vals, wt, ldw, j0,                       \
-                                    units, z + r * ldz)                                                      \
+                    BY(KERNEL, nv, cursor + r, e, k1, cols, vals, base, ldw, j0, units, z + r * ldz)         \
                 }                                                                                            \
             }                                                                                                \
         }                                                                                                    \
@@ -444,18 +462,24 @@ static int sparse_level(void) {  // 2: AVX-512, 1: AVX2+FMA, 0: portable
 
 void nn_sparse_limit_isa(int cap) { level_cap = cap < 0 ? 0 : cap > 2 ? 2 : cap; }
 
-void nn_sparse_forward(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
-                       const float *wt, long ldw, long units, long inputs, float *z, long ldz, long *cursor) {
+void nn_sparse_forward_range(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
+                             const float *wt, long ldw, long units, long kLo, long kHi, float *z, long ldz,
+                             long *cursor) {
     // Every version adds into z (the vector ones block by block of inputs), AVX2 in whole registers.
     for (long r = 0; r < rows; r++) memset(z + r * ldz, 0, (size_t)((units + 7) / 8 * 8) * sizeof(float));
 #ifdef NN_X86
     switch (sparse_level()) {
-        case 2: forward_avx512(records, rows, offsets, cols, vals, wt, ldw, units, inputs, z, ldz, cursor); return;
-        case 1: forward_avx2(records, rows, offsets, cols, vals, wt, ldw, units, inputs, z, ldz, cursor); return;
+        case 2: forward_avx512(records, rows, offsets, cols, vals, wt, ldw, units, kLo, kHi, z, ldz, cursor); return;
+        case 1: forward_avx2(records, rows, offsets, cols, vals, wt, ldw, units, kLo, kHi, z, ldz, cursor); return;
         default: break;
     }
 #endif
-    forward_portable(records, rows, offsets, cols, vals, wt, ldw, units, z, ldz);
+    forward_portable(records, rows, offsets, cols, vals, wt, ldw, units, kLo, kHi, z, ldz);
+}
+
+void nn_sparse_forward(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
+                       const float *wt, long ldw, long units, long inputs, float *z, long ldz, long *cursor) {
+    nn_sparse_forward_range(records, rows, offsets, cols, vals, wt, ldw, units, 0, inputs, z, ldz, cursor);
 }
 
 void nn_sparse_weight_gradient(const long *const *colStarts, const int *const *entryRows,
@@ -480,17 +504,6 @@ void nn_sparse_prefetch_records(const int *records, long rows, const long *offse
 // up to NN_COLUMN_GROUP records (the group's cursors live on the stack).
 #define NN_COLUMN_BLOCK 128
 #define NN_COLUMN_GROUP 256
-
-// The first of a record's non-zeros (cols[lo ..< hi], in input order) at input kLo or above; a
-// binary search unless the first one is (every record when kLo is 0).
-static inline long first_at_or_above(const int *cols, long lo, long hi, long kLo) {
-    if (lo < hi && cols[lo] >= kLo) return lo;
-    while (lo < hi) {
-        const long mid = lo + (hi - lo) / 2;
-        if (cols[mid] < kLo) lo = mid + 1; else hi = mid;
-    }
-    return lo;
-}
 
 void nn_sparse_batch_column_range(const int *records, long rows, long firstRow, const long *offsets, const int *cols,
                                   const float *vals, long kLo, long kHi, long *colStart, long *cursor, int *entryRow,

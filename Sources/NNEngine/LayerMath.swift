@@ -205,7 +205,7 @@ extension DataParallelEngine {
             } else {
                 sliceGEMM(s, rows: rows, alpha: 1, beta: accumulate ? 1 : 0, into: gradient.pointer)
             }
-            biasGradient(s, rows: rows, accumulate: accumulate)
+            biasGradient(s, slice: slice, rows: rows, accumulate: accumulate)
         }
     }
 
@@ -225,16 +225,25 @@ extension DataParallelEngine {
     }
 
     /// ∂J/∂b_l[units] = Σ over the batch's rows of δ_l[:, units] (in row order, so reproducible),
-    /// into `gradient`.
+    /// into `gradient`, for gradient slice s of worker slice `slice`. The sparse first layer's
+    /// sums read δ₁ from `deltaBlock`, whose rows of this slice the weight gradient has just
+    /// brought into this core's cache: reading them from δ₁ itself fetched the other shard's rows
+    /// from the core that wrote them a second time (≈ 240 cache lines a step on 2 workers).
     @inline(__always)
-    func biasGradient(_ s: GradientSlice, rows: Int, accumulate: Bool) {
+    func biasGradient(_ s: GradientSlice, slice: Int, rows: Int, accumulate: Bool) {
         let nOut = layout.sizes[s.layer]
-        let delta = batch.deltas[s.layer]
-        let gb = gradient.pointer + layout.biasOffsets[s.layer - 1]
-        if !accumulate { for j in s.rows { gb[j] = 0 } }
+        var delta = UnsafePointer(batch.deltas[s.layer]) + s.rows.lowerBound
+        var stride = nOut
+        if s.layer == 1, inputPath == .sparse, let sp = sparse {
+            delta = UnsafePointer(sp.deltaBlock.pointer) + sp.deltaOffset[slice]
+            stride = sp.deltaStride
+        }
+        let gb = gradient.pointer + layout.biasOffsets[s.layer - 1] + s.rows.lowerBound
+        let units = s.rows.count
+        if !accumulate { for j in 0..<units { gb[j] = 0 } }
         for r in 0..<rows {
-            let d = delta + r * nOut
-            for j in s.rows { gb[j] += d[j] }
+            let d = delta + r * stride
+            for j in 0..<units { gb[j] += d[j] }
         }
     }
 }

@@ -211,6 +211,51 @@ final class SparseFirstLayerTests: XCTestCase {
         XCTAssertTrue(seen.contains("portable C"), "\(seen)")
     }
 
+    /// The forward over a range of inputs (`nn_sparse_forward_range`, which
+    /// scripts/bench-first-layer-split.c times as a split of the first layer by inputs): the
+    /// whole range is the whole forward bit for bit, and the ranges' partial sums add up to it,
+    /// in every implementation, for a slice wider than one pass (200 units) and a narrow one.
+    func testForwardOverInputRangesAddsUpToTheWhole() {
+        let inputs = 300
+        let data = sparseSyntheticData(records: 24, features: inputs, classes: 3, density: 0.2, seed: 11)
+        let csr = SparseRows(data)
+        let records = (0..<24).map { Int32(($0 * 7) % 24) }
+        defer { nn_sparse_limit_isa(2) }
+        for cap in [2, 1, 0] {
+            nn_sparse_limit_isa(Int32(cap))
+            for units in [200, 40] {
+                let ld = SparseFirstLayer.paddedWidth(units)
+                // Wᵀ (inputs × ld), the padding columns zero as nnd keeps them
+                var wt = [Float](repeating: 0, count: inputs * ld)
+                for k in 0..<inputs { for j in 0..<units { wt[k * ld + j] = Float((k * 13 + j * 7) % 29 - 14) / 50 } }
+                var cursor = [Int](repeating: 0, count: records.count)
+                func forward(_ lo: Int, _ hi: Int) -> [Float] {
+                    var z = [Float](repeating: .nan, count: records.count * ld)
+                    nn_sparse_forward_range(
+                        records, records.count, csr.offsets.baseAddress, csr.columns.baseAddress,
+                        csr.values.baseAddress, Array(wt[(lo * ld)...]), ld, units, lo, hi, &z, ld, &cursor)
+                    return z
+                }
+                var whole = [Float](repeating: .nan, count: records.count * ld)
+                nn_sparse_forward(
+                    records, records.count, csr.offsets.baseAddress, csr.columns.baseAddress, csr.values.baseAddress,
+                    wt, ld, units, inputs, &whole, ld, &cursor)
+                let all = forward(0, inputs)
+                let (low, high, empty) = (forward(0, 137), forward(137, inputs), forward(5, 5))
+                let isa = DataParallelEngine.sparseKernels
+                for r in 0..<records.count {
+                    for j in 0..<units {
+                        let i = r * ld + j
+                        XCTAssertEqual(all[i], whole[i], "\(isa), \(units) units, record \(r), unit \(j)")
+                        XCTAssertEqual(low[i] + high[i], whole[i], accuracy: 1e-5, "\(isa), \(units) units")
+                        XCTAssertEqual(empty[i], 0, "\(isa): an empty range")
+                    }
+                }
+                XCTAssertTrue(whole.prefix(units).contains { $0 != 0 }, "the records have non-zeros")
+            }
+        }
+    }
+
     func testIndexOfNonZeros() {
         let data = sparseSyntheticData(records: 30, features: 40, classes: 3, density: 0.25, seed: 9)
         let rows = SparseRows(data)

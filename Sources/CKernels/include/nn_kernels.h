@@ -52,6 +52,13 @@ const char *nn_kernels_isa(void);
 void nn_sparse_forward(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
                        const float *wt, long ldw, long units, long inputs, float *z, long ldz, long *cursor);
 
+/// The same over inputs kLo ..< kHi only: wt's row 0 is input kLo (kHi − kLo rows), and z gets
+/// each record's sum over its non-zeros in that range (a piece of the first layer split by
+/// inputs; nn_sparse_forward is the range 0 ..< inputs).
+void nn_sparse_forward_range(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
+                             const float *wt, long ldw, long units, long kLo, long kHi, float *z, long ldz,
+                             long *cursor);
+
 /// Asks for the cache lines of the non-zeros of `rows` records (indices into offsets), so that
 /// a later pass over them finds them in cache.
 void nn_sparse_prefetch_records(const int *records, long rows, const long *offsets, const int *cols,
