@@ -5,8 +5,9 @@
 // indexes): all 200 units against one 100-unit slice. 64 records of 150 random non-zeros
 // (MNIST: median 150 of 784), best of 3000 batches, one core; then one slice for 2 to 8
 // workers, its gradient from nnd's column indexes by input range and, beside it, from one index
-// per shard of records (nnd before the fifteenth session). docs/performance.md ("Fifth session",
-// "Fifteenth session") has the figures.
+// per shard of records (nnd before the fifteenth session); and 2, 4, 8 workers splitting by
+// inputs instead (nnd since the twenty-third session). docs/performance.md ("Fifth session",
+// "Fifteenth session", "Twenty-third session") has the figures.
 //
 //   clang -O2 -c Sources/CKernels/sparse.c -I Sources/CKernels/include -o /tmp/sparse.o
 //   clang -O2 -I Sources/CKernels/include scripts/bench-sparse-split.c /tmp/sparse.o -o /tmp/split && /tmp/split
@@ -14,7 +15,7 @@
 #include "bench-records.h"
 #include "nn_kernels.h"
 
-enum { INPUTS = 784, UNITS = 200, BATCH = 64, SHARD = BATCH / 2, RECORDS = 4096, ROUNDS = 3000 };
+enum { INPUTS = 784, UNITS = 200, BATCH = 64, SHARD = BATCH / 2, RECORDS = 4096, ROUNDS = 3000, MAX_PARTS = 8 };
 
 // The data set as CSR, like nnd's SparseRows: record i's non-zeros at offsets[i] ..< offsets[i+1].
 static long offsets[RECORDS + 1];
@@ -41,6 +42,35 @@ static double forward(int units, int ldw, int inputs) {
     }
     free(wt);
     free(z);
+    return best * 1e6;
+}
+
+// The forward split by inputs, as nnd splits it since the twenty-third session: `pieces` calls of
+// all 200 units over their range of the inputs, each into its own partial sums, then the parts
+// added (as the shards add them): best microseconds per batch, all pieces summed.
+static double forwardByInputs(int pieces) {
+    enum { LD = 208 };
+    float *wt = aligned_alloc(64, sizeof(float) * INPUTS * LD), *z[MAX_PARTS];
+    for (int i = 0; i < INPUTS * LD; i++) wt[i] = 0.01f * (i % 97);
+    for (int p = 0; p < pieces; p++) z[p] = aligned_alloc(64, sizeof(float) * BATCH * LD);
+    long cursor[BATCH];
+    int records[BATCH];
+    double best = 1e9;
+    for (int round = 0; round < ROUNDS; round++) {
+        drawBatch(records);
+        double t = seconds();
+        for (int p = 0; p < pieces; p++) {
+            const long k0 = (long)INPUTS * p / pieces, k1 = (long)INPUTS * (p + 1) / pieces;
+            nn_sparse_forward_range(records, BATCH, offsets, cols, vals, wt + k0 * LD, LD, UNITS, k0, k1, z[p], LD,
+                                    cursor);
+        }
+        for (int p = 1; p < pieces; p++)
+            for (int i = 0; i < BATCH * LD; i++) z[0][i] += z[p][i];
+        t = seconds() - t;
+        if (t < best) best = t;
+    }
+    free(wt);
+    for (int p = 0; p < pieces; p++) free(z[p]);
     return best * 1e6;
 }
 
@@ -109,6 +139,13 @@ int main(void) {
         const double f = forward(units, ld, INPUTS), byShards = gradient(units, ld, w, 0), g = gradient(units, ld, w, 1);
         printf("%d workers, one %3d-unit slice: forward %5.1f µs, gradient %5.1f µs (indexes by shard: %5.1f µs); %d slices summed %.2fx one worker's\n",
                w, units, f, g, byShards, w, w * (f + g) / one);
+    }
+    // The same W workers splitting by inputs (nnd since the twenty-third session): each piece all
+    // 200 units over its inputs, every non-zero visited once, the parts added.
+    for (int w = 2; w <= 8; w *= 2) {
+        const double f = forwardByInputs(w), g = gradient(200, 208, w, 1);
+        printf("%d workers by inputs, all pieces: forward with the parts added %5.1f µs, gradient %5.1f µs; %.2fx one "
+               "worker's\n", w, f, g, (f + g) / one);
     }
     makeRecords(RECORDS, 75, INPUTS / 2, offsets, cols, vals);
     printf("forward, half of the inputs, 200 units, 75 non-zeros a record: %.1f µs\n", forward(200, 208, INPUTS / 2));
