@@ -67,8 +67,8 @@ public final class DataParallelEngine: @unchecked Sendable {
     /// gradient, of the first layer and of its sparse buffers): the worker count.
     public let workerCount: Int
     /// Threads that run those pieces: `workerCount`, or fewer when this process is one of
-    /// several ranks that must cut the network into the same slices but has fewer CPUs than
-    /// another (a thread then runs several pieces; see `onWorkers`).
+    /// several ranks that cut their steps into as many pieces as the rank with the most CPUs
+    /// (a thread then runs several pieces; see `onWorkers` and `Trainer`).
     public let threadCount: Int
     public let maxBatch: Int
     public let placements: [WorkerPlacement]
@@ -141,11 +141,14 @@ public final class DataParallelEngine: @unchecked Sendable {
         sparse =
             sparseFirstLayer && sizes.count > 2
             ? SparseFirstLayer(
-                inputs: sizes[0], units: split, stateBuffers: optimizer.stateBuffers, maxBatch: maxBatch) : nil
+                inputs: sizes[0], units: sizes[1], pieces: workers, stateBuffers: optimizer.stateBuffers,
+                maxBatch: maxBatch) : nil
+        // Each worker's block: its units' outputs on the dense path; on the sparse one its part of
+        // every record's outputs, in rows padded to 16 floats.
+        let blockWidth = sparse?.ldw ?? split.map(\.count).max()!
         batch = BatchBuffers(
             sizes: sizes, workers: workers, maxRows: maxRows,
-            // room for the sparse first layer's rows, padded to 16 floats
-            blockFloats: sizes.count > 2 ? maxBatch * split.map { SparseFirstLayer.paddedWidth($0.count) }.max()! : 0,
+            blockFloats: sizes.count > 2 ? maxBatch * blockWidth : 0,
             placements: placements, placer: placer)
         schedule = StepSchedule(workers: workers, threads: threadCount)
         roundResults = .allocate(capacity: Self.maxStepsPerCall * workers)

@@ -37,8 +37,8 @@ extension GradientReducer {
     public func share(of n: Int) -> Range<Int> { (n * rank / size)..<(n * (rank + 1) / size) }
 
     /// The fewest and the most workers any process runs, given this one's (one `max` across
-    /// them, every process must call it). Every process cuts its steps into the most's pieces,
-    /// so that the sparse first layer's slices, which the allreduce sums buffer by buffer, match.
+    /// them, every process must call it). Every process cuts its steps into the most's pieces
+    /// (see `Trainer`).
     public func workerCountRange(own workers: Int) -> ClosedRange<Int> {
         var extremes: [Int64] = [Int64(workers), -Int64(workers)]
         self.max(&extremes, count: 2)
@@ -74,9 +74,9 @@ extension DataParallelEngine {
     /// in chunks when it is larger than the buffers), then the allreduce of the gradient and of
     /// the step's cost and counts, then the optimiser update of every slice with the global
     /// record count. No fused SGD here: the update needs the global sum. On the sparse path the
-    /// first layer's weight gradient is in the worker slices' transposed buffers (the caller
-    /// has transposed the weights in, `transposeSlices`), so those are summed instead of W₁'s
-    /// part of the flat gradient, which that path never writes.
+    /// first layer's weight gradient is in the transposed buffer (the caller has transposed the
+    /// weights in, `transposeSlices`), so that is summed instead of W₁'s part of the flat
+    /// gradient, which that path never writes.
     func distributedStep(
         _ reducer: any GradientReducer, data: Dataset, indices: UnsafeMutablePointer<Int32>, count n: Int,
         learningRate: Float
@@ -87,7 +87,7 @@ extension DataParallelEngine {
         if share.isEmpty {
             // A process with no records this step (n < processes) adds nothing.
             gradient.zero()
-            if inputPath == .sparse { for g in sparse!.gradients { g.zero() } }
+            if inputPath == .sparse { sparse!.gradient.zero() }
         } else {
             var chunkStart = 0
             while chunkStart < share.count {
@@ -110,10 +110,10 @@ extension DataParallelEngine {
         reducedCounts[1] = Double(local.correct)
         reducedCounts[2] = Double(local.records)
         if inputPath == .sparse {
-            // ∂J/∂Wᵀ_w of every worker slice (padding columns included: zero on every process),
-            // then the flat gradient from b₁ on (the layout puts W₁ first).
-            let sp = sparse!
-            for g in sp.gradients { reducer.sum(g.pointer, count: g.count) }
+            // ∂J/∂Wᵀ (padding columns included: zero on every process), then the flat gradient
+            // from b₁ on (the layout puts W₁ first).
+            let g = sparse!.gradient
+            reducer.sum(g.pointer, count: g.count)
             let rest = layout.biasOffsets[0]
             reducer.sum(gradient.pointer + rest, count: gradient.count - rest)
         } else {

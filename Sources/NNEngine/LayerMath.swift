@@ -33,6 +33,7 @@ extension DataParallelEngine {
     ) -> PassResult {
         if rows == 0 { return .zero }
         placer.bindCurrentThread(toNode: placements[shard].node)
+        if fromLayer == 2 && inputPath == .sparse { sumFirstLayerParts(row: row, rows: rows) }
         let inSize = layout.sizes[fromLayer - 1]
         forward(from: fromLayer, input: batch.activations[fromLayer - 1] + row * inSize, row: row, rows: rows)
         let (cost, correct) = data.labels.withUnsafeBufferPointer { labels in
@@ -56,35 +57,28 @@ extension DataParallelEngine {
     }
 
     /// A_1[:, units] = g(X · W_1[units, :]ᵀ + b_1[units])   (B × u) = (B × n_0)·(n_0 × u), u = |units|
-    /// Slice w's units of the first layer for the whole batch, computed in worker w's own block
-    /// (B × u) and then copied into those columns of A_1 (B × n_1).
-    /// The slices meet inside rows of activations[1] (unit 100 is byte 400 of a row, inside a
-    /// 64-byte line): written by the GEMM in place, that line of every row passed between the
-    /// cores on each of the GEMM's passes; copied, once per step.
+    /// The first layer's piece w for the whole batch. Sparse: slice w's part of every record's
+    /// outputs from its inputs' non-zeros, which the shards add up (SparseFirstLayer.swift).
+    /// Dense: slice w's units, computed in worker w's own block (B × u) and then copied into
+    /// those columns of A_1 (B × n_1). The slices meet inside rows of activations[1] (unit 100
+    /// is byte 400 of a row, inside a 64-byte line): written by the GEMM in place, that line of
+    /// every row passed between the cores on each of the GEMM's passes; copied, once per step.
     @inline(__always)
     func firstLayerSlice(_ w: Int, indices: UnsafeMutablePointer<Int32>, rows: Int) {
+        let z = batch.firstLayerBlocks[w]
+        if inputPath == .sparse {
+            sparseFirstLayerForward(w, indices: indices, rows: rows, into: z)
+            return
+        }
         let units = firstLayerUnits[w]
         let nIn = layout.sizes[0]
         let nOut = layout.sizes[1]
         let lo = units.lowerBound
         if units.isEmpty { return }
-        let z = batch.firstLayerBlocks[w]
         let u = units.count
-        if inputPath == .sparse {
-            // Rows of ldw floats in the block; activated and copied row by row.
-            sparseFirstLayerForward(w, indices: indices, rows: rows, into: z)
-            let ld = sparse!.ldw[w]
-            let a1 = batch.activations[1]
-            for r in 0..<rows {
-                activate(z + r * ld, bias: parameters.pointer + layout.biasOffsets[0] + lo, rows: 1, cols: u)
-                memcpy(a1 + r * nOut + lo, z + r * ld, u * MemoryLayout<Float>.stride)
-            }
-            return
-        } else {
-            BLAS.sgemm(
-                transA: false, transB: true, m: rows, n: u, k: nIn, alpha: 1, a: batch.activations[0], lda: nIn,
-                b: parameters.pointer + layout.weightOffsets[0] + lo * nIn, ldb: nIn, beta: 0, c: z, ldc: u)
-        }
+        BLAS.sgemm(
+            transA: false, transB: true, m: rows, n: u, k: nIn, alpha: 1, a: batch.activations[0], lda: nIn,
+            b: parameters.pointer + layout.weightOffsets[0] + lo * nIn, ldb: nIn, beta: 0, c: z, ldc: u)
         activate(z, bias: parameters.pointer + layout.biasOffsets[0] + lo, rows: rows, cols: u)
         let a1 = batch.activations[1]
         for r in 0..<rows { memcpy(a1 + r * nOut + lo, z + r * u, u * MemoryLayout<Float>.stride) }
@@ -235,8 +229,8 @@ extension DataParallelEngine {
         var delta = UnsafePointer(batch.deltas[s.layer]) + s.rows.lowerBound
         var stride = nOut
         if s.layer == 1, inputPath == .sparse, let sp = sparse {
-            delta = UnsafePointer(sp.deltaBlock.pointer) + sp.deltaOffset[slice]
-            stride = sp.deltaStride
+            delta = UnsafePointer(sp.deltaBlock.pointer) + s.rows.lowerBound
+            stride = sp.ldw
         }
         let gb = gradient.pointer + layout.biasOffsets[s.layer - 1] + s.rows.lowerBound
         let units = s.rows.count

@@ -322,7 +322,7 @@ public enum Benchmark {
         /// This rank's workers (rank 0's, in what it prints).
         public var workersPerRank: Int
         /// The fewest and the most workers a rank runs: every rank cuts the step into the most's
-        /// pieces (the sparse first layer's slices must match), and runs them on its own workers.
+        /// pieces (as training does, see `Trainer`), and runs them on its own workers.
         public var fewestWorkersPerRank: Int
         public var mostWorkersPerRank: Int
         /// The global mini-batch (each rank computes about batch / ranks records).

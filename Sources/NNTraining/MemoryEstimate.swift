@@ -34,17 +34,17 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
         // The sparse first layer (a hidden first layer, `model.input_path` auto or sparse): the
         // training data's index of non-zeros, 8 bytes a non-zero at the highest density the path
         // is taken at (auto: `Trainer.autoSparseDensity.sureAbove`; sparse: all inputs), plus
-        // W₁'s transposed slices with their gradient and optimiser state, two sets of column
-        // indexes and δ₁'s slice-aligned copy (each slice padded by < 16 units).
+        // W₁ transposed with its gradient and optimiser state, two sets of column indexes, every
+        // worker's part of each record's outputs and δ₁'s line-aligned copy (rows padded by < 16).
         var sparse = 0
         if spec.model.inputPath != .dense && sizes.count >= 3 {
             let density = spec.model.inputPath == .sparse ? 1 : Trainer.autoSparseDensity.sureAbove
-            let paddedUnits = sizes[1] + 16 * workers
+            let paddedUnits = sizes[1] + 16
             sparse = [
                 times(trainRecords, Int((Double(inputs) * density * 8).rounded(.up)) + 8),
                 times(times(inputs, paddedUnits), (2 + states) * float),
-                times(2 * workers * rowsPerWorker, inputs * 8),
-                times(maxBatch, paddedUnits * float),
+                times(2 * maxBatch, inputs * 8),
+                times(times(workers + 1, maxBatch), paddedUnits * float),
             ].reduce(0) { min(Int.max / 16, $0 + $1) }
         }
         // Whole copies of the weights a run keeps beside the training ones: the best validation

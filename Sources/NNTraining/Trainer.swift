@@ -180,10 +180,12 @@ public final class Trainer {
         let recorded = resume?.state.inputPath
         // Why the ranks time both paths (below), when they do.
         var timing: String?
-        // The sparse path sums each worker slice's W₁ gradient across processes, so every rank
-        // must cut W₁ into the same slices. Ranks may run different worker counts (hosts with
-        // different CPU counts do, by default): every rank cuts the network into as many pieces
-        // as the rank with the most workers, and runs them on its own threads (below).
+        // Ranks may run different worker counts (hosts with different CPU counts do, by default):
+        // every rank cuts its steps into as many pieces as the rank with the most workers, and
+        // runs them on its own threads (below). That began so that the sparse first layer's
+        // per-slice gradients matched in the allreduce; since the layer is split by inputs, its
+        // gradient is one Wᵀ buffer whatever the pieces, and any counts would match — left as it
+        // is (tested), a simplification for later.
         rankWorkerCounts = reducer?.workerCountRange(own: workers)
         let pieces = rankWorkerCounts?.upperBound ?? workers
         let unevenRanks = (rankWorkerCounts?.count ?? 1) > 1

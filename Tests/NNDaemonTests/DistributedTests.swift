@@ -153,10 +153,11 @@ final class DistributedTests: XCTestCase {
     }
 
     /// Ranks that run different worker counts (hosts with different CPU counts, by default) cut
-    /// the network into the same pieces, the most any rank runs, so the sparse first layer's
-    /// slices match in the allreduce: the MNIST run trains sparse (decided by timing both paths,
-    /// since the rank with fewer workers runs more pieces each) and gets 1 process × 2 workers'
-    /// parameters. `nnd bench` runs such a job too (it ended in MPI_ERR_TRUNCATE before).
+    /// their steps into the same pieces, the most any rank runs, and the sparse first layer's
+    /// gradients match in the allreduce: the MNIST run trains sparse (decided by timing both
+    /// paths, since the rank with fewer workers runs more pieces each) and gets 1 process × 2
+    /// workers' parameters. `nnd bench` runs such a job too (it ended in MPI_ERR_TRUNCATE before
+    /// the twentieth session, when the first layer's gradient was one buffer per slice).
     func testRanksWithDifferentWorkerCountsShareTheSparseSlices() throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var launcher = ["-np", "1", "--oversubscribe"]

@@ -211,6 +211,45 @@ final class SparseFirstLayerTests: XCTestCase {
         XCTAssertTrue(seen.contains("portable C"), "\(seen)")
     }
 
+    /// The workers' input ranges (the first layer split by inputs): contiguous, in order, all
+    /// inputs covered, each piece within one input's count of an even share of the non-zeros
+    /// (MNIST-like data: the non-zeros in the middle inputs). With more workers than inputs some
+    /// ranges are empty, and the network still trains as the dense path does.
+    func testInputRangesShareTheNonZerosEvenly() {
+        // Inputs 20 ..< 60 of 80 carry the non-zeros, as MNIST's middle pixels do.
+        let base = sparseSyntheticData(records: 64, features: 80, classes: 3, density: 0.5, seed: 12)
+        let x = FloatBuffer(count: 64 * 80)
+        for r in 0..<64 { for k in 20..<60 { x[r * 80 + k] = base.features[r * 80 + k] } }
+        let data = Dataset(features: x, labels: base.labels, featureCount: 80, classCount: 3, sources: ["middle"])
+        let rows = SparseRows(data)
+        var perInput = [Int](repeating: 0, count: 80)
+        for p in 0..<rows.nonZeros { perInput[Int(rows.columns[p])] += 1 }
+        for pieces in [1, 2, 3, 7] {
+            let ranges = SparseFirstLayer.inputRanges(of: rows, pieces: pieces)
+            XCTAssertEqual(ranges.count, pieces)
+            XCTAssertEqual(ranges.first?.lowerBound, 0)
+            XCTAssertEqual(ranges.last?.upperBound, 80)
+            for (a, b) in zip(ranges, ranges.dropFirst()) { XCTAssertEqual(a.upperBound, b.lowerBound) }
+            for r in ranges {
+                let share = r.reduce(0) { $0 + perInput[$1] }
+                XCTAssertLessThanOrEqual(
+                    abs(share - rows.nonZeros / pieces), perInput.max()!, "\(pieces) pieces: \(ranges)")
+            }
+        }
+        // 4 inputs, 7 workers: three ranges at least are empty.
+        let tiny = sparseSyntheticData(records: 48, features: 4, classes: 3, density: 0.5, seed: 13)
+        let tinyRanges = SparseFirstLayer.inputRanges(of: SparseRows(tiny), pieces: 7)
+        XCTAssertGreaterThanOrEqual(tinyRanges.filter(\.isEmpty).count, 3, "\(tinyRanges)")
+        let layers = [4, 9, 3]
+        let dense = engine(layers, .logistic, workers: 7, maxBatch: 16, opt: OptimizerConfig(), sparse: false)
+        let sparse = engine(layers, .logistic, workers: 7, maxBatch: 16, opt: OptimizerConfig(), sparse: true)
+        sparse.useSparseInput(SparseRows(tiny))
+        _ = train(dense, tiny, stepSize: 16, steps: 6)
+        _ = train(sparse, tiny, stepSize: 16, steps: 6)
+        let d = zip(dense.parameters.toArray(), sparse.parameters.toArray()).map { abs($0 - $1) }.max()!
+        XCTAssertLessThanOrEqual(d, 1e-5)
+    }
+
     /// The forward over a range of inputs (`nn_sparse_forward_range`, which
     /// scripts/bench-first-layer-split.c times as a split of the first layer by inputs): the
     /// whole range is the whole forward bit for bit, and the ranges' partial sums add up to it,
