@@ -1,6 +1,8 @@
-// How to split the sparse first layer of one step between two cores: the split nnd makes (by
-// units: each thread its half of the 200 units, over every record of the batch, in the forward
-// and in the weight gradient) against a split by records and inputs (each thread its own
+// How to split the sparse first layer of one step between two cores: by units (each thread its
+// half of the 200 units, over every record of the batch, in the forward and in the weight
+// gradient: nnd's split until the twenty-third session), by inputs (each thread all 200 units
+// over its range of the inputs for every record, the shards adding the two partial sums: nnd's
+// split since; `stepByInputs`), and a split by records and inputs (each thread its own
 // records through all 200 units in the forward, and the batch's non-zeros among its own range
 // of inputs in the weight gradient, so that no non-zero is visited by both threads and no
 // slice is padded, at the price of the W₁ rows each thread updated crossing to the other core
@@ -11,8 +13,8 @@
 // first-layer outputs into its δ₁ row, so the outputs and deltas cross cores as in nnd. Each
 // round first times the two threads' barrier (a cache line's round trip between the cores: a
 // VM's vCPUs may share a core complex or not, and the hypervisor moves them), then the three
-// ways; at the end, each phase's mean per thread. docs/performance.md ("Twenty-first session")
-// has the figures.
+// ways; at the end, each phase's mean per thread. docs/performance.md ("Twenty-first session",
+// "Twenty-third session") has the figures.
 //
 //   clang -O2 -c Sources/CKernels/sparse.c -I Sources/CKernels/include -o /tmp/sparse.o
 //   clang -O2 -pthread -I Sources/CKernels/include scripts/bench-first-layer-split.c /tmp/sparse.o -lz \
