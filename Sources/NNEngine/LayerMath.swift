@@ -56,7 +56,8 @@ extension DataParallelEngine {
         }
     }
 
-    /// A_1[:, units] = g(X · W_1[units, :]ᵀ + b_1[units])   (B × u) = (B × n_0)·(n_0 × u), u = |units|
+    /// Dense:  A_1[:, units] = g(X · W_1[units, :]ᵀ + b_1[units])   (B × u) = (B × n_0)·(n_0 × u)
+    /// Sparse: P_w = X[:, inputs_w] · Wᵀ[inputs_w, :]   (B × n_1) = (B × |inputs_w|)·(|inputs_w| × n_1)
     /// The first layer's piece w for the whole batch. Sparse: slice w's part of every record's
     /// outputs from its inputs' non-zeros, which the shards add up (SparseFirstLayer.swift).
     /// Dense: slice w's units, computed in worker w's own block (B × u) and then copied into

@@ -225,22 +225,23 @@ extension DataParallelEngine {
 
     /// A_1[r, :] = g(Σ_w P_w[r, :] + b_1)   (rows × n_1), for batch rows `row ..< row + rows`
     /// The first layer's outputs of a shard's records from the slices' parts, added in slice
-    /// order (so reproducible for a given worker count) into slice 0's block.
+    /// order (so reproducible for a given worker count) straight into A_1: the parts' rows are
+    /// only read here, so the next step's forward, on the core that owns them, finds them in its
+    /// cache instead of fetching them back from the core that would have written them.
     @inline(__always)
     func sumFirstLayerParts(row: Int, rows: Int) {
         let sp = sparse!
         let (n1, ld) = (sp.units, sp.ldw)
-        let sum = batch.firstLayerBlocks[0]
         let a1 = batch.activations[1]
         let bias = parameters.pointer + layout.biasOffsets[0]
         for r in row..<(row + rows) {
-            let z = sum + r * ld
+            let a = a1 + r * n1
+            memcpy(a, batch.firstLayerBlocks[0] + r * ld, n1 * MemoryLayout<Float>.stride)
             for w in 1..<max(1, workerCount) {
                 let part = batch.firstLayerBlocks[w] + r * ld
-                for j in 0..<n1 { z[j] += part[j] }
+                for j in 0..<n1 { a[j] += part[j] }
             }
-            activate(z, bias: bias, rows: 1, cols: n1)
-            memcpy(a1 + r * n1, z, n1 * MemoryLayout<Float>.stride)
+            activate(a, bias: bias, rows: 1, cols: n1)
         }
     }
 
