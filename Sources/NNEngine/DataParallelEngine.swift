@@ -137,7 +137,7 @@ public final class DataParallelEngine: @unchecked Sendable {
         let sizes = layout.sizes
         let split = (0..<workers).map { Self.evenSlice(of: sizes[1], workers: workers, slice: $0) }
         firstLayerUnits = sizes.count > 2 ? split : []
-        // Only a hidden first layer is split by units (a softmax first layer needs whole rows).
+        // Only a hidden first layer is split (a softmax first layer needs whole rows).
         sparse =
             sparseFirstLayer && sizes.count > 2
             ? SparseFirstLayer(

@@ -250,7 +250,8 @@ final class WorkQueue: @unchecked Sendable {
     }
 }
 
-/// The phases of one step, in order: input gather, first layer by units, shards, gradient slices.
+/// The phases of one step, in order: input gather, first layer (by units; sparse: by inputs),
+/// shards, gradient slices.
 final class StepSchedule: Sendable {
     let gather: WorkQueue
     let firstLayer: WorkQueue
