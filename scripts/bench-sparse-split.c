@@ -15,7 +15,7 @@
 #include "bench-records.h"
 #include "nn_kernels.h"
 
-enum { INPUTS = 784, UNITS = 200, BATCH = 64, SHARD = BATCH / 2, RECORDS = 4096, ROUNDS = 3000, MAX_PARTS = 8 };
+enum { INPUTS = 784, UNITS = 200, BATCH = 64, SHARD = BATCH / 2, RECORDS = 4096, ROUNDS = 3000, MAX_PIECES = 8 };
 
 // The data set as CSR, like nnd's SparseRows: record i's non-zeros at offsets[i] ..< offsets[i+1].
 static long offsets[RECORDS + 1];
@@ -26,33 +26,13 @@ static void drawBatch(int *records) {
     for (int r = 0; r < BATCH; r++) records[r] = rand() % RECORDS;
 }
 
-// The forward of `units` outputs over inputs 0 ..< inputs: best microseconds per batch.
-static double forward(int units, int ldw, int inputs) {
-    float *wt = aligned_alloc(64, sizeof(float) * INPUTS * ldw), *z = aligned_alloc(64, sizeof(float) * BATCH * ldw);
+// The forward of `units` outputs over inputs 0 ..< inputs, in `pieces` calls over even ranges of
+// them, each into its own partial sums, and the parts added (as nnd's shards add them since the
+// twenty-third session; one piece: a worker's whole forward): best microseconds per batch.
+static double forward(int units, int ldw, int inputs, int pieces) {
+    float *wt = aligned_alloc(64, sizeof(float) * INPUTS * ldw), *z[MAX_PIECES];
     for (int i = 0; i < INPUTS * ldw; i++) wt[i] = 0.01f * (i % 97);
-    long cursor[BATCH];
-    int records[BATCH];
-    double best = 1e9;
-    for (int round = 0; round < ROUNDS; round++) {
-        drawBatch(records);
-        double t = seconds();
-        nn_sparse_forward(records, BATCH, offsets, cols, vals, wt, ldw, units, inputs, z, ldw, cursor);
-        t = seconds() - t;
-        if (t < best) best = t;
-    }
-    free(wt);
-    free(z);
-    return best * 1e6;
-}
-
-// The forward split by inputs, as nnd splits it since the twenty-third session: `pieces` calls of
-// all 200 units over their range of the inputs, each into its own partial sums, then the parts
-// added (as the shards add them): best microseconds per batch, all pieces summed.
-static double forwardByInputs(int pieces) {
-    enum { LD = 208 };
-    float *wt = aligned_alloc(64, sizeof(float) * INPUTS * LD), *z[MAX_PARTS];
-    for (int i = 0; i < INPUTS * LD; i++) wt[i] = 0.01f * (i % 97);
-    for (int p = 0; p < pieces; p++) z[p] = aligned_alloc(64, sizeof(float) * BATCH * LD);
+    for (int p = 0; p < pieces; p++) z[p] = aligned_alloc(64, sizeof(float) * BATCH * ldw);
     long cursor[BATCH];
     int records[BATCH];
     double best = 1e9;
@@ -60,12 +40,12 @@ static double forwardByInputs(int pieces) {
         drawBatch(records);
         double t = seconds();
         for (int p = 0; p < pieces; p++) {
-            const long k0 = (long)INPUTS * p / pieces, k1 = (long)INPUTS * (p + 1) / pieces;
-            nn_sparse_forward_range(records, BATCH, offsets, cols, vals, wt + k0 * LD, LD, UNITS, k0, k1, z[p], LD,
+            const long k0 = (long)inputs * p / pieces, k1 = (long)inputs * (p + 1) / pieces;
+            nn_sparse_forward_range(records, BATCH, offsets, cols, vals, wt + k0 * ldw, ldw, units, k0, k1, z[p], ldw,
                                     cursor);
         }
         for (int p = 1; p < pieces; p++)
-            for (int i = 0; i < BATCH * LD; i++) z[0][i] += z[p][i];
+            for (int i = 0; i < BATCH * ldw; i++) z[0][i] += z[p][i];
         t = seconds() - t;
         if (t < best) best = t;
     }
@@ -78,7 +58,6 @@ static double forwardByInputs(int pieces) {
 // with `byInputs`, as nnd builds them (piece p: the whole batch's non-zeros among its range of
 // the inputs, one kernel call per piece); else one per shard of the batch's records, as nnd
 // built them before the fifteenth session (one call over all inputs and shards).
-enum { MAX_PIECES = 8 };
 // Piece s of n things split over `pieces`, as nnd splits records and inputs: [n·s/pieces, n·(s+1)/pieces).
 static int split(int n, int s, int pieces) { return n * s / pieces; }
 static double gradient(int units, int ldg, int pieces, int byInputs) {
@@ -126,28 +105,28 @@ static double gradient(int units, int ldg, int pieces, int byInputs) {
 int main(void) {
     srand(1);
     makeRecords(RECORDS, 150, INPUTS, offsets, cols, vals);
-    printf("forward, 1 worker, 200 units, 150 non-zeros a record:       %.1f µs\n", forward(200, 208, INPUTS));
-    printf("forward, one 100-unit slice, 150 non-zeros a record:        %.1f µs\n", forward(100, 112, INPUTS));
+    printf("forward, 1 worker, 200 units, 150 non-zeros a record:       %.1f µs\n", forward(200, 208, INPUTS, 1));
+    printf("forward, one 100-unit slice, 150 non-zeros a record:        %.1f µs\n", forward(100, 112, INPUTS, 1));
     printf("gradient, 200 units, both shards:                           %.1f µs\n", gradient(200, 208, 2, 0));
     printf("gradient, one 100-unit slice, both shards:                  %.1f µs\n", gradient(100, 112, 2, 0));
     // W workers: one slice of 200/W units, as nnd splits the first layer; what the W slices
     // cost summed, against one worker's, is the extra work the split adds (each slice goes over
     // every non-zero of the batch).
-    const double one = forward(200, 208, INPUTS) + gradient(200, 208, 1, 1);
+    const double one = forward(200, 208, INPUTS, 1) + gradient(200, 208, 1, 1);
     for (int w = 2; w <= 8; w++) {
         const int units = 200 / w, ld = (units + 15) / 16 * 16;
-        const double f = forward(units, ld, INPUTS), byShards = gradient(units, ld, w, 0), g = gradient(units, ld, w, 1);
+        const double f = forward(units, ld, INPUTS, 1), byShards = gradient(units, ld, w, 0), g = gradient(units, ld, w, 1);
         printf("%d workers, one %3d-unit slice: forward %5.1f µs, gradient %5.1f µs (indexes by shard: %5.1f µs); %d slices summed %.2fx one worker's\n",
                w, units, f, g, byShards, w, w * (f + g) / one);
     }
     // The same W workers splitting by inputs (nnd since the twenty-third session): each piece all
     // 200 units over its inputs, every non-zero visited once, the parts added.
     for (int w = 2; w <= 8; w *= 2) {
-        const double f = forwardByInputs(w), g = gradient(200, 208, w, 1);
+        const double f = forward(200, 208, INPUTS, w), g = gradient(200, 208, w, 1);
         printf("%d workers by inputs, all pieces: forward with the parts added %5.1f µs, gradient %5.1f µs; %.2fx one "
                "worker's\n", w, f, g, (f + g) / one);
     }
     makeRecords(RECORDS, 75, INPUTS / 2, offsets, cols, vals);
-    printf("forward, half of the inputs, 200 units, 75 non-zeros a record: %.1f µs\n", forward(200, 208, INPUTS / 2));
+    printf("forward, half of the inputs, 200 units, 75 non-zeros a record: %.1f µs\n", forward(200, 208, INPUTS / 2, 1));
     return 0;
 }

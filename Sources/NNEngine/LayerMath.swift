@@ -40,7 +40,7 @@ extension DataParallelEngine {
             lossAndOutputDelta(row: row, rows: rows) { labels[Int(indices[row + $0])] }
         }
         backwardDeltas(row: row, rows: rows)
-        if inputPath == .sparse { copyDeltasToSlices(row: row, rows: rows) }
+        if inputPath == .sparse { copyDeltasToBlock(row: row, rows: rows) }
         return PassResult(costSum: cost, correct: correct, records: rows)
     }
 
@@ -200,7 +200,7 @@ extension DataParallelEngine {
             } else {
                 sliceGEMM(s, rows: rows, alpha: 1, beta: accumulate ? 1 : 0, into: gradient.pointer)
             }
-            biasGradient(s, slice: slice, rows: rows, accumulate: accumulate)
+            biasGradient(s, rows: rows, accumulate: accumulate)
         }
     }
 
@@ -220,12 +220,11 @@ extension DataParallelEngine {
     }
 
     /// ∂J/∂b_l[units] = Σ over the batch's rows of δ_l[:, units] (in row order, so reproducible),
-    /// into `gradient`, for gradient slice s of worker slice `slice`. The sparse first layer's
-    /// sums read δ₁ from `deltaBlock`, whose rows of this slice the weight gradient has just
-    /// brought into this core's cache: reading them from δ₁ itself fetched the other shard's rows
-    /// from the core that wrote them a second time (≈ 240 cache lines a step on 2 workers).
+    /// into `gradient`. The sparse first layer's sums read δ₁ from `deltaBlock`, whose rows the
+    /// slice's weight gradient has just brought into this core's cache: reading δ₁ itself fetched
+    /// the other shards' rows from the cores that wrote them a second time.
     @inline(__always)
-    func biasGradient(_ s: GradientSlice, slice: Int, rows: Int, accumulate: Bool) {
+    func biasGradient(_ s: GradientSlice, rows: Int, accumulate: Bool) {
         let nOut = layout.sizes[s.layer]
         var delta = UnsafePointer(batch.deltas[s.layer]) + s.rows.lowerBound
         var stride = nOut

@@ -114,7 +114,7 @@ extension DataParallelEngine {
             } else {
                 sliceGEMM(s, rows: rows, alpha: -scale, beta: 1 - scale * lambda, into: parameters.pointer)
             }
-            biasGradient(s, slice: slice, rows: rows, accumulate: false)
+            biasGradient(s, rows: rows, accumulate: false)
             let b = parameters.pointer + layout.biasOffsets[s.layer - 1]
             let gb = gradient.pointer + layout.biasOffsets[s.layer - 1]
             for j in s.rows { b[j] -= scale * gb[j] }

@@ -87,10 +87,11 @@ final class SparseFirstLayer: @unchecked Sendable {
     init(inputs: Int, units: Int, pieces: Int, stateBuffers: Int, maxBatch: Int) {
         self.inputs = inputs
         self.units = units
-        ldw = Self.paddedWidth(units)
+        let ldw = Self.paddedWidth(units)
+        self.ldw = ldw
         weights = FloatBuffer(count: inputs * ldw)
         gradient = FloatBuffer(count: inputs * ldw)
-        states = (0..<stateBuffers).map { _ in FloatBuffer(count: inputs * Self.paddedWidth(units)) }
+        states = (0..<stateBuffers).map { _ in FloatBuffer(count: inputs * ldw) }
         self.maxBatch = maxBatch
         inputRanges = (0..<pieces).map { (inputs * $0 / pieces)..<(inputs * ($0 + 1) / pieces) }
         let indexes = Self.columnSets * pieces
@@ -237,7 +238,7 @@ extension DataParallelEngine {
         for r in row..<(row + rows) {
             let a = a1 + r * n1
             memcpy(a, batch.firstLayerBlocks[0] + r * ld, n1 * MemoryLayout<Float>.stride)
-            for w in 1..<max(1, workerCount) {
+            for w in 1..<workerCount {
                 let part = batch.firstLayerBlocks[w] + r * ld
                 for j in 0..<n1 { a[j] += part[j] }
             }
@@ -285,7 +286,7 @@ extension DataParallelEngine {
     /// δ₁ of batch rows `row ..< row + rows`, copied into the line-aligned `deltaBlock` the
     /// weight gradient reads (by the shard that computed those rows).
     @inline(__always)
-    func copyDeltasToSlices(row: Int, rows: Int) {
+    func copyDeltasToBlock(row: Int, rows: Int) {
         let sp = sparse!
         let n1 = sp.units
         let d1 = batch.deltas[1]
