@@ -64,12 +64,8 @@ public final class DataParallelEngine: @unchecked Sendable {
     public let optimizer: OptimizerConfig
     public let lambda: Float
     /// Pieces each phase of a step is split into (shards of the batch, slices of the
-    /// gradient, of the first layer and of its sparse buffers): the worker count.
+    /// gradient, of the first layer and of its sparse buffers), one per worker thread.
     public let workerCount: Int
-    /// Threads that run those pieces: `workerCount`, or fewer when this process is one of
-    /// several ranks that cut their steps into as many pieces as the rank with the most CPUs
-    /// (a thread then runs several pieces; see `onWorkers` and `Trainer`).
-    public let threadCount: Int
     public let maxBatch: Int
     public let placements: [WorkerPlacement]
     public let placer: any MemoryPlacer
@@ -112,10 +108,9 @@ public final class DataParallelEngine: @unchecked Sendable {
     public init(
         layout: NetworkLayout, activation: Activation, optimizer: OptimizerConfig, lambda: Float,
         workers: Int, maxBatch: Int, placer: any MemoryPlacer = LibNUMAPlacer(), recordPhaseTimes: Bool = false,
-        sparseFirstLayer: Bool = false, threads: Int? = nil
+        sparseFirstLayer: Bool = false
     ) {
         precondition(workers >= 1 && maxBatch >= 1)
-        threadCount = min(workers, max(1, threads ?? workers))
         phaseTimes = PhaseTimes(workers: workers, enabled: recordPhaseTimes)
         self.layout = layout
         self.activation = activation
@@ -150,7 +145,7 @@ public final class DataParallelEngine: @unchecked Sendable {
             sizes: sizes, workers: workers, maxRows: maxRows,
             blockFloats: sizes.count > 2 ? maxBatch * blockWidth : 0,
             placements: placements, placer: placer)
-        schedule = StepSchedule(workers: workers, threads: threadCount)
+        schedule = StepSchedule(workers: workers)
         roundResults = .allocate(capacity: Self.maxStepsPerCall * workers)
         roundResults.initialize(repeating: .zero, count: Self.maxStepsPerCall * workers)
         gradientSlices = (0..<workers).map { w in
@@ -161,20 +156,17 @@ public final class DataParallelEngine: @unchecked Sendable {
         }
     }
 
-    /// Runs `body(0 ..< workerCount)` on `threadCount` threads, each with denormal floats flushed
-    /// to zero for the call (Adam's second moment decays into them, at ~100 cycles an operation;
+    /// Runs `body(0 ..< workerCount)` concurrently, each with denormal floats flushed to zero for
+    /// the call (Adam's second moment decays into them, at ~100 cycles an operation;
     /// `VectorKernels.withDenormalsFlushed` gives the borrowed thread its mode back): every
-    /// parallel region of the engine goes through here. With fewer threads than pieces, thread t
-    /// runs bodies t, t + threadCount, …, one after another: a step's phases claim their pieces
-    /// (`WorkQueue`), so the first body on a thread claims and runs the pieces no other thread
-    /// has taken and the later ones find them done.
+    /// parallel region of the engine goes through here. With more workers than Dispatch has
+    /// threads, a thread runs several bodies one after another: a step's phases claim their
+    /// pieces (`WorkQueue`), so the first body on a thread claims and runs the pieces no other
+    /// thread has taken and the later ones find them done.
     @inline(__always)
     func onWorkers(_ body: @Sendable (Int) -> Void) {
-        let (pieces, threads) = (workerCount, threadCount)
-        DispatchQueue.concurrentPerform(iterations: threads) { t in
-            VectorKernels.withDenormalsFlushed {
-                for w in stride(from: t, to: pieces, by: threads) { body(w) }
-            }
+        DispatchQueue.concurrentPerform(iterations: workerCount) { w in
+            VectorKernels.withDenormalsFlushed { body(w) }
         }
     }
 

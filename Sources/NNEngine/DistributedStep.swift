@@ -37,8 +37,8 @@ extension GradientReducer {
     public func share(of n: Int) -> Range<Int> { (n * rank / size)..<(n * (rank + 1) / size) }
 
     /// The fewest and the most workers any process runs, given this one's (one `max` across
-    /// them, every process must call it). Every process cuts its steps into the most's pieces
-    /// (see `Trainer`).
+    /// them, every process must call it), for the headers: each process splits its share of a
+    /// step among its own workers.
     public func workerCountRange(own workers: Int) -> ClosedRange<Int> {
         var extremes: [Int64] = [Int64(workers), -Int64(workers)]
         self.max(&extremes, count: 2)

@@ -263,11 +263,11 @@ final class StepSchedule: Sendable {
     /// beside two nice-19 busy loops lost 10 % more than with 50 µs.
     static let spinWhenEveryWorkerHasACore: UInt64 = 50_000
 
-    /// Queues for `workers` pieces per phase, run by `threads` threads (all `workers` unless
-    /// fewer), on a machine where the process may use `cores` cores: spin then sleep while every
-    /// thread can have a core, else yield (see `WorkQueue`).
-    init(workers: Int, threads: Int? = nil, cores: Int = ProcessInfo.processInfo.activeProcessorCount) {
-        let spin = (threads ?? workers) <= cores ? Self.spinWhenEveryWorkerHasACore : nil
+    /// Queues for `workers` pieces per phase, one per worker thread, on a machine where the
+    /// process may use `cores` cores: spin then sleep while every thread can have a core, else
+    /// yield (see `WorkQueue`).
+    init(workers: Int, cores: Int = ProcessInfo.processInfo.activeProcessorCount) {
+        let spin = workers <= cores ? Self.spinWhenEveryWorkerHasACore : nil
         gather = WorkQueue(pieces: workers, spinNanoseconds: spin)
         firstLayer = WorkQueue(pieces: workers, spinNanoseconds: spin)
         shards = WorkQueue(pieces: workers, spinNanoseconds: spin)

@@ -224,7 +224,7 @@ public enum Benchmark {
         /// then ignored) instead of making its own.
         init(
             workers: Int, batch: Int, layers: [Int] = [784, 200, 100, 50, 10], reducer: (any GradientReducer)? = nil,
-            density: Double = 1, sparse: Bool = false, sharing: StepProbe? = nil, threads: Int? = nil
+            density: Double = 1, sparse: Bool = false, sharing: StepProbe? = nil
         ) {
             self.batch = batch
             data =
@@ -235,8 +235,7 @@ public enum Benchmark {
             var rng = DeterministicRNG(seed: 8)
             engine = DataParallelEngine(
                 layout: NetworkLayout(sizes: layers), activation: .logistic, optimizer: OptimizerConfig(),
-                lambda: 0.01, workers: workers, maxBatch: batch, recordPhaseTimes: true, sparseFirstLayer: sparse,
-                threads: threads)
+                lambda: 0.01, workers: workers, maxBatch: batch, recordPhaseTimes: true, sparseFirstLayer: sparse)
             engine.layout.initialise(engine.parameters, scheme: .xavier, rng: &rng)
             engine.reducer = reducer
             if let rows { engine.useSparseInput(rows) }
@@ -321,8 +320,8 @@ public enum Benchmark {
         public var ranks: Int
         /// This rank's workers (rank 0's, in what it prints).
         public var workersPerRank: Int
-        /// The fewest and the most workers a rank runs: every rank cuts the step into the most's
-        /// pieces (as training does, see `Trainer`), and runs them on its own workers.
+        /// The fewest and the most workers a rank runs (each splits its share of the step among its
+        /// own workers, as training does).
         public var fewestWorkersPerRank: Int
         public var mostWorkersPerRank: Int
         /// The global mini-batch (each rank computes about batch / ranks records).
@@ -372,9 +371,8 @@ public enum Benchmark {
         let layout = NetworkLayout(sizes: [784, 200, 100, 50, 10])
         let counts = reducer.workerCountRange(own: workers)
         let (fewest, most) = (counts.lowerBound, counts.upperBound)
-        let denseProbe = StepProbe(workers: most, batch: batch, reducer: reducer, threads: workers)
-        let sparseProbe = StepProbe(
-            workers: most, batch: batch, reducer: reducer, density: density, sparse: true, threads: workers)
+        let denseProbe = StepProbe(workers: workers, batch: batch, reducer: reducer)
+        let sparseProbe = StepProbe(workers: workers, batch: batch, reducer: reducer, density: density, sparse: true)
         func measure(_ p: StepProbe) -> DistributedStepFigures {
             _ = p.engine.takeDistributedTimes()
             let m = p.measure(seconds: seconds)

@@ -178,17 +178,13 @@ public final class Trainer {
         // same training set's, and a timing near the crossover is agreed below.
         let requested = spec.model.inputPath ?? .dense
         let recorded = resume?.state.inputPath
-        // Why the ranks time both paths (below), when they do.
-        var timing: String?
+        // Near the crossover both paths are timed (below), once the engine exists.
+        var timeBothPaths = false
         // Ranks may run different worker counts (hosts with different CPU counts do, by default):
-        // every rank cuts its steps into as many pieces as the rank with the most workers, and
-        // runs them on its own threads (below). That began so that the sparse first layer's
-        // per-slice gradients matched in the allreduce; since the layer is split by inputs, its
-        // gradient is one Wᵀ buffer whatever the pieces, and any counts would match — left as it
-        // is (tested), a simplification for later.
+        // each cuts its share of a step into its own workers' pieces, and the gradients still
+        // match in the allreduce — the flat buffer, and the sparse first layer's one Wᵀ buffer,
+        // are laid out the same whatever the pieces. The counts are only shown.
         rankWorkerCounts = reducer?.workerCountRange(own: workers)
-        let pieces = rankWorkerCounts?.upperBound ?? workers
-        let unevenRanks = (rankWorkerCounts?.count ?? 1) > 1
         if requested == .dense {
             (inputPath, inputDensity, inputPathReason) = (.dense, nil, "model.input_path: dense")
         } else if spec.model.layers.count < 3 {
@@ -205,23 +201,17 @@ public final class Trainer {
                     recorded == "sparse" ? .sparse : .dense,
                     "auto: as the run chose when it started; inputs \(pct) non-zero"
                 )
-            } else if density <= below && !unevenRanks {
+            } else if density <= below {
                 (inputPath, inputPathReason) = (
                     .sparse, "auto: inputs \(pct) non-zero (sparse at or below \(Int(below * 100)) %)"
                 )
-            } else if density >= above || stepSize > max(1024, pieces) {
+            } else if density >= above || stepSize > max(1024, workers) {
                 (inputPath, inputPathReason) = (
                     .dense, "auto: inputs \(pct) non-zero (dense at or above \(Int(above * 100)) %, or batch mode)"
                 )
             } else {
-                // Close to the crossover, or sparse data on ranks with different worker counts (the
-                // rank with the fewest runs the most's pieces, at a cost that grows with their
-                // ratio): both are timed below, once the engine exists.
                 (inputPath, inputPathReason) = (.sparse, "")
-                timing =
-                    density <= below
-                    ? "the ranks run \(rankWorkerCounts!.lowerBound) to \(rankWorkerCounts!.upperBound) workers each"
-                    : "near the crossover"
+                timeBothPaths = true
             }
         }
         // The training data's index of non-zeros (the engine keeps it).
@@ -230,16 +220,15 @@ public final class Trainer {
         // most 1024 records and accumulates, so its buffers stay small.
         engine = DataParallelEngine(
             layout: NetworkLayout(sizes: spec.model.layers), activation: spec.model.activation,
-            optimizer: opt, lambda: Float(spec.training.lambda), workers: pieces,
-            maxBatch: min(stepSize, max(1024, pieces)), placer: placer, sparseFirstLayer: inputPath == .sparse,
-            threads: workers)
+            optimizer: opt, lambda: Float(spec.training.lambda), workers: workers,
+            maxBatch: min(stepSize, max(1024, workers)), placer: placer, sparseFirstLayer: inputPath == .sparse)
         engine.reducer = reducer
         rankPlacements = reducer.flatMap { r in
             guard r.size <= RankPlacement.listedRanks else { return nil }
             return zip(r.gather(r.host), r.gather(UInt64(workers))).map { RankPlacement(host: $0, workers: Int($1)) }
         }
         engine.useSparseInput(sparseRows)
-        if let timing, let sparseRows {
+        if timeBothPaths, let sparseRows {
             var (faster, reason) = Self.timeInputPaths(
                 engine, train, sparseRows, stepSize: stepSize, learningRate: Float(spec.training.learningRate))
             if let reducer {
@@ -252,7 +241,7 @@ public final class Trainer {
             }
             inputPath = faster
             inputPathReason =
-                String(format: "auto: inputs %.1f %% non-zero, ", inputDensity! * 100) + timing + ": " + reason
+                String(format: "auto: inputs %.1f %% non-zero, near the crossover: ", inputDensity! * 100) + reason
             if faster == .dense { engine.useSparseInput(nil) }
         }
         order = .allocate(capacity: train.count)

@@ -109,49 +109,6 @@ final class SparseFirstLayerTests: XCTestCase {
         XCTAssertEqual(checked, 3 * 4 * 3 * 3)
     }
 
-    /// An engine whose pieces outnumber its threads (an MPI rank with fewer CPUs than another,
-    /// cutting the network as that one does) trains bitwise as the engine with a thread per
-    /// piece: each thread runs the pieces the others have not claimed. Sparse and dense first
-    /// layers, SGD (fused update), momentum and Adam, groups of steps, chunked batch steps, and
-    /// evaluation.
-    func testFewerThreadsThanPiecesTrainBitwiseAlike() {
-        let data = sparseSyntheticData(records: 240, features: 100, classes: 5, density: 0.19, seed: 4)
-        let sizes = [100, 40, 12, 5]
-        let rows = SparseRows(data)
-        for sparse in [true, false] {
-            for kind in OptimizerKind.allCases {
-                for (stepSize, maxBatch) in [(16, 16), (240, 64)] {
-                    let opt = OptimizerConfig(kind: kind)
-                    let label = "\(sparse ? "sparse" : "dense") \(kind) step \(stepSize)"
-                    var trained: [[Float]] = []
-                    var results: [[PassResult]] = []
-                    var evaluations: [PassResult] = []
-                    for threads in [3, 1, 2] {
-                        let e = DataParallelEngine(
-                            layout: NetworkLayout(sizes: sizes), activation: .logistic, optimizer: opt, lambda: 0.01,
-                            workers: 3, maxBatch: maxBatch, sparseFirstLayer: sparse, threads: threads)
-                        XCTAssertEqual(e.threadCount, threads)
-                        var rng = DeterministicRNG(seed: 5)
-                        e.layout.initialise(e.parameters, scheme: .xavier, rng: &rng)
-                        if sparse { e.useSparseInput(rows) }
-                        let lr: Float = kind == .adam ? 0.001 : 0.05
-                        results.append(train(e, data, stepSize: stepSize, steps: stepSize == 16 ? 20 : 3, lr: lr))
-                        trained.append(e.parameters.toArray() + e.optimizerState.flatMap { $0.toArray() })
-                        evaluations.append(e.evaluate(data))
-                    }
-                    for (threads, t) in [(1, trained[1]), (2, trained[2])] {
-                        let differ = zip(t, trained[0]).filter { $0 != $1 }.count
-                        XCTAssertEqual(differ, 0, "\(label): \(threads) threads for 3 pieces: \(differ) values differ")
-                    }
-                    XCTAssertEqual(results[1], results[0], label)
-                    XCTAssertEqual(results[2], results[0], label)
-                    XCTAssertEqual(evaluations, Array(repeating: evaluations[0], count: 3), label)
-                    XCTAssertGreaterThan(evaluations[0].records, 0)
-                }
-            }
-        }
-    }
-
     /// A parameter change between training calls (a checkpoint restored, weights loaded) is
     /// what the next sparse call trains from.
     func testSparseStepsStartFromTheFlatParametersEachCall() {
