@@ -82,7 +82,8 @@ final class InputPathTests: XCTestCase {
         XCTAssertEqual(uneven.inputPath, .sparse)
         XCTAssertEqual(uneven.engine.inputPath, .sparse)
         XCTAssertTrue(
-            uneven.inputPathReason.hasPrefix("auto: inputs 8.3 % non-zero (sparse at or below "), uneven.inputPathReason)
+            uneven.inputPathReason.hasPrefix("auto: inputs 8.3 % non-zero (sparse at or below "), uneven.inputPathReason
+        )
         // Asked for, the sparse path is taken without timing.
         let asked = try Trainer(
             spec: try spec("sparse"), train: data(density: 0.08), test: nil, workers: 2,
