@@ -148,7 +148,7 @@ static void gradientOfInputRange(int t, int *local) {
 
 static void stepByRecords(int t, const int *batch, int *local) {
     const int lo = t * BATCH / 2, hi = (t + 1) * BATCH / 2;
-    nn_sparse_batch_column_range(batch, BATCH, 0, offsets, cols, vals, split[t], split[t + 1], colStart[t], cursor[t],
+    nn_sparse_batch_column_range(batch, BATCH, 0, offsets, NULL, 0, cols, vals, split[t], split[t + 1], colStart[t], cursor[t],
                                  entryRow[t], entryVal[t]);
     lap(t, 0);
     nn_sparse_forward(batch + lo, hi - lo, offsets, cols, vals, wtFull, LD, UNITS, INPUTS, zFull + lo * LD, LD,
@@ -167,10 +167,10 @@ static void stepByRecords(int t, const int *batch, int *local) {
 // row, no index entry changes cores; the partial sums and δ₁ rows do.
 static void stepByInputs(int t, const int *batch, int *local) {
     const int lo = t * BATCH / 2, hi = (t + 1) * BATCH / 2;
-    nn_sparse_batch_column_range(batch, BATCH, 0, offsets, cols, vals, split[t], split[t + 1], colStart[t], cursor[t],
+    nn_sparse_batch_column_range(batch, BATCH, 0, offsets, NULL, 0, cols, vals, split[t], split[t + 1], colStart[t], cursor[t],
                                  entryRow[t], entryVal[t]);
     lap(t, 0);
-    nn_sparse_forward_range(batch, BATCH, offsets, cols, vals, wtFull + (long)split[t] * LD, LD, UNITS, split[t],
+    nn_sparse_forward_range(batch, BATCH, offsets, NULL, 0, cols, vals, wtFull + (long)split[t] * LD, LD, UNITS, split[t],
                             split[t + 1], zPart[t], LD, fwdCursor[t]);
     lap(t, 1);
     barrier(local);

@@ -41,7 +41,7 @@ static double forward(int units, int ldw, int inputs, int pieces) {
         double t = seconds();
         for (int p = 0; p < pieces; p++) {
             const long k0 = (long)inputs * p / pieces, k1 = (long)inputs * (p + 1) / pieces;
-            nn_sparse_forward_range(records, BATCH, offsets, cols, vals, wt + k0 * ldw, ldw, units, k0, k1, z[p], ldw,
+            nn_sparse_forward_range(records, BATCH, offsets, NULL, 0, cols, vals, wt + k0 * ldw, ldw, units, k0, k1, z[p], ldw,
                                     cursor);
         }
         for (int p = 1; p < pieces; p++)
@@ -79,7 +79,7 @@ static double gradient(int units, int ldg, int pieces, int byInputs) {
             const int lo = split(BATCH, s, pieces), hi = split(BATCH, s + 1, pieces);
             const int k0 = split(INPUTS, s, pieces), k1 = split(INPUTS, s + 1, pieces);
             if (byInputs)
-                nn_sparse_batch_column_range(records, BATCH, 0, offsets, cols, vals, k0, k1, colStart[s], cursor[s],
+                nn_sparse_batch_column_range(records, BATCH, 0, offsets, NULL, 0, cols, vals, k0, k1, colStart[s], cursor[s],
                                              entryRow[s], entryVal[s]);
             else
                 nn_sparse_batch_columns(records + lo, hi - lo, lo, offsets, cols, vals, INPUTS, colStart[s], cursor[s],

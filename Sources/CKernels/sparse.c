@@ -21,11 +21,15 @@
 // record's first touch would otherwise wait on memory.
 #define NN_PREFETCH_AHEAD 4
 
-/// Asks for the cache lines of record rec's column numbers and values.
-static inline void prefetch_record(long rec, const long *offsets, const int *cols, const float *vals) {
-    const long b = offsets[rec], e = offsets[rec + 1];
+/// Asks for the cache lines of column numbers and values b ..< e (a record's, or its part in a range).
+static inline void prefetch_span(long b, long e, const int *cols, const float *vals) {
     for (const char *p = (const char *)(cols + b); p < (const char *)(cols + e); p += 64) __builtin_prefetch(p);
     for (const char *p = (const char *)(vals + b); p < (const char *)(vals + e); p += 64) __builtin_prefetch(p);
+}
+
+/// Asks for the cache lines of record rec's column numbers and values.
+static inline void prefetch_record(long rec, const long *offsets, const int *cols, const float *vals) {
+    prefetch_span(offsets[rec], offsets[rec + 1], cols, vals);
 }
 
 // The first of a record's non-zeros (cols[lo ..< hi], in input order) at input kLo or above; a
@@ -39,16 +43,38 @@ static inline long first_at_or_above(const int *cols, long lo, long hi, long kLo
     return lo;
 }
 
+// Record rec's first non-zero at input kLo or above: bounds[rec · stride] (see nn_kernels.h), or
+// by a binary search — ≈ 15 ns a record that several passes over a batch's records paid each, on
+// every worker but the one whose range begins at input 0 (docs/performance.md, "Twenty-fourth
+// session").
+static inline long start_in_range(long rec, const long *offsets, const long *bounds, long stride, const int *cols,
+                                  long kLo) {
+    return bounds ? bounds[rec * stride] : first_at_or_above(cols, offsets[rec], offsets[rec + 1], kLo);
+}
+
+// One past record rec's last non-zero below the range's end (bounds), or its last (offsets).
+static inline long end_in_range(long rec, const long *offsets, const long *bounds, long stride) {
+    return bounds ? bounds[rec * stride + 1] : offsets[rec + 1];
+}
+
+// Asks for record rec's non-zeros in the range (bounds), or all of them (offsets).
+static inline void prefetch_in_range(long rec, const long *offsets, const long *bounds, long stride, const int *cols,
+                                     const float *vals) {
+    if (bounds) prefetch_span(bounds[rec * stride], bounds[rec * stride + 1], cols, vals);
+    else prefetch_record(rec, offsets, cols, vals);
+}
+
 // ---- portable ------------------------------------------------------------------------------
 
-static void forward_portable(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
-                             const float *wt, long ldw, long units, long kLo, long kHi, float *z, long ldz) {
+static void forward_portable(const int *records, long rows, const long *offsets, const long *bounds, long stride, const int *cols,
+                             const float *vals, const float *wt, long ldw, long units, long kLo, long kHi, float *z,
+                             long ldz) {
     for (long r = 0; r < rows; r++) {
-        if (r + NN_PREFETCH_AHEAD < rows) prefetch_record(records[r + NN_PREFETCH_AHEAD], offsets, cols, vals);
+        if (r + NN_PREFETCH_AHEAD < rows)
+            prefetch_in_range(records[r + NN_PREFETCH_AHEAD], offsets, bounds, stride, cols, vals);
         float *out = z + r * ldz;  // zeroed by nn_sparse_forward
-        long rec = records[r];
-        for (long p = first_at_or_above(cols, offsets[rec], offsets[rec + 1], kLo); p < offsets[rec + 1] && cols[p] < kHi;
-             p++) {
+        const long rec = records[r], end = end_in_range(rec, offsets, bounds, stride);
+        for (long p = start_in_range(rec, offsets, bounds, stride, cols, kLo); p < end && cols[p] < kHi; p++) {
             const float v = vals[p];
             const float *w = wt + (long)(cols[p] - kLo) * ldw;
             for (long j = 0; j < units; j++) out[j] += v * w[j];
@@ -159,24 +185,25 @@ static inline long forward_block(long nv, long width, long pass) {
 // record's next non-zeros from its cursor on.
 #define NN_FORWARD_DRIVER(NAME, TARGET, BY, KERNEL, WIDTH, PASS)                                             \
     __attribute__((target(TARGET))) static void NAME(const int *records, long rows, const long *offsets,     \
-                                                     const int *cols, const float *vals, const float *wt,    \
-                                                     long ldw, long units, long kLo, long kHi, float *z,     \
-                                                     long ldz, long *cursor) {                               \
+                                                     const long *bounds, long stride, const int *cols,       \
+                                                     const float *vals,                                      \
+                                                     const float *wt, long ldw, long units, long kLo,        \
+                                                     long kHi, float *z, long ldz, long *cursor) {           \
         /* wt's row 0 is input kLo: the kernels index it by input number from this base */                  \
         const float *base = (const float *)((uintptr_t)wt - (uintptr_t)(kLo * ldw) * sizeof(float));       \
         for (long j0 = 0; j0 < units; j0 += PASS) {                                                          \
             const long nv = (units - j0 + WIDTH - 1) / WIDTH;                                                \
             for (long r = 0; r < rows; r++) {                                                                \
                 const long rec = records[r];                                                                 \
-                cursor[r] = first_at_or_above(cols, offsets[rec], offsets[rec + 1], kLo);                    \
+                cursor[r] = start_in_range(rec, offsets, bounds, stride, cols, kLo);                                 \
             }                                                                                                \
             const long block = forward_block(nv, WIDTH, PASS);                                               \
             for (long k0 = kLo; k0 < kHi; k0 += block) {                                                     \
                 const long k1 = k0 + block < kHi ? k0 + block : kHi;                                         \
                 for (long r = 0; r < rows; r++) {                                                            \
                     if (k0 == kLo && j0 == 0 && r + NN_PREFETCH_AHEAD < rows)                                \
-                        prefetch_record(records[r + NN_PREFETCH_AHEAD], offsets, cols, vals);                \
-                    const long e = offsets[records[r] + 1];                                                  \
+                        prefetch_in_range(records[r + NN_PREFETCH_AHEAD], offsets, bounds, stride, cols, vals); \
+                    const long e = end_in_range(records[r], offsets, bounds, stride);                        \
                     if (cursor[r] >= e || cols[cursor[r]] >= k1) continue;                                   \
                     /* wt's rows are padded to ldw, so every load stays inside */                            \
                     BY(KERNEL, nv, cursor + r, e, k1, cols, vals, base, ldw, j0, units, z + r * ldz)         \
@@ -462,24 +489,24 @@ static int sparse_level(void) {  // 2: AVX-512, 1: AVX2+FMA, 0: portable
 
 void nn_sparse_limit_isa(int cap) { level_cap = cap < 0 ? 0 : cap > 2 ? 2 : cap; }
 
-void nn_sparse_forward_range(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
-                             const float *wt, long ldw, long units, long kLo, long kHi, float *z, long ldz,
-                             long *cursor) {
+void nn_sparse_forward_range(const int *records, long rows, const long *offsets, const long *bounds, long stride, const int *cols,
+                             const float *vals, const float *wt, long ldw, long units, long kLo, long kHi, float *z,
+                             long ldz, long *cursor) {
     // Every version adds into z (the vector ones block by block of inputs), AVX2 in whole registers.
     for (long r = 0; r < rows; r++) memset(z + r * ldz, 0, (size_t)((units + 7) / 8 * 8) * sizeof(float));
 #ifdef NN_X86
     switch (sparse_level()) {
-        case 2: forward_avx512(records, rows, offsets, cols, vals, wt, ldw, units, kLo, kHi, z, ldz, cursor); return;
-        case 1: forward_avx2(records, rows, offsets, cols, vals, wt, ldw, units, kLo, kHi, z, ldz, cursor); return;
+        case 2: forward_avx512(records, rows, offsets, bounds, stride, cols, vals, wt, ldw, units, kLo, kHi, z, ldz, cursor); return;
+        case 1: forward_avx2(records, rows, offsets, bounds, stride, cols, vals, wt, ldw, units, kLo, kHi, z, ldz, cursor); return;
         default: break;
     }
 #endif
-    forward_portable(records, rows, offsets, cols, vals, wt, ldw, units, kLo, kHi, z, ldz);
+    forward_portable(records, rows, offsets, bounds, stride, cols, vals, wt, ldw, units, kLo, kHi, z, ldz);
 }
 
 void nn_sparse_forward(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
                        const float *wt, long ldw, long units, long inputs, float *z, long ldz, long *cursor) {
-    nn_sparse_forward_range(records, rows, offsets, cols, vals, wt, ldw, units, 0, inputs, z, ldz, cursor);
+    nn_sparse_forward_range(records, rows, offsets, offsets, 1, cols, vals, wt, ldw, units, 0, inputs, z, ldz, cursor);
 }
 
 void nn_sparse_weight_gradient(const long *const *colStarts, const int *const *entryRows,
@@ -505,19 +532,22 @@ void nn_sparse_prefetch_records(const int *records, long rows, const long *offse
 #define NN_COLUMN_BLOCK 128
 #define NN_COLUMN_GROUP 256
 
-void nn_sparse_batch_column_range(const int *records, long rows, long firstRow, const long *offsets, const int *cols,
-                                  const float *vals, long kLo, long kHi, long *colStart, long *cursor, int *entryRow,
-                                  float *entryVal) {
+void nn_sparse_batch_column_range(const int *records, long rows, long firstRow, const long *offsets,
+                                  const long *bounds, long stride, const int *cols, const float *vals, long kLo,
+                                  long kHi,
+                                  long *colStart, long *cursor, int *entryRow, float *entryVal) {
     const long width = kHi - kLo;
     for (long k = 0; k <= width; k++) colStart[k] = 0;
     // This is the first touch of the batch's records: ask for the first ones now, and for the
     // one NN_PREFETCH_AHEAD rows on while counting each.
-    for (long r = 0; r < rows && r < NN_PREFETCH_AHEAD; r++) prefetch_record(records[r], offsets, cols, vals);
+    for (long r = 0; r < rows && r < NN_PREFETCH_AHEAD; r++)
+        prefetch_in_range(records[r], offsets, bounds, stride, cols, vals);
     for (long r = 0; r < rows; r++) {
-        if (r + NN_PREFETCH_AHEAD < rows) prefetch_record(records[r + NN_PREFETCH_AHEAD], offsets, cols, vals);
-        const long rec = records[r], end = offsets[rec + 1];
-        long p = first_at_or_above(cols, offsets[rec], end, kLo);
-        for (; p < end && cols[p] < kHi; p++) colStart[cols[p] - kLo + 1]++;
+        if (r + NN_PREFETCH_AHEAD < rows)
+            prefetch_in_range(records[r + NN_PREFETCH_AHEAD], offsets, bounds, stride, cols, vals);
+        const long rec = records[r], end = end_in_range(rec, offsets, bounds, stride);
+        for (long p = start_in_range(rec, offsets, bounds, stride, cols, kLo); p < end && cols[p] < kHi; p++)
+            colStart[cols[p] - kLo + 1]++;
     }
     for (long k = 0; k < width; k++) {
         colStart[k + 1] += colStart[k];
@@ -533,13 +563,12 @@ void nn_sparse_batch_column_range(const int *records, long rows, long firstRow, 
     for (long g = 0; g < rows; g += NN_COLUMN_GROUP) {
         const long n = rows - g < NN_COLUMN_GROUP ? rows - g : NN_COLUMN_GROUP;
         for (long r = 0; r < n; r++) {
-            const long rec = records[g + r];
-            next[r] = first_at_or_above(cols, offsets[rec], offsets[rec + 1], kLo);
+            next[r] = start_in_range(records[g + r], offsets, bounds, stride, cols, kLo);
         }
         for (long k0 = kLo; k0 < kHi; k0 += NN_COLUMN_BLOCK) {
             const long k1 = k0 + NN_COLUMN_BLOCK < kHi ? k0 + NN_COLUMN_BLOCK : kHi;
             for (long r = 0; r < n; r++) {
-                const long end = offsets[records[g + r] + 1];
+                const long end = end_in_range(records[g + r], offsets, bounds, stride);
                 long p = next[r];
                 for (; p < end && cols[p] < k1; p++) {
                     long e = cursor[cols[p] - kLo]++;
@@ -555,8 +584,8 @@ void nn_sparse_batch_column_range(const int *records, long rows, long firstRow, 
 void nn_sparse_batch_columns(const int *records, long rows, long firstRow, const long *offsets, const int *cols,
                              const float *vals, long inputs, long *colStart, long *cursor, int *entryRow,
                              float *entryVal) {
-    nn_sparse_batch_column_range(records, rows, firstRow, offsets, cols, vals, 0, inputs, colStart, cursor, entryRow,
-                                 entryVal);
+    nn_sparse_batch_column_range(records, rows, firstRow, offsets, offsets, 1, cols, vals, 0, inputs, colStart, cursor,
+                                 entryRow, entryVal);
 }
 
 const char *nn_sparse_isa(void) {

@@ -77,6 +77,12 @@ final class SparseFirstLayer: @unchecked Sendable {
     let forwardCursor: [UnsafeMutablePointer<Int>]
     /// The index of the data set the steps train on (set by the trainer).
     var rows: SparseRows?
+    /// With more than one piece, recordBounds[p][2·rec], [2·rec + 1]: record rec's first non-zero
+    /// at input `inputRanges[p].lowerBound` or above and one past its last below the range's end,
+    /// side by side so that one cache line gives the kernels both (set with `rows` by
+    /// `useSparseInput`). Without them every piece but the first found its start by a binary
+    /// search over the record's columns in each pass (docs/performance.md, "Twenty-fourth session").
+    var recordBounds: [UnsafeMutablePointer<Int>] = []
     /// δ₁ again, in rows of ldw floats (the padding lanes never written, so zero), for the
     /// weight gradient: δ₁'s own rows are 200 floats for the seed, so every odd row began inside
     /// a 64-byte line and each of the kernel's loads straddled two lines. The AVX2 gradient
@@ -149,7 +155,35 @@ final class SparseFirstLayer: @unchecked Sendable {
         return (0..<pieces).map { bounds[$0]..<bounds[$0 + 1] }
     }
 
+    /// Sets `recordBounds` for `rows` and the current `inputRanges` (none for one piece: the
+    /// offsets are its bounds). Between training calls.
+    func placeRecordBounds() {
+        for b in recordBounds { b.deallocate() }
+        recordBounds = []
+        guard let rows, inputRanges.count > 1 else { return }
+        let (offsets, columns) = (rows.offsets, rows.columns)
+        for range in inputRanges {
+            let bounds = UnsafeMutablePointer<Int>.allocate(capacity: 2 * max(1, rows.records))
+            for rec in 0..<rows.records {
+                var p = offsets[rec]
+                let end = offsets[rec + 1]
+                while p < end && Int(columns[p]) < range.lowerBound { p += 1 }
+                bounds[2 * rec] = p
+                while p < end && Int(columns[p]) < range.upperBound { p += 1 }
+                bounds[2 * rec + 1] = p
+            }
+            recordBounds.append(bounds)
+        }
+    }
+
+    /// Piece p's bounds and their stride, as the kernels take them (`nn_sparse_forward_range`).
+    @inline(__always)
+    func bounds(ofPiece p: Int) -> (UnsafePointer<Int>, Int) {
+        recordBounds.isEmpty ? (UnsafePointer(rows!.offsets.baseAddress!), 1) : (UnsafePointer(recordBounds[p]), 2)
+    }
+
     deinit {
+        for b in recordBounds { b.deallocate() }
         for p in columnStart { p.deallocate() }
         for p in cursor { p.deallocate() }
         for p in forwardCursor { p.deallocate() }
@@ -179,6 +213,7 @@ extension DataParallelEngine {
             sp.inputRanges = SparseFirstLayer.inputRanges(of: rows, pieces: workerCount)
             sp.placeIndexPieces()
         }
+        sp.placeRecordBounds()
     }
 
     /// Wᵀ from the flat buffers (`toSlices`) or back (`!toSlices`): W₁ (n_1 × n_0) ↔ Wᵀ
@@ -218,8 +253,9 @@ extension DataParallelEngine {
         let sp = sparse!
         let csr = sp.rows!
         let inputs = sp.inputRanges[w]
+        let (bounds, stride) = sp.bounds(ofPiece: w)
         nn_sparse_forward_range(
-            indices, rows, csr.offsets.baseAddress, csr.columns.baseAddress, csr.values.baseAddress,
+            indices, rows, csr.offsets.baseAddress, bounds, stride, csr.columns.baseAddress, csr.values.baseAddress,
             sp.weights.pointer + inputs.lowerBound * sp.ldw, sp.ldw, sp.units, inputs.lowerBound, inputs.upperBound,
             z, sp.ldw, sp.forwardCursor[w])
     }
@@ -303,9 +339,11 @@ extension DataParallelEngine {
         let csr = sp.rows!
         let i = columnSet * workerCount + p
         let range = sp.inputRanges[p]
+        let (bounds, stride) = sp.bounds(ofPiece: p)
         nn_sparse_batch_column_range(
-            indices, rows, 0, csr.offsets.baseAddress, csr.columns.baseAddress, csr.values.baseAddress,
-            range.lowerBound, range.upperBound, sp.columnStart[i], sp.cursor[i], sp.entryRows[i], sp.entryValues[i])
+            indices, rows, 0, csr.offsets.baseAddress, bounds, stride, csr.columns.baseAddress,
+            csr.values.baseAddress, range.lowerBound, range.upperBound, sp.columnStart[i], sp.cursor[i],
+            sp.entryRows[i], sp.entryValues[i])
     }
 
     /// Asks for the non-zeros of shard s of a later step (batch rows `row ..< row + rows` of

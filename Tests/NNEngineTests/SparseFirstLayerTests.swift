@@ -210,7 +210,8 @@ final class SparseFirstLayerTests: XCTestCase {
     /// The forward over a range of inputs (`nn_sparse_forward_range`, which
     /// scripts/bench-first-layer-split.c times as a split of the first layer by inputs): the
     /// whole range is the whole forward bit for bit, and the ranges' partial sums add up to it,
-    /// in every implementation, for a slice wider than one pass (200 units) and a narrow one.
+    /// in every implementation, for a slice wider than one pass (200 units) and a narrow one;
+    /// each range's records found by a binary search or given as bounds, the same bits.
     func testForwardOverInputRangesAddsUpToTheWhole() {
         let inputs = 300
         let data = sparseSyntheticData(records: 24, features: inputs, classes: 3, density: 0.2, seed: 11)
@@ -226,10 +227,26 @@ final class SparseFirstLayerTests: XCTestCase {
                 for k in 0..<inputs { for j in 0..<units { wt[k * ld + j] = Float((k * 13 + j * 7) % 29 - 14) / 50 } }
                 var cursor = [Int](repeating: 0, count: records.count)
                 func forward(_ lo: Int, _ hi: Int) -> [Float] {
+                    // each record's non-zeros among inputs lo ..< hi, as (first, one past the last)
+                    var bounds: [Int] = []
+                    for rec in 0..<csr.records {
+                        let cols = (csr.offsets[rec]..<csr.offsets[rec + 1]).filter { Int(csr.columns[$0]) < lo }
+                        let first = csr.offsets[rec] + cols.count
+                        let past = (first..<csr.offsets[rec + 1]).prefix { Int(csr.columns[$0]) < hi }.count
+                        bounds += [first, first + past]
+                    }
                     var z = [Float](repeating: .nan, count: records.count * ld)
+                    var zBounds = z
                     nn_sparse_forward_range(
-                        records, records.count, csr.offsets.baseAddress, csr.columns.baseAddress,
+                        records, records.count, csr.offsets.baseAddress, nil, 0, csr.columns.baseAddress,
                         csr.values.baseAddress, Array(wt[(lo * ld)...]), ld, units, lo, hi, &z, ld, &cursor)
+                    nn_sparse_forward_range(
+                        records, records.count, csr.offsets.baseAddress, bounds, 2, csr.columns.baseAddress,
+                        csr.values.baseAddress, Array(wt[(lo * ld)...]), ld, units, lo, hi, &zBounds, ld, &cursor)
+                    for r in 0..<records.count {
+                        let units = (r * ld)..<(r * ld + units)
+                        XCTAssertEqual(zBounds[units], z[units], "\(lo)..<\(hi): bounds against the search")
+                    }
                     return z
                 }
                 var whole = [Float](repeating: .nan, count: records.count * ld)

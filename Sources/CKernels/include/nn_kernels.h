@@ -54,10 +54,13 @@ void nn_sparse_forward(const int *records, long rows, const long *offsets, const
 
 /// The same over inputs kLo ..< kHi only: wt's row 0 is input kLo (kHi − kLo rows), and z gets
 /// each record's sum over its non-zeros in that range (a piece of the first layer split by
-/// inputs; nn_sparse_forward is the range 0 ..< inputs).
-void nn_sparse_forward_range(const int *records, long rows, const long *offsets, const int *cols, const float *vals,
-                             const float *wt, long ldw, long units, long kLo, long kHi, float *z, long ldz,
-                             long *cursor);
+/// inputs; nn_sparse_forward is the range 0 ..< inputs). Record rec's non-zeros in the range are
+/// bounds[rec · stride] ..< bounds[rec · stride + 1] (offsets, 1 for the whole range; nnd keeps
+/// every piece's bounds of a record side by side, so one line holds them), or with bounds NULL
+/// they are found in offsets by a binary search.
+void nn_sparse_forward_range(const int *records, long rows, const long *offsets, const long *bounds, long stride,
+                             const int *cols, const float *vals, const float *wt, long ldw, long units, long kLo,
+                             long kHi, float *z, long ldz, long *cursor);
 
 /// Asks for the cache lines of the non-zeros of `rows` records (indices into offsets), so that
 /// a later pass over them finds them in cache.
@@ -77,10 +80,10 @@ void nn_sparse_batch_columns(const int *records, long rows, long firstRow, const
 /// entryRow and entryVal room for the rows' non-zeros among those inputs). On more than 2 workers
 /// each builds the batch's index for its own range of inputs, so the weight gradient loops over
 /// each input once, not once per shard (4× faster for a narrow slice on 8 workers;
-/// docs/performance.md, "Fifteenth session").
-void nn_sparse_batch_column_range(const int *records, long rows, long firstRow, const long *offsets, const int *cols,
-                                  const float *vals, long kLo, long kHi, long *colStart, long *cursor, int *entryRow,
-                                  float *entryVal);
+/// docs/performance.md, "Fifteenth session"). bounds, stride: as for nn_sparse_forward_range.
+void nn_sparse_batch_column_range(const int *records, long rows, long firstRow, const long *offsets,
+                                  const long *bounds, long stride, const int *cols, const float *vals, long kLo,
+                                  long kHi, long *colStart, long *cursor, int *entryRow, float *entryVal);
 
 /// What nn_sparse_weight_gradient does with its sums S (below), g being the slice's
 /// transposed gradient or, in the fused modes, its transposed weights:
