@@ -162,17 +162,16 @@ final class SparseFirstLayer: @unchecked Sendable {
         recordBounds = []
         guard let rows, inputRanges.count > 1 else { return }
         let (offsets, columns) = (rows.offsets, rows.columns)
-        for range in inputRanges {
-            let bounds = UnsafeMutablePointer<Int>.allocate(capacity: 2 * max(1, rows.records))
-            for rec in 0..<rows.records {
-                var p = offsets[rec]
-                let end = offsets[rec + 1]
-                while p < end && Int(columns[p]) < range.lowerBound { p += 1 }
-                bounds[2 * rec] = p
+        recordBounds = inputRanges.map { _ in .allocate(capacity: 2 * max(1, rows.records)) }
+        // One walk over each record's columns, in input order, past each range's end in turn.
+        for rec in 0..<rows.records {
+            var p = offsets[rec]
+            let end = offsets[rec + 1]
+            for (piece, range) in inputRanges.enumerated() {
+                recordBounds[piece][2 * rec] = p
                 while p < end && Int(columns[p]) < range.upperBound { p += 1 }
-                bounds[2 * rec + 1] = p
+                recordBounds[piece][2 * rec + 1] = p
             }
-            recordBounds.append(bounds)
         }
     }
 

@@ -35,7 +35,8 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
         // training data's index of non-zeros, 8 bytes a non-zero at the highest density the path
         // is taken at (auto: `Trainer.autoSparseDensity.sureAbove`; sparse: all inputs), plus
         // W₁ transposed with its gradient and optimiser state, two sets of column indexes, every
-        // worker's part of each record's outputs and δ₁'s line-aligned copy (rows padded by < 16).
+        // worker's part of each record's outputs and δ₁'s line-aligned copy (rows padded by < 16),
+        // and with more than one worker each record's bounds in every worker's range of inputs.
         var sparse = 0
         if spec.model.inputPath != .dense && sizes.count >= 3 {
             let density = spec.model.inputPath == .sparse ? 1 : Trainer.autoSparseDensity.sureAbove
@@ -45,6 +46,7 @@ public struct MemoryEstimate: Sendable, Equatable, CustomStringConvertible {
                 times(times(inputs, paddedUnits), (2 + states) * float),
                 times(2 * maxBatch, inputs * 8),
                 times(times(workers + 1, maxBatch), paddedUnits * float),
+                workers > 1 ? times(trainRecords, workers * 16) : 0,
             ].reduce(0) { min(Int.max / 16, $0 + $1) }
         }
         // Whole copies of the weights a run keeps beside the training ones: the best validation
