@@ -522,9 +522,9 @@ void nn_sparse_weight_gradient(const long *const *colStarts, const int *const *e
     gradient_portable(colStarts, entryRows, entryVals, shards, inputs, delta, ldd, units, g, ldg, &store);
 }
 
-void nn_sparse_prefetch_records(const int *records, long rows, const long *offsets, const int *cols,
-                                const float *vals) {
-    for (long r = 0; r < rows; r++) prefetch_record(records[r], offsets, cols, vals);
+void nn_sparse_prefetch_records(const int *records, long rows, const long *offsets, const long *bounds, long stride,
+                                const int *cols, const float *vals) {
+    for (long r = 0; r < rows; r++) prefetch_in_range(records[r], offsets, bounds, stride, cols, vals);
 }
 
 // The batch's column index is written block by block of NN_COLUMN_BLOCK inputs, for groups of

@@ -345,14 +345,17 @@ extension DataParallelEngine {
             sp.entryRows[i], sp.entryValues[i])
     }
 
-    /// Asks for the non-zeros of shard s of a later step (batch rows `row ..< row + rows` of
-    /// `indices`), so that the gathers and forwards find them in cache instead of waiting on
-    /// memory. (Each thread asking only for its inputs' part of every record, which is what it
-    /// reads, measured slower: docs/performance.md, "Twenty-third session".)
-    func prefetchShardRecords(indices: UnsafeMutablePointer<Int32>, row: Int, rows: Int) {
-        let csr = sparse!.rows!
+    /// Asks for the non-zeros among piece p's inputs of a later step's records (`rows` of
+    /// `indices`) — what piece p's index and forward read — so that they find them in cache
+    /// instead of waiting on memory or on the other core. (Before each record's bounds were
+    /// kept, finding them by a search cost more than the prefetch gave: docs/performance.md,
+    /// "Twenty-third session".)
+    func prefetchRecords(ofPiece p: Int, indices: UnsafeMutablePointer<Int32>, rows: Int) {
+        let sp = sparse!
+        let csr = sp.rows!
+        let (bounds, stride) = sp.bounds(ofPiece: p)
         nn_sparse_prefetch_records(
-            indices + row, rows, csr.offsets.baseAddress, csr.columns.baseAddress, csr.values.baseAddress)
+            indices, rows, csr.offsets.baseAddress, bounds, stride, csr.columns.baseAddress, csr.values.baseAddress)
     }
 
     /// The optimiser update of slice w's rows of the transposed first-layer weights from their

@@ -71,11 +71,11 @@ extension DataParallelEngine {
         // into every layer's gradient, momentum's into the sparse first layer's.
         let wholeStep = n == c
         // The next step's records (rows c ..< c + nextRows of `indices`) are scattered over the
-        // whole data set; asking for this thread's shard of them now lets memory fetch them
-        // while the gradient slices compute, so that the next gather does not wait on it.
+        // whole data set; asking now for their non-zeros among this thread's inputs (what its
+        // next index and forward read) lets memory fetch them while the gradient slices compute,
+        // so that the next gather waits neither on memory nor on the other core.
         if sparseInput && nextRows > 0 {
-            let band = Self.evenSlice(of: nextRows, workers: W, slice: iteration)
-            prefetchShardRecords(indices: indices + c, row: band.lowerBound, rows: band.count)
+            prefetchRecords(ofPiece: iteration, indices: indices + c, rows: nextRows)
         }
         while let slice = schedule.slices.claim(round: round, preferring: iteration) {
             if wholeStep && optimizer.kind == .sgd {

@@ -62,10 +62,11 @@ void nn_sparse_forward_range(const int *records, long rows, const long *offsets,
                              const int *cols, const float *vals, const float *wt, long ldw, long units, long kLo,
                              long kHi, float *z, long ldz, long *cursor);
 
-/// Asks for the cache lines of the non-zeros of `rows` records (indices into offsets), so that
-/// a later pass over them finds them in cache.
-void nn_sparse_prefetch_records(const int *records, long rows, const long *offsets, const int *cols,
-                                const float *vals);
+/// Asks for the cache lines of the non-zeros of `rows` records (indices into offsets) — those in a
+/// range of inputs (bounds, stride: as for nn_sparse_forward_range), or all (bounds NULL) — so
+/// that a later pass over them finds them in cache.
+void nn_sparse_prefetch_records(const int *records, long rows, const long *offsets, const long *bounds, long stride,
+                                const int *cols, const float *vals);
 
 /// The non-zeros of batch rows firstRow ..< firstRow + rows (records[0 ..< rows], one shard's)
 /// grouped by input (a counting sort, stable in the row order): input k's entries are the batch
