@@ -25,7 +25,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <xmmintrin.h>
-#include <zlib.h>
+#include "bench-mnist.h"
 #include "bench-records.h"
 #include "nn_kernels.h"
 
@@ -36,28 +36,6 @@ static int *cols;
 static float *vals;
 static long records;
 static int *order;  // STEPS × BATCH record numbers
-
-static void loadMNIST(const char *path) {
-    gzFile f = gzopen(path, "rb");
-    if (!f) { perror(path); exit(1); }
-    unsigned char header[16];
-    gzread(f, header, 16);
-    records = (header[4] << 24) | (header[5] << 16) | (header[6] << 8) | header[7];
-    unsigned char *pixels = malloc(records * INPUTS);
-    if (gzread(f, pixels, records * INPUTS) != records * INPUTS) { fprintf(stderr, "short read\n"); exit(1); }
-    gzclose(f);
-    offsets = malloc(sizeof(long) * (records + 1));
-    cols = malloc(sizeof(int) * records * INPUTS);
-    vals = malloc(sizeof(float) * records * INPUTS);
-    long p = 0;
-    for (long i = 0; i < records; i++) {
-        offsets[i] = p;
-        for (int k = 0; k < INPUTS; k++)
-            if (pixels[i * INPUTS + k]) cols[p] = k, vals[p++] = pixels[i * INPUTS + k] / 255.f;
-    }
-    offsets[records] = p;
-    free(pixels);
-}
 
 // A barrier for two spinning threads (sense-reversing).
 static atomic_int arrived, sense;
@@ -275,7 +253,7 @@ static int compare(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-    loadMNIST(argc > 1 ? argv[1] : "../shared/datasets/mnist/train-images-idx3-ubyte.gz");
+    records = loadMNIST(argc > 1 ? argv[1] : "../shared/datasets/mnist/train-images-idx3-ubyte.gz", &offsets, &cols, &vals);
     pin(0);
     // The inputs' split for the gradient by inputs: half of the data set's non-zeros each side.
     long perInput[INPUTS] = {0}, total = offsets[records];

@@ -1,0 +1,38 @@
+// Shared by the C micro-benchmarks in scripts/ that read real MNIST: its images as CSR like nnd's
+// SparseRows (record i's non-zeros at offsets[i] ..< offsets[i+1], in input order, value/255).
+// Link with -lz.
+#ifndef NN_BENCH_MNIST_H
+#define NN_BENCH_MNIST_H
+#include <stdio.h>
+#include <stdlib.h>
+#include <zlib.h>
+
+enum { MNIST_INPUTS = 784 };
+
+// Reads an IDX image file (gzip); returns the record count and sets the three arrays.
+static long loadMNIST(const char *path, long **offsets, int **cols, float **vals) {
+    gzFile f = gzopen(path, "rb");
+    if (!f) { perror(path); exit(1); }
+    unsigned char header[16];
+    if (gzread(f, header, 16) != 16) { fprintf(stderr, "%s: short header\n", path); exit(1); }
+    const long records = (header[4] << 24) | (header[5] << 16) | (header[6] << 8) | header[7];
+    unsigned char *pixels = malloc(records * MNIST_INPUTS);
+    if (gzread(f, pixels, records * MNIST_INPUTS) != records * MNIST_INPUTS) {
+        fprintf(stderr, "%s: short read\n", path);
+        exit(1);
+    }
+    gzclose(f);
+    *offsets = malloc(sizeof(long) * (records + 1));
+    *cols = malloc(sizeof(int) * records * MNIST_INPUTS);
+    *vals = malloc(sizeof(float) * records * MNIST_INPUTS);
+    long p = 0;
+    for (long i = 0; i < records; i++) {
+        (*offsets)[i] = p;
+        for (int k = 0; k < MNIST_INPUTS; k++)
+            if (pixels[i * MNIST_INPUTS + k]) (*cols)[p] = k, (*vals)[p++] = pixels[i * MNIST_INPUTS + k] / 255.f;
+    }
+    (*offsets)[records] = p;
+    free(pixels);
+    return records;
+}
+#endif
