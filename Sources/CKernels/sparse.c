@@ -66,9 +66,9 @@ static inline void prefetch_in_range(long rec, const long *offsets, const long *
 
 // ---- portable ------------------------------------------------------------------------------
 
-static void forward_portable(const int *records, long rows, const long *offsets, const long *bounds, long stride, const int *cols,
-                             const float *vals, const float *wt, long ldw, long units, long kLo, long kHi, float *z,
-                             long ldz) {
+static void forward_portable(const int *records, long rows, const long *offsets, const long *bounds, long stride,
+                             const int *cols, const float *vals, const float *wt, long ldw, long units, long kLo,
+                             long kHi, float *z, long ldz) {
     for (long r = 0; r < rows; r++) {
         if (r + NN_PREFETCH_AHEAD < rows)
             prefetch_in_range(records[r + NN_PREFETCH_AHEAD], offsets, bounds, stride, cols, vals);
@@ -186,23 +186,24 @@ static inline long forward_block(long nv, long width, long pass) {
 #define NN_FORWARD_DRIVER(NAME, TARGET, BY, KERNEL, WIDTH, PASS)                                             \
     __attribute__((target(TARGET))) static void NAME(const int *records, long rows, const long *offsets,     \
                                                      const long *bounds, long stride, const int *cols,       \
-                                                     const float *vals,                                      \
-                                                     const float *wt, long ldw, long units, long kLo,        \
-                                                     long kHi, float *z, long ldz, long *cursor) {           \
+                                                     const float *vals, const float *wt, long ldw,           \
+                                                     long units, long kLo, long kHi, float *z, long ldz,     \
+                                                     long *cursor) {                                         \
         /* wt's row 0 is input kLo: the kernels index it by input number from this base */                  \
         const float *base = (const float *)((uintptr_t)wt - (uintptr_t)(kLo * ldw) * sizeof(float));       \
         for (long j0 = 0; j0 < units; j0 += PASS) {                                                          \
             const long nv = (units - j0 + WIDTH - 1) / WIDTH;                                                \
             for (long r = 0; r < rows; r++) {                                                                \
                 const long rec = records[r];                                                                 \
-                cursor[r] = start_in_range(rec, offsets, bounds, stride, cols, kLo);                                 \
+                cursor[r] = start_in_range(rec, offsets, bounds, stride, cols, kLo);                         \
             }                                                                                                \
             const long block = forward_block(nv, WIDTH, PASS);                                               \
             for (long k0 = kLo; k0 < kHi; k0 += block) {                                                     \
                 const long k1 = k0 + block < kHi ? k0 + block : kHi;                                         \
                 for (long r = 0; r < rows; r++) {                                                            \
                     if (k0 == kLo && j0 == 0 && r + NN_PREFETCH_AHEAD < rows)                                \
-                        prefetch_in_range(records[r + NN_PREFETCH_AHEAD], offsets, bounds, stride, cols, vals); \
+                        prefetch_in_range(records[r + NN_PREFETCH_AHEAD], offsets, bounds, stride, cols,     \
+                                          vals);                                                             \
                     const long e = end_in_range(records[r], offsets, bounds, stride);                        \
                     if (cursor[r] >= e || cols[cursor[r]] >= k1) continue;                                   \
                     /* wt's rows are padded to ldw, so every load stays inside */                            \
@@ -489,15 +490,19 @@ static int sparse_level(void) {  // 2: AVX-512, 1: AVX2+FMA, 0: portable
 
 void nn_sparse_limit_isa(int cap) { level_cap = cap < 0 ? 0 : cap > 2 ? 2 : cap; }
 
-void nn_sparse_forward_range(const int *records, long rows, const long *offsets, const long *bounds, long stride, const int *cols,
-                             const float *vals, const float *wt, long ldw, long units, long kLo, long kHi, float *z,
-                             long ldz, long *cursor) {
+void nn_sparse_forward_range(const int *records, long rows, const long *offsets, const long *bounds, long stride,
+                             const int *cols, const float *vals, const float *wt, long ldw, long units, long kLo,
+                             long kHi, float *z, long ldz, long *cursor) {
     // Every version adds into z (the vector ones block by block of inputs), AVX2 in whole registers.
     for (long r = 0; r < rows; r++) memset(z + r * ldz, 0, (size_t)((units + 7) / 8 * 8) * sizeof(float));
 #ifdef NN_X86
     switch (sparse_level()) {
-        case 2: forward_avx512(records, rows, offsets, bounds, stride, cols, vals, wt, ldw, units, kLo, kHi, z, ldz, cursor); return;
-        case 1: forward_avx2(records, rows, offsets, bounds, stride, cols, vals, wt, ldw, units, kLo, kHi, z, ldz, cursor); return;
+        case 2:
+            forward_avx512(records, rows, offsets, bounds, stride, cols, vals, wt, ldw, units, kLo, kHi, z, ldz, cursor);
+            return;
+        case 1:
+            forward_avx2(records, rows, offsets, bounds, stride, cols, vals, wt, ldw, units, kLo, kHi, z, ldz, cursor);
+            return;
         default: break;
     }
 #endif
@@ -534,8 +539,7 @@ void nn_sparse_prefetch_records(const int *records, long rows, const long *offse
 
 void nn_sparse_batch_column_range(const int *records, long rows, long firstRow, const long *offsets,
                                   const long *bounds, long stride, const int *cols, const float *vals, long kLo,
-                                  long kHi,
-                                  long *colStart, long *cursor, int *entryRow, float *entryVal) {
+                                  long kHi, long *colStart, long *cursor, int *entryRow, float *entryVal) {
     const long width = kHi - kLo;
     for (long k = 0; k <= width; k++) colStart[k] = 0;
     // This is the first touch of the batch's records: ask for the first ones now, and for the
