@@ -41,7 +41,7 @@ public enum InputPathChoice: Sendable, Equatable {
 ///
 /// `@unchecked Sendable`: inside a training call slice w's rows and index pieces are used only
 /// by the iteration that claimed slice w (as the flat buffers' slices are, see
-/// `DataParallelEngine`); `rows` and `inputRanges` are set between calls.
+/// `DataParallelEngine`); `rows`, `inputRanges` and `recordBounds` are set between calls.
 final class SparseFirstLayer: @unchecked Sendable {
     let inputs: Int
     let units: Int
