@@ -37,7 +37,8 @@ public enum InputPathChoice: Sendable, Equatable {
 }
 
 /// The transposed first-layer weights, gradient, optimiser state and the batch's column index
-/// by worker slice; allocated once, when the engine is made.
+/// by worker slice; allocated once, when the engine is made (the records' bounds when it is
+/// given the data, before any step).
 ///
 /// `@unchecked Sendable`: inside a training call slice w's rows and index pieces are used only
 /// by the iteration that claimed slice w (as the flat buffers' slices are, see
