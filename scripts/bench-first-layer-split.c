@@ -67,6 +67,8 @@ static long *colStart[2], *cursor[2], *fwdCursor[2];
 static int *entryRow[2];
 static float *entryVal[2];
 static int split[3];
+// Each record's bounds in the two ranges of inputs split[t] ..< split[t + 1], as nnd keeps them.
+static long *rangeBounds[2];
 // Per thread and phase (index, forward, barrier 1, deltas, barrier 2, gradient, barrier 3): seconds.
 static double phase[2][7];
 static double mark[2];
@@ -126,8 +128,8 @@ static void gradientOfInputRange(int t, int *local) {
 
 static void stepByRecords(int t, const int *batch, int *local) {
     const int lo = t * BATCH / 2, hi = (t + 1) * BATCH / 2;
-    nn_sparse_batch_column_range(batch, BATCH, 0, offsets, NULL, 0, cols, vals, split[t], split[t + 1], colStart[t], cursor[t],
-                                 entryRow[t], entryVal[t]);
+    nn_sparse_batch_column_range(batch, BATCH, 0, offsets, rangeBounds[t], 2, cols, vals, split[t], split[t + 1],
+                                 colStart[t], cursor[t], entryRow[t], entryVal[t]);
     lap(t, 0);
     nn_sparse_forward(batch + lo, hi - lo, offsets, cols, vals, wtFull, LD, UNITS, INPUTS, zFull + lo * LD, LD,
                       fwdCursor[t]);
@@ -145,11 +147,11 @@ static void stepByRecords(int t, const int *batch, int *local) {
 // row, no index entry changes cores; the partial sums and δ₁ rows do.
 static void stepByInputs(int t, const int *batch, int *local) {
     const int lo = t * BATCH / 2, hi = (t + 1) * BATCH / 2;
-    nn_sparse_batch_column_range(batch, BATCH, 0, offsets, NULL, 0, cols, vals, split[t], split[t + 1], colStart[t], cursor[t],
-                                 entryRow[t], entryVal[t]);
+    nn_sparse_batch_column_range(batch, BATCH, 0, offsets, rangeBounds[t], 2, cols, vals, split[t], split[t + 1],
+                                 colStart[t], cursor[t], entryRow[t], entryVal[t]);
     lap(t, 0);
-    nn_sparse_forward_range(batch, BATCH, offsets, NULL, 0, cols, vals, wtFull + (long)split[t] * LD, LD, UNITS, split[t],
-                            split[t + 1], zPart[t], LD, fwdCursor[t]);
+    nn_sparse_forward_range(batch, BATCH, offsets, rangeBounds[t], 2, cols, vals, wtFull + (long)split[t] * LD, LD,
+                            UNITS, split[t], split[t + 1], zPart[t], LD, fwdCursor[t]);
     lap(t, 1);
     barrier(local);
     lap(t, 2);
@@ -262,6 +264,8 @@ int main(int argc, char **argv) {
     split[0] = 0, split[2] = INPUTS;
     for (int k = 0; k < INPUTS; k++)
         if ((sum += perInput[k]) >= total / 2) { split[1] = k + 1; break; }
+    for (int t = 0; t < 2; t++) rangeBounds[t] = malloc(sizeof(long) * 2 * records);
+    keepRecordBounds(offsets, cols, records, (const long[]){0, split[1], INPUTS}, 2, rangeBounds);
     for (int t = 0; t < 2; t++) {
         wtHalf[t] = alloc(INPUTS * LDH), zHalf[t] = alloc(BATCH * LDH), zPart[t] = alloc(BATCH * LD);
         colStart[t] = malloc(sizeof(long) * (INPUTS + 1)), cursor[t] = malloc(sizeof(long) * INPUTS);

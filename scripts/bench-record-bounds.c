@@ -24,18 +24,9 @@ int main(int argc, char **argv) {
         loadMNIST(argc > 1 ? argv[1] : "../shared/datasets/mnist/train-images-idx3-ubyte.gz", &offsets, &cols, &vals);
     const long split = 406;  // where SparseFirstLayer.inputRanges splits MNIST's non-zeros in two
     const long ranges[3][2] = {{0, split}, {split, MNIST_INPUTS}, {0, MNIST_INPUTS}};
-    // Each range's bounds, as recordBounds keeps them: [2·rec] first, [2·rec + 1] one past the last.
-    long *bounds[2];
-    for (int q = 0; q < 2; q++) {
-        bounds[q] = malloc(sizeof(long) * 2 * records);
-        for (long i = 0; i < records; i++) {
-            long p = offsets[i];
-            while (p < offsets[i + 1] && cols[p] < ranges[q][0]) p++;
-            bounds[q][2 * i] = p;
-            while (p < offsets[i + 1] && cols[p] < ranges[q][1]) p++;
-            bounds[q][2 * i + 1] = p;
-        }
-    }
+    // The two ranges' bounds, as recordBounds keeps them.
+    long *bounds[2] = {malloc(sizeof(long) * 2 * records), malloc(sizeof(long) * 2 * records)};
+    keepRecordBounds(offsets, cols, records, (const long[]){0, split, MNIST_INPUTS}, 2, bounds);
     int *order = malloc(sizeof(int) * STEPS * BATCH);
     for (long i = 0; i < (long)STEPS * BATCH; i++) order[i] = rand() % records;
     float *wt = aligned_alloc(64, sizeof(float) * MNIST_INPUTS * LD);

@@ -1,5 +1,6 @@
-// Shared by the C micro-benchmarks in scripts/: a timer, and synthetic records as CSR like
-// nnd's SparseRows (record i's non-zeros at offsets[i] ..< offsets[i+1], in input order).
+// Shared by the C micro-benchmarks in scripts/: a timer, synthetic records as CSR like nnd's
+// SparseRows (record i's non-zeros at offsets[i] ..< offsets[i+1], in input order), and each
+// record's bounds in ranges of the inputs as nnd keeps them.
 #ifndef NN_BENCH_RECORDS_H
 #define NN_BENCH_RECORDS_H
 #include <stdlib.h>
@@ -28,5 +29,20 @@ static void makeRecords(long records, int nonZeros, int range, long *offsets, in
             if (used[k]) cols[p] = k, vals[p++] = (rand() % 255) / 255.f;
     }
     offsets[records] = p;
+}
+
+// Each record's bounds in the `pieces` ranges of the inputs cuts[p] ..< cuts[p + 1] (cuts[0] = 0),
+// as SparseFirstLayer.recordBounds keeps them: bounds[p][2·rec] its first non-zero in range p,
+// bounds[p][2·rec + 1] one past its last (each bounds[p] room for 2 · records).
+static inline void keepRecordBounds(const long *offsets, const int *cols, long records, const long *cuts, int pieces,
+                                    long **bounds) {
+    for (long i = 0; i < records; i++) {
+        long q = offsets[i];
+        for (int p = 0; p < pieces; p++) {
+            bounds[p][2 * i] = q;
+            while (q < offsets[i + 1] && cols[q] < cuts[p + 1]) q++;
+            bounds[p][2 * i + 1] = q;
+        }
+    }
 }
 #endif

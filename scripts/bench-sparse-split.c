@@ -27,19 +27,13 @@ static void drawBatch(int *records) {
     for (int r = 0; r < BATCH; r++) records[r] = rand() % RECORDS;
 }
 
-// Each record's bounds in piece p's range of `pieces` even ranges of the inputs, as nnd keeps them
-// since the twenty-fourth session (SparseFirstLayer.recordBounds: [2·rec] first, [2·rec + 1] one
-// past the last).
-static long bounds[MAX_PIECES][2 * RECORDS];
+// Each record's bounds in piece p's range of `pieces` even ranges of the inputs (keepBounds).
+static long boundsStore[MAX_PIECES][2 * RECORDS];
 static void keepBounds(int inputs, int pieces) {
-    for (long i = 0; i < RECORDS; i++) {
-        long q = offsets[i];
-        for (int p = 0; p < pieces; p++) {
-            bounds[p][2 * i] = q;
-            while (q < offsets[i + 1] && cols[q] < (long)inputs * (p + 1) / pieces) q++;
-            bounds[p][2 * i + 1] = q;
-        }
-    }
+    long cuts[MAX_PIECES + 1], *bounds[MAX_PIECES];
+    for (int p = 0; p <= pieces; p++) cuts[p] = (long)inputs * p / pieces;
+    for (int p = 0; p < pieces; p++) bounds[p] = boundsStore[p];
+    keepRecordBounds(offsets, cols, RECORDS, cuts, pieces, bounds);
 }
 
 // The forward of `units` outputs over inputs 0 ..< inputs, in `pieces` calls over even ranges of
@@ -59,7 +53,7 @@ static double forward(int units, int ldw, int inputs, int pieces, int kept) {
         double t = seconds();
         for (int p = 0; p < pieces; p++) {
             const long k0 = (long)inputs * p / pieces, k1 = (long)inputs * (p + 1) / pieces;
-            nn_sparse_forward_range(records, BATCH, offsets, kept ? bounds[p] : NULL, 2, cols, vals, wt + k0 * ldw, ldw,
+            nn_sparse_forward_range(records, BATCH, offsets, kept ? boundsStore[p] : NULL, 2, cols, vals, wt + k0 * ldw, ldw,
                                     units, k0, k1, z[p], ldw, cursor);
         }
         for (int p = 1; p < pieces; p++)
