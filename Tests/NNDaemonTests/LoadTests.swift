@@ -149,7 +149,7 @@ final class LoadTests: XCTestCase {
     }
 
     /// 1,000 runs created and listed (all but one queued, then stopped): memory and response
-    /// times stay flat.
+    /// times stay flat. Memory is measured from the moment the one training run steps.
     func testThousandRunsStayFlat() throws {
         let total = Int(ProcessInfo.processInfo.environment["NND_MANY_RUNS"] ?? "") ?? 1000
         let d = DaemonProcess()
@@ -162,6 +162,18 @@ final class LoadTests: XCTestCase {
             let id = try d.createRun(spec)
             let createMs = Date().timeIntervalSince(t0) * 1000
             if i > 1 { XCTAssertEqual(try d.post("/v1/runs/\(id)/stop").0, 200) }  // queued → stopped at once
+            if i == 1 {
+                // The first run trains on 60,000 records: its data and buffers (≈ 270 MiB) are the
+                // daemon's, not the run records'. The baseline is taken once it steps, so that only
+                // what the other 999 runs cost is measured.
+                try d.waitFor(id, states: ["running"])
+                let deadline = Date().addingTimeInterval(120)
+                while Date() < deadline {
+                    let p = try d.get("/v1/runs/\(id)").1["progress"] as? [String: Any] ?? [:]
+                    if ((p["step_duration_buckets"] as? [Int])?.last ?? 0) > 0 { break }
+                    usleep(50_000)
+                }
+            }
             if i == 1 || i % (total / 4) == 0 {
                 let t1 = Date()
                 let (status, list) = try d.get("/v1/runs")
@@ -177,7 +189,9 @@ final class LoadTests: XCTestCase {
         }
         let first = samples.first!
         let last = samples.last!
-        XCTAssertLessThan(last.3 - first.3, 300 * 1024, "RSS grew by more than 300 MiB over \(total) runs")
+        XCTAssertLessThan(
+            last.3 - first.3, 200 * 1024,
+            "RSS grew by \((last.3 - first.3) / 1024) MiB from 1 training run to \(total) runs")
         XCTAssertLessThan(last.2, 2000, "listing \(total) runs took \(last.2) ms")
         XCTAssertEqual(try d.get("/v1/health").0, 200)
     }
