@@ -14,7 +14,7 @@ SHELL := /bin/bash
 # Which build `install` copies (check-install uses the debug build `swift test` just made).
 CONFIG ?= release
 
-.PHONY: build commit-header test test-system deb demo bench compare compare-numpy fuzz verify-units check-install install install-files uninstall deps clean format lint man
+.PHONY: build commit-header test test-system deb demo bench bench-two-workers compare compare-numpy fuzz verify-units check-install install install-files uninstall deps clean format lint man
 
 # Release binaries with the Swift runtime linked in (and no RUNPATH into the toolchain): they
 # need only Debian's shared libraries, so `make install` and `make deb` run on any server.
@@ -65,6 +65,12 @@ demo:
 
 bench: build
 	.build/release/nnd bench
+
+# The 2-worker target (docs/performance.md): RUNS runs of `nnd bench`, their best-round ratios and
+# the pooled pairs where GEMM scaled; OTHER=path/to/nnd alternates with another build.
+RUNS ?= 10
+bench-two-workers: build
+	scripts/bench-two-workers.sh $(RUNS) $(OTHER)
 
 # nnd against PyTorch (CPU, installed into .build/pytorch-venv) on the seed's recipe and the same
 # cores, rounds alternated: `make compare ROUNDS=5 EPOCHS=5`. Not part of `make test`.
