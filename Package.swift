@@ -122,6 +122,7 @@ let package = Package(
             name: "NNDaemonTests",
             dependencies: [
                 "NNAPI", "NNControl", "NNCheckpoint", "NNInflate", "NNEngine", "NNNumerics", "NNDistributed",
+                "NNDaemon",
             ]),
     ]
 )

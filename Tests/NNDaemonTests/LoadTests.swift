@@ -2,6 +2,8 @@ import Foundation
 import NNControl
 import XCTest
 
+@testable import NNDaemon
+
 /// Load on the control API. Durations and client counts come from the environment so CI runs a
 /// short version (`NND_LOAD_SECONDS`, default 8; the README reports the 60 s run).
 final class LoadTests: XCTestCase {
@@ -157,9 +159,11 @@ final class LoadTests: XCTestCase {
         let pid = d.process!.processIdentifier
         let spec = smallSpec(name: "many", trainLimit: 60000, epochs: 50, everySteps: 0)
         var samples: [(Int, Double, Double, Int)] = []  // runs, create ms, list ms, RSS KiB
+        var ids = Set<String>()
         for i in 1...total {
             let t0 = Date()
             let id = try d.createRun(spec)
+            XCTAssertTrue(ids.insert(id).inserted, "run \(i) was given the id of an earlier run: \(id)")
             let createMs = Date().timeIntervalSince(t0) * 1000
             if i > 1 { XCTAssertEqual(try d.post("/v1/runs/\(id)/stop").0, 200) }  // queued → stopped at once
             if i == 1 {
@@ -194,5 +198,19 @@ final class LoadTests: XCTestCase {
             "RSS grew by \((last.3 - first.3) / 1024) MiB from 1 training run to \(total) runs")
         XCTAssertLessThan(last.2, 2000, "listing \(total) runs took \(last.2) ms")
         XCTAssertEqual(try d.get("/v1/health").0, 200)
+    }
+
+    /// A run's id is drawn again while a run or a run directory has it: two runs of one name
+    /// created in the same second never share a record or a directory, however the draws fall.
+    func testARunIDIsDrawnAgainWhileItIsTaken() {
+        var draws: [UInt32] = [0xabc, 0xabc, 0x5, 0x123]
+        let second = Date(timeIntervalSince1970: 1_764_000_000)  // t68n40 in base 36
+        let first = RunManager.newID(name: "mnist", now: second, random: { draws.removeFirst() }, taken: { _ in false })
+        XCTAssertEqual(first, "mnist-t68n40abc")
+        let leftOnDisk = "mnist-t68n405"  // a run directory whose record is gone
+        let next = RunManager.newID(
+            name: "mnist", now: second, random: { draws.removeFirst() }, taken: { $0 == first || $0 == leftOnDisk })
+        XCTAssertEqual(next, "mnist-t68n40123")
+        XCTAssertTrue(draws.isEmpty, "drawn \(4 - draws.count) times, not 4")
     }
 }
