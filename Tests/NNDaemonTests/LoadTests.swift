@@ -172,11 +172,13 @@ final class LoadTests: XCTestCase {
                 // what the other 999 runs cost is measured.
                 try d.waitFor(id, states: ["running"])
                 let deadline = Date().addingTimeInterval(120)
-                while Date() < deadline {
+                var stepped = false
+                while !stepped && Date() < deadline {
                     let p = try d.get("/v1/runs/\(id)").1["progress"] as? [String: Any] ?? [:]
-                    if ((p["step_duration_buckets"] as? [Int])?.last ?? 0) > 0 { break }
-                    usleep(50_000)
+                    stepped = ((p["step_duration_buckets"] as? [Int])?.last ?? 0) > 0
+                    if !stepped { usleep(50_000) }
                 }
+                XCTAssertTrue(stepped, "the training run took no step in 120 s; log:\n\(d.log().suffix(3000))")
             }
             if i == 1 || i % (total / 4) == 0 {
                 let t1 = Date()
