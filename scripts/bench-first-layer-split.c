@@ -257,13 +257,8 @@ static int compare(const void *a, const void *b) {
 int main(int argc, char **argv) {
     records = loadMNIST(argc > 1 ? argv[1] : "../shared/datasets/mnist/train-images-idx3-ubyte.gz", &offsets, &cols, &vals);
     pin(0);
-    // The inputs' split for the gradient by inputs: half of the data set's non-zeros each side.
-    long perInput[INPUTS] = {0}, total = offsets[records];
-    for (long p = 0; p < total; p++) perInput[cols[p]]++;
-    long sum = 0;
-    split[0] = 0, split[2] = INPUTS;
-    for (int k = 0; k < INPUTS; k++)
-        if ((sum += perInput[k]) >= total / 2) { split[1] = k + 1; break; }
+    // The inputs' split for the split by inputs: half of the data set's non-zeros each side.
+    split[0] = 0, split[1] = (int)halveInputsByNonZeros(offsets, cols, records), split[2] = INPUTS;
     for (int t = 0; t < 2; t++) rangeBounds[t] = malloc(sizeof(long) * 2 * records);
     keepRecordBounds(offsets, cols, records, (const long[]){0, split[1], INPUTS}, 2, rangeBounds);
     for (int t = 0; t < 2; t++) {
@@ -276,7 +271,7 @@ int main(int argc, char **argv) {
     order = malloc(sizeof(int) * STEPS * BATCH);
     for (long i = 0; i < (long)STEPS * BATCH; i++) order[i] = rand() % records;
     printf("MNIST: %ld records, %.1f %% non-zero; inputs split at %d for the gradient by inputs\n", records,
-           100.0 * total / (records * INPUTS), split[1]);
+           100.0 * offsets[records] / (records * INPUTS), split[1]);
     double us[4][ROUNDS], phases[4][2][7] = {{{0}}}, trip[ROUNDS];
     for (int r = 0; r < ROUNDS; r++) {
         trip[r] = roundTrip();

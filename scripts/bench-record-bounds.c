@@ -22,7 +22,7 @@ int main(int argc, char **argv) {
     float *vals;
     const long records =
         loadMNIST(argc > 1 ? argv[1] : "../shared/datasets/mnist/train-images-idx3-ubyte.gz", &offsets, &cols, &vals);
-    const long split = 406;  // where SparseFirstLayer.inputRanges splits MNIST's non-zeros in two
+    const long split = halveInputsByNonZeros(offsets, cols, records);
     const long ranges[3][2] = {{0, split}, {split, MNIST_INPUTS}, {0, MNIST_INPUTS}};
     // The two ranges' bounds, as recordBounds keeps them.
     long *bounds[2] = {malloc(sizeof(long) * 2 * records), malloc(sizeof(long) * 2 * records)};
