@@ -46,10 +46,11 @@ for i, binary in enumerate(binaries):
         workers = b["workers"]
         p = b["pairs"]
         threshold = p["gemm_scaling_threshold"]
-        scaled = [x for g, x in zip(p["gemm_speedups"], p["sparse_speedups"]) if g >= threshold]
-        pooled += scaled
+        # nnd gives each run's median over these pairs; pooling the runs needs the pairs themselves.
+        pooled += [x for g, x in zip(p["gemm_speedups"], p["sparse_speedups"]) if g >= threshold]
         best.append(b["sparse_speedup"])
-        where = f"{statistics.median(scaled):.2f}× in {len(scaled)} of {p['count']}" if scaled else f"none of {p['count']}"
+        m = p.get("sparse_median_speedup_where_gemm_scales")
+        where = f"{m:.2f}× in {p['quads_where_gemm_scales']} of {p['count']}" if m else f"none of {p['count']}"
         print(f"  run {r:2d}: sparse step {workers} workers / 1 by best round {b['sparse_speedup']:.2f}×, "
               f"GEMM {b['gemm_speedup']:.2f}×; pairs where GEMM scaled ≥ {threshold:.2f}×: {where}")
     pooled_text = f"{statistics.median(pooled):.3f}× ({len(pooled)} pairs)" if pooled else "no pair where GEMM scaled"

@@ -116,6 +116,12 @@ final class DaemonProcess {
 
     func state(_ id: String) throws -> String { try get("/v1/runs/\(id)").1["state"] as? String ?? "?" }
 
+    /// The steps run `id` has taken and the seconds inside them, from its step-duration histogram.
+    func stepClock(_ id: String) throws -> (count: Int, sum: Double) {
+        let p = try get("/v1/runs/\(id)").1["progress"] as? [String: Any] ?? [:]
+        return ((p["step_duration_buckets"] as? [Int])?.last ?? 0, p["step_duration_sum"] as? Double ?? 0)
+    }
+
     @discardableResult
     func waitFor(_ id: String, states: Set<String>, timeout: Double = 120) throws -> [String: Any] {
         let deadline = Date().addingTimeInterval(timeout)

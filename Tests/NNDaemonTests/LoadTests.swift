@@ -45,15 +45,10 @@ final class LoadTests: XCTestCase {
         let run = try d.createRun(spec)
         try d.waitFor(run, states: ["running"])
 
-        /// (steps, seconds inside steps) from the run's step-duration histogram.
-        func stepClock() throws -> (count: Int, sum: Double) {
-            let p = try d.get("/v1/runs/\(run)").1["progress"] as? [String: Any] ?? [:]
-            return ((p["step_duration_buckets"] as? [Int])?.last ?? 0, p["step_duration_sum"] as? Double ?? 0)
-        }
         func rate(over seconds: Double) throws -> Double {
-            let a = try stepClock()
+            let a = try d.stepClock(run)
             usleep(UInt32(seconds * 1_000_000))
-            let b = try stepClock()
+            let b = try d.stepClock(run)
             return Double((b.count - a.count) * batch) / max(b.sum - a.sum, 1e-9)
         }
         final class Tally: @unchecked Sendable {  // every field guarded by `lock`
@@ -174,8 +169,7 @@ final class LoadTests: XCTestCase {
                 let deadline = Date().addingTimeInterval(120)
                 var stepped = false
                 while !stepped && Date() < deadline {
-                    let p = try d.get("/v1/runs/\(id)").1["progress"] as? [String: Any] ?? [:]
-                    stepped = ((p["step_duration_buckets"] as? [Int])?.last ?? 0) > 0
+                    stepped = try d.stepClock(id).count > 0
                     if !stepped { usleep(50_000) }
                 }
                 XCTAssertTrue(stepped, "the training run took no step in 120 s; log:\n\(d.log().suffix(3000))")
